@@ -1,0 +1,19 @@
+//! The Conduit agent: runs on the ARM appliance beside the BMCs.
+//!
+//! So far it registers its RFD 021 catalog and serves `/metrics` and `/health`; the BMC layer,
+//! discovery, consoles and the gateway uplink, which drive the business metrics, come with the
+//! following issues.
+
+#![forbid(unsafe_code)]
+
+pub mod metrics;
+
+use conduit_http::service::ComponentInfo;
+
+/// What the agent is, for the shared service code.
+pub const INFO: ComponentInfo = ComponentInfo {
+    prefix: "agent",
+    binary: "conduit-agent",
+    default_port: 8090,
+    about: "Conduit agent: talks IPMI and Redfish to the BMCs beside it",
+};

@@ -1,0 +1,220 @@
+//! The agent's RFD 021 catalog (see `docs/metrics.md`).
+//!
+//! HTTP metrics come from the shared middleware. Discovery and BMC families are driven by the
+//! BMC layer (issue 4), console families by the SOL/VNC proxies (issue 6), uplink families by
+//! the gateway uplink; until then they expose `# HELP`/`# TYPE` only.
+
+use conduit_http::buckets;
+use conduit_http::catalog::{Buckets, CappedFamily, CatalogBuilder};
+use conduit_http::http::metrics::RpcMetrics;
+use conduit_http::labels::{Direction, ErrorType, ServerId, Status};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+/// `{bmc_type}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BmcType {
+    /// `ipmi`, `redfish` or `both`.
+    pub bmc_type: &'static str,
+}
+
+/// `{bmc_type, operation, status}` of BMC operations.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BmcOperation {
+    /// `ipmi` or `redfish`.
+    pub bmc_type: &'static str,
+    /// Operation, e.g. `power_status`.
+    pub operation: &'static str,
+    /// Outcome.
+    pub status: &'static str,
+}
+
+/// `{bmc_type, operation}` of BMC operation durations.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BmcOperationKind {
+    /// `ipmi` or `redfish`.
+    pub bmc_type: &'static str,
+    /// Operation.
+    pub operation: &'static str,
+}
+
+/// `{bmc_type, error_type}` of BMC connection errors.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BmcError {
+    /// `ipmi` or `redfish`.
+    pub bmc_type: &'static str,
+    /// Error kind, e.g. `timeout`, `auth_failed`.
+    pub error_type: &'static str,
+}
+
+/// `{server_id, status}` of SOL reconnection attempts.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reconnection {
+    /// Server id.
+    pub server_id: String,
+    /// Outcome.
+    pub status: &'static str,
+}
+
+/// Every agent metric beyond the HTTP middleware's.
+#[derive(Debug)]
+pub struct AgentMetrics {
+    /// `agent_discovery_cycles_total`
+    pub discovery_cycles: CappedFamily<Status, Counter>,
+    /// `agent_discovery_duration_seconds`
+    pub discovery_duration: Histogram,
+    /// `agent_servers_discovered`
+    pub servers_discovered: CappedFamily<BmcType, Gauge>,
+    /// `agent_discovery_errors_total`
+    pub discovery_errors: CappedFamily<ErrorType, Counter>,
+    /// `agent_gateway_registrations_total`
+    pub gateway_registrations: CappedFamily<Status, Counter>,
+    /// `agent_gateway_registration_duration_seconds`
+    pub gateway_registration_duration: Histogram,
+    /// `agent_heartbeats_sent_total`
+    pub heartbeats_sent: CappedFamily<Status, Counter>,
+    /// `agent_gateway_connection_status`: 0 disconnected (also: no gateway configured), 1 connected
+    pub gateway_connection_status: Gauge,
+    /// `agent_bmc_operations_total`
+    pub bmc_operations: CappedFamily<BmcOperation, Counter>,
+    /// `agent_bmc_operation_duration_seconds`
+    pub bmc_operation_duration: CappedFamily<BmcOperationKind, Histogram, Buckets>,
+    /// `agent_bmc_connection_errors_total`
+    pub bmc_connection_errors: CappedFamily<BmcError, Counter>,
+    /// `agent_sol_sessions_total` (a gauge, named as the RFD names it)
+    pub sol_sessions: CappedFamily<ServerId, Gauge>,
+    /// `agent_sol_bytes_total`
+    pub sol_bytes: CappedFamily<Direction, Counter>,
+    /// `agent_sol_reconnections_total`
+    pub sol_reconnections: CappedFamily<Reconnection, Counter>,
+    /// `agent_sol_errors_total`
+    pub sol_errors: CappedFamily<ErrorType, Counter>,
+    /// `agent_vnc_sessions_total` (a gauge)
+    pub vnc_sessions: CappedFamily<ServerId, Gauge>,
+    /// `agent_vnc_bytes_total`
+    pub vnc_bytes: CappedFamily<Direction, Counter>,
+    /// `agent_vnc_connection_errors_total`
+    pub vnc_connection_errors: CappedFamily<ErrorType, Counter>,
+    /// `agent_rpc_calls_total`, `agent_rpc_call_duration_seconds`
+    pub rpc: RpcMetrics,
+}
+
+impl AgentMetrics {
+    /// Registers the catalog under `agent_`.
+    pub fn register(b: &mut CatalogBuilder) -> Self {
+        AgentMetrics {
+            discovery_cycles: b.counter_family("discovery_cycles", "Discovery cycle runs"),
+            discovery_duration: b.histogram(
+                "discovery_duration_seconds",
+                "Discovery cycle duration",
+                buckets::DISCOVERY,
+            ),
+            servers_discovered: b.gauge_family("servers_discovered", "BMC servers discovered"),
+            discovery_errors: b.counter_family("discovery_errors", "Discovery errors"),
+            gateway_registrations: b
+                .counter_family("gateway_registrations", "Registration attempts"),
+            gateway_registration_duration: b.histogram(
+                "gateway_registration_duration_seconds",
+                "Registration duration",
+                buckets::HTTP_RPC,
+            ),
+            heartbeats_sent: b.counter_family("heartbeats_sent", "Heartbeats sent"),
+            gateway_connection_status: b.gauge(
+                "gateway_connection_status",
+                "Connection status (0=disconnected, 1=connected)",
+            ),
+            bmc_operations: b.counter_family("bmc_operations", "BMC operations executed"),
+            bmc_operation_duration: b.histogram_family(
+                "bmc_operation_duration_seconds",
+                "Operation latency",
+                buckets::BMC,
+            ),
+            bmc_connection_errors: b.counter_family("bmc_connection_errors", "Connection errors"),
+            sol_sessions: b.gauge_family("sol_sessions_total", "Active SOL sessions"),
+            sol_bytes: b.counter_family("sol_bytes", "SOL bytes transferred"),
+            sol_reconnections: b.counter_family("sol_reconnections", "Reconnection attempts"),
+            sol_errors: b.counter_family("sol_errors", "Session errors"),
+            vnc_sessions: b.gauge_family("vnc_sessions_total", "Active VNC sessions"),
+            vnc_bytes: b.counter_family("vnc_bytes", "VNC bytes transferred"),
+            vnc_connection_errors: b.counter_family("vnc_connection_errors", "Connection errors"),
+            rpc: RpcMetrics::register(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn catalog_matches_the_reference() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let mut b = CatalogBuilder::new(&mut registry, "agent", 100);
+        let http = conduit_http::http::metrics::HttpMetrics::register(&mut b);
+        let m = AgentMetrics::register(&mut b);
+        // One sample in every family, so that label names and buckets are visible.
+        http.observe(
+            conduit_http::http::Method::Get,
+            "/metrics",
+            200,
+            Duration::ZERO,
+        );
+        let ok = Status { status: "success" };
+        let err = ErrorType {
+            error_type: "timeout",
+        };
+        let server = ServerId {
+            server_id: "s1".into(),
+        };
+        let dir = Direction {
+            direction: "bmc_to_viewer",
+        };
+        m.discovery_cycles.inc(&ok);
+        m.servers_discovered
+            .with(&BmcType { bmc_type: "ipmi" }, |g| g.set(1));
+        m.discovery_errors.inc(&err);
+        m.gateway_registrations.inc(&ok);
+        m.heartbeats_sent.inc(&ok);
+        m.bmc_operations.inc(&BmcOperation {
+            bmc_type: "ipmi",
+            operation: "power_status",
+            status: "success",
+        });
+        m.bmc_operation_duration.observe(
+            &BmcOperationKind {
+                bmc_type: "ipmi",
+                operation: "power_status",
+            },
+            0.2,
+        );
+        m.bmc_connection_errors.inc(&BmcError {
+            bmc_type: "ipmi",
+            error_type: "timeout",
+        });
+        m.sol_sessions.with(&server, |g| g.set(1));
+        m.sol_bytes.inc_by(&dir, 5);
+        m.sol_reconnections.inc(&Reconnection {
+            server_id: "s1".into(),
+            status: "success",
+        });
+        m.sol_errors.inc(&err);
+        m.vnc_sessions.with(&server, |g| g.set(1));
+        m.vnc_bytes.inc_by(&dir, 5);
+        m.vnc_connection_errors.inc(&err);
+        m.rpc.observe(
+            "conduit.agent.v1.BmcService",
+            "PowerAction",
+            "ok",
+            Duration::ZERO,
+        );
+        let problems = conduit_http::reference::check_touched_registry(
+            include_str!("../../docs/metrics.md"),
+            "agent",
+            &registry,
+        );
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+}
