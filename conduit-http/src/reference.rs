@@ -163,7 +163,10 @@ pub struct Family {
     pub samples: Vec<Sample>,
 }
 
-fn parse_labels(s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+/// Label pairs of one sample, in order.
+pub type LabelPairs = Vec<(String, String)>;
+
+fn parse_labels(s: &str) -> Result<(LabelPairs, &str), String> {
     // s starts after '{'
     let mut labels = Vec::new();
     let mut rest = s;
@@ -372,6 +375,26 @@ pub fn check_touched_registry(
         Err(e) => return vec![e],
     };
     let mut problems = check_exposition(&reference, component, &fams, false);
+    // Every family has samples here, so promtool lints them all: it must name exactly this
+    // component's `_total` gauges and nothing else.
+    match promtool_check(&text) {
+        Ok(lines) => {
+            problems.extend(
+                unexpected_lint(&lines)
+                    .into_iter()
+                    .map(|l| format!("promtool: {l}")),
+            );
+            for g in TOTAL_SUFFIXED_GAUGES
+                .iter()
+                .filter(|g| g.starts_with(component))
+            {
+                if !lines.iter().any(|l| l.starts_with(&format!("{g} "))) {
+                    problems.push(format!("promtool did not lint {g}: is it still a gauge?"));
+                }
+            }
+        }
+        Err(e) => problems.push(e),
+    }
     for (name, f) in &fams {
         // The guard's own family is exercised by the catalog tests of conduit-http.
         if f.samples.is_empty() && !name.ends_with("_metrics_series_dropped_total") {
@@ -379,6 +402,64 @@ pub fn check_touched_registry(
         }
     }
     problems
+}
+
+/// The seven RFD 021 gauges whose names end in `_total` (kept as the RFD names them).
+pub const TOTAL_SUFFIXED_GAUGES: [&str; 7] = [
+    "manager_servers_total",
+    "manager_gateways_total",
+    "gateway_agents_total",
+    "gateway_sessions_total",
+    "gateway_websocket_connections_total",
+    "agent_sol_sessions_total",
+    "agent_vnc_sessions_total",
+];
+
+/// Runs `promtool check metrics` on a text exposition. Returns the lines promtool printed when
+/// it parsed the input (exit 0, or 3 for lint findings); an error when it could not parse it or
+/// could not be run.
+pub fn promtool_check(text: &str) -> Result<Vec<String>, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run promtool (scripts/test installs it): {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("promtool stdin")?
+        .write_all(text.as_bytes())
+        .map_err(|e| format!("write to promtool: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("promtool: {e}"))?;
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stdout).lines())
+        .map(str::to_owned)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    match out.status.code() {
+        Some(0) | Some(3) => Ok(lines),
+        code => Err(format!("promtool failed ({code:?}): {lines:?}")),
+    }
+}
+
+/// promtool lines other than the expected warning about one of the seven `_total` gauges.
+pub fn unexpected_lint(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| {
+            !TOTAL_SUFFIXED_GAUGES.iter().any(|g| {
+                l.as_str() == format!("{g} non-counter metrics should not have \"_total\" suffix")
+            })
+        })
+        .cloned()
+        .collect()
 }
 
 /// One metric of RFD 021's catalog.

@@ -341,7 +341,7 @@ mod tests {
             "0.5",
             "--bogus",
         ]);
-        let mut next = |p: &mut lexopt::Parser| match p.next().unwrap().unwrap() {
+        let next = |p: &mut lexopt::Parser| match p.next().unwrap().unwrap() {
             lexopt::Arg::Long(n) => n.to_owned(),
             other => panic!("{other:?}"),
         };

@@ -329,7 +329,11 @@ async fn connection(
                     .record_refused(method, status, started.elapsed());
                 let reason = tiny_http::StatusCode(status).default_reason_phrase();
                 let bytes = Response::text(status, format!("{reason}\n")).to_bytes(1, false, true);
-                let _ = with_timeout(ctx.limits.write_timeout, (&stream).write_all(&bytes)).await;
+                if let Some(Ok(())) =
+                    with_timeout(ctx.limits.write_timeout, (&stream).write_all(&bytes)).await
+                {
+                    linger(&stream).await;
+                }
                 break;
             }
         };
@@ -358,6 +362,25 @@ async fn connection(
         }
     }
     ctx.remove(id);
+}
+
+/// Closes our side, then reads and discards what the client still sends for a short while.
+///
+/// Closing a socket with unread input makes the kernel send a reset, which can destroy the error
+/// response before the client reads it (a client still sending an oversize head, say).
+async fn linger(stream: &Async<TcpStream>) {
+    let _ = stream.get_ref().shutdown(std::net::Shutdown::Write);
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0usize;
+        while total < 1024 * 1024 {
+            match (&*stream).read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    with_timeout(Duration::from_millis(500), drain).await;
 }
 
 async fn with_timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {

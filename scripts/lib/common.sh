@@ -1,0 +1,37 @@
+# Shared by the scripts in scripts/: logging, privilege, idempotent package installs.
+# shellcheck shell=bash
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Runs a command as root: directly when we are root, else through sudo.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root (or sudo) to run: $*"
+  fi
+}
+
+# ensure_apt PACKAGE... — installs the Debian packages that are missing, and nothing else.
+# Packages whose services would start on install (prometheus) are kept from starting with a
+# temporary policy-rc.d: only the tests start peers, on loopback.
+ensure_apt() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  local made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+    made_policy=1
+  fi
+  local rc=0
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; then
+    as_root apt-get update -q >/dev/null || rc=$?
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+  fi
+  [ $made_policy -eq 1 ] && as_root rm -f /usr/sbin/policy-rc.d
+  [ $rc -eq 0 ] || die "apt-get install ${missing[*]} failed"
+}

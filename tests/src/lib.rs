@@ -1,0 +1,408 @@
+//! Harness for the integration tests: start the real binaries and real peers on loopback, talk
+//! raw HTTP to them, and stop everything when a test ends (on drop, also when it fails).
+//!
+//! The binaries are built by the test command (`scripts/test`) before `cargo test`; the harness
+//! refuses to run against binaries older than the sources.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_path_buf()
+}
+
+/// The directory holding the workspace binaries built for the same target and profile as this
+/// test (`target/[triple/]debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/integration-<hash>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary in target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn newest_source(dir: &Path, newest: &mut SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n != "target") {
+                newest_source(&p, newest);
+            }
+        } else if p.extension().is_some_and(|x| x == "rs" || x == "toml") {
+            if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                *newest = (*newest).max(m);
+            }
+        }
+    }
+}
+
+/// Path of workspace binary `name`, checked to exist and to be newer than the sources.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: build the binaries first (`cargo build --workspace --bins`, \
+                 which scripts/test does)",
+                path.display()
+            )
+        });
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for crate_dir in [
+        "conduit-http",
+        "agent",
+        "gateway-lite",
+        "manager-lite",
+        "board",
+    ] {
+        newest_source(&workspace_root().join(crate_dir), &mut newest);
+    }
+    assert!(
+        built >= newest,
+        "{} is older than the sources: rebuild it (`cargo build --workspace --bins`)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound then released; good enough for peers that take a port flag).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// A temp directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `/tmp/conduit-test-<tag>-<pid>-<n>`.
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("conduit-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running child process, stopped (SIGTERM, then SIGKILL) on drop.
+#[derive(Debug)]
+pub struct Running {
+    /// The child.
+    pub child: Child,
+    /// What it wrote to stderr so far.
+    pub log: Arc<Mutex<String>>,
+    /// Name for messages.
+    pub name: String,
+}
+
+impl Running {
+    /// Sends SIGTERM and waits up to `within` for a clean exit; returns the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The stderr output so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if self.terminate(Duration::from_secs(3)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// Starts `cmd` with stderr captured; returns once a stderr line satisfies `ready` (its value
+/// is returned too) or fails after `timeout` with the captured log.
+pub fn start_until<T: Send + 'static>(
+    name: &str,
+    mut cmd: Command,
+    timeout: Duration,
+    ready: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> (Running, T) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut l) = log2.lock() {
+                l.push_str(&line);
+                l.push('\n');
+            }
+            if let Some(v) = tx.as_ref().and_then(|_| ready(&line)) {
+                let _ = tx.take().map(|t| t.send(v));
+            }
+        }
+    });
+    let mut running = Running {
+        child,
+        log,
+        name: name.to_owned(),
+    };
+    match rx.recv_timeout(timeout) {
+        Ok(v) => (running, v),
+        Err(_) => {
+            let status = running.child.try_wait();
+            panic!(
+                "{name} did not become ready within {timeout:?} (exit: {status:?}); log:\n{}",
+                running.log()
+            )
+        }
+    }
+}
+
+/// A Conduit component binary running on an ephemeral loopback port.
+#[derive(Debug)]
+pub struct Component {
+    /// The process.
+    pub proc: Running,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// Starts `conduit-<binary>` on `127.0.0.1:0` with `extra` flags and waits for its
+/// `listening on ADDR;` log line.
+pub fn start_component(binary: &str, extra: &[&str]) -> Component {
+    let mut cmd = Command::new(bin(binary));
+    cmd.args(["--listen", "127.0.0.1:0"]).args(extra);
+    let (proc, addr) = start_until(binary, cmd, Duration::from_secs(10), |line| {
+        let rest = line.split("listening on ").nth(1)?;
+        rest.split(';').next()?.parse::<SocketAddr>().ok()
+    });
+    Component { proc, addr }
+}
+
+/// An HTTP response as read off the wire.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header fields.
+    pub headers: Vec<(String, String)>,
+    /// Body (de-chunked, not decompressed).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as UTF-8 text (gunzipped when `Content-Encoding: gzip`).
+    pub fn text(&self) -> String {
+        if self.header("Content-Encoding") == Some("gzip") {
+            let mut s = String::new();
+            flate2::read::GzDecoder::new(&self.body[..])
+                .read_to_string(&mut s)
+                .expect("gzip body");
+            s
+        } else {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Parses one complete HTTP/1.1 response (Content-Length, chunked, or until EOF).
+pub fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
+    parse_response_to(raw, false)
+}
+
+/// Parses one response; `to_head` says it answers a HEAD request (no body follows).
+pub fn parse_response_to(raw: &[u8], to_head: bool) -> Result<HttpResponse, String> {
+    let end = find(raw, b"\r\n\r\n").ok_or("no end of head")?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|e| e.to_string())?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or("empty head")?;
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    let body = if to_head {
+        Vec::new()
+    } else if get("Transfer-Encoding").is_some_and(|v| v.contains("chunked")) {
+        let mut body = Vec::new();
+        let mut r = rest;
+        loop {
+            let nl = find(r, b"\r\n").ok_or("truncated chunk size")?;
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&r[..nl])
+                    .map_err(|e| e.to_string())?
+                    .trim(),
+                16,
+            )
+            .map_err(|e| e.to_string())?;
+            r = &r[nl + 2..];
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(r.get(..size).ok_or("truncated chunk")?);
+            r = &r[size + 2..];
+        }
+        body
+    } else if let Some(len) = get("Content-Length").and_then(|v| v.parse::<usize>().ok()) {
+        rest.get(..len).ok_or("truncated body")?.to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Sends raw request bytes on a new connection and reads until the server closes it.
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    s.set_write_timeout(Some(Duration::from_secs(15)))?;
+    s.write_all(request)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// `GET path` with extra header lines, `Connection: close`.
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    request(addr, "GET", path, headers, b"")
+}
+
+/// One request with `Connection: close`; panics with context on failure.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    let raw =
+        raw_exchange(addr, &bytes).unwrap_or_else(|e| panic!("{method} {path} at {addr}: {e}"));
+    parse_response_to(&raw, method == "HEAD")
+        .unwrap_or_else(|e| panic!("{method} {path} at {addr}: {e}"))
+}
+
+/// Percent-encodes a query parameter value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Polls `f` every `every` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let until = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Finds a system tool, or fails the test saying how the test command installs it.
+pub fn tool(name: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: scripts/test installs the test peers (needs root or sudo)")
+}
