@@ -6,6 +6,8 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "board")]
+pub mod board;
 pub mod metrics;
 
 use conduit_http::service::ComponentInfo;

@@ -154,6 +154,18 @@ mod tests {
         let mut registry = prometheus_client::registry::Registry::default();
         let mut b = CatalogBuilder::new(&mut registry, "agent", 100);
         let http = conduit_http::http::metrics::HttpMetrics::register(&mut b);
+        #[cfg(feature = "board")]
+        let fake_board = {
+            let root = std::env::temp_dir().join(format!("conduit-board-{}", std::process::id()));
+            let zone = root.join("sys/class/thermal/thermal_zone0");
+            std::fs::create_dir_all(&zone).unwrap();
+            std::fs::create_dir_all(root.join("proc/device-tree")).unwrap();
+            std::fs::write(root.join("proc/device-tree/model"), b"Test Board\0").unwrap();
+            std::fs::write(zone.join("type"), b"cpu-thermal\n").unwrap();
+            std::fs::write(zone.join("temp"), b"42000\n").unwrap();
+            b.collector(Box::new(crate::board::BoardCollector::new(root.clone())));
+            root
+        };
         let m = AgentMetrics::register(&mut b);
         // One sample in every family, so that label names and buckets are visible.
         http.observe(
@@ -215,6 +227,13 @@ mod tests {
             "agent",
             &registry,
         );
+        #[cfg(feature = "board")]
+        std::fs::remove_dir_all(fake_board).unwrap();
+        // Without the `board` feature its two documented additions are absent, rightly.
+        let problems: Vec<_> = problems
+            .into_iter()
+            .filter(|p| cfg!(feature = "board") || !p.contains("agent_board_"))
+            .collect();
         assert!(problems.is_empty(), "{problems:#?}");
     }
 }

@@ -232,6 +232,11 @@ impl<'r> CatalogBuilder<'r> {
         }
     }
 
+    /// A collector whose metrics are read at scrape time, under the component prefix.
+    pub fn collector(&mut self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        self.registry.register_collector(collector);
+    }
+
     /// An unlabeled counter; `name` without prefix and without `_total`.
     pub fn counter(&mut self, name: &str, help: &str) -> Counter {
         let c = Counter::default();
@@ -365,6 +370,33 @@ mod tests {
             out.contains("agent_metrics_series_dropped_total{family=\"agent_things\"} 2"),
             "{out}"
         );
+    }
+
+    // Console byte counters must be exact 64-bit atomics on every target we ship (armv7 has
+    // them through ldrexd/strexd); cross/test runs this under qemu for both ARM targets.
+    #[cfg(not(target_has_atomic = "64"))]
+    compile_error!("conduit needs 64-bit atomics for its byte counters");
+
+    #[test]
+    fn counters_are_exact_64_bit_across_threads() {
+        let c = Counter::<u64>::default();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        c.inc_by(3);
+                    }
+                    // Crosses 2^32 in total: a 32-bit counter would wrap.
+                    c.inc_by(1 << 30);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(c.get(), 8 * 20_000 * 3 + 8 * (1 << 30));
+        assert!(c.get() > u64::from(u32::MAX));
     }
 
     #[test]

@@ -46,3 +46,43 @@ pub struct ServerId {
     /// Server id.
     pub server_id: String,
 }
+
+/// Longest label value taken from an untrusted source (BMC sensor names, firmware strings).
+pub const MAX_LABEL_VALUE_LEN: usize = 64;
+
+/// Makes a label value out of an untrusted string (firmware, a BMC's inventory): printable
+/// ASCII only (anything else becomes `_`), surrounding whitespace trimmed, at most
+/// [`MAX_LABEL_VALUE_LEN`] bytes, `unknown` when nothing is left.
+pub fn sanitize_value(raw: &str) -> String {
+    let s: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_LABEL_VALUE_LEN)
+        .collect();
+    let s = s.trim().to_owned();
+    if s.is_empty() {
+        "unknown".to_owned()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitizes_untrusted_values() {
+        assert_eq!(sanitize_value("  CPU Temp "), "CPU Temp");
+        assert_eq!(sanitize_value("a\u{0}b\nc\u{e9}"), "a_b_c_");
+        assert_eq!(sanitize_value(""), "unknown");
+        assert_eq!(sanitize_value(&"x".repeat(500)).len(), MAX_LABEL_VALUE_LEN);
+    }
+}

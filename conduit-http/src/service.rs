@@ -60,7 +60,8 @@ pub const SERVE_FLAGS_HELP: &str = "\
   --http.workers N           Request handler threads (default 4)
 ";
 
-fn secs(v: &str) -> anyhow::Result<Duration> {
+/// Parses a positive number of seconds (fractions allowed), for duration flags.
+pub fn parse_secs(v: &str) -> anyhow::Result<Duration> {
     let s: f64 = v
         .parse()
         .with_context(|| format!("{v:?} is not a number of seconds"))?;
@@ -70,7 +71,8 @@ fn secs(v: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(s))
 }
 
-fn count(v: &str) -> anyhow::Result<usize> {
+/// Parses a positive whole number, for count flags.
+pub fn parse_count(v: &str) -> anyhow::Result<usize> {
     match v.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
         _ => bail!("{v:?} must be a positive whole number"),
@@ -94,11 +96,7 @@ impl ServeArgs {
 
     /// Consumes long flag `--name` (and its value) if it is a serve flag; returns whether it was.
     pub fn parse_flag(&mut self, name: &str, parser: &mut lexopt::Parser) -> anyhow::Result<bool> {
-        let mut value = || -> anyhow::Result<String> {
-            let v = parser.value().with_context(|| format!("--{name}"))?;
-            v.into_string()
-                .map_err(|_| anyhow::anyhow!("--{name}: value is not UTF-8"))
-        };
+        let mut value = || flag_value(name, parser);
         let ctx = |e: anyhow::Error| e.context(format!("--{name}"));
         match name {
             "listen" | "web.listen-address" => {
@@ -110,18 +108,27 @@ impl ServeArgs {
                 self.log_level = crate::logging::parse_level(&v)
                     .with_context(|| format!("--log-level: unknown level {v:?}"))?;
             }
-            "series-limit" => self.series_limit = count(&value()?).map_err(ctx)?,
+            "series-limit" => self.series_limit = parse_count(&value()?).map_err(ctx)?,
             "http.max-connections" => {
-                self.limits.max_connections = count(&value()?).map_err(ctx)?
+                self.limits.max_connections = parse_count(&value()?).map_err(ctx)?
             }
-            "http.read-timeout" => self.limits.read_timeout = secs(&value()?).map_err(ctx)?,
-            "http.head-deadline" => self.limits.head_deadline = secs(&value()?).map_err(ctx)?,
-            "http.idle-timeout" => self.limits.idle_timeout = secs(&value()?).map_err(ctx)?,
-            "http.workers" => self.limits.workers = count(&value()?).map_err(ctx)?,
+            "http.read-timeout" => self.limits.read_timeout = parse_secs(&value()?).map_err(ctx)?,
+            "http.head-deadline" => {
+                self.limits.head_deadline = parse_secs(&value()?).map_err(ctx)?
+            }
+            "http.idle-timeout" => self.limits.idle_timeout = parse_secs(&value()?).map_err(ctx)?,
+            "http.workers" => self.limits.workers = parse_count(&value()?).map_err(ctx)?,
             _ => return Ok(false),
         }
         Ok(true)
     }
+}
+
+/// The value of flag `--name`, as UTF-8.
+pub fn flag_value(name: &str, parser: &mut lexopt::Parser) -> anyhow::Result<String> {
+    let v = parser.value().with_context(|| format!("--{name}"))?;
+    v.into_string()
+        .map_err(|_| anyhow::anyhow!("--{name}: value is not UTF-8"))
 }
 
 /// Parses `HOST:PORT`, `[V6]:PORT` or `:PORT` (all interfaces, as Prometheus writes it).
@@ -204,9 +211,14 @@ impl Stack {
         Ok(server)
     }
 
-    /// Serves until SIGTERM or SIGINT, then stops cleanly.
+    /// Binds, then serves until SIGTERM or SIGINT, then stops cleanly.
     pub fn serve(self) -> anyhow::Result<()> {
         let server = self.bind()?;
+        self.run(server)
+    }
+
+    /// Serves on an already bound server until SIGTERM or SIGINT, then stops cleanly.
+    pub fn run(self, server: Server) -> anyhow::Result<()> {
         let stop = server.shutdown_handle();
         let signals =
             async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
@@ -235,18 +247,83 @@ impl Stack {
 
 /// Prints the usage of a component that only serves (manager, gateway).
 pub fn usage(info: &ComponentInfo) -> String {
+    usage_with(info, "")
+}
+
+/// The usage text, with the component's own flags (`extra_flags`, formatted like
+/// [`SERVE_FLAGS_HELP`]) listed before the common ones.
+pub fn usage_with(info: &ComponentInfo, extra_flags: &str) -> String {
     format!(
         "{bin} — {about}\n\n\
          Usage: {bin} [OPTIONS]\n\n\
          Serves GET /metrics (Prometheus text 0.0.4, or OpenMetrics when asked for), /health, and\n\
          the component API on one HTTP listener (default 0.0.0.0:{port}). Stops cleanly on\n\
          SIGTERM or SIGINT.\n\n\
-         Options:\n{flags}  -h, --help                 Print this help\n  -V, --version              Print the version\n",
+         Options:\n{extra_flags}{flags}  -h, --help                 Print this help\n  -V, --version              Print the version\n",
         bin = info.binary,
         about = info.about,
         port = info.default_port,
         flags = SERVE_FLAGS_HELP.replace("PORT", &info.default_port.to_string()),
     )
+}
+
+/// Parses the command line: the serve flags, `--help`, `--version`, and the component's own
+/// long flags through `extra` (which returns whether it took the flag). On `--help`,
+/// `--version` or a usage error it has already printed what is due and returns the exit code.
+pub fn parse_args(
+    info: &ComponentInfo,
+    extra_help: &str,
+    mut extra: impl FnMut(&str, &mut lexopt::Parser) -> anyhow::Result<bool>,
+) -> Result<ServeArgs, std::process::ExitCode> {
+    use std::process::ExitCode;
+    let mut args = ServeArgs::new(info);
+    let mut parser = lexopt::Parser::from_env();
+    loop {
+        let arg = match parser.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => return Ok(args),
+            Err(e) => return Err(usage_error(info, &e.to_string())),
+        };
+        match arg {
+            lexopt::Arg::Short('h') | lexopt::Arg::Long("help") => {
+                print!("{}", usage_with(info, extra_help));
+                return Err(ExitCode::SUCCESS);
+            }
+            lexopt::Arg::Short('V') | lexopt::Arg::Long("version") => {
+                println!("{} {}", info.binary, env!("CARGO_PKG_VERSION"));
+                return Err(ExitCode::SUCCESS);
+            }
+            lexopt::Arg::Long(name) => {
+                let name = name.to_owned();
+                let taken = args.parse_flag(&name, &mut parser).and_then(|t| {
+                    if t {
+                        Ok(t)
+                    } else {
+                        extra(&name, &mut parser)
+                    }
+                });
+                match taken {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(usage_error(info, &format!("unknown option --{name}")))
+                    }
+                    Err(e) => return Err(usage_error(info, &format!("{e:#}"))),
+                }
+            }
+            other => return Err(usage_error(info, &other.unexpected().to_string())),
+        }
+    }
+}
+
+/// Logs a fatal error once, with its context chain, and maps it to exit code 1.
+pub fn exit_with(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// `main` of a component that only serves: flags, logging, catalog, routes, serve.
@@ -256,44 +333,13 @@ pub fn main<T>(
     catalog: impl FnOnce(&mut CatalogBuilder) -> T,
     routes: impl FnOnce(Router, &T) -> Router,
 ) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    let mut args = ServeArgs::new(&info);
-    let mut parser = lexopt::Parser::from_env();
-    loop {
-        let arg = match parser.next() {
-            Ok(Some(arg)) => arg,
-            Ok(None) => break,
-            Err(e) => return usage_error(&info, &e.to_string()),
-        };
-        match arg {
-            lexopt::Arg::Short('h') | lexopt::Arg::Long("help") => {
-                print!("{}", usage(&info));
-                return ExitCode::SUCCESS;
-            }
-            lexopt::Arg::Short('V') | lexopt::Arg::Long("version") => {
-                println!("{} {}", info.binary, env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            lexopt::Arg::Long(name) => {
-                let name = name.to_owned();
-                match args.parse_flag(&name, &mut parser) {
-                    Ok(true) => {}
-                    Ok(false) => return usage_error(&info, &format!("unknown option --{name}")),
-                    Err(e) => return usage_error(&info, &format!("{e:#}")),
-                }
-            }
-            other => return usage_error(&info, &other.unexpected().to_string()),
-        }
-    }
+    let args = match parse_args(&info, "", |_, _| Ok(false)) {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     crate::logging::init(info.binary, args.log_level);
     let (stack, _component) = Stack::build(info, args, catalog, routes);
-    match stack.serve() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_with(stack.serve())
 }
 
 /// Reports a usage error the way every component does, exit code 2.

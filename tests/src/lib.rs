@@ -209,10 +209,26 @@ pub struct Component {
     pub addr: SocketAddr,
 }
 
+/// A command for workspace binary `name`: run directly, or through `CONDUIT_TEST_RUNNER`
+/// (e.g. `qemu-aarch64`) when cross tests run the target's binaries under emulation.
+pub fn bin_command(name: &str) -> Command {
+    let path = bin(name);
+    let runner = std::env::var("CONDUIT_TEST_RUNNER").unwrap_or_default();
+    let mut parts = runner.split_whitespace();
+    match parts.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(parts).arg(path);
+            cmd
+        }
+        None => Command::new(path),
+    }
+}
+
 /// Starts `conduit-<binary>` on `127.0.0.1:0` with `extra` flags and waits for its
 /// `listening on ADDR;` log line.
 pub fn start_component(binary: &str, extra: &[&str]) -> Component {
-    let mut cmd = Command::new(bin(binary));
+    let mut cmd = bin_command(binary);
     cmd.args(["--listen", "127.0.0.1:0"]).args(extra);
     let (proc, addr) = start_until(binary, cmd, Duration::from_secs(10), |line| {
         let rest = line.split("listening on ").nth(1)?;

@@ -13,6 +13,7 @@
 //! - [`metrics`]: the request metrics middleware;
 //! - [`server`]: sockets, limits and workers.
 
+pub mod client;
 pub mod head;
 pub mod metrics;
 pub mod router;

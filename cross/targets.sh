@@ -1,0 +1,52 @@
+# Docker-free cross builds: rustup target + Debian cross toolchain + qemu-user.
+# Sourced by cross/test and cross/size; `cross_env TARGET` exports what cargo needs.
+# shellcheck shell=bash
+
+# The 32-bit ARM target: musleabihf when rustup can install it (its rust-std download answers
+# 404 on some mirrors), else gnueabihf, which CI uses.
+armv7_target() {
+  if rustup target list --installed | grep -qx armv7-unknown-linux-musleabihf; then
+    echo armv7-unknown-linux-musleabihf
+  elif rustup target add armv7-unknown-linux-musleabihf >/dev/null 2>&1; then
+    echo armv7-unknown-linux-musleabihf
+  else
+    echo armv7-unknown-linux-gnueabihf
+  fi
+}
+
+# cross_setup TARGET: installs the rustup target and the Debian packages it needs (idempotent).
+cross_setup() {
+  local t=$1
+  rustup target list --installed | grep -qx "$t" || rustup target add "$t" >/dev/null
+  case "$t" in
+    aarch64-*) ensure_apt qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross ;;
+    armv7-*)   ensure_apt qemu-user gcc-arm-linux-gnueabihf libc6-dev-armhf-cross ;;
+    x86_64-*)  ;;
+    *) die "unsupported target $t" ;;
+  esac
+}
+
+# cross_env TARGET: linker, C compiler (ring and bundled SQLite build C) and qemu runner.
+# aarch64-musl links statically with Debian's aarch64 gcc as the driver (rustc supplies musl's
+# self-contained CRT and libc); the same gcc compiles C dependencies. armv7 gnueabihf links
+# against Debian's armhf glibc, which qemu finds under -L.
+cross_env() {
+  local t=$1 up
+  up=$(echo "$t" | tr 'a-z-' 'A-Z_')
+  case "$t" in
+    aarch64-unknown-linux-musl)
+      export "CARGO_TARGET_${up}_LINKER=aarch64-linux-gnu-gcc"
+      export "CARGO_TARGET_${up}_RUNNER=qemu-aarch64"
+      export "CC_${t//-/_}=aarch64-linux-gnu-gcc" "AR_${t//-/_}=aarch64-linux-gnu-ar"
+      CONDUIT_TEST_RUNNER="qemu-aarch64" ;;
+    armv7-unknown-linux-gnueabihf|armv7-unknown-linux-musleabihf)
+      export "CARGO_TARGET_${up}_LINKER=arm-linux-gnueabihf-gcc"
+      export "CARGO_TARGET_${up}_RUNNER=qemu-arm -L /usr/arm-linux-gnueabihf"
+      export "CC_${t//-/_}=arm-linux-gnueabihf-gcc" "AR_${t//-/_}=arm-linux-gnueabihf-ar"
+      CONDUIT_TEST_RUNNER="qemu-arm -L /usr/arm-linux-gnueabihf" ;;
+    x86_64-unknown-linux-musl)
+      CONDUIT_TEST_RUNNER="" ;;
+  esac
+  # The integration harness starts the target's binaries through the same runner.
+  export CONDUIT_TEST_RUNNER
+}
