@@ -8,6 +8,8 @@
 
 #[cfg(feature = "board")]
 pub mod board;
+#[cfg(feature = "ipmi")]
+pub mod ipmi;
 pub mod metrics;
 
 use conduit_http::service::ComponentInfo;

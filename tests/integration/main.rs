@@ -4,5 +4,6 @@
 mod agent_board;
 mod exposition;
 mod http_guards;
+mod ipmi_live;
 mod metrics_reference;
 mod prometheus_e2e;

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod ipmi_sim;
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -152,14 +154,37 @@ impl Drop for Running {
     }
 }
 
+/// Starts `cmd` with stderr (and stdout) captured into its log, without waiting.
+pub fn spawn(name: &str, cmd: Command) -> Running {
+    start_with(name, cmd, |_| None::<()>).0
+}
+
 /// Starts `cmd` with stderr captured; returns once a stderr line satisfies `ready` (its value
 /// is returned too) or fails after `timeout` with the captured log.
 pub fn start_until<T: Send + 'static>(
     name: &str,
-    mut cmd: Command,
+    cmd: Command,
     timeout: Duration,
     ready: impl Fn(&str) -> Option<T> + Send + 'static,
 ) -> (Running, T) {
+    let (mut running, rx) = start_with(name, cmd, ready);
+    match rx.recv_timeout(timeout) {
+        Ok(v) => (running, v),
+        Err(_) => {
+            let status = running.child.try_wait();
+            panic!(
+                "{name} did not become ready within {timeout:?} (exit: {status:?}); log:\n{}",
+                running.log()
+            )
+        }
+    }
+}
+
+fn start_with<T: Send + 'static>(
+    name: &str,
+    mut cmd: Command,
+    ready: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> (Running, std::sync::mpsc::Receiver<T>) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -183,21 +208,12 @@ pub fn start_until<T: Send + 'static>(
             }
         }
     });
-    let mut running = Running {
+    let running = Running {
         child,
         log,
         name: name.to_owned(),
     };
-    match rx.recv_timeout(timeout) {
-        Ok(v) => (running, v),
-        Err(_) => {
-            let status = running.child.try_wait();
-            panic!(
-                "{name} did not become ready within {timeout:?} (exit: {status:?}); log:\n{}",
-                running.log()
-            )
-        }
-    }
+    (running, rx)
 }
 
 /// A Conduit component binary running on an ephemeral loopback port.

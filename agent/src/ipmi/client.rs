@@ -1,0 +1,291 @@
+//! The I/O edge of IPMI over LAN: one UDP socket per BMC, the RMCP+ handshake driven over it,
+//! requests with timeouts and bounded retransmits, Set Session Privilege and Close Session.
+//!
+//! All protocol logic is in [`super::rakp`], [`super::session`] and [`super::wire`]; this
+//! module moves datagrams and keeps time.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use async_io::{Async, Timer};
+use futures_lite::future;
+
+use super::crypto::CipherSuite;
+use super::rakp::{Credentials, Handshake, HandshakeError};
+use super::session::Session;
+use super::wire::{emit_request, emit_session_packet, IpmiResponse, PayloadType, SessionPacket};
+
+/// Timeouts of one BMC's requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Wait for a reply before retransmitting.
+    pub reply_timeout: Duration,
+    /// Retransmits after the first send.
+    pub retries: u32,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            reply_timeout: Duration::from_millis(700),
+            retries: 2,
+        }
+    }
+}
+
+/// What went wrong talking to a BMC; [`IpmiError::kind`] is the metric's `error_type`.
+#[derive(Debug)]
+pub enum IpmiError {
+    /// No reply within the timeout and retransmits.
+    Timeout(&'static str),
+    /// The BMC's host refused the datagrams (ICMP port unreachable) or the network is down.
+    Unreachable(std::io::Error),
+    /// The handshake failed.
+    Handshake(HandshakeError),
+    /// The BMC answered a command with a non-zero completion code.
+    Completion {
+        /// The command.
+        what: &'static str,
+        /// Completion code.
+        code: u8,
+    },
+    /// A reply that cannot be understood.
+    Malformed(&'static str),
+    /// A local socket error.
+    Io(std::io::Error),
+}
+
+impl IpmiError {
+    /// A bounded label value for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IpmiError::Timeout(_) => "timeout",
+            IpmiError::Unreachable(_) => "unreachable",
+            IpmiError::Handshake(h) if h.is_auth() => "auth_failed",
+            IpmiError::Handshake(h) if h.is_cipher() => "cipher_unsupported",
+            IpmiError::Handshake(_) => "handshake_failed",
+            IpmiError::Completion { .. } => "completion_code",
+            IpmiError::Malformed(_) => "malformed_reply",
+            IpmiError::Io(_) => "io",
+        }
+    }
+
+    /// Whether a fresh session might help (the BMC forgot ours, restarted, or went quiet).
+    pub fn session_suspect(&self) -> bool {
+        matches!(
+            self,
+            IpmiError::Timeout(_)
+                | IpmiError::Malformed(_)
+                | IpmiError::Completion {
+                    code: 0xC0..=0xCF,
+                    ..
+                }
+        ) || matches!(self, IpmiError::Handshake(_))
+    }
+}
+
+impl std::fmt::Display for IpmiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IpmiError::Timeout(step) => write!(f, "{step}: no reply (timed out)"),
+            IpmiError::Unreachable(e) => write!(f, "unreachable: {e}"),
+            IpmiError::Handshake(h) => h.fmt(f),
+            IpmiError::Completion { what, code } => {
+                write!(f, "{what}: completion code {code:#04x}")
+            }
+            IpmiError::Malformed(step) => write!(f, "{step}: malformed reply"),
+            IpmiError::Io(e) => write!(f, "socket: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for IpmiError {}
+
+fn io_error(e: std::io::Error) -> IpmiError {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused | HostUnreachable | NetworkUnreachable => IpmiError::Unreachable(e),
+        _ => IpmiError::Io(e),
+    }
+}
+
+/// Random bytes from the OS (session IDs, RAKP randoms, IVs).
+pub fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).unwrap_or_else(|_| {
+        // The OS RNG is always there on Linux; fall back to a time-seeded RNG rather than
+        // failing an operation if it is not.
+        let mut rng = fastrand::Rng::with_seed(Instant::now().elapsed().as_nanos() as u64 ^ 0x9E37);
+        rng.fill(&mut b);
+    });
+    b
+}
+
+/// An open RMCP+ session with one BMC.
+#[derive(Debug)]
+pub struct Connection {
+    sock: Async<UdpSocket>,
+    session: Session,
+    timing: Timing,
+    rq_seq: u8,
+}
+
+async fn recv_until(
+    sock: &Async<UdpSocket>,
+    deadline: Instant,
+    buf: &mut [u8],
+) -> Option<std::io::Result<usize>> {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    future::or(async { Some(sock.recv(buf).await) }, async {
+        Timer::after(wait).await;
+        None
+    })
+    .await
+}
+
+/// Sends `datagram` and waits for a reply `accept` takes, retransmitting on timeouts.
+async fn exchange<T>(
+    sock: &Async<UdpSocket>,
+    timing: Timing,
+    step: &'static str,
+    mut datagram: impl FnMut() -> Vec<u8>,
+    mut accept: impl FnMut(&[u8]) -> Option<T>,
+) -> Result<T, IpmiError> {
+    let mut buf = vec![0u8; 2048];
+    for _ in 0..=timing.retries {
+        sock.send(&datagram()).await.map_err(io_error)?;
+        let deadline = Instant::now() + timing.reply_timeout;
+        while let Some(got) = recv_until(sock, deadline, &mut buf).await {
+            let n = got.map_err(io_error)?;
+            // Anything else (a late reply to an earlier try, a stranger) is ignored.
+            if let Some(v) = accept(&buf[..n]) {
+                return Ok(v);
+            }
+        }
+    }
+    Err(IpmiError::Timeout(step))
+}
+
+impl Connection {
+    /// Opens a session: handshake, then Set Session Privilege to the requested level.
+    pub async fn open(
+        addr: SocketAddr,
+        suite: CipherSuite,
+        creds: Credentials,
+        timing: Timing,
+    ) -> Result<Connection, IpmiError> {
+        let bind: SocketAddr = if addr.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = Async::<UdpSocket>::bind(bind).map_err(IpmiError::Io)?;
+        sock.get_ref().connect(addr).map_err(io_error)?;
+        let privilege = creds.privilege;
+        let console_sid = u32::from_le_bytes(random::<4>()).max(1);
+        let mut hs = Handshake::new(suite, creds, console_sid, random(), random::<1>()[0]);
+
+        let step = "open session";
+        let req = hs.open_session_request();
+        let resp = exchange(
+            &sock,
+            timing,
+            step,
+            || emit_session_packet(PayloadType::OpenSessionRequest, false, 0, 0, &req, None),
+            |d| unauth_payload(d, PayloadType::OpenSessionResponse),
+        )
+        .await?;
+        let rakp1 = hs
+            .on_open_session_response(&resp)
+            .map_err(IpmiError::Handshake)?;
+        let rakp2 = exchange(
+            &sock,
+            timing,
+            "rakp1",
+            || emit_session_packet(PayloadType::Rakp1, false, 0, 0, &rakp1, None),
+            |d| unauth_payload(d, PayloadType::Rakp2),
+        )
+        .await?;
+        let rakp3 = hs.on_rakp2(&rakp2).map_err(IpmiError::Handshake)?;
+        let rakp4 = exchange(
+            &sock,
+            timing,
+            "rakp3",
+            || emit_session_packet(PayloadType::Rakp3, false, 0, 0, &rakp3, None),
+            |d| unauth_payload(d, PayloadType::Rakp4),
+        )
+        .await?;
+        let est = hs.on_rakp4(&rakp4).map_err(IpmiError::Handshake)?;
+        let mut conn = Connection {
+            sock,
+            session: Session::new(est),
+            timing,
+            rq_seq: 0,
+        };
+        // Sessions start at User level; raise to what was asked for (App, Set Session Privilege).
+        conn.request("set session privilege", 0x06, 0x3B, &[privilege & 0x0F])
+            .await?;
+        Ok(conn)
+    }
+
+    /// Sends one IPMI request and returns the response data (after a zero completion code).
+    pub async fn request(
+        &mut self,
+        what: &'static str,
+        netfn: u8,
+        cmd: u8,
+        data: &[u8],
+    ) -> Result<Vec<u8>, IpmiError> {
+        let (code, data) = self.request_raw(what, netfn, cmd, data).await?;
+        if code != 0 {
+            return Err(IpmiError::Completion { what, code });
+        }
+        Ok(data)
+    }
+
+    /// Sends one IPMI request; returns the completion code and response data.
+    pub async fn request_raw(
+        &mut self,
+        what: &'static str,
+        netfn: u8,
+        cmd: u8,
+        data: &[u8],
+    ) -> Result<(u8, Vec<u8>), IpmiError> {
+        self.rq_seq = (self.rq_seq + 1) & 0x3F;
+        let seq = self.rq_seq;
+        let msg = emit_request(netfn, cmd, seq, data);
+        let session = &mut self.session;
+        // Each retransmit is a new packet with a new session sequence number; the IPMI rqSeq
+        // stays the same so a late reply to the first try still matches.
+        let cell = std::cell::RefCell::new(session);
+        exchange(
+            &self.sock,
+            self.timing,
+            what,
+            || cell.borrow_mut().seal(PayloadType::Ipmi, &msg, random()),
+            |d| {
+                let (pt, payload) = cell.borrow_mut().open(d).ok()?;
+                if pt != PayloadType::Ipmi {
+                    return None;
+                }
+                let r = IpmiResponse::parse(&payload).ok()?;
+                (r.rq_seq == seq && r.cmd == cmd && r.netfn == netfn + 1)
+                    .then(|| (r.completion, r.data.to_vec()))
+            },
+        )
+        .await
+    }
+
+    /// Closes the session on the BMC (frees its session slot). Best effort: one try.
+    pub async fn close(mut self) {
+        self.timing.retries = 0;
+        let id = self.session.bmc_session_id().to_le_bytes();
+        let _ = self.request("close session", 0x06, 0x3C, &id).await;
+    }
+}
+
+/// The payload of an unauthenticated handshake reply of the expected type.
+fn unauth_payload(d: &[u8], want: PayloadType) -> Option<Vec<u8>> {
+    let p = SessionPacket::parse(d, 0).ok()?;
+    (p.payload_type == want && !p.authenticated).then(|| p.payload.to_vec())
+}

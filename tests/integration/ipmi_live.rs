@@ -1,0 +1,136 @@
+//! The agent's own RMCP+ layer against a real BMC implementation (OpenIPMI's ipmi_sim), cipher
+//! suite 3: Device ID, chassis power round trips, session reuse across an ipmi_sim restart,
+//! wrong credentials, an unreachable BMC. Under cross/test this is the ARM agent code (qemu)
+//! talking to the x86 simulator.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use conduit_agent::ipmi::client::{IpmiError, Timing};
+use conduit_agent::ipmi::commands::{ChassisControl, GetChassisStatus};
+use conduit_agent::ipmi::crypto::CipherSuite;
+use conduit_agent::ipmi::rakp::Credentials;
+use conduit_agent::ipmi::IpmiBmc;
+use conduit_tests::ipmi_sim::{IpmiSim, ADMIN};
+use futures_lite::future::block_on;
+use ipmi_rs_core::app::GetDeviceId;
+
+fn creds(user: &str, password: &str) -> Credentials {
+    Credentials {
+        username: user.as_bytes().to_vec(),
+        password: password.as_bytes().to_vec(),
+        privilege: 4,
+    }
+}
+
+fn fast() -> Timing {
+    Timing {
+        reply_timeout: Duration::from_millis(300),
+        retries: 2,
+    }
+}
+
+fn bmc(addr: SocketAddr, user: &str, password: &str) -> IpmiBmc {
+    IpmiBmc::new(addr, CipherSuite::Suite3, creds(user, password), fast())
+}
+
+#[test]
+fn device_id_and_power_round_trip() {
+    let sim = IpmiSim::start();
+    let b = bmc(sim.addr, ADMIN.0, ADMIN.1);
+    block_on(async {
+        let id = b
+            .execute("get device id", GetDeviceId)
+            .await
+            .expect("device id");
+        // bmc.emu: MontaVista (0x1291 = 4753), product 0x0f02, firmware 9.08.
+        assert_eq!(id.manufacturer_id, 0x001291);
+        assert_eq!(id.product_id, 0x0f02);
+        assert_eq!((id.major_fw_revision, id.minor_fw_revision), (9, 8));
+
+        let st = b
+            .execute("chassis status", GetChassisStatus)
+            .await
+            .expect("status");
+        assert!(!st.power_on);
+        b.execute("power on", ChassisControl::PowerUp)
+            .await
+            .expect("power on");
+        assert!(sim.power(), "chassis script saw power on");
+        let st = b
+            .execute("chassis status", GetChassisStatus)
+            .await
+            .expect("status");
+        assert!(st.power_on);
+        b.execute("power off", ChassisControl::PowerDown)
+            .await
+            .expect("power off");
+        assert!(!sim.power());
+        assert!(
+            !b.execute("chassis status", GetChassisStatus)
+                .await
+                .unwrap()
+                .power_on
+        );
+        b.close().await;
+    });
+}
+
+#[test]
+fn session_survives_a_bmc_restart() {
+    let mut sim = IpmiSim::start();
+    let b = bmc(sim.addr, ADMIN.0, ADMIN.1);
+    block_on(async {
+        b.execute("get device id", GetDeviceId)
+            .await
+            .expect("first");
+        sim.restart();
+        let start = Instant::now();
+        b.execute("get device id", GetDeviceId)
+            .await
+            .expect("after restart: session re-opened");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        b.close().await;
+    });
+}
+
+#[test]
+fn wrong_password_is_an_auth_error() {
+    let sim = IpmiSim::start();
+    let b = bmc(sim.addr, ADMIN.0, "not-the-password");
+    let err = block_on(b.execute("get device id", GetDeviceId)).unwrap_err();
+    assert_eq!(err.kind(), "auth_failed", "{err}");
+    let b = bmc(sim.addr, "nobody", "x");
+    let err = block_on(b.execute("get device id", GetDeviceId)).unwrap_err();
+    assert!(matches!(err, IpmiError::Handshake(_)), "{err}");
+}
+
+#[test]
+fn unreachable_and_silent_bmcs_fail_fast_with_distinct_errors() {
+    // Nothing listens: loopback answers with ICMP port unreachable.
+    let closed = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let start = Instant::now();
+    let err = block_on(bmc(closed, "a", "b").execute("get device id", GetDeviceId)).unwrap_err();
+    assert_eq!(err.kind(), "unreachable", "{err}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+
+    // A socket that swallows everything: a timeout after the bounded retransmits.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = Instant::now();
+    let err =
+        block_on(bmc(silent.local_addr().unwrap(), "a", "b").execute("get device id", GetDeviceId))
+            .unwrap_err();
+    assert_eq!(err.kind(), "timeout", "{err}");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}

@@ -1,0 +1,140 @@
+//! ipmi_sim (OpenIPMI's BMC simulator) as a test peer: one instance per test, on its own
+//! loopback port, with its own state directory, power state file and telnet console.
+//! The MC and sensors come from `tests/peers/ipmi/bmc.emu`; power is handled by
+//! `tests/peers/ipmi/chassis.sh` writing a state file.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{spawn, tool, workspace_root, Running, TempDir};
+
+/// A running ipmi_sim.
+#[derive(Debug)]
+pub struct IpmiSim {
+    /// The process (stopped on drop).
+    pub proc: Option<Running>,
+    /// RMCP+ address.
+    pub addr: SocketAddr,
+    /// Its working directory (config, state, power file).
+    pub dir: TempDir,
+}
+
+/// Credentials configured in the simulator.
+pub const ADMIN: (&str, &str) = ("admin", "password");
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("ephemeral UDP port")
+}
+
+impl IpmiSim {
+    /// Starts a simulator on a free loopback UDP port, powered off.
+    pub fn start() -> IpmiSim {
+        let dir = TempDir::new("ipmi-sim");
+        let port = free_udp_port();
+        let mut sim = IpmiSim {
+            proc: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        };
+        std::fs::write(sim.dir.0.join("power"), "0\n").expect("power file");
+        sim.spawn();
+        sim
+    }
+
+    fn config(&self) -> String {
+        let peers = workspace_root().join("tests/peers/ipmi");
+        let console = crate::free_port();
+        let sol = crate::free_port();
+        format!(
+            r#"name "sim{port}"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 {port}
+    priv_limit admin
+    allowed_auths_callback none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  sol "tcp:127.0.0.1:{sol}" 115200
+  chassis_control "{chassis} {dir} 0x20"
+  console 127.0.0.1 {console}
+user 1  true    ""       ""         user     10        none md2 md5 straight
+user 2  true    "admin"  "password" admin    10        none md2 md5 straight
+user 3  true    "operator" "operpass" operator 10      none md2 md5 straight
+"#,
+            port = self.addr.port(),
+            chassis = peers.join("chassis.sh").display(),
+            dir = self.dir.0.display(),
+        )
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.0.join("lan.conf");
+        std::fs::write(&conf, self.config()).expect("lan.conf");
+        let state = self.dir.0.join("state");
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).expect("state dir");
+        let mut cmd = Command::new(tool("ipmi_sim"));
+        cmd.arg("-c")
+            .arg(&conf)
+            .arg("-f")
+            .arg(workspace_root().join("tests/peers/ipmi/bmc.emu"))
+            .arg("-s")
+            .arg(&state)
+            .arg("-n"); // no stdin console: required with stdin at /dev/null
+                        // ipmi_sim logs nothing when ready: the port is polled instead.
+        self.proc = Some(spawn("ipmi_sim", cmd));
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        // An ASF Presence Ping gets a Pong once the LAN interface is up.
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let ping = [
+            0x06, 0x00, 0xFF, 0x06, 0x00, 0x00, 0x11, 0xBE, 0x80, 0x01, 0x00, 0x00,
+        ];
+        for _ in 0..100 {
+            let _ = s.send_to(&ping, self.addr);
+            let mut buf = [0u8; 64];
+            if s.recv_from(&mut buf).is_ok() {
+                return;
+            }
+        }
+        panic!(
+            "ipmi_sim on {} did not answer a presence ping within 10 s",
+            self.addr
+        );
+    }
+
+    /// Stops the simulator (its sessions die with it).
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+
+    /// Starts it again on the same port, with fresh state (power file kept).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// The power state the chassis script holds.
+    pub fn power(&self) -> bool {
+        std::fs::read_to_string(self.dir.0.join("power"))
+            .map(|s| s.trim() == "1")
+            .unwrap_or(false)
+    }
+
+    /// Path of the simulator's working directory.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.0.clone()
+    }
+}
