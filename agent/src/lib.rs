@@ -6,11 +6,18 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "ipmi")]
+pub mod api;
+#[cfg(feature = "ipmi")]
+pub mod bmc;
 #[cfg(feature = "board")]
 pub mod board;
+pub mod config;
 #[cfg(feature = "ipmi")]
 pub mod ipmi;
 pub mod metrics;
+#[cfg(feature = "ipmi")]
+pub mod poller;
 
 use conduit_http::service::ComponentInfo;
 

@@ -2,13 +2,28 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use conduit_agent::config::Config;
 use conduit_agent::metrics::AgentMetrics;
 use conduit_http::service::{self, ServeArgs, Stack};
 
 #[global_allocator]
 static ALLOC: conduit_http::heap::CountingAllocator = conduit_http::heap::CountingAllocator;
 
-const AGENT_FLAGS_HELP: &str = "\
+const INTRO: &str = "\
+Usage: conduit-agent [OPTIONS]           Serve /metrics, /health and the API; poll the BMCs
+       conduit-agent [OPTIONS] servers   List the configured BMCs
+       conduit-agent [OPTIONS] power <status|on|off|cycle|reset|soft> <server>
+       conduit-agent [OPTIONS] info <server>
+                                         The BMC's identity (IPMI Get Device ID)
+
+The commands talk to the BMCs directly, with the same configuration and code as the service;
+they print the result on stdout and exit 0, or print the error and exit 1.
+";
+
+const AGENT_FLAGS_HELP: &str =
+    "  --config FILE              Agent configuration (TOML; see conduit-agent.example.toml).
+                             Default /etc/conduit/agent.toml when it exists; without one the
+                             agent serves with an empty inventory
   --board-root PATH          Root of the sysfs/procfs tree board metrics are read from
                              (default /; for tests and containers)
   --watchdog DEVICE          Arm the hardware watchdog DEVICE (e.g. /dev/watchdog) and pet it
@@ -17,9 +32,12 @@ const AGENT_FLAGS_HELP: &str = "\
                              timeout)
 ";
 
+const DEFAULT_CONFIG: &str = "/etc/conduit/agent.toml";
+
 /// The agent's own flags.
 #[derive(Debug)]
 struct AgentArgs {
+    config: Option<PathBuf>,
     #[cfg_attr(not(feature = "board"), allow(dead_code))]
     board_root: PathBuf,
     watchdog: Option<PathBuf>,
@@ -29,6 +47,7 @@ struct AgentArgs {
 impl AgentArgs {
     fn parse_flag(&mut self, name: &str, parser: &mut lexopt::Parser) -> anyhow::Result<bool> {
         match name {
+            "config" => self.config = Some(service::flag_value(name, parser)?.into()),
             "board-root" => self.board_root = service::flag_value(name, parser)?.into(),
             "watchdog" => self.watchdog = Some(service::flag_value(name, parser)?.into()),
             "watchdog-interval" => {
@@ -38,25 +57,141 @@ impl AgentArgs {
         }
         Ok(true)
     }
+
+    /// The configuration: the one given, or the default file if present, or none.
+    fn load_config(&self) -> anyhow::Result<Option<Config>> {
+        let path = match &self.config {
+            Some(p) => p.clone(),
+            None if std::path::Path::new(DEFAULT_CONFIG).exists() => DEFAULT_CONFIG.into(),
+            None => return Ok(None),
+        };
+        Ok(Some(Config::load(&path)?))
+    }
 }
 
 fn main() -> ExitCode {
     let info = conduit_agent::INFO;
     let mut agent = AgentArgs {
+        config: None,
         board_root: PathBuf::from("/"),
         watchdog: None,
         watchdog_interval: Duration::from_secs(10),
     };
-    let serve = match service::parse_args(&info, AGENT_FLAGS_HELP, |n, p| agent.parse_flag(n, p)) {
-        Ok(s) => s,
+    let usage = service::usage_full(&info, INTRO, AGENT_FLAGS_HELP);
+    let (serve, words) = match service::parse_args(&info, &usage, |n, p| agent.parse_flag(n, p)) {
+        Ok(parsed) => parsed,
         Err(code) => return code,
     };
     conduit_http::logging::init(info.binary, serve.log_level);
-    service::exit_with(run(serve, agent))
+    match words.first().map(String::as_str) {
+        None => service::exit_with(run(serve, agent)),
+        #[cfg(feature = "ipmi")]
+        Some(_) => match cli::command(&words) {
+            Ok(cmd) => cli::exit(cli::run(cmd, &agent)),
+            Err(msg) => service::usage_error(&info, &msg),
+        },
+        #[cfg(not(feature = "ipmi"))]
+        Some(w) => service::usage_error(&info, &format!("unknown command {w:?}")),
+    }
+}
+
+#[cfg(feature = "ipmi")]
+mod cli {
+    //! The technician's commands, on the same code paths as the service.
+
+    use std::sync::Arc;
+
+    use anyhow::Context;
+    use conduit_agent::bmc::{Fleet, PowerAction};
+    use conduit_http::catalog::CatalogBuilder;
+
+    use super::*;
+
+    pub enum Command {
+        Servers,
+        Power(Option<PowerAction>, String),
+        Info(String),
+    }
+
+    pub fn command(words: &[String]) -> Result<Command, String> {
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        match w.as_slice() {
+            ["servers"] => Ok(Command::Servers),
+            ["power", "status", server] => Ok(Command::Power(None, server.to_string())),
+            ["power", action, server] => PowerAction::parse(action)
+                .map(|a| Command::Power(Some(a), server.to_string()))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown power action {action:?}: status, on, off, cycle, reset or soft"
+                    )
+                }),
+            ["power", ..] => Err("usage: power <status|on|off|cycle|reset|soft> <server>".into()),
+            ["info", server] => Ok(Command::Info(server.to_string())),
+            ["info", ..] => Err("usage: info <server>".into()),
+            [other, ..] => Err(format!("unknown command {other:?}")),
+            [] => Err("no command".into()),
+        }
+    }
+
+    pub fn exit(result: anyhow::Result<()>) -> ExitCode {
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("conduit-agent: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    pub fn run(cmd: Command, agent: &AgentArgs) -> anyhow::Result<()> {
+        let config = agent.load_config()?.with_context(|| {
+            format!("no configuration: give --config FILE (or create {DEFAULT_CONFIG})")
+        })?;
+        if let Command::Servers = cmd {
+            for b in &config.bmcs {
+                println!("{}\t{}\t{}", b.id, b.addr, b.protocol.label());
+            }
+            return Ok(());
+        }
+        // The same metrics code runs; a one-shot command has nobody to scrape it.
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(AgentMetrics::register(&mut CatalogBuilder::new(
+            &mut registry,
+            "agent",
+            conduit_http::catalog::DEFAULT_SERIES_LIMIT,
+        )));
+        let fleet = Fleet::new(Some(&config), metrics);
+        futures_lite::future::block_on(async {
+            let result = match cmd {
+                Command::Servers => Ok(()),
+                Command::Power(None, server) => fleet.power_status(&server).await.map(|on| {
+                    println!("{}", if on { "on" } else { "off" });
+                }),
+                Command::Power(Some(action), server) => {
+                    fleet.power(&server, action).await.map(|()| println!("ok"))
+                }
+                Command::Info(server) => fleet.identity(&server).await.map(|id| {
+                    println!("manufacturer_id\t{}", id.manufacturer_id);
+                    println!("product_id\t{:#06x}", id.product_id);
+                    println!("firmware\t{}", id.firmware);
+                    println!("ipmi_version\t{}", id.ipmi_version);
+                }),
+            };
+            fleet.close_all().await;
+            result.map_err(anyhow::Error::from)
+        })
+    }
 }
 
 fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
-    let (stack, _metrics) = Stack::build(
+    let config = agent.load_config()?;
+    match &config {
+        Some(c) => log::info!("{}: {} BMCs configured", c.path.display(), c.bmcs.len()),
+        None => log::info!("no configuration file: serving with an empty inventory"),
+    }
+    #[cfg(feature = "ipmi")]
+    let mut fleet = None;
+    let (stack, metrics) = Stack::build(
         conduit_agent::INFO,
         serve,
         |b| {
@@ -64,13 +199,46 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
             b.collector(Box::new(conduit_agent::board::BoardCollector::new(
                 agent.board_root.clone(),
             )));
-            AgentMetrics::register(b)
+            std::sync::Arc::new(AgentMetrics::register(b))
         },
-        |router, _| router,
+        |router, metrics| {
+            #[cfg(feature = "ipmi")]
+            {
+                let f = std::sync::Arc::new(conduit_agent::bmc::Fleet::new(
+                    config.as_ref(),
+                    metrics.clone(),
+                ));
+                fleet = Some(f.clone());
+                let token = config
+                    .as_ref()
+                    .and_then(|c| c.api_token.as_ref())
+                    .map(|t| std::sync::Arc::from(t.expose()));
+                conduit_agent::api::routes(router, f, token)
+            }
+            #[cfg(not(feature = "ipmi"))]
+            {
+                let _ = metrics;
+                router
+            }
+        },
     );
     let server = stack.bind()?;
+    #[cfg(feature = "ipmi")]
+    let poller = match (&config, fleet) {
+        (Some(c), Some(fleet)) if !c.bmcs.is_empty() => Some(
+            conduit_agent::poller::Poller::start(fleet, metrics.clone(), c.poll_interval)
+                .map_err(|e| anyhow::anyhow!("start the BMC poller: {e}"))?,
+        ),
+        _ => None,
+    };
+    #[cfg(not(feature = "ipmi"))]
+    let _ = (&config, &metrics);
     let petter = start_watchdog(&agent, server.local_addr()?)?;
     let result = stack.run(server);
+    #[cfg(feature = "ipmi")]
+    if let Some(p) = poller {
+        p.stop();
+    }
     stop_watchdog(petter);
     result
 }

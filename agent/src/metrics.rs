@@ -5,7 +5,7 @@
 //! the gateway uplink; until then they expose `# HELP`/`# TYPE` only.
 
 use conduit_http::buckets;
-use conduit_http::catalog::{Buckets, CappedFamily, CatalogBuilder};
+use conduit_http::catalog::{Buckets, CappedFamily, CatalogBuilder, FloatGauge};
 use conduit_http::http::metrics::RpcMetrics;
 use conduit_http::labels::{Direction, ErrorType, ServerId, Status};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -98,7 +98,13 @@ pub struct AgentMetrics {
     /// `agent_vnc_connection_errors_total`
     pub vnc_connection_errors: CappedFamily<ErrorType, Counter>,
     /// `agent_rpc_calls_total`, `agent_rpc_call_duration_seconds`
-    pub rpc: RpcMetrics,
+    pub rpc: std::sync::Arc<RpcMetrics>,
+    /// `agent_bmc_up` (addition): 1 when the last poll of the BMC succeeded.
+    pub bmc_up: CappedFamily<ServerId, Gauge>,
+    /// `agent_bmc_power_on` (addition): last polled power state.
+    pub bmc_power_on: CappedFamily<ServerId, Gauge>,
+    /// `agent_bmc_last_poll_success_timestamp_seconds` (addition).
+    pub bmc_last_poll_success: CappedFamily<ServerId, FloatGauge>,
 }
 
 impl AgentMetrics {
@@ -139,7 +145,19 @@ impl AgentMetrics {
             vnc_sessions: b.gauge_family("vnc_sessions_total", "Active VNC sessions"),
             vnc_bytes: b.counter_family("vnc_bytes", "VNC bytes transferred"),
             vnc_connection_errors: b.counter_family("vnc_connection_errors", "Connection errors"),
-            rpc: RpcMetrics::register(b),
+            rpc: std::sync::Arc::new(RpcMetrics::register(b)),
+            bmc_up: b.gauge_family(
+                "bmc_up",
+                "Whether the last poll of the BMC succeeded (1) or not (0)",
+            ),
+            bmc_power_on: b.gauge_family(
+                "bmc_power_on",
+                "Server power state at the last successful poll (1 on, 0 off)",
+            ),
+            bmc_last_poll_success: b.float_gauge_family(
+                "bmc_last_poll_success_timestamp_seconds",
+                "Unix time of the last successful poll of the BMC",
+            ),
         }
     }
 }
@@ -222,6 +240,9 @@ mod tests {
             "ok",
             Duration::ZERO,
         );
+        m.bmc_up.with(&server, |g| g.set(1));
+        m.bmc_power_on.with(&server, |g| g.set(1));
+        m.bmc_last_poll_success.with(&server, |g| g.set(1.7e9));
         let problems = conduit_http::reference::check_touched_registry(
             include_str!("../../docs/metrics.md"),
             "agent",

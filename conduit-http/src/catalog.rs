@@ -126,6 +126,11 @@ where
         None
     }
 
+    /// Whether the series for `labels` exists (without creating it).
+    pub fn contains(&self, labels: &S) -> bool {
+        self.family.get(labels).is_some()
+    }
+
     /// Removes the series for `labels` (a server that left the inventory, a closed session).
     pub fn remove(&self, labels: &S) -> bool {
         let _guard = self.create.lock().unwrap_or_else(|e| e.into_inner());

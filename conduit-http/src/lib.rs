@@ -24,4 +24,6 @@ pub mod logging;
 pub mod process;
 #[cfg(feature = "reference")]
 pub mod reference;
+pub mod rpc;
 pub mod service;
+pub mod wire;

@@ -47,8 +47,8 @@ pub struct ServeArgs {
 }
 
 /// Help text of the flags [`ServeArgs::parse_flag`] accepts.
-pub const SERVE_FLAGS_HELP: &str = "\
-  --listen ADDR              Address for /metrics, /health and the API
+pub const SERVE_FLAGS_HELP: &str =
+    "  --listen ADDR              Address for /metrics, /health and the API
                              [alias: --web.listen-address] (default 0.0.0.0:PORT)
   --log-level LEVEL          error, warn, info, debug or trace (default info; env CONDUIT_LOG)
   --series-limit N           Most series per labeled metric family; new ones past it are
@@ -253,42 +253,56 @@ pub fn usage(info: &ComponentInfo) -> String {
 /// The usage text, with the component's own flags (`extra_flags`, formatted like
 /// [`SERVE_FLAGS_HELP`]) listed before the common ones.
 pub fn usage_with(info: &ComponentInfo, extra_flags: &str) -> String {
-    format!(
-        "{bin} — {about}\n\n\
-         Usage: {bin} [OPTIONS]\n\n\
+    let intro = format!(
+        "Usage: {bin} [OPTIONS]\n\n\
          Serves GET /metrics (Prometheus text 0.0.4, or OpenMetrics when asked for), /health, and\n\
          the component API on one HTTP listener (default 0.0.0.0:{port}). Stops cleanly on\n\
-         SIGTERM or SIGINT.\n\n\
+         SIGTERM or SIGINT.\n",
+        bin = info.binary,
+        port = info.default_port
+    );
+    usage_full(info, &intro, extra_flags)
+}
+
+/// The usage text with a custom introduction (usage lines, commands) and extra flags.
+pub fn usage_full(info: &ComponentInfo, intro: &str, extra_flags: &str) -> String {
+    format!(
+        "{bin} — {about}\n\n{intro}\n\
          Options:\n{extra_flags}{flags}  -h, --help                 Print this help\n  -V, --version              Print the version\n",
         bin = info.binary,
         about = info.about,
-        port = info.default_port,
         flags = SERVE_FLAGS_HELP.replace("PORT", &info.default_port.to_string()),
     )
 }
 
-/// Parses the command line: the serve flags, `--help`, `--version`, and the component's own
-/// long flags through `extra` (which returns whether it took the flag). On `--help`,
-/// `--version` or a usage error it has already printed what is due and returns the exit code.
+/// Parses the command line: the serve flags, `--help`, `--version`, the component's own long
+/// flags through `extra` (which returns whether it took the flag), and positional words (a
+/// subcommand and its arguments), returned in order. On `--help`, `--version` or a usage error
+/// it has already printed what is due and returns the exit code.
 pub fn parse_args(
     info: &ComponentInfo,
-    extra_help: &str,
+    usage_text: &str,
     mut extra: impl FnMut(&str, &mut lexopt::Parser) -> anyhow::Result<bool>,
-) -> Result<ServeArgs, std::process::ExitCode> {
+) -> Result<(ServeArgs, Vec<String>), std::process::ExitCode> {
     use std::process::ExitCode;
     let mut args = ServeArgs::new(info);
+    let mut words = Vec::new();
     let mut parser = lexopt::Parser::from_env();
     loop {
         let arg = match parser.next() {
             Ok(Some(arg)) => arg,
-            Ok(None) => return Ok(args),
+            Ok(None) => return Ok((args, words)),
             Err(e) => return Err(usage_error(info, &e.to_string())),
         };
         match arg {
             lexopt::Arg::Short('h') | lexopt::Arg::Long("help") => {
-                print!("{}", usage_with(info, extra_help));
+                print!("{usage_text}");
                 return Err(ExitCode::SUCCESS);
             }
+            lexopt::Arg::Value(v) => match v.into_string() {
+                Ok(w) => words.push(w),
+                Err(_) => return Err(usage_error(info, "argument is not UTF-8")),
+            },
             lexopt::Arg::Short('V') | lexopt::Arg::Long("version") => {
                 println!("{} {}", info.binary, env!("CARGO_PKG_VERSION"));
                 return Err(ExitCode::SUCCESS);
@@ -333,8 +347,11 @@ pub fn main<T>(
     catalog: impl FnOnce(&mut CatalogBuilder) -> T,
     routes: impl FnOnce(Router, &T) -> Router,
 ) -> std::process::ExitCode {
-    let args = match parse_args(&info, "", |_, _| Ok(false)) {
-        Ok(args) => args,
+    let args = match parse_args(&info, &usage(&info), |_, _| Ok(false)) {
+        Ok((args, words)) if words.is_empty() => args,
+        Ok((_, words)) => {
+            return usage_error(&info, &format!("unexpected argument {:?}", words[0]))
+        }
         Err(code) => return code,
     };
     crate::logging::init(info.binary, args.log_level);

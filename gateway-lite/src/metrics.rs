@@ -117,7 +117,7 @@ pub struct GatewayMetrics {
     /// `gateway_websocket_errors_total`
     pub websocket_errors: CappedFamily<WebSocketError, Counter>,
     /// `gateway_rpc_calls_total`, `gateway_rpc_call_duration_seconds`
-    pub rpc: RpcMetrics,
+    pub rpc: std::sync::Arc<RpcMetrics>,
 }
 
 impl GatewayMetrics {
@@ -157,7 +157,7 @@ impl GatewayMetrics {
             websocket_bytes: b.counter_family("websocket_bytes_transmitted", "Bytes transmitted"),
             websocket_messages: b.counter_family("websocket_messages", "Messages"),
             websocket_errors: b.counter_family("websocket_errors", "WebSocket errors"),
-            rpc: RpcMetrics::register(b),
+            rpc: std::sync::Arc::new(RpcMetrics::register(b)),
         }
     }
 }

@@ -96,7 +96,7 @@ pub struct ManagerMetrics {
     /// `manager_db_connections`
     pub db_connections: Gauge,
     /// `manager_rpc_calls_total`, `manager_rpc_call_duration_seconds`
-    pub rpc: RpcMetrics,
+    pub rpc: std::sync::Arc<RpcMetrics>,
 }
 
 impl ManagerMetrics {
@@ -128,7 +128,7 @@ impl ManagerMetrics {
                 buckets::DB,
             ),
             db_connections: b.gauge("db_connections", "Active database connections"),
-            rpc: RpcMetrics::register(b),
+            rpc: std::sync::Arc::new(RpcMetrics::register(b)),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One integration test binary (faster links, also under cross runners): the real binaries
 //! against real peers.
 
+mod agent_bmc;
 mod agent_board;
 mod exposition;
 mod http_guards;

@@ -62,14 +62,15 @@ pub fn bin(name: &str) -> PathBuf {
                 path.display()
             )
         });
+    // The binary's own crate and what it is built from.
+    let crates: &[&str] = match name {
+        "conduit-agent" => &["agent", "board", "conduit-http"],
+        "conduit-gateway" => &["gateway-lite", "conduit-http"],
+        "conduit-manager" => &["manager-lite", "conduit-http"],
+        _ => &["conduit-http"],
+    };
     let mut newest = SystemTime::UNIX_EPOCH;
-    for crate_dir in [
-        "conduit-http",
-        "agent",
-        "gateway-lite",
-        "manager-lite",
-        "board",
-    ] {
+    for crate_dir in crates {
         newest_source(&workspace_root().join(crate_dir), &mut newest);
     }
     assert!(

@@ -1,0 +1,193 @@
+//! The agent's API: `conduit.agent.v1.BmcService` in Connect JSON form, plus REST-style routes
+//! for operators, all behind the bearer token from the configuration (`/metrics` and `/health`
+//! stay open). Handlers run on the HTTP workers and wait for the BMC (bounded by the operation
+//! timeout); the poller's cached state answers ListServers without touching a BMC.
+
+use std::sync::Arc;
+
+use conduit_http::http::router::Router;
+use conduit_http::http::{Method, Request, Response};
+use conduit_http::labels::ServerId;
+use conduit_http::rpc::{check_bearer, unary, Code, RpcError};
+use conduit_http::wire::agent::*;
+use futures_lite::future::block_on;
+
+use crate::bmc::{Fleet, OpError, OpFailure, PowerAction};
+use crate::ipmi::client::IpmiError;
+
+fn rpc_error(e: OpError) -> RpcError {
+    let code = match &e.failure {
+        OpFailure::UnknownServer => Code::NotFound,
+        OpFailure::TimedOut(_) => Code::DeadlineExceeded,
+        OpFailure::Ipmi(IpmiError::Completion { .. }) => Code::FailedPrecondition,
+        OpFailure::Ipmi(_) => Code::Unavailable,
+    };
+    RpcError::new(code, e.to_string())
+}
+
+fn server_info(fleet: &Fleet, id: &str) -> Option<Server> {
+    let bmc = fleet.get(id)?;
+    let m = fleet.metrics();
+    let labels = ServerId {
+        server_id: id.to_owned(),
+    };
+    // Read the poller's cache without creating series.
+    let up = m
+        .bmc_up
+        .contains(&labels)
+        .then(|| m.bmc_up.with(&labels, |g| g.get() == 1))
+        .flatten();
+    let power = m
+        .bmc_power_on
+        .contains(&labels)
+        .then(|| {
+            m.bmc_power_on.with(&labels, |g| {
+                if g.get() == 1 { "on" } else { "off" }.to_owned()
+            })
+        })
+        .flatten();
+    Some(Server {
+        server_id: id.to_owned(),
+        address: bmc.config.addr.to_string(),
+        bmc_type: bmc.config.protocol.label().to_owned(),
+        up,
+        power,
+    })
+}
+
+fn list(fleet: &Fleet) -> ListServersResponse {
+    ListServersResponse {
+        servers: fleet
+            .bmcs()
+            .iter()
+            .filter_map(|b| server_info(fleet, &b.config.id))
+            .collect(),
+    }
+}
+
+fn power_status(fleet: &Fleet, id: &str) -> Result<PowerStatusResponse, RpcError> {
+    let on = block_on(fleet.power_status(id)).map_err(rpc_error)?;
+    Ok(PowerStatusResponse {
+        server_id: id.to_owned(),
+        power: if on { "on" } else { "off" }.to_owned(),
+    })
+}
+
+fn power_action(fleet: &Fleet, id: &str, action: &str) -> Result<PowerActionResponse, RpcError> {
+    let a = PowerAction::parse(action).ok_or_else(|| {
+        RpcError::new(
+            Code::InvalidArgument,
+            format!("unknown action {action:?}: on, off, cycle, reset or soft"),
+        )
+    })?;
+    block_on(fleet.power(id, a)).map_err(rpc_error)?;
+    Ok(PowerActionResponse {
+        server_id: id.to_owned(),
+        action: action.to_owned(),
+    })
+}
+
+fn get_server(fleet: &Fleet, id: &str) -> Result<GetServerResponse, RpcError> {
+    let server = server_info(fleet, id)
+        .ok_or_else(|| RpcError::new(Code::NotFound, format!("no server {id:?}")))?;
+    let ident = block_on(fleet.identity(id)).map_err(rpc_error)?;
+    Ok(GetServerResponse {
+        server,
+        manufacturer_id: ident.manufacturer_id,
+        product_id: u32::from(ident.product_id),
+        firmware: ident.firmware,
+    })
+}
+
+/// A REST handler: token check, then `f`, JSON either way.
+fn rest<T: serde::Serialize>(
+    token: Option<Arc<str>>,
+    f: impl Fn(&Request) -> Result<T, RpcError> + Send + Sync + 'static,
+) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
+    move |req| {
+        let result = check_bearer(req, token.as_deref()).and_then(|()| f(req));
+        match result.and_then(|v| {
+            serde_json::to_vec(&v).map_err(|e| RpcError::new(Code::Internal, e.to_string()))
+        }) {
+            Ok(body) => Response::new(200)
+                .with_header("Content-Type", "application/json")
+                .with_body(body),
+            Err(e) => e.response(),
+        }
+    }
+}
+
+/// Adds the API routes for `fleet`, protected by `token`.
+pub fn routes(router: Router, fleet: Arc<Fleet>, token: Option<Arc<str>>) -> Router {
+    let rpc = fleet.metrics().rpc.clone();
+    let (f1, f2, f3, f4) = (fleet.clone(), fleet.clone(), fleet.clone(), fleet.clone());
+    let (r1, r2, r3) = (fleet.clone(), fleet.clone(), fleet);
+    router
+        .route(
+            Method::Post,
+            "/conduit.agent.v1.BmcService/ListServers",
+            unary(
+                BMC_SERVICE,
+                "ListServers",
+                token.clone(),
+                rpc.clone(),
+                move |_: ListServersRequest| Ok(list(&f1)),
+            ),
+        )
+        .route(
+            Method::Post,
+            "/conduit.agent.v1.BmcService/GetServer",
+            unary(
+                BMC_SERVICE,
+                "GetServer",
+                token.clone(),
+                rpc.clone(),
+                move |r: ServerRequest| get_server(&f2, &r.server_id),
+            ),
+        )
+        .route(
+            Method::Post,
+            "/conduit.agent.v1.BmcService/PowerStatus",
+            unary(
+                BMC_SERVICE,
+                "PowerStatus",
+                token.clone(),
+                rpc.clone(),
+                move |r: ServerRequest| power_status(&f3, &r.server_id),
+            ),
+        )
+        .route(
+            Method::Post,
+            "/conduit.agent.v1.BmcService/PowerAction",
+            unary(
+                BMC_SERVICE,
+                "PowerAction",
+                token.clone(),
+                rpc,
+                move |r: PowerActionRequest| power_action(&f4, &r.server_id, &r.action),
+            ),
+        )
+        .route(
+            Method::Get,
+            "/api/v1/servers",
+            rest(token.clone(), move |_| Ok(list(&r1))),
+        )
+        .route(
+            Method::Get,
+            "/api/v1/servers/{id}/power",
+            rest(token.clone(), move |req| {
+                power_status(&r2, req.param("id").unwrap_or_default())
+            }),
+        )
+        .route(
+            Method::Post,
+            "/api/v1/servers/{id}/power/{action}",
+            rest(token, move |req| {
+                power_action(
+                    &r3,
+                    req.param("id").unwrap_or_default(),
+                    req.param("action").unwrap_or_default(),
+                )
+            }),
+        )
+}

@@ -1,0 +1,309 @@
+//! BMC operations over the inventory: what the CLI, the API and the poller call. Each
+//! operation is bounded by the configured timeout and counted in the RFD metrics
+//! (`agent_bmc_operations_total`, `agent_bmc_operation_duration_seconds`,
+//! `agent_bmc_connection_errors_total`), with label values from fixed sets.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use ipmi_rs_core::app::GetDeviceId;
+
+use crate::config::{BmcConfig, Config};
+use crate::ipmi::client::{IpmiError, Timing};
+use crate::ipmi::commands::{ChassisControl, GetChassisStatus};
+use crate::ipmi::crypto::CipherSuite;
+use crate::ipmi::rakp::Credentials;
+use crate::ipmi::IpmiBmc;
+use crate::metrics::{AgentMetrics, BmcError, BmcOperation, BmcOperationKind};
+
+/// A power action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    /// Power on.
+    On,
+    /// Hard power off.
+    Off,
+    /// Power cycle.
+    Cycle,
+    /// Hard reset.
+    Reset,
+    /// Soft (ACPI) shutdown.
+    Soft,
+}
+
+impl PowerAction {
+    /// From the CLI/API word.
+    pub fn parse(s: &str) -> Option<PowerAction> {
+        Some(match s {
+            "on" => PowerAction::On,
+            "off" => PowerAction::Off,
+            "cycle" => PowerAction::Cycle,
+            "reset" => PowerAction::Reset,
+            "soft" => PowerAction::Soft,
+            _ => return None,
+        })
+    }
+
+    /// The `operation` label value.
+    pub fn operation(self) -> &'static str {
+        match self {
+            PowerAction::On => "power_on",
+            PowerAction::Off => "power_off",
+            PowerAction::Cycle => "power_cycle",
+            PowerAction::Reset => "power_reset",
+            PowerAction::Soft => "power_soft",
+        }
+    }
+
+    fn chassis(self) -> ChassisControl {
+        match self {
+            PowerAction::On => ChassisControl::PowerUp,
+            PowerAction::Off => ChassisControl::PowerDown,
+            PowerAction::Cycle => ChassisControl::PowerCycle,
+            PowerAction::Reset => ChassisControl::HardReset,
+            PowerAction::Soft => ChassisControl::SoftShutdown,
+        }
+    }
+}
+
+/// What a BMC says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BmcIdentity {
+    /// IANA manufacturer id.
+    pub manufacturer_id: u32,
+    /// Product id.
+    pub product_id: u16,
+    /// Firmware revision, e.g. `9.08`.
+    pub firmware: String,
+    /// IPMI version, e.g. `2.0`.
+    pub ipmi_version: String,
+}
+
+/// Why an operation failed.
+#[derive(Debug)]
+pub enum OpFailure {
+    /// No BMC with that id in the inventory.
+    UnknownServer,
+    /// The BMC did not complete the operation within the configured bound.
+    TimedOut(Duration),
+    /// The IPMI layer's error.
+    Ipmi(IpmiError),
+}
+
+/// An operation error with its context: which BMC, which operation.
+#[derive(Debug)]
+pub struct OpError {
+    /// Server id.
+    pub server: String,
+    /// BMC address, when known.
+    pub addr: Option<std::net::SocketAddr>,
+    /// Operation label.
+    pub operation: &'static str,
+    /// What failed.
+    pub failure: OpFailure,
+}
+
+impl OpError {
+    /// The `error_type` label value.
+    pub fn kind(&self) -> &'static str {
+        match &self.failure {
+            OpFailure::UnknownServer => "unknown_server",
+            OpFailure::TimedOut(_) => "timeout",
+            OpFailure::Ipmi(e) => e.kind(),
+        }
+    }
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bmc {}", self.server)?;
+        if let Some(a) = self.addr {
+            write!(f, " ({a})")?;
+        }
+        write!(f, ": {}: ", self.operation.replace('_', " "))?;
+        match &self.failure {
+            OpFailure::UnknownServer => f.write_str("no such server in the inventory"),
+            OpFailure::TimedOut(d) => write!(f, "timed out after {d:?}"),
+            OpFailure::Ipmi(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for OpError {}
+
+/// One BMC of the inventory.
+#[derive(Debug)]
+pub struct Bmc {
+    /// Its configuration.
+    pub config: BmcConfig,
+    ipmi: IpmiBmc,
+}
+
+/// The inventory's BMCs and the operations on them.
+#[derive(Debug)]
+pub struct Fleet {
+    bmcs: Vec<Arc<Bmc>>,
+    metrics: Arc<AgentMetrics>,
+    timeout: Duration,
+}
+
+impl Fleet {
+    /// The BMCs of `config` (none without one); nothing is sent until an operation runs.
+    pub fn new(config: Option<&Config>, metrics: Arc<AgentMetrics>) -> Fleet {
+        let timeout = config.map_or(Duration::from_secs(5), |c| c.operation_timeout);
+        // Retransmits fit inside the operation bound: a silent BMC is reported as such (no
+        // reply after 3 tries) rather than as the operation's deadline.
+        let timing = Timing {
+            reply_timeout: (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+            retries: 2,
+        };
+        let bmcs = config
+            .map(|c| c.bmcs.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                let suite = CipherSuite::from_id(c.cipher_suite).unwrap_or(CipherSuite::Suite3);
+                let creds = Credentials {
+                    username: c.username.as_bytes().to_vec(),
+                    password: c.password.expose().as_bytes().to_vec(),
+                    privilege: c.privilege,
+                };
+                Arc::new(Bmc {
+                    config: c.clone(),
+                    ipmi: IpmiBmc::new(c.addr, suite, creds, timing),
+                })
+            })
+            .collect();
+        Fleet {
+            bmcs,
+            metrics,
+            timeout,
+        }
+    }
+
+    /// The BMC with `id`.
+    pub fn get(&self, id: &str) -> Option<&Arc<Bmc>> {
+        self.bmcs.iter().find(|b| b.config.id == id)
+    }
+
+    /// The metrics the operations record into.
+    pub fn metrics(&self) -> &Arc<AgentMetrics> {
+        &self.metrics
+    }
+
+    /// Every BMC, in configuration order.
+    pub fn bmcs(&self) -> &[Arc<Bmc>] {
+        &self.bmcs
+    }
+
+    fn find(&self, id: &str, operation: &'static str) -> Result<&Arc<Bmc>, OpError> {
+        self.bmcs
+            .iter()
+            .find(|b| b.config.id == id)
+            .ok_or_else(|| OpError {
+                server: id.to_owned(),
+                addr: None,
+                operation,
+                failure: OpFailure::UnknownServer,
+            })
+    }
+
+    /// Runs one operation on `bmc` under the timeout and records it.
+    async fn run<T>(
+        &self,
+        bmc: &Bmc,
+        operation: &'static str,
+        op: impl Future<Output = Result<T, IpmiError>>,
+    ) -> Result<T, OpError> {
+        let start = Instant::now();
+        let timeout = self.timeout;
+        let result = future::or(async { op.await.map_err(OpFailure::Ipmi) }, async {
+            async_io::Timer::after(timeout).await;
+            Err(OpFailure::TimedOut(timeout))
+        })
+        .await;
+        let bmc_type = bmc.config.protocol.label();
+        let m = &self.metrics;
+        m.bmc_operation_duration.observe(
+            &BmcOperationKind {
+                bmc_type,
+                operation,
+            },
+            start.elapsed().as_secs_f64(),
+        );
+        let status = if result.is_ok() { "success" } else { "error" };
+        m.bmc_operations.inc(&BmcOperation {
+            bmc_type,
+            operation,
+            status,
+        });
+        result.map_err(|failure| {
+            let e = OpError {
+                server: bmc.config.id.clone(),
+                addr: Some(bmc.config.addr),
+                operation,
+                failure,
+            };
+            // A completion code is the BMC refusing the command, not a connection problem.
+            if !matches!(e.failure, OpFailure::Ipmi(IpmiError::Completion { .. })) {
+                m.bmc_connection_errors.inc(&BmcError {
+                    bmc_type,
+                    error_type: e.kind(),
+                });
+            }
+            e
+        })
+    }
+
+    /// Whether the server's power is on.
+    pub async fn power_status(&self, id: &str) -> Result<bool, OpError> {
+        let bmc = self.find(id, "power_status")?;
+        let st = self
+            .run(
+                bmc,
+                "power_status",
+                bmc.ipmi.execute("chassis status", GetChassisStatus),
+            )
+            .await?;
+        Ok(st.power_on)
+    }
+
+    /// Runs a power action.
+    pub async fn power(&self, id: &str, action: PowerAction) -> Result<(), OpError> {
+        let op = action.operation();
+        let bmc = self.find(id, op)?;
+        self.run(
+            bmc,
+            op,
+            bmc.ipmi.execute("chassis control", action.chassis()),
+        )
+        .await
+    }
+
+    /// The BMC's identity (Get Device ID).
+    pub async fn identity(&self, id: &str) -> Result<BmcIdentity, OpError> {
+        let bmc = self.find(id, "device_id")?;
+        let d = self
+            .run(
+                bmc,
+                "device_id",
+                bmc.ipmi.execute("get device id", GetDeviceId),
+            )
+            .await?;
+        Ok(BmcIdentity {
+            manufacturer_id: d.manufacturer_id,
+            product_id: d.product_id,
+            firmware: format!("{}.{:02}", d.major_fw_revision, d.minor_fw_revision),
+            ipmi_version: format!("{}.{}", d.major_version, d.minor_version),
+        })
+    }
+
+    /// Closes every open session (on shutdown: frees the BMCs' session slots).
+    pub async fn close_all(&self) {
+        for b in &self.bmcs {
+            b.ipmi.close().await;
+        }
+    }
+}

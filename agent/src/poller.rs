@@ -1,0 +1,125 @@
+//! The health poller: refreshes every BMC's power state on an interval and publishes it in the
+//! `agent_bmc_*` gauges. `/metrics` reads those gauges, so a scrape never waits on a BMC and a
+//! dead BMC cannot slow or fail it.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_io::Timer;
+use futures_lite::future;
+
+use crate::bmc::{Bmc, Fleet};
+use crate::metrics::AgentMetrics;
+use conduit_http::labels::ServerId;
+
+/// Most BMCs polled at once.
+const CONCURRENCY: usize = 64;
+
+/// A running poller thread.
+#[derive(Debug)]
+pub struct Poller {
+    stop: async_channel::Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Poller {
+    /// Starts polling `fleet` every `interval` (first round at once).
+    pub fn start(
+        fleet: Arc<Fleet>,
+        metrics: Arc<AgentMetrics>,
+        interval: Duration,
+    ) -> std::io::Result<Poller> {
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("bmc-poller".into())
+            .spawn(move || {
+                let ex = smol::LocalExecutor::new();
+                future::block_on(ex.run(async {
+                    loop {
+                        poll_all(&ex, &fleet, &metrics).await;
+                        let sleep = async {
+                            Timer::after(interval).await;
+                            true
+                        };
+                        let stop = async {
+                            let _ = stopped.recv().await;
+                            false
+                        };
+                        if !future::or(sleep, stop).await {
+                            break;
+                        }
+                    }
+                    fleet.close_all().await;
+                }));
+            })?;
+        Ok(Poller {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops polling and closes the BMC sessions.
+    pub fn stop(mut self) {
+        self.stop.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn poll_all(ex: &smol::LocalExecutor<'_>, fleet: &Arc<Fleet>, metrics: &Arc<AgentMetrics>) {
+    let permits = Arc::new(async_lock::Semaphore::new(CONCURRENCY));
+    let tasks: Vec<_> = fleet
+        .bmcs()
+        .iter()
+        .map(|bmc| {
+            let (fleet, metrics, bmc, permits) =
+                (fleet.clone(), metrics.clone(), bmc.clone(), permits.clone());
+            ex.spawn(async move {
+                let _permit = permits.acquire().await;
+                poll_one(&fleet, &metrics, &bmc).await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await;
+    }
+}
+
+async fn poll_one(fleet: &Fleet, metrics: &AgentMetrics, bmc: &Bmc) {
+    let server = ServerId {
+        server_id: bmc.config.id.clone(),
+    };
+    let first = !metrics.bmc_up.contains(&server);
+    let was_up = metrics
+        .bmc_up
+        .with(&server, |g| g.get() == 1)
+        .unwrap_or(false);
+    match fleet.power_status(&bmc.config.id).await {
+        Ok(on) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            metrics.bmc_up.with(&server, |g| g.set(1));
+            metrics.bmc_power_on.with(&server, |g| g.set(i64::from(on)));
+            metrics.bmc_last_poll_success.with(&server, |g| g.set(now));
+            if !was_up {
+                log::info!(
+                    "bmc {} ({}) is up; power {}",
+                    bmc.config.id,
+                    bmc.config.addr,
+                    if on { "on" } else { "off" }
+                );
+            }
+        }
+        Err(e) => {
+            metrics.bmc_up.with(&server, |g| g.set(0));
+            // Logged on the transition to down (and on a first failure), not every round.
+            if was_up || first {
+                log::warn!("{e}");
+            }
+        }
+    }
+}

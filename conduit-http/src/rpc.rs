@@ -1,0 +1,182 @@
+//! Unary RPCs in the Connect protocol's JSON form (`POST /<package>.<Service>/<Method>`,
+//! `Content-Type: application/json`, errors as `{"code": "...", "message": "..."}` with
+//! Connect's code → HTTP status mapping), the bearer-token guard, and the RPC metrics.
+//! One dispatcher for all three components; messages live in [`crate::wire`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::http::metrics::RpcMetrics;
+use crate::http::{Request, Response};
+
+/// Connect error codes (the `status` label of `*_rpc_calls_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Success (label only).
+    Ok,
+    /// The request is malformed.
+    InvalidArgument,
+    /// No such entity.
+    NotFound,
+    /// The operation is not possible in the current state.
+    FailedPrecondition,
+    /// Deadline exceeded.
+    DeadlineExceeded,
+    /// Not implemented.
+    Unimplemented,
+    /// Internal error.
+    Internal,
+    /// The dependency (a BMC) is unavailable.
+    Unavailable,
+    /// Missing or bad credentials.
+    Unauthenticated,
+    /// Denied.
+    PermissionDenied,
+}
+
+impl Code {
+    /// The code as written in JSON errors and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "ok",
+            Code::InvalidArgument => "invalid_argument",
+            Code::NotFound => "not_found",
+            Code::FailedPrecondition => "failed_precondition",
+            Code::DeadlineExceeded => "deadline_exceeded",
+            Code::Unimplemented => "unimplemented",
+            Code::Internal => "internal",
+            Code::Unavailable => "unavailable",
+            Code::Unauthenticated => "unauthenticated",
+            Code::PermissionDenied => "permission_denied",
+        }
+    }
+
+    /// Connect's HTTP status for the code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Code::Ok => 200,
+            Code::InvalidArgument => 400,
+            Code::NotFound => 404,
+            Code::FailedPrecondition => 400,
+            Code::DeadlineExceeded => 504,
+            Code::Unimplemented => 501,
+            Code::Internal => 500,
+            Code::Unavailable => 503,
+            Code::Unauthenticated => 401,
+            Code::PermissionDenied => 403,
+        }
+    }
+}
+
+/// An RPC error: a code and a message for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcError {
+    /// Code.
+    pub code: Code,
+    /// Human-readable message (never secrets).
+    pub message: String,
+}
+
+impl RpcError {
+    /// An error with `code`.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The error as a Connect JSON response.
+    pub fn response(&self) -> Response {
+        let body = serde_json::json!({"code": self.code.as_str(), "message": self.message});
+        let mut r = Response::new(self.code.http_status())
+            .with_header("Content-Type", "application/json")
+            .with_body(body.to_string().into_bytes());
+        if self.code == Code::Unauthenticated {
+            r = r.with_header("WWW-Authenticate", "Bearer");
+        }
+        r
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` against the configured token in constant time.
+/// With no token configured, every call is refused.
+pub fn check_bearer(req: &Request, token: Option<&str>) -> Result<(), RpcError> {
+    let Some(token) = token else {
+        return Err(RpcError::new(
+            Code::Unauthenticated,
+            "the API is disabled: no api_token is configured",
+        ));
+    };
+    let given = req
+        .header("Authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(RpcError::new(
+            Code::Unauthenticated,
+            "missing or invalid bearer token",
+        ))
+    }
+}
+
+/// A unary Connect handler for `service`/`method`: token check, JSON decode, call, JSON
+/// encode, metrics.
+pub fn unary<Req, Resp>(
+    service: &'static str,
+    method: &'static str,
+    token: Option<Arc<str>>,
+    metrics: Arc<RpcMetrics>,
+    call: impl Fn(Req) -> Result<Resp, RpcError> + Send + Sync + 'static,
+) -> impl Fn(&Request) -> Response + Send + Sync + 'static
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+{
+    move |req| {
+        let start = Instant::now();
+        let result = check_bearer(req, token.as_deref())
+            .and_then(|()| {
+                let ct = req.header("Content-Type").unwrap_or("");
+                if !ct.to_ascii_lowercase().starts_with("application/json") {
+                    return Err(RpcError::new(
+                        Code::InvalidArgument,
+                        "Content-Type must be application/json",
+                    ));
+                }
+                let body = if req.body.is_empty() {
+                    &b"{}"[..]
+                } else {
+                    &req.body
+                };
+                serde_json::from_slice::<Req>(body)
+                    .map_err(|e| RpcError::new(Code::InvalidArgument, format!("request body: {e}")))
+            })
+            .and_then(&call);
+        let (code, resp) = match result {
+            Ok(v) => match serde_json::to_vec(&v) {
+                Ok(body) => (
+                    Code::Ok,
+                    Response::new(200)
+                        .with_header("Content-Type", "application/json")
+                        .with_body(body),
+                ),
+                Err(e) => {
+                    let e = RpcError::new(Code::Internal, format!("encode response: {e}"));
+                    (e.code, e.response())
+                }
+            },
+            Err(e) => (e.code, e.response()),
+        };
+        metrics.observe(service, method, code.as_str(), start.elapsed());
+        resp
+    }
+}

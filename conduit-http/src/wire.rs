@@ -1,0 +1,93 @@
+//! Messages between Conduit components and their clients (Connect JSON: lowerCamelCase field
+//! names). One definition, used by the server that answers and the client that asks.
+
+/// `conduit.agent.v1.BmcService`: the agent's BMC API.
+pub mod agent {
+    use serde::{Deserialize, Serialize};
+
+    /// The service name.
+    pub const BMC_SERVICE: &str = "conduit.agent.v1.BmcService";
+
+    /// ListServers request.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ListServersRequest {}
+
+    /// One BMC of the inventory, with its last polled state.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Server {
+        /// Server id.
+        pub server_id: String,
+        /// BMC address, `host:port`.
+        pub address: String,
+        /// `ipmi` or `redfish`.
+        pub bmc_type: String,
+        /// Whether the last poll succeeded; absent before the first poll.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        pub up: Option<bool>,
+        /// Power state at the last successful poll (`on`/`off`).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        pub power: Option<String>,
+    }
+
+    /// ListServers response.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ListServersResponse {
+        /// The inventory.
+        pub servers: Vec<Server>,
+    }
+
+    /// A request naming one server (GetServer, PowerStatus).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ServerRequest {
+        /// Server id.
+        pub server_id: String,
+    }
+
+    /// GetServer response: the server and its BMC's identity (live Get Device ID).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct GetServerResponse {
+        /// The server.
+        pub server: Server,
+        /// IANA manufacturer id.
+        pub manufacturer_id: u32,
+        /// Product id.
+        pub product_id: u32,
+        /// Firmware revision.
+        pub firmware: String,
+    }
+
+    /// PowerStatus response (a live query of the BMC).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct PowerStatusResponse {
+        /// Server id.
+        pub server_id: String,
+        /// `on` or `off`.
+        pub power: String,
+    }
+
+    /// PowerAction request.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct PowerActionRequest {
+        /// Server id.
+        pub server_id: String,
+        /// `on`, `off`, `cycle`, `reset` or `soft`.
+        pub action: String,
+    }
+
+    /// PowerAction response.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct PowerActionResponse {
+        /// Server id.
+        pub server_id: String,
+        /// The action done.
+        pub action: String,
+    }
+}

@@ -1,0 +1,303 @@
+//! The agent binary with a configuration pointing at a real ipmi_sim and at BMCs that are
+//! dead: the poller's cache in /metrics, the token-protected API (Connect and REST), the CLI,
+//! and the RFD BMC metrics driven by those real operations.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use conduit_http::reference::parse_exposition;
+use conduit_tests::ipmi_sim::IpmiSim;
+use conduit_tests::{bin_command, get, request, start_component, wait_for, TempDir};
+
+const TOKEN: &str = "test-token-0123456789";
+
+fn config(dir: &TempDir, sim: &IpmiSim, silent: &UdpSocket) -> std::path::PathBuf {
+    let path = dir.0.join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[agent]
+api_token = "{TOKEN}"
+poll_interval_secs = 0.5
+operation_timeout_secs = 2
+
+[[bmc]]
+id = "sim1"
+address = "127.0.0.1"
+port = {sim_port}
+username = "admin"
+password_file = "bmc.pass"
+
+[[bmc]]
+id = "silent1"
+address = "127.0.0.1"
+port = {silent_port}
+username = "admin"
+password = "password"
+"#,
+            sim_port = sim.addr.port(),
+            silent_port = silent.local_addr().unwrap().port(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.0.join("bmc.pass"), "password\n").unwrap();
+    path
+}
+
+fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let fams = parse_exposition(text).unwrap();
+    fams.get(family)?
+        .samples
+        .iter()
+        .find(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+        })
+        .map(|s| s.value)
+}
+
+fn rpc(
+    addr: std::net::SocketAddr,
+    method: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    let r = request(
+        addr,
+        "POST",
+        &format!("/conduit.agent.v1.BmcService/{method}"),
+        &headers,
+        body.as_bytes(),
+    );
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn agent_polls_serves_and_acts_on_real_bmcs() {
+    let sim = IpmiSim::start();
+    // A BMC that swallows every packet: the worst case for a scrape.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = TempDir::new("agent-bmc");
+    let cfg = config(&dir, &sim, &silent);
+    let agent = start_component("conduit-agent", &["--config", cfg.to_str().unwrap()]);
+
+    // The poller fills the cache; scrapes stay fast although one BMC never answers.
+    let text = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        let t = get(agent.addr, "/metrics", &[]).text();
+        sample(&t, "agent_bmc_up", &[("server_id", "sim1")]).filter(|v| *v == 1.0)?;
+        sample(&t, "agent_bmc_up", &[("server_id", "silent1")])?;
+        Some(t)
+    })
+    .expect("both BMCs polled");
+    assert_eq!(
+        sample(&text, "agent_bmc_up", &[("server_id", "silent1")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "agent_bmc_power_on", &[("server_id", "sim1")]),
+        Some(0.0)
+    );
+    for _ in 0..5 {
+        let start = Instant::now();
+        assert_eq!(get(agent.addr, "/metrics", &[]).status, 200);
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "scrape took {:?}",
+            start.elapsed()
+        );
+    }
+
+    // The API is closed without the token.
+    assert_eq!(rpc(agent.addr, "ListServers", "{}", None).0, 401);
+    assert_eq!(
+        rpc(
+            agent.addr,
+            "ListServers",
+            "{}",
+            Some("wrong-token-0123456789")
+        )
+        .0,
+        401
+    );
+    assert_eq!(get(agent.addr, "/api/v1/servers", &[]).status, 401);
+
+    let (status, body) = rpc(
+        agent.addr,
+        "PowerAction",
+        r#"{"serverId":"sim1","action":"on"}"#,
+        Some(TOKEN),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(sim.power(), "ipmi_sim's chassis saw power on");
+    let (status, body) = rpc(
+        agent.addr,
+        "PowerStatus",
+        r#"{"serverId":"sim1"}"#,
+        Some(TOKEN),
+    );
+    assert_eq!(
+        (status, body["power"].as_str()),
+        (200, Some("on")),
+        "{body}"
+    );
+    let (status, body) = rpc(
+        agent.addr,
+        "GetServer",
+        r#"{"serverId":"sim1"}"#,
+        Some(TOKEN),
+    );
+    assert_eq!(
+        (status, body["manufacturerId"].as_u64()),
+        (200, Some(4753)),
+        "{body}"
+    );
+    let (status, body) = rpc(
+        agent.addr,
+        "PowerStatus",
+        r#"{"serverId":"nope"}"#,
+        Some(TOKEN),
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let (status, body) = rpc(
+        agent.addr,
+        "PowerAction",
+        r#"{"serverId":"sim1","action":"explode"}"#,
+        Some(TOKEN),
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{body}"
+    );
+    // A silent BMC: no reply after the retransmits (503), or the operation's bound reached
+    // while the poller held the BMC's session (504); either way a clear error naming it.
+    let (status, body) = rpc(
+        agent.addr,
+        "PowerStatus",
+        r#"{"serverId":"silent1"}"#,
+        Some(TOKEN),
+    );
+    assert!(
+        matches!(
+            (status, body["code"].as_str()),
+            (503, Some("unavailable")) | (504, Some("deadline_exceeded"))
+        ),
+        "{status} {body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("bmc silent1"),
+        "{body}"
+    );
+
+    let auth = format!("Bearer {TOKEN}");
+    let r = request(
+        agent.addr,
+        "POST",
+        "/api/v1/servers/sim1/power/off",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!sim.power());
+    let list = get(agent.addr, "/api/v1/servers", &[("Authorization", &auth)]);
+    let v: serde_json::Value = serde_json::from_slice(&list.body).unwrap();
+    assert_eq!(v["servers"].as_array().map(Vec::len), Some(2), "{v}");
+
+    // The CLI: same configuration, same code path.
+    let out = bin_command("conduit-agent")
+        .args(["--config", cfg.to_str().unwrap(), "power", "status", "sim1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "off");
+    let out = bin_command("conduit-agent")
+        .args(["--config", cfg.to_str().unwrap(), "power", "on", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bmc nope: power on: no such server"));
+
+    // The RFD metrics saw all of it.
+    let text = get(agent.addr, "/metrics", &[]).text();
+    let op = |operation: &str, status: &str| {
+        sample(
+            &text,
+            "agent_bmc_operations_total",
+            &[
+                ("bmc_type", "ipmi"),
+                ("operation", operation),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(op("power_on", "success"), Some(1.0));
+    assert_eq!(op("power_off", "success"), Some(1.0));
+    assert!(op("power_status", "error").unwrap_or(0.0) >= 1.0);
+    assert!(
+        sample(
+            &text,
+            "agent_bmc_connection_errors_total",
+            &[("error_type", "timeout")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    let calls = |method: &str, status: &str| {
+        sample(
+            &text,
+            "agent_rpc_calls_total",
+            &[
+                ("service", "conduit.agent.v1.BmcService"),
+                ("method", method),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(calls("PowerAction", "ok"), Some(1.0));
+    assert_eq!(calls("ListServers", "unauthenticated"), Some(2.0));
+    assert_eq!(calls("PowerStatus", "not_found"), Some(1.0));
+}
+
+#[test]
+fn invalid_config_names_file_line_and_field_and_nothing_starts() {
+    let dir = TempDir::new("bad-config");
+    let path = dir.0.join("agent.toml");
+    std::fs::write(
+        &path,
+        "[[bmc]]\nid = \"n1\"\naddress = \"10.0.0.1\"\ncipher_suite = 9\n",
+    )
+    .unwrap();
+    let out = bin_command("conduit-agent")
+        .args([
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("agent.toml: line 4: bmc[0].cipher_suite"),
+        "{err}"
+    );
+    assert!(!err.contains("listening on"), "{err}");
+}
