@@ -99,6 +99,22 @@ fn get_server(fleet: &Fleet, id: &str) -> Result<GetServerResponse, RpcError> {
     })
 }
 
+fn sensors(fleet: &Fleet, id: &str) -> Result<GetSensorsResponse, RpcError> {
+    let readings = block_on(fleet.sensors(id)).map_err(rpc_error)?;
+    Ok(GetSensorsResponse {
+        server_id: id.to_owned(),
+        sensors: readings
+            .into_iter()
+            .map(|r| Sensor {
+                name: r.name,
+                value: r.value,
+                unit: r.unit.to_owned(),
+                state: r.state.to_owned(),
+            })
+            .collect(),
+    })
+}
+
 /// A REST handler: token check, then `f`, JSON either way.
 fn rest<T: serde::Serialize>(
     token: Option<Arc<str>>,
@@ -120,8 +136,14 @@ fn rest<T: serde::Serialize>(
 /// Adds the API routes for `fleet`, protected by `token`.
 pub fn routes(router: Router, fleet: Arc<Fleet>, token: Option<Arc<str>>) -> Router {
     let rpc = fleet.metrics().rpc.clone();
-    let (f1, f2, f3, f4) = (fleet.clone(), fleet.clone(), fleet.clone(), fleet.clone());
-    let (r1, r2, r3) = (fleet.clone(), fleet.clone(), fleet);
+    let (f1, f2, f3, f4, f5) = (
+        fleet.clone(),
+        fleet.clone(),
+        fleet.clone(),
+        fleet.clone(),
+        fleet.clone(),
+    );
+    let (r1, r2, r3, r4) = (fleet.clone(), fleet.clone(), fleet.clone(), fleet);
     router
         .route(
             Method::Post,
@@ -163,9 +185,27 @@ pub fn routes(router: Router, fleet: Arc<Fleet>, token: Option<Arc<str>>) -> Rou
                 BMC_SERVICE,
                 "PowerAction",
                 token.clone(),
-                rpc,
+                rpc.clone(),
                 move |r: PowerActionRequest| power_action(&f4, &r.server_id, &r.action),
             ),
+        )
+        .route(
+            Method::Post,
+            "/conduit.agent.v1.BmcService/GetSensors",
+            unary(
+                BMC_SERVICE,
+                "GetSensors",
+                token.clone(),
+                rpc,
+                move |r: ServerRequest| sensors(&f5, &r.server_id),
+            ),
+        )
+        .route(
+            Method::Get,
+            "/api/v1/servers/{id}/sensors",
+            rest(token.clone(), move |req| {
+                sensors(&r4, req.param("id").unwrap_or_default())
+            }),
         )
         .route(
             Method::Get,

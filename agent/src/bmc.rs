@@ -15,6 +15,7 @@ use crate::ipmi::client::{IpmiError, Timing};
 use crate::ipmi::commands::{ChassisControl, GetChassisStatus};
 use crate::ipmi::crypto::CipherSuite;
 use crate::ipmi::rakp::Credentials;
+use crate::ipmi::sdr::{self, SensorReading, SensorRecord};
 use crate::ipmi::IpmiBmc;
 use crate::metrics::{AgentMetrics, BmcError, BmcOperation, BmcOperationKind};
 
@@ -139,6 +140,9 @@ pub struct Bmc {
     /// Its configuration.
     pub config: BmcConfig,
     ipmi: IpmiBmc,
+    // The threshold sensors of its SDR repository, read once and kept (re-read after a
+    // failure, in case the BMC's repository changed).
+    sensors: async_lock::Mutex<Option<Vec<SensorRecord>>>,
 }
 
 /// The inventory's BMCs and the operations on them.
@@ -173,6 +177,7 @@ impl Fleet {
                 Arc::new(Bmc {
                     config: c.clone(),
                     ipmi: IpmiBmc::new(c.addr, suite, creds, timing),
+                    sensors: async_lock::Mutex::new(None),
                 })
             })
             .collect();
@@ -298,6 +303,30 @@ impl Fleet {
             firmware: format!("{}.{:02}", d.major_fw_revision, d.minor_fw_revision),
             ipmi_version: format!("{}.{}", d.major_version, d.minor_version),
         })
+    }
+
+    /// Every threshold sensor's current reading (SDR repository read on first use).
+    pub async fn sensors(&self, id: &str) -> Result<Vec<SensorReading>, OpError> {
+        let bmc = self.find(id, "sensors")?;
+        self.run(bmc, "sensors", async {
+            let mut cache = bmc.sensors.lock().await;
+            if cache.is_none() {
+                let records = sdr::read_repository(&bmc.ipmi).await?;
+                *cache = Some(sdr::threshold_sensors(&records));
+            }
+            let mut readings = Vec::new();
+            for s in cache.as_deref().unwrap_or_default() {
+                match sdr::read_sensor(&bmc.ipmi, s).await {
+                    Ok(r) => readings.push(r),
+                    Err(e) => {
+                        *cache = None;
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(readings)
+        })
+        .await
     }
 
     /// Closes every open session (on shutdown: frees the BMCs' session slots).

@@ -15,6 +15,8 @@ Usage: conduit-agent [OPTIONS]           Serve /metrics, /health and the API; po
        conduit-agent [OPTIONS] power <status|on|off|cycle|reset|soft> <server>
        conduit-agent [OPTIONS] info <server>
                                          The BMC's identity (IPMI Get Device ID)
+       conduit-agent [OPTIONS] sensors <server>
+                                         Sensor readings from the BMC's SDR repository
 
 The commands talk to the BMCs directly, with the same configuration and code as the service;
 they print the result on stdout and exit 0, or print the error and exit 1.
@@ -111,6 +113,7 @@ mod cli {
         Servers,
         Power(Option<PowerAction>, String),
         Info(String),
+        Sensors(String),
     }
 
     pub fn command(words: &[String]) -> Result<Command, String> {
@@ -128,6 +131,8 @@ mod cli {
             ["power", ..] => Err("usage: power <status|on|off|cycle|reset|soft> <server>".into()),
             ["info", server] => Ok(Command::Info(server.to_string())),
             ["info", ..] => Err("usage: info <server>".into()),
+            ["sensors", server] => Ok(Command::Sensors(server.to_string())),
+            ["sensors", ..] => Err("usage: sensors <server>".into()),
             [other, ..] => Err(format!("unknown command {other:?}")),
             [] => Err("no command".into()),
         }
@@ -175,6 +180,12 @@ mod cli {
                     println!("product_id\t{:#06x}", id.product_id);
                     println!("firmware\t{}", id.firmware);
                     println!("ipmi_version\t{}", id.ipmi_version);
+                }),
+                Command::Sensors(server) => fleet.sensors(&server).await.map(|readings| {
+                    for r in readings {
+                        let value = r.value.map_or("-".to_owned(), |v| format!("{v}"));
+                        println!("{}\t{value}\t{}\t{}", r.name, r.unit, r.state);
+                    }
                 }),
             };
             fleet.close_all().await;

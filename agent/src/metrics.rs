@@ -105,6 +105,19 @@ pub struct AgentMetrics {
     pub bmc_power_on: CappedFamily<ServerId, Gauge>,
     /// `agent_bmc_last_poll_success_timestamp_seconds` (addition).
     pub bmc_last_poll_success: CappedFamily<ServerId, FloatGauge>,
+    /// `agent_bmc_sensor_value` (addition): last polled sensor readings.
+    pub bmc_sensor_value: CappedFamily<SensorLabels, FloatGauge>,
+}
+
+/// `{server_id, sensor, unit}` of sensor readings.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SensorLabels {
+    /// Server id.
+    pub server_id: String,
+    /// Sensor name from the BMC, sanitized.
+    pub sensor: String,
+    /// Unit label.
+    pub unit: &'static str,
 }
 
 impl AgentMetrics {
@@ -158,6 +171,8 @@ impl AgentMetrics {
                 "bmc_last_poll_success_timestamp_seconds",
                 "Unix time of the last successful poll of the BMC",
             ),
+            bmc_sensor_value: b
+                .float_gauge_family("bmc_sensor_value", "BMC sensor reading at the last poll"),
         }
     }
 }
@@ -243,6 +258,14 @@ mod tests {
         m.bmc_up.with(&server, |g| g.set(1));
         m.bmc_power_on.with(&server, |g| g.set(1));
         m.bmc_last_poll_success.with(&server, |g| g.set(1.7e9));
+        m.bmc_sensor_value.with(
+            &SensorLabels {
+                server_id: "s1".into(),
+                sensor: "CPU Temp".into(),
+                unit: "celsius",
+            },
+            |g| g.set(40.0),
+        );
         let problems = conduit_http::reference::check_touched_registry(
             include_str!("../../docs/metrics.md"),
             "agent",

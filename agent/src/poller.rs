@@ -10,7 +10,8 @@ use async_io::Timer;
 use futures_lite::future;
 
 use crate::bmc::{Bmc, Fleet};
-use crate::metrics::AgentMetrics;
+use crate::metrics::{AgentMetrics, SensorLabels};
+use conduit_http::labels::sanitize_value;
 use conduit_http::labels::ServerId;
 
 /// Most BMCs polled at once.
@@ -87,6 +88,29 @@ async fn poll_all(ex: &smol::LocalExecutor<'_>, fleet: &Arc<Fleet>, metrics: &Ar
     }
 }
 
+fn publish_sensors(
+    metrics: &AgentMetrics,
+    server_id: &str,
+    readings: &[crate::ipmi::sdr::SensorReading],
+) {
+    for r in readings {
+        let labels = SensorLabels {
+            server_id: server_id.to_owned(),
+            sensor: sanitize_value(&r.name),
+            unit: r.unit,
+        };
+        match r.value {
+            Some(v) => {
+                metrics.bmc_sensor_value.with(&labels, |g| g.set(v));
+            }
+            // No value now: no series, rather than a stale or invented one.
+            None => {
+                metrics.bmc_sensor_value.remove(&labels);
+            }
+        }
+    }
+}
+
 async fn poll_one(fleet: &Fleet, metrics: &AgentMetrics, bmc: &Bmc) {
     let server = ServerId {
         server_id: bmc.config.id.clone(),
@@ -112,6 +136,10 @@ async fn poll_one(fleet: &Fleet, metrics: &AgentMetrics, bmc: &Bmc) {
                     bmc.config.addr,
                     if on { "on" } else { "off" }
                 );
+            }
+            match fleet.sensors(&bmc.config.id).await {
+                Ok(readings) => publish_sensors(metrics, &bmc.config.id, &readings),
+                Err(e) => log::debug!("{e}"),
             }
         }
         Err(e) => {

@@ -90,4 +90,29 @@ pub mod agent {
         /// The action done.
         pub action: String,
     }
+
+    /// One sensor reading.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Sensor {
+        /// Sensor name as the BMC reports it.
+        pub name: String,
+        /// Reading; absent when the BMC reports it unavailable.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        pub value: Option<f64>,
+        /// Unit, e.g. `celsius`, `rpm`.
+        pub unit: String,
+        /// `ok`, `non_critical`, `critical`, `non_recoverable` or `unavailable`.
+        pub state: String,
+    }
+
+    /// GetSensors response (a live read of the BMC).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct GetSensorsResponse {
+        /// Server id.
+        pub server_id: String,
+        /// Threshold sensors of the BMC's SDR repository.
+        pub sensors: Vec<Sensor>,
+    }
 }

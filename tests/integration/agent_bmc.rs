@@ -228,6 +228,12 @@ fn agent_polls_serves_and_acts_on_real_bmcs() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "off");
     let out = bin_command("conduit-agent")
+        .args(["--config", cfg.to_str().unwrap(), "sensors", "sim1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAN 1\t3000\trpm\tok"), "{stdout}");
+    let out = bin_command("conduit-agent")
         .args(["--config", cfg.to_str().unwrap(), "power", "on", "nope"])
         .output()
         .unwrap();

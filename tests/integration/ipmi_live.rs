@@ -77,6 +77,31 @@ fn device_id_and_power_round_trip() {
 }
 
 #[test]
+fn sdr_repository_and_sensor_readings() {
+    use conduit_agent::ipmi::sdr;
+    let sim = IpmiSim::start();
+    let b = bmc(sim.addr, ADMIN.0, ADMIN.1);
+    block_on(async {
+        // ipmi_sim refuses whole-record reads (0xCA): this only works chunked.
+        let records = sdr::read_repository(&b).await.expect("sdr");
+        let sensors = sdr::threshold_sensors(&records);
+        let names: Vec<(&str, &str)> = sensors.iter().map(|s| (s.name.as_str(), s.unit)).collect();
+        assert_eq!(names, [("CPU Temp", "celsius"), ("FAN 1", "rpm")]);
+        let cpu = sdr::read_sensor(&b, &sensors[0]).await.unwrap();
+        assert_eq!((cpu.value, cpu.state), (Some(40.0), "ok"));
+        let fan = sdr::read_sensor(&b, &sensors[1]).await.unwrap();
+        assert_eq!(fan.value, Some(3000.0));
+        // The simulated host heats up past its critical threshold (80).
+        sim.console("sensor_set_value 0x20 0 1 0x55 1");
+        let cpu = sdr::read_sensor(&b, &sensors[0])
+            .await
+            .unwrap_or_else(|e| panic!("{e}; ipmi_sim log:\n{}", sim.proc.as_ref().unwrap().log()));
+        assert_eq!((cpu.value, cpu.state), (Some(85.0), "critical"));
+        b.close().await;
+    });
+}
+
+#[test]
 fn session_survives_a_bmc_restart() {
     let mut sim = IpmiSim::start();
     let b = bmc(sim.addr, ADMIN.0, ADMIN.1);

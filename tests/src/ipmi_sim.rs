@@ -19,6 +19,8 @@ pub struct IpmiSim {
     pub addr: SocketAddr,
     /// Its working directory (config, state, power file).
     pub dir: TempDir,
+    /// Its telnet command console (ipmi_sim_cmd(5) commands).
+    pub console: SocketAddr,
 }
 
 /// Credentials configured in the simulator.
@@ -40,6 +42,7 @@ impl IpmiSim {
             proc: None,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir,
+            console: SocketAddr::from(([127, 0, 0, 1], crate::free_port())),
         };
         std::fs::write(sim.dir.0.join("power"), "0\n").expect("power file");
         sim.spawn();
@@ -48,7 +51,7 @@ impl IpmiSim {
 
     fn config(&self) -> String {
         let peers = workspace_root().join("tests/peers/ipmi");
-        let console = crate::free_port();
+        let console = self.console.port();
         let sol = crate::free_port();
         format!(
             r#"name "sim{port}"
@@ -124,6 +127,26 @@ user 3  true    "operator" "operpass" operator 10      none md2 md5 straight
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// Runs one ipmi_sim_cmd(5) command on the console, e.g.
+    /// `sensor_set_value 0x20 0 1 0x55 1` (CPU Temp reads 85 °C).
+    pub fn console(&self, command: &str) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.console).expect("ipmi_sim console");
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf); // banner and prompt
+        s.write_all(format!("{command}\r\n").as_bytes())
+            .expect("console write");
+        // Read the echo and the next prompt until the console goes quiet: ipmi_sim dies of
+        // SIGPIPE if it writes to a console we already closed.
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
     }
 
     /// The power state the chassis script holds.

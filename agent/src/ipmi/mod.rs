@@ -9,6 +9,7 @@ pub mod client;
 pub mod commands;
 pub mod crypto;
 pub mod rakp;
+pub mod sdr;
 pub mod session;
 pub mod wire;
 
