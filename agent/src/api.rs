@@ -21,6 +21,13 @@ fn rpc_error(e: OpError) -> RpcError {
         OpFailure::TimedOut(_) => Code::DeadlineExceeded,
         OpFailure::Ipmi(IpmiError::Completion { .. }) => Code::FailedPrecondition,
         OpFailure::Ipmi(_) => Code::Unavailable,
+        #[cfg(feature = "redfish")]
+        OpFailure::Redfish(
+            crate::redfish::RedfishError::NotAdvertised { .. }
+            | crate::redfish::RedfishError::Rejected { .. },
+        ) => Code::FailedPrecondition,
+        #[cfg(feature = "redfish")]
+        OpFailure::Redfish(_) => Code::Unavailable,
     };
     RpcError::new(code, e.to_string())
 }
@@ -77,7 +84,7 @@ fn power_action(fleet: &Fleet, id: &str, action: &str) -> Result<PowerActionResp
     let a = PowerAction::parse(action).ok_or_else(|| {
         RpcError::new(
             Code::InvalidArgument,
-            format!("unknown action {action:?}: on, off, cycle, reset or soft"),
+            format!("unknown action {action:?}: on, off, cycle, reset, soft or diag"),
         )
     })?;
     block_on(fleet.power(id, a)).map_err(rpc_error)?;
@@ -93,8 +100,8 @@ fn get_server(fleet: &Fleet, id: &str) -> Result<GetServerResponse, RpcError> {
     let ident = block_on(fleet.identity(id)).map_err(rpc_error)?;
     Ok(GetServerResponse {
         server,
-        manufacturer_id: ident.manufacturer_id,
-        product_id: u32::from(ident.product_id),
+        manufacturer: ident.manufacturer,
+        product: ident.product,
         firmware: ident.firmware,
     })
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use ipmi_rs_core::app::GetDeviceId;
 
+#[cfg(feature = "redfish")]
+use crate::config::RedfishTls;
 use crate::config::{BmcConfig, Config};
 use crate::ipmi::client::{IpmiError, Timing};
 use crate::ipmi::commands::{ChassisControl, GetChassisStatus};
@@ -18,6 +20,8 @@ use crate::ipmi::rakp::Credentials;
 use crate::ipmi::sdr::{self, SensorReading, SensorRecord};
 use crate::ipmi::IpmiBmc;
 use crate::metrics::{AgentMetrics, BmcError, BmcOperation, BmcOperationKind};
+#[cfg(feature = "redfish")]
+use crate::redfish::{RedfishBmc, RedfishError, Tls};
 
 /// A power action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +36,8 @@ pub enum PowerAction {
     Reset,
     /// Soft (ACPI) shutdown.
     Soft,
+    /// Diagnostic interrupt (NMI).
+    Diag,
 }
 
 impl PowerAction {
@@ -43,6 +49,7 @@ impl PowerAction {
             "cycle" => PowerAction::Cycle,
             "reset" => PowerAction::Reset,
             "soft" => PowerAction::Soft,
+            "diag" => PowerAction::Diag,
             _ => return None,
         })
     }
@@ -55,6 +62,7 @@ impl PowerAction {
             PowerAction::Cycle => "power_cycle",
             PowerAction::Reset => "power_reset",
             PowerAction::Soft => "power_soft",
+            PowerAction::Diag => "power_diag",
         }
     }
 
@@ -65,6 +73,7 @@ impl PowerAction {
             PowerAction::Cycle => ChassisControl::PowerCycle,
             PowerAction::Reset => ChassisControl::HardReset,
             PowerAction::Soft => ChassisControl::SoftShutdown,
+            PowerAction::Diag => ChassisControl::DiagnosticInterrupt,
         }
     }
 }
@@ -72,14 +81,12 @@ impl PowerAction {
 /// What a BMC says it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BmcIdentity {
-    /// IANA manufacturer id.
-    pub manufacturer_id: u32,
-    /// Product id.
-    pub product_id: u16,
-    /// Firmware revision, e.g. `9.08`.
+    /// Manufacturer: a name (Redfish) or `IANA <enterprise number>` (IPMI).
+    pub manufacturer: String,
+    /// Product: a model name (Redfish) or the IPMI product id.
+    pub product: String,
+    /// Firmware version of the BMC.
     pub firmware: String,
-    /// IPMI version, e.g. `2.0`.
-    pub ipmi_version: String,
 }
 
 /// Why an operation failed.
@@ -91,6 +98,39 @@ pub enum OpFailure {
     TimedOut(Duration),
     /// The IPMI layer's error.
     Ipmi(IpmiError),
+    /// The Redfish client's error.
+    #[cfg(feature = "redfish")]
+    Redfish(RedfishError),
+}
+
+impl OpFailure {
+    /// Whether the failure is about reaching or talking to the BMC at all (counted in
+    /// `agent_bmc_connection_errors_total`), rather than the BMC refusing a command.
+    fn is_connection(&self) -> bool {
+        match self {
+            OpFailure::UnknownServer | OpFailure::Ipmi(IpmiError::Completion { .. }) => false,
+            #[cfg(feature = "redfish")]
+            OpFailure::Redfish(
+                RedfishError::NotAdvertised { .. }
+                | RedfishError::Rejected { .. }
+                | RedfishError::Status { .. },
+            ) => false,
+            _ => true,
+        }
+    }
+}
+
+impl From<IpmiError> for OpFailure {
+    fn from(e: IpmiError) -> Self {
+        OpFailure::Ipmi(e)
+    }
+}
+
+#[cfg(feature = "redfish")]
+impl From<RedfishError> for OpFailure {
+    fn from(e: RedfishError) -> Self {
+        OpFailure::Redfish(e)
+    }
 }
 
 /// An operation error with its context: which BMC, which operation.
@@ -113,6 +153,8 @@ impl OpError {
             OpFailure::UnknownServer => "unknown_server",
             OpFailure::TimedOut(_) => "timeout",
             OpFailure::Ipmi(e) => e.kind(),
+            #[cfg(feature = "redfish")]
+            OpFailure::Redfish(e) => e.kind(),
         }
     }
 }
@@ -128,6 +170,8 @@ impl std::fmt::Display for OpError {
             OpFailure::UnknownServer => f.write_str("no such server in the inventory"),
             OpFailure::TimedOut(d) => write!(f, "timed out after {d:?}"),
             OpFailure::Ipmi(e) => e.fmt(f),
+            #[cfg(feature = "redfish")]
+            OpFailure::Redfish(e) => e.fmt(f),
         }
     }
 }
@@ -139,10 +183,69 @@ impl std::error::Error for OpError {}
 pub struct Bmc {
     /// Its configuration.
     pub config: BmcConfig,
-    ipmi: IpmiBmc,
-    // The threshold sensors of its SDR repository, read once and kept (re-read after a
-    // failure, in case the BMC's repository changed).
-    sensors: async_lock::Mutex<Option<Vec<SensorRecord>>>,
+    backend: Backend,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Ipmi {
+        ipmi: Box<IpmiBmc>,
+        // The threshold sensors of its SDR repository, read once and kept (re-read after a
+        // failure, in case the BMC's repository changed).
+        sensors: async_lock::Mutex<Option<Vec<SensorRecord>>>,
+    },
+    // Blocking client: its calls run on the blocking pool, one at a time per BMC.
+    #[cfg(feature = "redfish")]
+    Redfish(Arc<RedfishBmc>, Arc<async_lock::Mutex<()>>),
+}
+
+impl Backend {
+    #[cfg_attr(not(feature = "redfish"), allow(unused_variables))]
+    fn new(c: &BmcConfig, timing: Timing, timeout: Duration) -> Result<Backend, String> {
+        match c.protocol {
+            #[cfg(feature = "redfish")]
+            crate::config::Protocol::Redfish => {
+                let tls = match &c.tls {
+                    RedfishTls::CaPem(pem) => Tls::CaPem(pem.clone()),
+                    RedfishTls::Insecure => Tls::Insecure,
+                    RedfishTls::PlainHttp => Tls::PlainHttp,
+                    RedfishTls::NotApplicable => Tls::Insecure,
+                };
+                let r = RedfishBmc::new(c.addr, &c.username, c.password.expose(), tls, timeout)
+                    .map_err(|e| format!("bmc {}: {e}", c.id))?;
+                Ok(Backend::Redfish(
+                    Arc::new(r),
+                    Arc::new(async_lock::Mutex::new(())),
+                ))
+            }
+            _ => {
+                let suite = CipherSuite::from_id(c.cipher_suite).unwrap_or(CipherSuite::Suite3);
+                let creds = Credentials {
+                    username: c.username.as_bytes().to_vec(),
+                    password: c.password.expose().as_bytes().to_vec(),
+                    privilege: c.privilege,
+                };
+                Ok(Backend::Ipmi {
+                    ipmi: Box::new(IpmiBmc::new(c.addr, suite, creds, timing)),
+                    sensors: async_lock::Mutex::new(None),
+                })
+            }
+        }
+    }
+}
+
+/// Runs a blocking Redfish call on the blocking pool, serialized per BMC.
+#[cfg(feature = "redfish")]
+async fn redfish<T: Send + 'static>(
+    r: &Arc<RedfishBmc>,
+    lock: &async_lock::Mutex<()>,
+    f: impl FnOnce(&RedfishBmc) -> Result<T, RedfishError> + Send + 'static,
+) -> Result<T, OpFailure> {
+    let _one_at_a_time = lock.lock().await;
+    let r = r.clone();
+    smol::unblock(move || f(&r))
+        .await
+        .map_err(OpFailure::Redfish)
 }
 
 /// The inventory's BMCs and the operations on them.
@@ -155,7 +258,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// The BMCs of `config` (none without one); nothing is sent until an operation runs.
-    pub fn new(config: Option<&Config>, metrics: Arc<AgentMetrics>) -> Fleet {
+    pub fn new(config: Option<&Config>, metrics: Arc<AgentMetrics>) -> Result<Fleet, String> {
         let timeout = config.map_or(Duration::from_secs(5), |c| c.operation_timeout);
         // Retransmits fit inside the operation bound: a silent BMC is reported as such (no
         // reply after 3 tries) rather than as the operation's deadline.
@@ -168,24 +271,17 @@ impl Fleet {
             .unwrap_or_default()
             .iter()
             .map(|c| {
-                let suite = CipherSuite::from_id(c.cipher_suite).unwrap_or(CipherSuite::Suite3);
-                let creds = Credentials {
-                    username: c.username.as_bytes().to_vec(),
-                    password: c.password.expose().as_bytes().to_vec(),
-                    privilege: c.privilege,
-                };
-                Arc::new(Bmc {
+                Ok(Arc::new(Bmc {
                     config: c.clone(),
-                    ipmi: IpmiBmc::new(c.addr, suite, creds, timing),
-                    sensors: async_lock::Mutex::new(None),
-                })
+                    backend: Backend::new(c, timing, timeout)?,
+                }))
             })
-            .collect();
-        Fleet {
+            .collect::<Result<_, String>>()?;
+        Ok(Fleet {
             bmcs,
             metrics,
             timeout,
-        }
+        })
     }
 
     /// The BMC with `id`.
@@ -220,11 +316,11 @@ impl Fleet {
         &self,
         bmc: &Bmc,
         operation: &'static str,
-        op: impl Future<Output = Result<T, IpmiError>>,
+        op: impl Future<Output = Result<T, OpFailure>>,
     ) -> Result<T, OpError> {
         let start = Instant::now();
         let timeout = self.timeout;
-        let result = future::or(async { op.await.map_err(OpFailure::Ipmi) }, async {
+        let result = future::or(op, async {
             async_io::Timer::after(timeout).await;
             Err(OpFailure::TimedOut(timeout))
         })
@@ -251,8 +347,7 @@ impl Fleet {
                 operation,
                 failure,
             };
-            // A completion code is the BMC refusing the command, not a connection problem.
-            if !matches!(e.failure, OpFailure::Ipmi(IpmiError::Completion { .. })) {
+            if e.failure.is_connection() {
                 m.bmc_connection_errors.inc(&BmcError {
                     bmc_type,
                     error_type: e.kind(),
@@ -265,66 +360,102 @@ impl Fleet {
     /// Whether the server's power is on.
     pub async fn power_status(&self, id: &str) -> Result<bool, OpError> {
         let bmc = self.find(id, "power_status")?;
-        let st = self
-            .run(
-                bmc,
-                "power_status",
-                bmc.ipmi.execute("chassis status", GetChassisStatus),
-            )
-            .await?;
-        Ok(st.power_on)
+        self.run(bmc, "power_status", async {
+            match &bmc.backend {
+                Backend::Ipmi { ipmi, .. } => Ok(ipmi
+                    .execute("chassis status", GetChassisStatus)
+                    .await?
+                    .power_on),
+                #[cfg(feature = "redfish")]
+                Backend::Redfish(r, lock) => redfish(r, lock, |r| r.power_on()).await,
+            }
+        })
+        .await
     }
 
     /// Runs a power action.
     pub async fn power(&self, id: &str, action: PowerAction) -> Result<(), OpError> {
         let op = action.operation();
         let bmc = self.find(id, op)?;
-        self.run(
-            bmc,
-            op,
-            bmc.ipmi.execute("chassis control", action.chassis()),
-        )
+        self.run(bmc, op, async {
+            match &bmc.backend {
+                Backend::Ipmi { ipmi, .. } => {
+                    Ok(ipmi.execute("chassis control", action.chassis()).await?)
+                }
+                #[cfg(feature = "redfish")]
+                Backend::Redfish(r, lock) => {
+                    redfish(r, lock, move |r| r.power_action(action)).await
+                }
+            }
+        })
         .await
     }
 
-    /// The BMC's identity (Get Device ID).
+    /// The BMC's identity (IPMI Get Device ID; Redfish system and manager).
     pub async fn identity(&self, id: &str) -> Result<BmcIdentity, OpError> {
         let bmc = self.find(id, "device_id")?;
-        let d = self
-            .run(
-                bmc,
-                "device_id",
-                bmc.ipmi.execute("get device id", GetDeviceId),
-            )
-            .await?;
-        Ok(BmcIdentity {
-            manufacturer_id: d.manufacturer_id,
-            product_id: d.product_id,
-            firmware: format!("{}.{:02}", d.major_fw_revision, d.minor_fw_revision),
-            ipmi_version: format!("{}.{}", d.major_version, d.minor_version),
+        self.run(bmc, "device_id", async {
+            match &bmc.backend {
+                Backend::Ipmi { ipmi, .. } => {
+                    let d = ipmi.execute("get device id", GetDeviceId).await?;
+                    Ok(BmcIdentity {
+                        manufacturer: format!("IANA {}", d.manufacturer_id),
+                        product: format!("{:#06x}", d.product_id),
+                        firmware: format!("{}.{:02}", d.major_fw_revision, d.minor_fw_revision),
+                    })
+                }
+                #[cfg(feature = "redfish")]
+                Backend::Redfish(r, lock) => {
+                    let i = redfish(r, lock, |r| r.info()).await?;
+                    Ok(BmcIdentity {
+                        manufacturer: i.manufacturer,
+                        product: i.model,
+                        firmware: i.firmware,
+                    })
+                }
+            }
         })
+        .await
     }
 
-    /// Every threshold sensor's current reading (SDR repository read on first use).
+    /// Every sensor's current reading: IPMI threshold sensors (SDR repository read on first
+    /// use), or the Redfish chassis' temperatures and fans.
     pub async fn sensors(&self, id: &str) -> Result<Vec<SensorReading>, OpError> {
         let bmc = self.find(id, "sensors")?;
         self.run(bmc, "sensors", async {
-            let mut cache = bmc.sensors.lock().await;
-            if cache.is_none() {
-                let records = sdr::read_repository(&bmc.ipmi).await?;
-                *cache = Some(sdr::threshold_sensors(&records));
-            }
-            let mut readings = Vec::new();
-            for s in cache.as_deref().unwrap_or_default() {
-                match sdr::read_sensor(&bmc.ipmi, s).await {
-                    Ok(r) => readings.push(r),
-                    Err(e) => {
-                        *cache = None;
-                        return Err(e);
+            match &bmc.backend {
+                Backend::Ipmi { ipmi, sensors } => {
+                    let mut cache = sensors.lock().await;
+                    if cache.is_none() {
+                        let records = sdr::read_repository(ipmi).await?;
+                        *cache = Some(sdr::threshold_sensors(&records));
                     }
+                    let mut readings = Vec::new();
+                    for s in cache.as_deref().unwrap_or_default() {
+                        match sdr::read_sensor(ipmi, s).await {
+                            Ok(r) => readings.push(r),
+                            Err(e) => {
+                                *cache = None;
+                                return Err(e.into());
+                            }
+                        }
+                    }
+                    Ok(readings)
+                }
+                #[cfg(feature = "redfish")]
+                Backend::Redfish(r, lock) => {
+                    let readings = redfish(r, lock, |r| r.sensors()).await?;
+                    Ok(readings
+                        .into_iter()
+                        .map(|r| SensorReading {
+                            name: r.name,
+                            unit: r.unit,
+                            value: r.value,
+                            state: r.state,
+                        })
+                        .collect())
                 }
             }
-            Ok(readings)
         })
         .await
     }
@@ -332,7 +463,10 @@ impl Fleet {
     /// Closes every open session (on shutdown: frees the BMCs' session slots).
     pub async fn close_all(&self) {
         for b in &self.bmcs {
-            b.ipmi.close().await;
+            #[allow(irrefutable_let_patterns)] // without the redfish feature
+            if let Backend::Ipmi { ipmi, .. } = &b.backend {
+                ipmi.close().await;
+            }
         }
     }
 }

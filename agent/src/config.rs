@@ -98,6 +98,9 @@ struct RawBmc {
     password_env: Option<Spanned<String>>,
     cipher_suite: Option<Spanned<i64>>,
     privilege: Option<Spanned<String>>,
+    scheme: Option<Spanned<String>>,
+    tls_ca_file: Option<Spanned<String>>,
+    insecure_skip_verify: Option<Spanned<bool>>,
 }
 
 fn default_protocol() -> Spanned<String> {
@@ -121,6 +124,21 @@ pub struct BmcConfig {
     pub cipher_suite: u8,
     /// IPMI privilege level (2 user, 3 operator, 4 administrator).
     pub privilege: u8,
+    /// Redfish: how to check the BMC's certificate.
+    pub tls: RedfishTls,
+}
+
+/// How a Redfish BMC's certificate is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedfishTls {
+    /// Verify against this CA (the PEM read from `tls_ca_file`).
+    CaPem(Vec<u8>),
+    /// `insecure_skip_verify = true`: no verification (said explicitly).
+    Insecure,
+    /// `scheme = "http"`: no TLS at all (labs, tests).
+    PlainHttp,
+    /// Not a Redfish BMC.
+    NotApplicable,
 }
 
 /// The validated configuration.
@@ -296,13 +314,20 @@ impl Config {
             }
             let protocol = match b.protocol.get_ref().as_str() {
                 "ipmi" => Protocol::Ipmi,
-                // Refused rather than half-supported: the Redfish client and discovery are
-                // not in this build yet.
-                "redfish" | "auto" => {
+                "redfish" if cfg!(feature = "redfish") => Protocol::Redfish,
+                "redfish" => {
                     return ctx.err(
                         b.protocol.span(),
                         &field("protocol"),
-                        "only ipmi is supported by this agent so far",
+                        "this agent was built without the redfish feature",
+                    )
+                }
+                // Refused rather than half-supported: protocol detection comes with discovery.
+                "auto" => {
+                    return ctx.err(
+                        b.protocol.span(),
+                        &field("protocol"),
+                        "auto is not supported yet: choose ipmi or redfish",
                     )
                 }
                 other => {
@@ -361,6 +386,57 @@ impl Config {
                     "IPMI passwords are at most 20 bytes",
                 );
             }
+            let tls = if protocol != Protocol::Redfish {
+                for (name, given) in [
+                    ("scheme", b.scheme.as_ref().map(|s| s.span())),
+                    ("tls_ca_file", b.tls_ca_file.as_ref().map(|s| s.span())),
+                    (
+                        "insecure_skip_verify",
+                        b.insecure_skip_verify.as_ref().map(|s| s.span()),
+                    ),
+                ] {
+                    if let Some(span) = given {
+                        return ctx.err(
+                            span,
+                            &field(name),
+                            "only applies to protocol = \"redfish\"",
+                        );
+                    }
+                }
+                RedfishTls::NotApplicable
+            } else {
+                let insecure = b
+                    .insecure_skip_verify
+                    .as_ref()
+                    .is_some_and(|v| *v.get_ref());
+                match (b.scheme.as_ref().map(|s| s.get_ref().as_str()), &b.tls_ca_file, insecure) {
+                    (Some("http"), None, false) => RedfishTls::PlainHttp,
+                    (Some("http"), _, _) => {
+                        let span = b.scheme.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                        return ctx.err(span, &field("scheme"), "http has no TLS settings to go with it");
+                    }
+                    (Some(other), _, _) if other != "https" => {
+                        let span = b.scheme.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                        return ctx.err(span, &field("scheme"), format!("{other:?}: expected https or http"));
+                    }
+                    (_, Some(_), true) => {
+                        let span = b.insecure_skip_verify.as_ref().map(|s| s.span()).unwrap_or(0..0);
+                        return ctx.err(span, &field("insecure_skip_verify"), "give either tls_ca_file or insecure_skip_verify, not both");
+                    }
+                    (_, Some(ca), false) => {
+                        let p = ctx.resolve(ca.get_ref());
+                        match std::fs::read(&p) {
+                            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => RedfishTls::CaPem(pem),
+                            Ok(_) => return ctx.err(ca.span(), &field("tls_ca_file"), format!("{}: no PEM certificate in it", p.display())),
+                            Err(e) => return ctx.err(ca.span(), &field("tls_ca_file"), format!("{}: {e}", p.display())),
+                        }
+                    }
+                    (_, None, true) => RedfishTls::Insecure,
+                    (_, None, false) => {
+                        return ctx.err(b.id.span(), &field("tls_ca_file"), "a Redfish BMC needs tls_ca_file (or an explicit insecure_skip_verify = true)")
+                    }
+                }
+            };
             let username = b.username.clone().unwrap_or_default();
             if username.len() > 16 {
                 return ctx.err(
@@ -377,6 +453,7 @@ impl Config {
                 password,
                 cipher_suite,
                 privilege,
+                tls,
             });
         }
         Ok(Config {
@@ -445,13 +522,25 @@ mod tests {
             ("[[bmc]]\nid = \"a\"\naddress = \"nope\"\n", "line 3: bmc[0].address: not an IP address"),
             ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\n[[bmc]]\nid = \"a\"\naddress = \"10.0.0.2\"\n", "line 5: bmc[1].id: duplicate id"),
             ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\nprotocol = \"snmp\"\n", "line 4: bmc[0].protocol"),
-            ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\nprotocol = \"redfish\"\n", "line 4: bmc[0].protocol: only ipmi"),
+            ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\nprotocol = \"auto\"\n", "line 4: bmc[0].protocol: auto is not supported yet"),
+            ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\ninsecure_skip_verify = true\n", "line 4: bmc[0].insecure_skip_verify: only applies"),
             ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\ncolour = 1\n", "line 4: unknown field `colour`"),
             ("[agent]\napi_token = \"short\"\n", "line 2: agent.api_token: must be at least 16"),
             ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\npassword_env = \"CONDUIT_SURELY_UNSET\"\n", "line 4: bmc[0].password_env: environment variable"),
             ("[[bmc]]\nid = \"a b\"\naddress = \"10.0.0.1\"\n", "line 2: bmc[0].id"),
         ];
-        for (text, want) in cases {
+        let redfish: &[(&str, &str)] = if cfg!(feature = "redfish") {
+            &[
+                ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\nprotocol = \"redfish\"\n", "line 2: bmc[0].tls_ca_file: a Redfish BMC needs"),
+                ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\nprotocol = \"redfish\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n", "line 5: bmc[0].tls_ca_file: /nonexistent/ca.pem"),
+            ]
+        } else {
+            &[(
+                "[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\nprotocol = \"redfish\"\n",
+                "line 4: bmc[0].protocol: this agent was built without the redfish feature",
+            )]
+        };
+        for (text, want) in cases.iter().chain(redfish) {
             let err = parse(text).unwrap_err().0;
             assert!(err.starts_with("/etc/conduit/agent.toml: "), "{err}");
             assert!(err.contains(want), "{err:?} lacks {want:?}");

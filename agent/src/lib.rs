@@ -18,6 +18,8 @@ pub mod ipmi;
 pub mod metrics;
 #[cfg(feature = "ipmi")]
 pub mod poller;
+#[cfg(feature = "redfish")]
+pub mod redfish;
 
 use conduit_http::service::ComponentInfo;
 

@@ -12,7 +12,7 @@ static ALLOC: conduit_http::heap::CountingAllocator = conduit_http::heap::Counti
 const INTRO: &str = "\
 Usage: conduit-agent [OPTIONS]           Serve /metrics, /health and the API; poll the BMCs
        conduit-agent [OPTIONS] servers   List the configured BMCs
-       conduit-agent [OPTIONS] power <status|on|off|cycle|reset|soft> <server>
+       conduit-agent [OPTIONS] power <status|on|off|cycle|reset|soft|diag> <server>
        conduit-agent [OPTIONS] info <server>
                                          The BMC's identity (IPMI Get Device ID)
        conduit-agent [OPTIONS] sensors <server>
@@ -125,10 +125,10 @@ mod cli {
                 .map(|a| Command::Power(Some(a), server.to_string()))
                 .ok_or_else(|| {
                     format!(
-                        "unknown power action {action:?}: status, on, off, cycle, reset or soft"
+                        "unknown power action {action:?}: status, on, off, cycle, reset, soft or diag"
                     )
                 }),
-            ["power", ..] => Err("usage: power <status|on|off|cycle|reset|soft> <server>".into()),
+            ["power", ..] => Err("usage: power <status|on|off|cycle|reset|soft|diag> <server>".into()),
             ["info", server] => Ok(Command::Info(server.to_string())),
             ["info", ..] => Err("usage: info <server>".into()),
             ["sensors", server] => Ok(Command::Sensors(server.to_string())),
@@ -165,7 +165,7 @@ mod cli {
             "agent",
             conduit_http::catalog::DEFAULT_SERIES_LIMIT,
         )));
-        let fleet = Fleet::new(Some(&config), metrics);
+        let fleet = Fleet::new(Some(&config), metrics).map_err(anyhow::Error::msg)?;
         futures_lite::future::block_on(async {
             let result = match cmd {
                 Command::Servers => Ok(()),
@@ -176,10 +176,9 @@ mod cli {
                     fleet.power(&server, action).await.map(|()| println!("ok"))
                 }
                 Command::Info(server) => fleet.identity(&server).await.map(|id| {
-                    println!("manufacturer_id\t{}", id.manufacturer_id);
-                    println!("product_id\t{:#06x}", id.product_id);
+                    println!("manufacturer\t{}", id.manufacturer);
+                    println!("product\t{}", id.product);
                     println!("firmware\t{}", id.firmware);
-                    println!("ipmi_version\t{}", id.ipmi_version);
                 }),
                 Command::Sensors(server) => fleet.sensors(&server).await.map(|readings| {
                     for r in readings {
@@ -202,6 +201,8 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
     }
     #[cfg(feature = "ipmi")]
     let mut fleet = None;
+    #[cfg(feature = "ipmi")]
+    let mut fleet_error: Option<String> = None;
     let (stack, metrics) = Stack::build(
         conduit_agent::INFO,
         serve,
@@ -215,10 +216,13 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
         |router, metrics| {
             #[cfg(feature = "ipmi")]
             {
-                let f = std::sync::Arc::new(conduit_agent::bmc::Fleet::new(
-                    config.as_ref(),
-                    metrics.clone(),
-                ));
+                let f = match conduit_agent::bmc::Fleet::new(config.as_ref(), metrics.clone()) {
+                    Ok(f) => std::sync::Arc::new(f),
+                    Err(e) => {
+                        fleet_error = Some(e);
+                        return router;
+                    }
+                };
                 fleet = Some(f.clone());
                 let token = config
                     .as_ref()
@@ -233,6 +237,10 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
             }
         },
     );
+    #[cfg(feature = "ipmi")]
+    if let Some(e) = fleet_error {
+        anyhow::bail!(e);
+    }
     let server = stack.bind()?;
     #[cfg(feature = "ipmi")]
     let poller = match (&config, fleet) {

@@ -53,10 +53,10 @@ pub mod agent {
     pub struct GetServerResponse {
         /// The server.
         pub server: Server,
-        /// IANA manufacturer id.
-        pub manufacturer_id: u32,
-        /// Product id.
-        pub product_id: u32,
+        /// Manufacturer: a name (Redfish) or `IANA <enterprise number>` (IPMI).
+        pub manufacturer: String,
+        /// Product: a model name (Redfish) or the IPMI product id.
+        pub product: String,
         /// Firmware revision.
         pub firmware: String,
     }

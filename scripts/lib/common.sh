@@ -35,3 +35,17 @@ ensure_apt() {
   [ $made_policy -eq 1 ] && as_root rm -f /usr/sbin/policy-rc.d
   [ $rc -eq 0 ] || die "apt-get install ${missing[*]} failed"
 }
+
+# ensure_sushy — the Redfish test peer (PyPI sushy-tools, pinned) in target/peers/venv.
+ensure_sushy() {
+  local venv=target/peers/venv
+  [ -x "$venv/bin/sushy-emulator" ] && return 0
+  log "installing sushy-tools into $venv"
+  rm -rf "$venv"; mkdir -p target/peers
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    ensure_apt python3-venv
+    /usr/bin/python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install -q --disable-pip-version-check sushy-tools==2.2.0 \
+    || die "pip install sushy-tools failed"
+}

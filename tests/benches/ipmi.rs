@@ -40,7 +40,11 @@ fn time_processes(n: usize, mut cmd: impl FnMut() -> Command) -> f64 {
     let start = Instant::now();
     for _ in 0..n {
         let out = cmd().output().expect("run");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     per_op(start.elapsed(), n)
 }
@@ -65,7 +69,11 @@ fn post(stream: &mut TcpStream, path: &str, token: &str, body: &str) -> Vec<u8> 
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0);
             if buf.len() >= end + 4 + len {
-                assert!(head.starts_with("http/1.1 200"), "{}", String::from_utf8_lossy(&buf));
+                assert!(
+                    head.starts_with("http/1.1 200"),
+                    "{}",
+                    String::from_utf8_lossy(&buf)
+                );
                 return buf;
             }
         }
@@ -85,14 +93,21 @@ fn main() {
         Timing::default(),
     );
     const N: usize = 200;
-    println!("ipmi_sim on {}; every operation a live round trip\n", sim.addr);
+    println!(
+        "ipmi_sim on {}; every operation a live round trip\n",
+        sim.addr
+    );
 
     // Get Device ID over reused sessions.
     let ours = block_on(async {
-        bmc.execute("get device id", GetDeviceId).await.expect("warm up");
+        bmc.execute("get device id", GetDeviceId)
+            .await
+            .expect("warm up");
         let start = Instant::now();
         for _ in 0..N {
-            bmc.execute("get device id", GetDeviceId).await.expect("device id");
+            bmc.execute("get device id", GetDeviceId)
+                .await
+                .expect("device id");
         }
         per_op(start.elapsed(), N)
     });
@@ -109,7 +124,9 @@ fn main() {
     let status = block_on(async {
         let start = Instant::now();
         for _ in 0..50 {
-            bmc.execute("chassis status", GetChassisStatus).await.expect("status");
+            bmc.execute("chassis status", GetChassisStatus)
+                .await
+                .expect("status");
         }
         per_op(start.elapsed(), 50)
     });
@@ -123,7 +140,10 @@ fn main() {
 
     // Through the running agent (release build), and as a one-shot CLI process.
     let release = workspace_root().join("target/release/conduit-agent");
-    assert!(release.exists(), "build the release binaries first: cargo build --release --bins");
+    assert!(
+        release.exists(),
+        "build the release binaries first: cargo build --release --bins"
+    );
     let token = "bench-token-0123456789";
     let cfg = dir.0.join("agent.toml");
     std::fs::write(
@@ -143,7 +163,12 @@ fn main() {
 
     let port = conduit_tests::free_port();
     let mut agent = Command::new(&release)
-        .args(["--config", cfg.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -156,8 +156,8 @@ fn agent_polls_serves_and_acts_on_real_bmcs() {
         Some(TOKEN),
     );
     assert_eq!(
-        (status, body["manufacturerId"].as_u64()),
-        (200, Some(4753)),
+        (status, body["manufacturer"].as_str()),
+        (200, Some("IANA 4753")),
         "{body}"
     );
     let (status, body) = rpc(

@@ -8,3 +8,4 @@ mod http_guards;
 mod ipmi_live;
 mod metrics_reference;
 mod prometheus_e2e;
+mod redfish_live;

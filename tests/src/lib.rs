@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 pub mod ipmi_sim;
+pub mod sushy;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

@@ -52,6 +52,8 @@ pub enum ChassisControl {
     PowerCycle,
     /// Hard reset.
     HardReset,
+    /// Pulse a diagnostic interrupt (NMI) to the host.
+    DiagnosticInterrupt,
     /// Soft shutdown via ACPI overtemperature emulation.
     SoftShutdown,
 }
@@ -63,6 +65,7 @@ impl ChassisControl {
             ChassisControl::PowerUp => 0x01,
             ChassisControl::PowerCycle => 0x02,
             ChassisControl::HardReset => 0x03,
+            ChassisControl::DiagnosticInterrupt => 0x04,
             ChassisControl::SoftShutdown => 0x05,
         }
     }

@@ -1,0 +1,769 @@
+//! Redfish over HTTPS: a blocking client (ureq 3 on rustls with the ring provider), run off the
+//! async threads by the caller. Session authentication (`SessionService`, `X-Auth-Token`) where
+//! the service offers it, Basic otherwise; a CA file or an explicit insecure mode for the BMC's
+//! certificate.
+//!
+//! Operations: power state, `ComputerSystem.Reset` limited to the reset types the service
+//! advertises, system and manager identity, thermal sensors.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How to check the BMC's certificate.
+#[derive(Debug, Clone)]
+pub enum Tls {
+    /// Trust these CA certificates (PEM bytes of the CA file).
+    CaPem(Vec<u8>),
+    /// Do not verify (explicitly configured `insecure_skip_verify`).
+    Insecure,
+    /// Plain HTTP (explicitly configured `scheme = "http"`, for labs and tests).
+    PlainHttp,
+}
+
+/// What went wrong talking Redfish; [`RedfishError::kind`] is the metric's `error_type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedfishError {
+    /// 401/403: the credentials were refused.
+    Auth(&'static str),
+    /// TLS failed (untrusted or mismatched certificate, protocol).
+    Tls(String),
+    /// Nothing answered, or the connection broke.
+    Unreachable(String),
+    /// No answer in time.
+    Timeout(&'static str),
+    /// An unexpected HTTP status.
+    Status {
+        /// What was asked.
+        what: &'static str,
+        /// Status.
+        status: u16,
+    },
+    /// A reply that is not the JSON expected.
+    Malformed(&'static str),
+    /// The service does not advertise the reset type needed.
+    NotAdvertised {
+        /// The reset type needed.
+        reset_type: &'static str,
+        /// What the service advertises.
+        allowed: Vec<String>,
+    },
+    /// The service advertises the reset type but rejected it.
+    Rejected {
+        /// The reset type.
+        reset_type: &'static str,
+        /// Status.
+        status: u16,
+        /// The service's message, if any.
+        message: String,
+    },
+}
+
+impl RedfishError {
+    /// A bounded label value for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RedfishError::Auth(_) => "auth_failed",
+            RedfishError::Tls(_) => "tls_error",
+            RedfishError::Unreachable(_) => "unreachable",
+            RedfishError::Timeout(_) => "timeout",
+            RedfishError::Status { .. } => "http_error",
+            RedfishError::Malformed(_) => "malformed_reply",
+            RedfishError::NotAdvertised { .. } => "unsupported_action",
+            RedfishError::Rejected { .. } => "action_rejected",
+        }
+    }
+}
+
+impl std::fmt::Display for RedfishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedfishError::Auth(what) => write!(f, "{what}: credentials refused"),
+            RedfishError::Tls(e) => write!(f, "tls: {e}"),
+            RedfishError::Unreachable(e) => write!(f, "unreachable: {e}"),
+            RedfishError::Timeout(what) => write!(f, "{what}: timed out"),
+            RedfishError::Status { what, status } => write!(f, "{what}: HTTP {status}"),
+            RedfishError::Malformed(what) => write!(f, "{what}: unexpected reply"),
+            RedfishError::NotAdvertised {
+                reset_type,
+                allowed,
+            } => write!(
+                f,
+                "reset type {reset_type} is not advertised by the BMC (it allows {})",
+                allowed.join(", ")
+            ),
+            RedfishError::Rejected {
+                reset_type,
+                status,
+                message,
+            } => {
+                write!(f, "the BMC rejected reset type {reset_type}: HTTP {status}")?;
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for RedfishError {}
+
+/// System and manager identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedfishInfo {
+    /// System manufacturer.
+    pub manufacturer: String,
+    /// System model.
+    pub model: String,
+    /// Manager (BMC) firmware version.
+    pub firmware: String,
+}
+
+/// A reading from the chassis' Thermal resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedfishReading {
+    /// Sensor name as the service reports it.
+    pub name: String,
+    /// Value.
+    pub value: Option<f64>,
+    /// `celsius`, `rpm` or `percent`.
+    pub unit: &'static str,
+    /// From the sensor's `Status.Health`: `ok`, `non_critical` (Warning), `critical`, or
+    /// `unavailable` without a reading.
+    pub state: &'static str,
+}
+
+fn health(sensor: &Value, has_value: bool) -> &'static str {
+    if !has_value {
+        return "unavailable";
+    }
+    match sensor.pointer("/Status/Health").and_then(Value::as_str) {
+        Some("Warning") => "non_critical",
+        Some("Critical") => "critical",
+        _ => "ok",
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Auth {
+    Unknown,
+    Basic,
+    Session(String),
+}
+
+/// One Redfish service.
+#[derive(Debug)]
+pub struct RedfishBmc {
+    agent: ureq::Agent,
+    base: String,
+    username: String,
+    password: String,
+    timeout: Duration,
+    auth: Mutex<Auth>,
+    system: Mutex<Option<String>>,
+}
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn transport_error(what: &'static str, e: ureq::Error) -> RedfishError {
+    let text = e.to_string();
+    match e {
+        ureq::Error::Timeout(_) => RedfishError::Timeout(what),
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => RedfishError::Tls(text),
+        ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            RedfishError::Timeout(what)
+        }
+        ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            RedfishError::Tls(text)
+        }
+        _ => RedfishError::Unreachable(text),
+    }
+}
+
+const MAX_BODY: u64 = 4 * 1024 * 1024;
+
+impl RedfishBmc {
+    /// A client for the service at `host:port`, with `timeout` per request.
+    pub fn new(
+        addr: std::net::SocketAddr,
+        username: &str,
+        password: &str,
+        tls: Tls,
+        timeout: Duration,
+    ) -> Result<RedfishBmc, RedfishError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls_config = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(provider);
+        let scheme = match &tls {
+            Tls::CaPem(pem) => {
+                let certs: Vec<_> = ureq::tls::parse_pem(pem)
+                    .filter_map(|item| match item {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                        _ => None,
+                    })
+                    .collect();
+                if certs.is_empty() {
+                    return Err(RedfishError::Tls("the CA file holds no certificate".into()));
+                }
+                tls_config = tls_config.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+                "https"
+            }
+            Tls::Insecure => {
+                tls_config = tls_config.disable_verification(true);
+                "https"
+            }
+            Tls::PlainHttp => "http",
+        };
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls_config.build())
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .max_redirects(5)
+            .user_agent("conduit-agent")
+            .build()
+            .new_agent();
+        Ok(RedfishBmc {
+            agent,
+            base: format!("{scheme}://{addr}"),
+            username: username.to_owned(),
+            password: password.to_owned(),
+            timeout,
+            auth: Mutex::new(Auth::Unknown),
+            system: Mutex::new(None),
+        })
+    }
+
+    fn auth_header(&self) -> Result<(&'static str, String), RedfishError> {
+        let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match auth {
+            Auth::Session(token) => Ok(("X-Auth-Token", token)),
+            Auth::Basic => Ok((
+                "Authorization",
+                format!(
+                    "Basic {}",
+                    base64(format!("{}:{}", self.username, self.password).as_bytes())
+                ),
+            )),
+            Auth::Unknown => {
+                self.login()?;
+                self.auth_header()
+            }
+        }
+    }
+
+    /// Opens a Redfish session when the service has a SessionService; Basic auth otherwise.
+    fn login(&self) -> Result<(), RedfishError> {
+        let root = self
+            .request_json("service root", "GET", "/redfish/v1/", None, false)?
+            .1;
+        let sessions = root
+            .pointer("/Links/Sessions/@odata.id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| {
+                root.get("SessionService")
+                    .map(|_| "/redfish/v1/SessionService/Sessions".to_owned())
+            });
+        let mut auth = Auth::Basic;
+        if let Some(path) = sessions {
+            let body = serde_json::json!({"UserName": self.username, "Password": self.password});
+            let url = format!("{}{path}", self.base);
+            let resp = self
+                .agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(body.to_string())
+                .map_err(|e| transport_error("create session", e))?;
+            match resp.status().as_u16() {
+                200 | 201 | 204 => {
+                    let token = resp
+                        .headers()
+                        .get("X-Auth-Token")
+                        .and_then(|v| v.to_str().ok())
+                        .ok_or(RedfishError::Malformed("create session"))?;
+                    auth = Auth::Session(token.to_owned());
+                }
+                401 | 403 => return Err(RedfishError::Auth("create session")),
+                // Sessions not actually available: Basic auth it is.
+                _ => {}
+            }
+        }
+        *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = auth;
+        Ok(())
+    }
+
+    fn request_json(
+        &self,
+        what: &'static str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        authenticated: bool,
+    ) -> Result<(u16, Value), RedfishError> {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut tries = 0;
+        loop {
+            let auth = if authenticated {
+                Some(self.auth_header()?)
+            } else {
+                None
+            };
+            let result = match method {
+                "POST" => {
+                    let mut req = self
+                        .agent
+                        .post(&url)
+                        .header("Content-Type", "application/json");
+                    if let Some((k, v)) = &auth {
+                        req = req.header(*k, v);
+                    }
+                    req.send(body.map(Value::to_string).unwrap_or_default())
+                }
+                _ => {
+                    let mut req = self.agent.get(&url).header("Accept", "application/json");
+                    if let Some((k, v)) = &auth {
+                        req = req.header(*k, v);
+                    }
+                    req.call()
+                }
+            };
+            let mut resp = result.map_err(|e| transport_error(what, e))?;
+            let status = resp.status().as_u16();
+            if (status == 401 || status == 403) && authenticated {
+                // An expired session gets one fresh login; refused credentials are final.
+                let was_session = matches!(
+                    *self.auth.lock().unwrap_or_else(|e| e.into_inner()),
+                    Auth::Session(_)
+                );
+                if was_session && tries == 0 {
+                    tries += 1;
+                    *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Auth::Unknown;
+                    continue;
+                }
+                return Err(RedfishError::Auth(what));
+            }
+            let bytes = resp
+                .body_mut()
+                .with_config()
+                .limit(MAX_BODY)
+                .read_to_vec()
+                .map_err(|e| transport_error(what, e))?;
+            let value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+            };
+            return Ok((status, value));
+        }
+    }
+
+    fn get(&self, what: &'static str, path: &str) -> Result<Value, RedfishError> {
+        match self.request_json(what, "GET", path, None, true)? {
+            (200, v) if v.is_object() => Ok(v),
+            (200, _) => Err(RedfishError::Malformed(what)),
+            (status, _) => Err(RedfishError::Status { what, status }),
+        }
+    }
+
+    fn first_member(&self, what: &'static str, collection: &str) -> Result<String, RedfishError> {
+        let c = self.get(what, collection)?;
+        c.pointer("/Members/0/@odata.id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or(RedfishError::Malformed(what))
+    }
+
+    /// The system resource (the service's first system; cached).
+    fn system(&self) -> Result<(String, Value), RedfishError> {
+        let cached = self
+            .system
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let path = match cached {
+            Some(p) => p,
+            None => {
+                let p = self.first_member("systems", "/redfish/v1/Systems")?;
+                *self.system.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+                p
+            }
+        };
+        let v = self.get("system", &path)?;
+        Ok((path, v))
+    }
+
+    /// Whether the system's power is on (`PowerState` On or PoweringOff).
+    pub fn power_on(&self) -> Result<bool, RedfishError> {
+        let (_, sys) = self.system()?;
+        match sys.get("PowerState").and_then(Value::as_str) {
+            Some("On") | Some("PoweringOff") => Ok(true),
+            Some("Off") | Some("PoweringOn") => Ok(false),
+            _ => Err(RedfishError::Malformed("system PowerState")),
+        }
+    }
+
+    fn reset(&self, sys: &Value, reset_type: &'static str) -> Result<(), RedfishError> {
+        let action =
+            sys.pointer("/Actions/#ComputerSystem.Reset")
+                .ok_or(RedfishError::NotAdvertised {
+                    reset_type,
+                    allowed: Vec::new(),
+                })?;
+        let target = action
+            .get("target")
+            .and_then(Value::as_str)
+            .ok_or(RedfishError::Malformed("ComputerSystem.Reset target"))?;
+        let allowed: Option<Vec<String>> = action
+            .get("ResetType@Redfish.AllowableValues")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            });
+        // A service that lists its reset types is held to them; one that lists none is tried.
+        if let Some(allowed) = &allowed {
+            if !allowed.iter().any(|a| a == reset_type) {
+                return Err(RedfishError::NotAdvertised {
+                    reset_type,
+                    allowed: allowed.clone(),
+                });
+            }
+        }
+        let body = serde_json::json!({ "ResetType": reset_type });
+        let (status, reply) = self.request_json("reset", "POST", target, Some(&body), true)?;
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let message = reply
+            .pointer("/error/@Message.ExtendedInfo/0/Message")
+            .or_else(|| reply.pointer("/error/message"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        Err(RedfishError::Rejected {
+            reset_type,
+            status,
+            message,
+        })
+    }
+
+    /// Runs a power action: on → On, off → ForceOff, soft → GracefulShutdown, reset →
+    /// ForceRestart, diag → Nmi, cycle → PowerCycle when advertised, else ForceOff and, once PowerState
+    /// reads Off, On.
+    pub fn power_action(&self, action: crate::bmc::PowerAction) -> Result<(), RedfishError> {
+        use crate::bmc::PowerAction::*;
+        let (_, sys) = self.system()?;
+        let reset_type = match action {
+            On => "On",
+            Off => "ForceOff",
+            Soft => "GracefulShutdown",
+            Reset => "ForceRestart",
+            Diag => "Nmi",
+            Cycle => {
+                let advertised = sys
+                    .pointer("/Actions/#ComputerSystem.Reset/ResetType@Redfish.AllowableValues")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.iter().any(|v| v == "PowerCycle"));
+                if advertised {
+                    return self.reset(&sys, "PowerCycle");
+                }
+                self.reset(&sys, "ForceOff")?;
+                let until = Instant::now() + self.timeout;
+                while self.power_on()? {
+                    if Instant::now() >= until {
+                        return Err(RedfishError::Timeout("power cycle: waiting for Off"));
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                let (_, sys) = self.system()?;
+                return self.reset(&sys, "On");
+            }
+        };
+        self.reset(&sys, reset_type)
+    }
+
+    /// System manufacturer and model, and the manager's firmware version.
+    pub fn info(&self) -> Result<RedfishInfo, RedfishError> {
+        let (_, sys) = self.system()?;
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let manager = match sys
+            .pointer("/Links/ManagedBy/0/@odata.id")
+            .and_then(Value::as_str)
+        {
+            Some(p) => p.to_owned(),
+            None => self.first_member("managers", "/redfish/v1/Managers")?,
+        };
+        let mgr = self.get("manager", &manager)?;
+        Ok(RedfishInfo {
+            manufacturer: text(&sys, "Manufacturer"),
+            model: text(&sys, "Model"),
+            firmware: text(&mgr, "FirmwareVersion"),
+        })
+    }
+
+    /// Temperatures and fans from the system's chassis Thermal resource (empty where absent).
+    pub fn sensors(&self) -> Result<Vec<RedfishReading>, RedfishError> {
+        let (_, sys) = self.system()?;
+        let chassis = match sys
+            .pointer("/Links/Chassis/0/@odata.id")
+            .and_then(Value::as_str)
+        {
+            Some(p) => p.to_owned(),
+            None => self.first_member("chassis", "/redfish/v1/Chassis")?,
+        };
+        let ch = self.get("chassis", &chassis)?;
+        let Some(thermal) = ch.pointer("/Thermal/@odata.id").and_then(Value::as_str) else {
+            return Ok(Vec::new());
+        };
+        let t = self.get("thermal", thermal)?;
+        let mut out = Vec::new();
+        let list = |k: &str| {
+            t.get(k)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        for s in list("Temperatures") {
+            let value = s.get("ReadingCelsius").and_then(Value::as_f64);
+            out.push(RedfishReading {
+                name: s
+                    .get("Name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("temperature")
+                    .to_owned(),
+                value,
+                unit: "celsius",
+                state: health(&s, value.is_some()),
+            });
+        }
+        for s in list("Fans") {
+            let value = s.get("Reading").and_then(Value::as_f64);
+            out.push(RedfishReading {
+                name: s
+                    .get("Name")
+                    .or_else(|| s.get("FanName"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("fan")
+                    .to_owned(),
+                value,
+                unit: if s.get("ReadingUnits").and_then(Value::as_str) == Some("Percent") {
+                    "percent"
+                } else {
+                    "rpm"
+                },
+                state: health(&s, value.is_some()),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"admin:password"), "YWRtaW46cGFzc3dvcmQ=");
+    }
+
+    /// A Redfish service with a SessionService (sushy-tools has none), in process: tokens are
+    /// required on every resource, can be expired by the test, and resets are counted.
+    mod fake_session_service {
+        use super::super::*;
+        use conduit_http::catalog::CatalogBuilder;
+        use conduit_http::http::metrics::{HttpMetrics, HttpService};
+        use conduit_http::http::router::Router;
+        use conduit_http::http::server::{Limits, Server};
+        use conduit_http::http::{Method, Request, Response};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        #[derive(Default)]
+        struct State {
+            logins: AtomicUsize,
+            resets: AtomicUsize,
+            valid_token: Mutex<String>,
+            basic_seen: AtomicUsize,
+        }
+
+        fn json(v: serde_json::Value) -> Response {
+            Response::new(200)
+                .with_header("Content-Type", "application/json")
+                .with_body(v.to_string().into_bytes())
+        }
+
+        fn authorized(st: &State, req: &Request) -> bool {
+            if req.header("Authorization").is_some() {
+                st.basic_seen.fetch_add(1, Ordering::Relaxed);
+            }
+            let valid = st.valid_token.lock().unwrap().clone();
+            !valid.is_empty() && req.header("X-Auth-Token") == Some(valid.as_str())
+        }
+
+        fn start() -> (
+            std::net::SocketAddr,
+            Arc<State>,
+            conduit_http::http::server::Shutdown,
+        ) {
+            let st = Arc::new(State::default());
+            let (a, b, c, d) = (st.clone(), st.clone(), st.clone(), st.clone());
+            let router = Router::new()
+                .route(Method::Get, "/redfish/v1/", |_| {
+                    json(serde_json::json!({
+                        "Systems": {"@odata.id": "/redfish/v1/Systems"},
+                        "Links": {"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}}
+                    }))
+                })
+                .route(
+                    Method::Post,
+                    "/redfish/v1/SessionService/Sessions",
+                    move |req| {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&req.body).unwrap_or_default();
+                        if v["UserName"] != "admin" || v["Password"] != "secret" {
+                            return Response::new(401);
+                        }
+                        let n = a.logins.fetch_add(1, Ordering::Relaxed) + 1;
+                        let token = format!("token-{n}");
+                        *a.valid_token.lock().unwrap() = token.clone();
+                        Response::new(201)
+                            .with_header("X-Auth-Token", token)
+                            .with_header(
+                                "Location",
+                                format!("/redfish/v1/SessionService/Sessions/{n}"),
+                            )
+                    },
+                )
+                .route(Method::Get, "/redfish/v1/Systems", move |req| {
+                    if !authorized(&b, req) {
+                        return Response::new(401);
+                    }
+                    json(serde_json::json!({"Members": [{"@odata.id": "/redfish/v1/Systems/1"}]}))
+                })
+                .route(Method::Get, "/redfish/v1/Systems/1", move |req| {
+                    if !authorized(&c, req) {
+                        return Response::new(401);
+                    }
+                    json(serde_json::json!({
+                        "PowerState": "On",
+                        "Actions": {"#ComputerSystem.Reset": {
+                            "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
+                            "ResetType@Redfish.AllowableValues": ["On", "ForceOff"]
+                        }}
+                    }))
+                })
+                .route(
+                    Method::Post,
+                    "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
+                    move |req| {
+                        if !authorized(&d, req) {
+                            return Response::new(401);
+                        }
+                        d.resets.fetch_add(1, Ordering::Relaxed);
+                        Response::new(204)
+                    },
+                );
+            let mut reg = prometheus_client::registry::Registry::default();
+            let http = HttpMetrics::register(&mut CatalogBuilder::new(&mut reg, "fake", 100));
+            let server = Server::bind("127.0.0.1:0".parse().unwrap(), Limits::default()).unwrap();
+            let addr = server.local_addr().unwrap();
+            let (stop, _thread) = server
+                .spawn(Arc::new(HttpService::new(router, http)))
+                .unwrap();
+            (addr, st, stop)
+        }
+
+        fn client(addr: std::net::SocketAddr, password: &str) -> RedfishBmc {
+            RedfishBmc::new(
+                addr,
+                "admin",
+                password,
+                Tls::PlainHttp,
+                Duration::from_secs(5),
+            )
+            .unwrap()
+        }
+
+        #[test]
+        fn uses_a_session_token_and_logs_in_again_when_it_expires() {
+            let (addr, st, stop) = start();
+            let r = client(addr, "secret");
+            assert!(r.power_on().unwrap());
+            assert!(r.power_on().unwrap());
+            assert_eq!(st.logins.load(Ordering::Relaxed), 1, "one session, reused");
+            // The service forgets the session: one new login, then the call succeeds.
+            *st.valid_token.lock().unwrap() = "something-else".into();
+            assert!(r.power_on().unwrap());
+            assert_eq!(st.logins.load(Ordering::Relaxed), 2);
+            assert_eq!(
+                st.basic_seen.load(Ordering::Relaxed),
+                0,
+                "no Basic auth when sessions work"
+            );
+            r.power_action(crate::bmc::PowerAction::Off).unwrap();
+            assert_eq!(st.resets.load(Ordering::Relaxed), 1);
+            stop.stop();
+        }
+
+        #[test]
+        fn unadvertised_reset_types_are_refused_without_calling() {
+            let (addr, st, stop) = start();
+            let r = client(addr, "secret");
+            let err = r.power_action(crate::bmc::PowerAction::Soft).unwrap_err();
+            assert_eq!(
+                err,
+                RedfishError::NotAdvertised {
+                    reset_type: "GracefulShutdown",
+                    allowed: vec!["On".into(), "ForceOff".into()]
+                }
+            );
+            assert_eq!(
+                st.resets.load(Ordering::Relaxed),
+                0,
+                "the BMC was not asked"
+            );
+            assert!(
+                err.to_string()
+                    .contains("not advertised by the BMC (it allows On, ForceOff)"),
+                "{err}"
+            );
+            stop.stop();
+        }
+
+        #[test]
+        fn refused_session_login_is_an_auth_error() {
+            let (addr, _st, stop) = start();
+            let err = client(addr, "wrong").power_on().unwrap_err();
+            assert_eq!(err.kind(), "auth_failed", "{err}");
+            stop.stop();
+        }
+    }
+}
