@@ -13,6 +13,7 @@ use conduit_http::wire::agent::*;
 use futures_lite::future::block_on;
 
 use crate::bmc::{Fleet, OpError, OpFailure, PowerAction};
+use crate::discovery::Discovery;
 use crate::ipmi::client::IpmiError;
 
 fn rpc_error(e: OpError) -> RpcError {
@@ -122,6 +123,10 @@ fn sensors(fleet: &Fleet, id: &str) -> Result<GetSensorsResponse, RpcError> {
     })
 }
 
+fn fleet_rpc_metrics(fleet: &Fleet) -> Arc<conduit_http::http::metrics::RpcMetrics> {
+    fleet.metrics().rpc.clone()
+}
+
 /// A REST handler: token check, then `f`, JSON either way.
 fn rest<T: serde::Serialize>(
     token: Option<Arc<str>>,
@@ -140,8 +145,32 @@ fn rest<T: serde::Serialize>(
     }
 }
 
-/// Adds the API routes for `fleet`, protected by `token`.
-pub fn routes(router: Router, fleet: Arc<Fleet>, token: Option<Arc<str>>) -> Router {
+fn discovered(discovery: &Option<Arc<Discovery>>) -> ListDiscoveredResponse {
+    ListDiscoveredResponse {
+        bmcs: discovery
+            .as_ref()
+            .map(|d| d.last())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| DiscoveredBmc {
+                address: f.ip.to_string(),
+                bmc_type: f.bmc_type().to_owned(),
+                ipmi_port: f.ipmi_port,
+                redfish_port: f.redfish_port,
+                vendor: f.vendor,
+            })
+            .collect(),
+    }
+}
+
+/// Adds the API routes for `fleet` and `discovery`, protected by `token`.
+pub fn routes(
+    router: Router,
+    fleet: Arc<Fleet>,
+    discovery: Option<Arc<Discovery>>,
+    token: Option<Arc<str>>,
+) -> Router {
+    let (d1, d2) = (discovery.clone(), discovery);
     let rpc = fleet.metrics().rpc.clone();
     let (f1, f2, f3, f4, f5) = (
         fleet.clone(),
@@ -213,6 +242,22 @@ pub fn routes(router: Router, fleet: Arc<Fleet>, token: Option<Arc<str>>) -> Rou
             rest(token.clone(), move |req| {
                 sensors(&r4, req.param("id").unwrap_or_default())
             }),
+        )
+        .route(
+            Method::Post,
+            "/conduit.agent.v1.BmcService/ListDiscovered",
+            unary(
+                BMC_SERVICE,
+                "ListDiscovered",
+                token.clone(),
+                fleet_rpc_metrics(&r1),
+                move |_: ListServersRequest| Ok(discovered(&d1)),
+            ),
+        )
+        .route(
+            Method::Get,
+            "/api/v1/discovered",
+            rest(token.clone(), move |_| Ok(discovered(&d2))),
         )
         .route(
             Method::Get,

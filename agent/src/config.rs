@@ -72,6 +72,98 @@ pub struct RawConfig {
     agent: RawAgent,
     #[serde(default, rename = "bmc")]
     bmcs: Vec<RawBmc>,
+    #[serde(default)]
+    discovery: RawDiscovery,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    #[serde(default)]
+    ranges: Vec<Spanned<String>>,
+    ipmi_ports: Option<Vec<u16>>,
+    redfish_ports: Option<Vec<u16>>,
+    interval_secs: Option<Spanned<f64>>,
+    probe_timeout_secs: Option<Spanned<f64>>,
+    concurrency: Option<Spanned<i64>>,
+}
+
+/// An IPv4 range in CIDR form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// Network address (host bits cleared).
+    pub network: std::net::Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n` (or a single address).
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, p.parse::<u8>().ok()?),
+            None => (s, 32),
+        };
+        let ip: std::net::Ipv4Addr = addr.trim().parse().ok()?;
+        if prefix > 32 {
+            return None;
+        }
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
+        Some(Cidr {
+            network: (u32::from(ip) & mask).into(),
+            prefix,
+        })
+    }
+
+    /// Number of addresses in the range.
+    pub fn len(&self) -> u64 {
+        1u64 << (32 - u32::from(self.prefix))
+    }
+
+    /// True for a zero-size range (never: a /32 holds one address).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether `ip` is inside the range.
+    pub fn contains(&self, ip: std::net::Ipv4Addr) -> bool {
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        };
+        u32::from(ip) & mask == u32::from(self.network)
+    }
+
+    /// Every address of the range.
+    pub fn addresses(&self) -> impl Iterator<Item = std::net::Ipv4Addr> {
+        let start = u32::from(self.network);
+        (0..self.len() as u32).map(move |i| std::net::Ipv4Addr::from(start + i))
+    }
+}
+
+/// Largest range one entry may scan (a /16): a typo must not become a scan of the Internet.
+pub const MAX_RANGE: u64 = 1 << 16;
+
+/// Discovery settings.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    /// Ranges to scan; empty means discovery only counts the static inventory.
+    pub ranges: Vec<Cidr>,
+    /// UDP ports probed with an RMCP presence ping.
+    pub ipmi_ports: Vec<u16>,
+    /// TCP ports probed with `GET /redfish/v1` over HTTPS.
+    pub redfish_ports: Vec<u16>,
+    /// Time between cycles.
+    pub interval: Duration,
+    /// How long a probe waits for an answer.
+    pub probe_timeout: Duration,
+    /// Most Redfish probes at once.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +246,8 @@ pub struct Config {
     pub operation_timeout: Duration,
     /// The inventory, in file order.
     pub bmcs: Vec<BmcConfig>,
+    /// Discovery.
+    pub discovery: DiscoveryConfig,
 }
 
 struct Ctx<'a> {
@@ -456,7 +550,51 @@ impl Config {
                 tls,
             });
         }
+        let d = &raw.discovery;
+        let mut ranges = Vec::new();
+        for r in &d.ranges {
+            let Some(c) = Cidr::parse(r.get_ref()) else {
+                return ctx.err(
+                    r.span(),
+                    "discovery.ranges",
+                    format!("{:?} is not an IPv4 address or CIDR range", r.get_ref()),
+                );
+            };
+            if c.len() > MAX_RANGE {
+                return ctx.err(
+                    r.span(),
+                    "discovery.ranges",
+                    format!("{:?} is larger than a /16", r.get_ref()),
+                );
+            }
+            ranges.push(c);
+        }
+        let concurrency = match &d.concurrency {
+            None => 64,
+            Some(c) if (1..=1024).contains(c.get_ref()) => *c.get_ref() as usize,
+            Some(c) => {
+                return ctx.err(
+                    c.span(),
+                    "discovery.concurrency",
+                    "must be between 1 and 1024",
+                )
+            }
+        };
+        let discovery = DiscoveryConfig {
+            ranges,
+            ipmi_ports: d.ipmi_ports.clone().unwrap_or_else(|| vec![623]),
+            redfish_ports: d.redfish_ports.clone().unwrap_or_else(|| vec![443]),
+            interval: secs(&ctx, &d.interval_secs, "discovery.interval_secs", 300.0)?,
+            probe_timeout: secs(
+                &ctx,
+                &d.probe_timeout_secs,
+                "discovery.probe_timeout_secs",
+                1.0,
+            )?,
+            concurrency,
+        };
         Ok(Config {
+            discovery,
             path: path.to_owned(),
             api_token,
             poll_interval: secs(
@@ -502,6 +640,21 @@ mod tests {
     }
 
     #[test]
+    fn cidr_ranges() {
+        let c = Cidr::parse("10.1.2.77/29").unwrap();
+        assert_eq!(c.network, std::net::Ipv4Addr::new(10, 1, 2, 72));
+        assert_eq!(c.len(), 8);
+        let all: Vec<_> = c.addresses().collect();
+        assert_eq!(all.first(), Some(&std::net::Ipv4Addr::new(10, 1, 2, 72)));
+        assert_eq!(all.last(), Some(&std::net::Ipv4Addr::new(10, 1, 2, 79)));
+        assert!(
+            c.contains("10.1.2.79".parse().unwrap()) && !c.contains("10.1.2.80".parse().unwrap())
+        );
+        assert_eq!(Cidr::parse("10.0.0.1").unwrap().len(), 1);
+        assert!(Cidr::parse("10.0.0.0/33").is_none() && Cidr::parse("::1/128").is_none());
+    }
+
+    #[test]
     fn defaults() {
         let c = parse("[[bmc]]\nid = \"n1\"\naddress = \"10.0.0.7\"\nusername = \"admin\"\npassword = \"pw\"\n").unwrap();
         let b = &c.bmcs[0];
@@ -528,6 +681,8 @@ mod tests {
             ("[agent]\napi_token = \"short\"\n", "line 2: agent.api_token: must be at least 16"),
             ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\npassword_env = \"CONDUIT_SURELY_UNSET\"\n", "line 4: bmc[0].password_env: environment variable"),
             ("[[bmc]]\nid = \"a b\"\naddress = \"10.0.0.1\"\n", "line 2: bmc[0].id"),
+            ("[discovery]\nranges = [\"10.0.0.0/24\", \"10.0.0.0/8\"]\n", "line 2: discovery.ranges: \"10.0.0.0/8\" is larger than a /16"),
+            ("[discovery]\nranges = [\"10.0.0.300/24\"]\n", "line 2: discovery.ranges"),
         ];
         let redfish: &[(&str, &str)] = if cfg!(feature = "redfish") {
             &[

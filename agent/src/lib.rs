@@ -14,6 +14,8 @@ pub mod bmc;
 pub mod board;
 pub mod config;
 #[cfg(feature = "ipmi")]
+pub mod discovery;
+#[cfg(feature = "ipmi")]
 pub mod ipmi;
 pub mod metrics;
 #[cfg(feature = "ipmi")]

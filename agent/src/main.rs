@@ -17,6 +17,7 @@ Usage: conduit-agent [OPTIONS]           Serve /metrics, /health and the API; po
                                          The BMC's identity (IPMI Get Device ID)
        conduit-agent [OPTIONS] sensors <server>
                                          Sensor readings from the BMC's SDR repository
+       conduit-agent [OPTIONS] discover  Scan the configured discovery ranges once
 
 The commands talk to the BMCs directly, with the same configuration and code as the service;
 they print the result on stdout and exit 0, or print the error and exit 1.
@@ -114,6 +115,7 @@ mod cli {
         Power(Option<PowerAction>, String),
         Info(String),
         Sensors(String),
+        Discover,
     }
 
     pub fn command(words: &[String]) -> Result<Command, String> {
@@ -132,6 +134,7 @@ mod cli {
             ["info", server] => Ok(Command::Info(server.to_string())),
             ["info", ..] => Err("usage: info <server>".into()),
             ["sensors", server] => Ok(Command::Sensors(server.to_string())),
+            ["discover"] => Ok(Command::Discover),
             ["sensors", ..] => Err("usage: sensors <server>".into()),
             [other, ..] => Err(format!("unknown command {other:?}")),
             [] => Err("no command".into()),
@@ -158,6 +161,31 @@ mod cli {
             }
             return Ok(());
         }
+        if let Command::Discover = cmd {
+            anyhow::ensure!(
+                !config.discovery.ranges.is_empty(),
+                "no [discovery] ranges configured"
+            );
+            let report =
+                futures_lite::future::block_on(conduit_agent::discovery::scan(&config.discovery));
+            for f in &report.found {
+                let port = |p: Option<u16>| p.map_or("-".to_owned(), |p| p.to_string());
+                println!(
+                    "{}\t{}\tipmi:{}\tredfish:{}\t{}",
+                    f.ip,
+                    f.bmc_type(),
+                    port(f.ipmi_port),
+                    port(f.redfish_port),
+                    f.vendor
+                );
+            }
+            eprintln!(
+                "{} found in {:.2}s",
+                report.found.len(),
+                report.duration.as_secs_f64()
+            );
+            return Ok(());
+        }
         // The same metrics code runs; a one-shot command has nobody to scrape it.
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(AgentMetrics::register(&mut CatalogBuilder::new(
@@ -168,7 +196,7 @@ mod cli {
         let fleet = Fleet::new(Some(&config), metrics).map_err(anyhow::Error::msg)?;
         futures_lite::future::block_on(async {
             let result = match cmd {
-                Command::Servers => Ok(()),
+                Command::Servers | Command::Discover => Ok(()),
                 Command::Power(None, server) => fleet.power_status(&server).await.map(|on| {
                     println!("{}", if on { "on" } else { "off" });
                 }),
@@ -203,6 +231,8 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
     let mut fleet = None;
     #[cfg(feature = "ipmi")]
     let mut fleet_error: Option<String> = None;
+    #[cfg(feature = "ipmi")]
+    let mut discovery = None;
     let (stack, metrics) = Stack::build(
         conduit_agent::INFO,
         serve,
@@ -224,11 +254,18 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
                     }
                 };
                 fleet = Some(f.clone());
+                let d = config.as_ref().map(|c| {
+                    std::sync::Arc::new(conduit_agent::discovery::Discovery::new(
+                        c,
+                        metrics.clone(),
+                    ))
+                });
+                discovery = d.clone();
                 let token = config
                     .as_ref()
                     .and_then(|c| c.api_token.as_ref())
                     .map(|t| std::sync::Arc::from(t.expose()));
-                conduit_agent::api::routes(router, f, token)
+                conduit_agent::api::routes(router, f, d, token)
             }
             #[cfg(not(feature = "ipmi"))]
             {
@@ -250,6 +287,14 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    #[cfg(feature = "ipmi")]
+    let discovering = match discovery {
+        Some(d) => Some(
+            conduit_agent::discovery::DiscoveryLoop::start(d)
+                .map_err(|e| anyhow::anyhow!("start discovery: {e}"))?,
+        ),
+        None => None,
+    };
     #[cfg(not(feature = "ipmi"))]
     let _ = (&config, &metrics);
     let petter = start_watchdog(&agent, server.local_addr()?)?;
@@ -257,6 +302,10 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
     #[cfg(feature = "ipmi")]
     if let Some(p) = poller {
         p.stop();
+    }
+    #[cfg(feature = "ipmi")]
+    if let Some(d) = discovering {
+        d.stop();
     }
     stop_watchdog(petter);
     result

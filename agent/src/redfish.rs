@@ -582,6 +582,48 @@ impl RedfishBmc {
     }
 }
 
+/// Discovery's probe: `GET /redfish/v1/` over HTTPS, without credentials and without checking
+/// the certificate (it identifies, it does not trust). `Some(vendor)` when a Redfish service
+/// root answers.
+pub fn probe(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<Option<String>, &'static str> {
+    let Ok(client) = RedfishBmc::new(addr, "", "", Tls::Insecure, timeout) else {
+        return Ok(None);
+    };
+    let url = format!("{}/redfish/v1/", client.base);
+    let mut resp = match client
+        .agent
+        .get(&url)
+        .header("Accept", "application/json")
+        .call()
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Timeout(_)) => return Err("probe_timeout"),
+        Err(_) => return Ok(None), // something listens, but it is not HTTPS we can talk to
+    };
+    if resp.status().as_u16() != 200 {
+        return Ok(None);
+    }
+    let Ok(bytes) = resp.body_mut().with_config().limit(1 << 20).read_to_vec() else {
+        return Ok(None);
+    };
+    let Ok(root) = serde_json::from_slice::<Value>(&bytes) else {
+        return Ok(None);
+    };
+    if root.get("RedfishVersion").is_none() && root.get("@odata.id").is_none() {
+        return Ok(None);
+    }
+    let vendor = root
+        .get("Vendor")
+        .or_else(|| root.get("Product"))
+        .and_then(Value::as_str)
+        .map(conduit_http::labels::sanitize_value)
+        .unwrap_or_else(|| "unknown".into());
+    Ok(Some(vendor))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

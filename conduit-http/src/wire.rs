@@ -115,4 +115,30 @@ pub mod agent {
         /// Threshold sensors of the BMC's SDR repository.
         pub sensors: Vec<Sensor>,
     }
+
+    /// A BMC found by discovery.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct DiscoveredBmc {
+        /// IP address.
+        pub address: String,
+        /// `ipmi`, `redfish` or `both`.
+        pub bmc_type: String,
+        /// UDP port that answered the presence ping.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        pub ipmi_port: Option<u16>,
+        /// TCP port that served `/redfish/v1`.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        pub redfish_port: Option<u16>,
+        /// Vendor, or `unknown`.
+        pub vendor: String,
+    }
+
+    /// ListDiscovered response: the last discovery cycle's findings.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ListDiscoveredResponse {
+        /// BMCs found in the configured ranges.
+        pub bmcs: Vec<DiscoveredBmc>,
+    }
 }

@@ -3,6 +3,7 @@
 
 mod agent_bmc;
 mod agent_board;
+mod discovery;
 mod exposition;
 mod http_guards;
 mod ipmi_live;

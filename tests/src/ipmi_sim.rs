@@ -36,11 +36,15 @@ fn free_udp_port() -> u16 {
 impl IpmiSim {
     /// Starts a simulator on a free loopback UDP port, powered off.
     pub fn start() -> IpmiSim {
+        IpmiSim::start_at(SocketAddr::from(([127, 0, 0, 1], free_udp_port())))
+    }
+
+    /// Starts a simulator on `addr` (any loopback address; port 623 needs root).
+    pub fn start_at(addr: SocketAddr) -> IpmiSim {
         let dir = TempDir::new("ipmi-sim");
-        let port = free_udp_port();
         let mut sim = IpmiSim {
             proc: None,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr,
             dir,
             console: SocketAddr::from(([127, 0, 0, 1], crate::free_port())),
         };
@@ -57,7 +61,7 @@ impl IpmiSim {
             r#"name "sim{port}"
 set_working_mc 0x20
   startlan 1
-    addr 127.0.0.1 {port}
+    addr {ip} {port}
     priv_limit admin
     allowed_auths_callback none md2 md5 straight
     allowed_auths_user none md2 md5 straight
@@ -73,6 +77,7 @@ user 2  true    "admin"  "password" admin    10        none md2 md5 straight
 user 3  true    "operator" "operpass" operator 10      none md2 md5 straight
 "#,
             port = self.addr.port(),
+            ip = self.addr.ip(),
             chassis = peers.join("chassis.sh").display(),
             dir = self.dir.0.display(),
         )

@@ -143,15 +143,21 @@ fn python() -> PathBuf {
 impl Sushy {
     /// Starts the emulator with HTTPS and Basic auth on a free loopback port.
     pub fn start() -> Sushy {
+        Sushy::start_at(SocketAddr::from(([127, 0, 0, 1], free_port())))
+    }
+
+    /// Starts the emulator on `addr` (any loopback address).
+    pub fn start_at(addr: SocketAddr) -> Sushy {
         let dir = TempDir::new("sushy");
         let pki = Pki::new(&dir.0, "sushy");
-        let port = free_port();
+        let port = addr.port();
+        let ip = addr.ip();
         let conf = dir.0.join("emulator.conf");
         let peers = workspace_root().join("tests/peers/redfish");
         std::fs::write(
             &conf,
             format!(
-                r#"SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'
+                r#"SUSHY_EMULATOR_LISTEN_IP = '{ip}'
 SUSHY_EMULATOR_LISTEN_PORT = {port}
 SUSHY_EMULATOR_FAKE_DRIVER = True
 SUSHY_EMULATOR_FEATURE_SET = 'full'
@@ -177,7 +183,6 @@ SUSHY_EMULATOR_SSL_KEY = '{key}'
             .arg(&conf)
             .env("FAKE_POWER_DELAY", "0");
         let proc = spawn("sushy-emulator", cmd);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let ready = crate::wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
             TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
         });

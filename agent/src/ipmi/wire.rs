@@ -254,6 +254,34 @@ pub fn emit_session_packet(
     p
 }
 
+/// Builds a session-less IPMI v1.5 packet (authentication type none) around an IPMI message:
+/// what discovery sends before any session exists.
+pub fn emit_v15_packet(msg: &[u8]) -> Vec<u8> {
+    let mut p = vec![RMCP_VERSION, 0x00, 0xFF, CLASS_IPMI, 0x00];
+    p.extend_from_slice(&[0; 8]); // session sequence and id: none
+    p.push(msg.len() as u8);
+    p.extend_from_slice(msg);
+    p
+}
+
+/// The IPMI message inside a session-less IPMI v1.5 packet.
+pub fn parse_v15_packet(d: &[u8]) -> Result<&[u8], WireError> {
+    if d.len() < 14 {
+        return Err(WireError::Truncated);
+    }
+    if d[0] != RMCP_VERSION {
+        return Err(WireError::NotRmcp);
+    }
+    if d[3] & 0x1F != CLASS_IPMI {
+        return Err(WireError::UnexpectedClass(d[3]));
+    }
+    if d[4] != 0x00 {
+        return Err(WireError::NotRmcpPlus(d[4]));
+    }
+    let len = d[13] as usize;
+    d.get(14..14 + len).ok_or(WireError::Truncated)
+}
+
 fn checksum(bytes: &[u8]) -> u8 {
     bytes
         .iter()
@@ -404,6 +432,14 @@ mod tests {
             SessionPacket::parse(&[0x05, 0, 0xFF, 0x07], 16),
             Err(WireError::NotRmcp)
         );
+    }
+
+    #[test]
+    fn v15_packets() {
+        let msg = emit_request(0x06, 0x38, 0, &[0x8E, 0x04]);
+        let p = emit_v15_packet(&msg);
+        assert_eq!(parse_v15_packet(&p), Ok(&msg[..]));
+        assert_eq!(parse_v15_packet(&p[..16]), Err(WireError::Truncated));
     }
 
     #[test]

@@ -1,0 +1,440 @@
+//! Discovery: a periodic cycle (also once at start) that counts the static inventory and scans
+//! the configured IPv4 ranges for BMCs: an RMCP/ASF presence ping on the IPMI ports and
+//! `GET /redfish/v1` on the Redfish ports. It never sends to an address outside the ranges.
+//!
+//! The IPMI sweep uses one UDP socket for the whole range (pings out, pongs matched by source),
+//! so a /24 whose addresses silently drop packets costs one probe timeout, not 256. Redfish
+//! probes connect asynchronously under a concurrency bound and only then ask over HTTPS
+//! (without credentials; the certificate is not checked: discovery identifies, it does not
+//! trust). Vendors come from the service root (Redfish) or the OEM IANA number of Get Channel
+//! Authentication Capabilities (IPMI, session-less).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_io::{Async, Timer};
+use futures_lite::future;
+
+use crate::config::{Config, DiscoveryConfig, Protocol};
+use crate::ipmi::wire::{
+    emit_request, emit_v15_packet, parse_v15_packet, presence_ping, IpmiResponse, PresencePong,
+};
+use crate::metrics::{AgentMetrics, BmcType};
+use conduit_http::labels::{ErrorType, Status};
+
+/// A BMC found by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// The UDP port that answered the presence ping.
+    pub ipmi_port: Option<u16>,
+    /// The TCP port that served `/redfish/v1`.
+    pub redfish_port: Option<u16>,
+    /// Vendor, when the BMC says (`unknown` otherwise).
+    pub vendor: String,
+}
+
+impl Found {
+    /// `ipmi`, `redfish` or `both`.
+    pub fn bmc_type(&self) -> &'static str {
+        match (self.ipmi_port.is_some(), self.redfish_port.is_some()) {
+            (true, true) => "both",
+            (false, true) => "redfish",
+            _ => "ipmi",
+        }
+    }
+}
+
+/// The outcome of one cycle.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// BMCs found in the ranges, by address.
+    pub found: Vec<Found>,
+    /// Problems met (error types, one per occurrence).
+    pub errors: Vec<&'static str>,
+    /// How long the cycle took.
+    pub duration: Duration,
+}
+
+/// A few IANA enterprise numbers of BMC vendors (IPMI OEM IDs).
+fn iana_vendor(iana: u32) -> String {
+    match iana {
+        0 => "unknown".into(),
+        2 => "IBM".into(),
+        11 => "HPE".into(),
+        343 => "Intel".into(),
+        674 => "Dell".into(),
+        4753 => "MontaVista".into(),
+        10876 => "Supermicro".into(),
+        19046 => "Lenovo".into(),
+        n => format!("IANA {n}"),
+    }
+}
+
+/// Pings every `ip:port` from one socket; returns who answered, with their IPMI OEM vendor.
+async fn ipmi_sweep(
+    targets: &[SocketAddr],
+    timeout: Duration,
+    errors: &mut Vec<&'static str>,
+) -> HashMap<SocketAddr, String> {
+    let mut answered: HashMap<SocketAddr, String> = HashMap::new();
+    if targets.is_empty() {
+        return answered;
+    }
+    let sock = match Async::<UdpSocket>::bind(([0, 0, 0, 0], 0)) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("discovery: bind a UDP socket: {e}");
+            errors.push("socket");
+            return answered;
+        }
+    };
+    let wanted: HashSet<SocketAddr> = targets.iter().copied().collect();
+    let mut buf = [0u8; 512];
+    let mut vendors_heard = 0;
+    // Two rounds of pings (UDP may lose one), then one round of vendor queries.
+    for round in 0..3 {
+        let mut sent = 0;
+        for (i, t) in targets.iter().enumerate() {
+            let packet = match round {
+                0 | 1 if !answered.contains_key(t) => presence_ping(i as u8).to_vec(),
+                2 if answered.contains_key(t) => {
+                    // Get Channel Authentication Capabilities, channel "this one", administrator.
+                    emit_v15_packet(&emit_request(0x06, 0x38, 1, &[0x8E, 0x04]))
+                }
+                _ => continue,
+            };
+            match sock.send_to(&packet, *t).await {
+                Ok(_) => sent += 1,
+                // Loopback and LAN sends do not block for long; a route-less range is an error.
+                Err(e) => {
+                    log::debug!("discovery: send to {t}: {e}");
+                    errors.push("send_failed");
+                }
+            }
+            // Pace large ranges a little.
+            if sent % 256 == 255 {
+                Timer::after(Duration::from_millis(1)).await;
+            }
+        }
+        if sent == 0 {
+            continue;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let got = future::or(async { Some(sock.recv_from(&mut buf).await) }, async {
+                Timer::after(wait).await;
+                None
+            })
+            .await;
+            let Some(Ok((n, from))) = got else {
+                if got.is_none() {
+                    break;
+                }
+                continue; // ICMP errors surface on some kernels; the ping simply failed
+            };
+            if !wanted.contains(&from) {
+                continue;
+            }
+            let d = &buf[..n];
+            if round < 2 {
+                match PresencePong::parse(d) {
+                    Ok(p) if p.ipmi => {
+                        answered.insert(from, "unknown".into());
+                    }
+                    Ok(_) => {}
+                    Err(_) => errors.push("malformed_reply"),
+                }
+            } else if let Ok(msg) = parse_v15_packet(d) {
+                if let Ok(r) = IpmiResponse::parse(msg) {
+                    if r.completion == 0 && r.data.len() >= 7 {
+                        let iana = u32::from_le_bytes([r.data[4], r.data[5], r.data[6], 0]);
+                        answered.insert(from, iana_vendor(iana));
+                    }
+                    vendors_heard += 1;
+                }
+            }
+            // Everyone answered: no need to wait out the timeout.
+            if (round < 2 && answered.len() == targets.len())
+                || (round == 2 && vendors_heard >= answered.len())
+            {
+                break;
+            }
+        }
+    }
+    answered
+}
+
+/// Probes one `ip:port` for a Redfish service; returns its vendor if it is one.
+async fn redfish_probe(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<Option<String>, &'static str> {
+    // Connect first, asynchronously: silent addresses cost a timer, not a thread.
+    let connected = future::or(
+        async { Some(Async::<TcpStream>::connect(addr).await) },
+        async {
+            Timer::after(timeout).await;
+            None
+        },
+    )
+    .await;
+    match connected {
+        // Closed before asking: some servers (Python's ssl socketserver among them) do the TLS
+        // handshake in their accept loop and would wait on an idle connection.
+        Some(Ok(stream)) => drop(stream),
+        _ => return Ok(None),
+    }
+    // Only hosts that accepted the connection get this far, so the HTTPS exchange can have
+    // longer: BMC web servers are often slow (seconds) to answer a first request.
+    #[cfg(feature = "redfish")]
+    {
+        smol::unblock(move || crate::redfish::probe(addr, timeout * 3)).await
+    }
+    #[cfg(not(feature = "redfish"))]
+    {
+        Ok(None)
+    }
+}
+
+/// Scans the configured ranges once.
+pub async fn scan(cfg: &DiscoveryConfig) -> Report {
+    let start = Instant::now();
+    let mut errors = Vec::new();
+    let in_range = |ip: Ipv4Addr| cfg.ranges.iter().any(|r| r.contains(ip));
+    let addresses: Vec<Ipv4Addr> = cfg
+        .ranges
+        .iter()
+        .flat_map(|r| r.addresses())
+        .filter(|ip| in_range(*ip)) // never anything else, whatever the code above does
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let ipmi_targets: Vec<SocketAddr> = addresses
+        .iter()
+        .flat_map(|ip| {
+            cfg.ipmi_ports
+                .iter()
+                .map(move |p| SocketAddr::from((*ip, *p)))
+        })
+        .collect();
+    let ipmi = ipmi_sweep(&ipmi_targets, cfg.probe_timeout, &mut errors).await;
+
+    let permits = Arc::new(async_lock::Semaphore::new(cfg.concurrency.max(1)));
+    let ex = smol::LocalExecutor::new();
+    let redfish_results = ex
+        .run(async {
+            let tasks: Vec<_> = addresses
+                .iter()
+                .flat_map(|ip| {
+                    cfg.redfish_ports
+                        .iter()
+                        .map(move |p| SocketAddr::from((*ip, *p)))
+                })
+                .map(|addr| {
+                    let permits = permits.clone();
+                    let timeout = cfg.probe_timeout;
+                    ex.spawn(async move {
+                        let _permit = permits.acquire().await;
+                        (addr, redfish_probe(addr, timeout).await)
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await);
+            }
+            out
+        })
+        .await;
+
+    let mut by_ip: BTreeMap<Ipv4Addr, Found> = BTreeMap::new();
+    for (addr, vendor) in ipmi {
+        if let IpAddr::V4(ip) = addr.ip() {
+            let f = by_ip.entry(ip).or_insert_with(|| Found {
+                ip,
+                ipmi_port: None,
+                redfish_port: None,
+                vendor: "unknown".into(),
+            });
+            f.ipmi_port.get_or_insert(addr.port());
+            if f.vendor == "unknown" {
+                f.vendor = vendor;
+            }
+        }
+    }
+    for (addr, result) in redfish_results {
+        match result {
+            Ok(Some(vendor)) => {
+                if let IpAddr::V4(ip) = addr.ip() {
+                    let f = by_ip.entry(ip).or_insert_with(|| Found {
+                        ip,
+                        ipmi_port: None,
+                        redfish_port: None,
+                        vendor: "unknown".into(),
+                    });
+                    f.redfish_port.get_or_insert(addr.port());
+                    if vendor != "unknown" {
+                        f.vendor = vendor;
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(kind) => errors.push(kind),
+        }
+    }
+    Report {
+        found: by_ip.into_values().collect(),
+        errors,
+        duration: start.elapsed(),
+    }
+}
+
+/// Runs discovery cycles and publishes their metrics; keeps the last result.
+#[derive(Debug)]
+pub struct Discovery {
+    cfg: DiscoveryConfig,
+    // The static inventory: address and configured type.
+    inventory: Vec<(IpAddr, &'static str)>,
+    metrics: Arc<AgentMetrics>,
+    last: Mutex<Vec<Found>>,
+}
+
+impl Discovery {
+    /// Discovery for `config`.
+    pub fn new(config: &Config, metrics: Arc<AgentMetrics>) -> Discovery {
+        let inventory = config
+            .bmcs
+            .iter()
+            .map(|b| {
+                (
+                    b.addr.ip(),
+                    if b.protocol == Protocol::Redfish {
+                        "redfish"
+                    } else {
+                        "ipmi"
+                    },
+                )
+            })
+            .collect();
+        Discovery {
+            cfg: config.discovery.clone(),
+            inventory,
+            metrics,
+            last: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// BMCs found by the last cycle.
+    pub fn last(&self) -> Vec<Found> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// One cycle: scan, then publish `agent_discovery_*` and `agent_servers_discovered`.
+    pub async fn cycle(&self) -> Report {
+        let report = scan(&self.cfg).await;
+        let m = &self.metrics;
+        m.discovery_duration.observe(report.duration.as_secs_f64());
+        for e in &report.errors {
+            m.discovery_errors.inc(&ErrorType { error_type: e });
+        }
+        let status = if report.errors.is_empty() {
+            "success"
+        } else {
+            "partial"
+        };
+        m.discovery_cycles.inc(&Status { status });
+        // Every BMC known: the inventory (as configured, or as detected when the scan saw it)
+        // plus what the scan found beyond it.
+        let mut types: BTreeMap<IpAddr, &'static str> = self.inventory.iter().copied().collect();
+        for f in &report.found {
+            types.insert(IpAddr::V4(f.ip), f.bmc_type());
+        }
+        for t in ["ipmi", "redfish", "both"] {
+            let n = types.values().filter(|v| **v == t).count() as i64;
+            m.servers_discovered
+                .with(&BmcType { bmc_type: t }, |g| g.set(n));
+        }
+        log::info!(
+            "discovery: {} BMCs found in {} ranges in {:.2}s ({} problems)",
+            report.found.len(),
+            self.cfg.ranges.len(),
+            report.duration.as_secs_f64(),
+            report.errors.len()
+        );
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = report.found.clone();
+        report
+    }
+}
+
+/// The discovery thread.
+#[derive(Debug)]
+pub struct DiscoveryLoop {
+    stop: async_channel::Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DiscoveryLoop {
+    /// Runs a cycle now and then every configured interval.
+    pub fn start(discovery: Arc<Discovery>) -> std::io::Result<DiscoveryLoop> {
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        let interval = discovery.cfg.interval;
+        let thread = std::thread::Builder::new()
+            .name("discovery".into())
+            .spawn(move || {
+                future::block_on(async {
+                    loop {
+                        discovery.cycle().await;
+                        let sleep = async {
+                            Timer::after(interval).await;
+                            true
+                        };
+                        let stop = async {
+                            let _ = stopped.recv().await;
+                            false
+                        };
+                        if !future::or(sleep, stop).await {
+                            break;
+                        }
+                    }
+                })
+            })?;
+        Ok(DiscoveryLoop {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops after the current cycle.
+    pub fn stop(mut self) {
+        self.stop.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_and_vendors() {
+        let f = |i: Option<u16>, r: Option<u16>| Found {
+            ip: Ipv4Addr::LOCALHOST,
+            ipmi_port: i,
+            redfish_port: r,
+            vendor: String::new(),
+        };
+        assert_eq!(f(Some(623), None).bmc_type(), "ipmi");
+        assert_eq!(f(None, Some(443)).bmc_type(), "redfish");
+        assert_eq!(f(Some(623), Some(443)).bmc_type(), "both");
+        assert_eq!(iana_vendor(674), "Dell");
+        assert_eq!(iana_vendor(99999), "IANA 99999");
+    }
+}
