@@ -349,14 +349,22 @@ impl Discovery {
             "partial"
         };
         m.discovery_cycles.inc(&Status { status });
-        // Every BMC known: the inventory (as configured, or as detected when the scan saw it)
-        // plus what the scan found beyond it.
-        let mut types: BTreeMap<IpAddr, &'static str> = self.inventory.iter().copied().collect();
-        for f in &report.found {
-            types.insert(IpAddr::V4(f.ip), f.bmc_type());
+        // Every BMC known: each inventory entry as configured, plus what the scan found at
+        // addresses the inventory does not name.
+        let configured: HashSet<IpAddr> = self.inventory.iter().map(|(ip, _)| *ip).collect();
+        let types = self.inventory.iter().map(|(_, t)| *t).chain(
+            report
+                .found
+                .iter()
+                .filter(|f| !configured.contains(&IpAddr::V4(f.ip)))
+                .map(Found::bmc_type),
+        );
+        let mut counts: BTreeMap<&'static str, i64> =
+            [("ipmi", 0), ("redfish", 0), ("both", 0)].into();
+        for t in types {
+            *counts.entry(t).or_default() += 1;
         }
-        for t in ["ipmi", "redfish", "both"] {
-            let n = types.values().filter(|v| **v == t).count() as i64;
+        for (t, n) in counts {
             m.servers_discovered
                 .with(&BmcType { bmc_type: t }, |g| g.set(n));
         }

@@ -525,7 +525,8 @@ impl RedfishBmc {
         })
     }
 
-    /// Temperatures and fans from the system's chassis Thermal resource (empty where absent).
+    /// Temperatures and fans from the system's chassis Thermal resource, and power consumption
+    /// from its Power resource, where the chassis has them.
     pub fn sensors(&self) -> Result<Vec<RedfishReading>, RedfishError> {
         let (_, sys) = self.system()?;
         let chassis = match sys
@@ -536,47 +537,67 @@ impl RedfishBmc {
             None => self.first_member("chassis", "/redfish/v1/Chassis")?,
         };
         let ch = self.get("chassis", &chassis)?;
-        let Some(thermal) = ch.pointer("/Thermal/@odata.id").and_then(Value::as_str) else {
-            return Ok(Vec::new());
-        };
-        let t = self.get("thermal", thermal)?;
         let mut out = Vec::new();
-        let list = |k: &str| {
-            t.get(k)
+        if let Some(thermal) = ch.pointer("/Thermal/@odata.id").and_then(Value::as_str) {
+            let t = self.get("thermal", thermal)?;
+            let list = |k: &str| {
+                t.get(k)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            for s in list("Temperatures") {
+                let value = s.get("ReadingCelsius").and_then(Value::as_f64);
+                out.push(RedfishReading {
+                    name: s
+                        .get("Name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("temperature")
+                        .to_owned(),
+                    value,
+                    unit: "celsius",
+                    state: health(&s, value.is_some()),
+                });
+            }
+            for s in list("Fans") {
+                let value = s.get("Reading").and_then(Value::as_f64);
+                out.push(RedfishReading {
+                    name: s
+                        .get("Name")
+                        .or_else(|| s.get("FanName"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("fan")
+                        .to_owned(),
+                    value,
+                    unit: if s.get("ReadingUnits").and_then(Value::as_str) == Some("Percent") {
+                        "percent"
+                    } else {
+                        "rpm"
+                    },
+                    state: health(&s, value.is_some()),
+                });
+            }
+        }
+        if let Some(power) = ch.pointer("/Power/@odata.id").and_then(Value::as_str) {
+            let p = self.get("power", power)?;
+            for s in p
+                .get("PowerControl")
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default()
-        };
-        for s in list("Temperatures") {
-            let value = s.get("ReadingCelsius").and_then(Value::as_f64);
-            out.push(RedfishReading {
-                name: s
-                    .get("Name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("temperature")
-                    .to_owned(),
-                value,
-                unit: "celsius",
-                state: health(&s, value.is_some()),
-            });
-        }
-        for s in list("Fans") {
-            let value = s.get("Reading").and_then(Value::as_f64);
-            out.push(RedfishReading {
-                name: s
-                    .get("Name")
-                    .or_else(|| s.get("FanName"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("fan")
-                    .to_owned(),
-                value,
-                unit: if s.get("ReadingUnits").and_then(Value::as_str) == Some("Percent") {
-                    "percent"
-                } else {
-                    "rpm"
-                },
-                state: health(&s, value.is_some()),
-            });
+            {
+                let value = s.get("PowerConsumedWatts").and_then(Value::as_f64);
+                out.push(RedfishReading {
+                    name: s
+                        .get("Name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("power")
+                        .to_owned(),
+                    value,
+                    unit: "watts",
+                    state: health(&s, value.is_some()),
+                });
+            }
         }
         Ok(out)
     }
@@ -716,11 +737,20 @@ mod tests {
                     }
                     json(serde_json::json!({
                         "PowerState": "On",
+                        "Links": {"Chassis": [{"@odata.id": "/redfish/v1/Chassis/1"}]},
                         "Actions": {"#ComputerSystem.Reset": {
                             "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
                             "ResetType@Redfish.AllowableValues": ["On", "ForceOff"]
                         }}
                     }))
+                })
+                .route(Method::Get, "/redfish/v1/Chassis/1", |_| {
+                    json(serde_json::json!({"Power": {"@odata.id": "/redfish/v1/Chassis/1/Power"}}))
+                })
+                .route(Method::Get, "/redfish/v1/Chassis/1/Power", |_| {
+                    json(serde_json::json!({"PowerControl": [
+                        {"Name": "System Power", "PowerConsumedWatts": 212.0, "Status": {"Health": "Warning"}}
+                    ]}))
                 })
                 .route(
                     Method::Post,
@@ -796,6 +826,22 @@ mod tests {
                 err.to_string()
                     .contains("not advertised by the BMC (it allows On, ForceOff)"),
                 "{err}"
+            );
+            stop.stop();
+        }
+
+        #[test]
+        fn power_consumption_from_the_chassis_power_resource() {
+            let (addr, _st, stop) = start();
+            let readings = client(addr, "secret").sensors().unwrap();
+            assert_eq!(
+                readings,
+                vec![RedfishReading {
+                    name: "System Power".into(),
+                    value: Some(212.0),
+                    unit: "watts",
+                    state: "non_critical"
+                }]
             );
             stop.stop();
         }

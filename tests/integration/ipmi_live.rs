@@ -135,6 +135,20 @@ fn wrong_password_is_an_auth_error() {
 }
 
 #[test]
+fn a_cipher_suite_the_bmc_lacks_is_reported_as_such() {
+    // ipmi_sim offers suites 0-3 and 6 only; 17 is refused at Open Session.
+    let sim = IpmiSim::start();
+    let b = IpmiBmc::new(
+        sim.addr,
+        CipherSuite::Suite17,
+        creds(ADMIN.0, ADMIN.1),
+        fast(),
+    );
+    let err = block_on(b.execute("get device id", GetDeviceId)).unwrap_err();
+    assert_eq!(err.kind(), "cipher_unsupported", "{err}");
+}
+
+#[test]
 fn unreachable_and_silent_bmcs_fail_fast_with_distinct_errors() {
     // Nothing listens: loopback answers with ICMP port unreachable.
     let closed = {
