@@ -86,6 +86,7 @@ struct RawDiscovery {
     interval_secs: Option<Spanned<f64>>,
     probe_timeout_secs: Option<Spanned<f64>>,
     concurrency: Option<Spanned<i64>>,
+    max_bmcs: Option<Spanned<i64>>,
 }
 
 /// An IPv4 range in CIDR form.
@@ -164,6 +165,9 @@ pub struct DiscoveryConfig {
     pub probe_timeout: Duration,
     /// Most Redfish probes at once.
     pub concurrency: usize,
+    /// Most BMCs one cycle keeps (a fixed-capacity table: findings past it are dropped and
+    /// counted as `table_full` discovery errors).
+    pub max_bmcs: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -330,6 +334,20 @@ impl Ctx<'_> {
         } else {
             self.path.parent().unwrap_or(Path::new(".")).join(p)
         }
+    }
+}
+
+fn count(
+    ctx: &Ctx,
+    v: &Option<Spanned<i64>>,
+    field: &str,
+    default: usize,
+    max: i64,
+) -> Result<usize, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(c) if (1..=max).contains(c.get_ref()) => Ok(*c.get_ref() as usize),
+        Some(c) => ctx.err(c.span(), field, format!("must be between 1 and {max}")),
     }
 }
 
@@ -569,18 +587,10 @@ impl Config {
             }
             ranges.push(c);
         }
-        let concurrency = match &d.concurrency {
-            None => 64,
-            Some(c) if (1..=1024).contains(c.get_ref()) => *c.get_ref() as usize,
-            Some(c) => {
-                return ctx.err(
-                    c.span(),
-                    "discovery.concurrency",
-                    "must be between 1 and 1024",
-                )
-            }
-        };
+        let concurrency = count(&ctx, &d.concurrency, "discovery.concurrency", 64, 1024)?;
+        let max_bmcs = count(&ctx, &d.max_bmcs, "discovery.max_bmcs", 1024, 65_536)?;
         let discovery = DiscoveryConfig {
+            max_bmcs,
             ranges,
             ipmi_ports: d.ipmi_ports.clone().unwrap_or_else(|| vec![623]),
             redfish_ports: d.redfish_ports.clone().unwrap_or_else(|| vec![443]),

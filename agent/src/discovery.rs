@@ -12,12 +12,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use futures_lite::future;
 
+use crate::background::{every, Background};
 use crate::config::{Config, DiscoveryConfig, Protocol};
 use crate::ipmi::wire::{
     emit_request, emit_v15_packet, parse_v15_packet, presence_ping, IpmiResponse, PresencePong,
@@ -202,6 +202,19 @@ async fn redfish_probe(
     }
 }
 
+/// The finding for `addr`'s IP, created empty on first sight (ranges are IPv4).
+fn entry(by_ip: &mut BTreeMap<Ipv4Addr, Found>, addr: SocketAddr) -> Option<&mut Found> {
+    match addr.ip() {
+        IpAddr::V4(ip) => Some(by_ip.entry(ip).or_insert_with(|| Found {
+            ip,
+            ipmi_port: None,
+            redfish_port: None,
+            vendor: "unknown".into(),
+        })),
+        IpAddr::V6(_) => None,
+    }
+}
+
 /// Scans the configured ranges once.
 pub async fn scan(cfg: &DiscoveryConfig) -> Report {
     let start = Instant::now();
@@ -255,13 +268,7 @@ pub async fn scan(cfg: &DiscoveryConfig) -> Report {
 
     let mut by_ip: BTreeMap<Ipv4Addr, Found> = BTreeMap::new();
     for (addr, vendor) in ipmi {
-        if let IpAddr::V4(ip) = addr.ip() {
-            let f = by_ip.entry(ip).or_insert_with(|| Found {
-                ip,
-                ipmi_port: None,
-                redfish_port: None,
-                vendor: "unknown".into(),
-            });
+        if let Some(f) = entry(&mut by_ip, addr) {
             f.ipmi_port.get_or_insert(addr.port());
             if f.vendor == "unknown" {
                 f.vendor = vendor;
@@ -271,13 +278,7 @@ pub async fn scan(cfg: &DiscoveryConfig) -> Report {
     for (addr, result) in redfish_results {
         match result {
             Ok(Some(vendor)) => {
-                if let IpAddr::V4(ip) = addr.ip() {
-                    let f = by_ip.entry(ip).or_insert_with(|| Found {
-                        ip,
-                        ipmi_port: None,
-                        redfish_port: None,
-                        vendor: "unknown".into(),
-                    });
+                if let Some(f) = entry(&mut by_ip, addr) {
                     f.redfish_port.get_or_insert(addr.port());
                     if vendor != "unknown" {
                         f.vendor = vendor;
@@ -288,8 +289,22 @@ pub async fn scan(cfg: &DiscoveryConfig) -> Report {
             Err(kind) => errors.push(kind),
         }
     }
+    // A fixed-capacity table: a flood of BMCs cannot grow memory without bound.
+    let mut found: Vec<Found> = by_ip.into_values().collect();
+    if found.len() > cfg.max_bmcs {
+        log::warn!(
+            "discovery: {} BMCs found, keeping the first {} (discovery.max_bmcs)",
+            found.len(),
+            cfg.max_bmcs
+        );
+        errors.extend(std::iter::repeat_n(
+            "table_full",
+            found.len() - cfg.max_bmcs,
+        ));
+        found.truncate(cfg.max_bmcs);
+    }
     Report {
-        found: by_ip.into_values().collect(),
+        found,
         errors,
         duration: start.elapsed(),
     }
@@ -380,51 +395,14 @@ impl Discovery {
     }
 }
 
-/// The discovery thread.
-#[derive(Debug)]
-pub struct DiscoveryLoop {
-    stop: async_channel::Sender<()>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl DiscoveryLoop {
-    /// Runs a cycle now and then every configured interval.
-    pub fn start(discovery: Arc<Discovery>) -> std::io::Result<DiscoveryLoop> {
-        let (stop, stopped) = async_channel::bounded::<()>(1);
-        let interval = discovery.cfg.interval;
-        let thread = std::thread::Builder::new()
-            .name("discovery".into())
-            .spawn(move || {
-                future::block_on(async {
-                    loop {
-                        discovery.cycle().await;
-                        let sleep = async {
-                            Timer::after(interval).await;
-                            true
-                        };
-                        let stop = async {
-                            let _ = stopped.recv().await;
-                            false
-                        };
-                        if !future::or(sleep, stop).await {
-                            break;
-                        }
-                    }
-                })
-            })?;
-        Ok(DiscoveryLoop {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops after the current cycle.
-    pub fn stop(mut self) {
-        self.stop.close();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Runs a discovery cycle now and then every configured interval, on the `discovery` thread.
+pub fn start(discovery: Arc<Discovery>) -> std::io::Result<Background> {
+    let interval = discovery.cfg.interval;
+    Background::spawn("discovery", move |stopped| {
+        future::block_on(every(interval, &stopped, || async {
+            discovery.cycle().await;
+        }))
+    })
 }
 
 #[cfg(test)]

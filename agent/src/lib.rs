@@ -9,6 +9,8 @@
 #[cfg(feature = "ipmi")]
 pub mod api;
 #[cfg(feature = "ipmi")]
+pub mod background;
+#[cfg(feature = "ipmi")]
 pub mod bmc;
 #[cfg(feature = "board")]
 pub mod board;

@@ -282,7 +282,7 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
     #[cfg(feature = "ipmi")]
     let poller = match (&config, fleet) {
         (Some(c), Some(fleet)) if !c.bmcs.is_empty() => Some(
-            conduit_agent::poller::Poller::start(fleet, metrics.clone(), c.poll_interval)
+            conduit_agent::poller::start(fleet, metrics.clone(), c.poll_interval)
                 .map_err(|e| anyhow::anyhow!("start the BMC poller: {e}"))?,
         ),
         _ => None,
@@ -290,7 +290,7 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
     #[cfg(feature = "ipmi")]
     let discovering = match discovery {
         Some(d) => Some(
-            conduit_agent::discovery::DiscoveryLoop::start(d)
+            conduit_agent::discovery::start(d)
                 .map_err(|e| anyhow::anyhow!("start discovery: {e}"))?,
         ),
         None => None,

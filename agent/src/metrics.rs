@@ -184,9 +184,6 @@ mod tests {
 
     #[test]
     fn catalog_matches_the_reference() {
-        let mut registry = prometheus_client::registry::Registry::default();
-        let mut b = CatalogBuilder::new(&mut registry, "agent", 100);
-        let http = conduit_http::http::metrics::HttpMetrics::register(&mut b);
         #[cfg(feature = "board")]
         let fake_board = {
             let root = std::env::temp_dir().join(format!("conduit-board-{}", std::process::id()));
@@ -196,80 +193,80 @@ mod tests {
             std::fs::write(root.join("proc/device-tree/model"), b"Test Board\0").unwrap();
             std::fs::write(zone.join("type"), b"cpu-thermal\n").unwrap();
             std::fs::write(zone.join("temp"), b"42000\n").unwrap();
-            b.collector(Box::new(crate::board::BoardCollector::new(root.clone())));
             root
         };
-        let m = AgentMetrics::register(&mut b);
         // One sample in every family, so that label names and buckets are visible.
-        http.observe(
-            conduit_http::http::Method::Get,
-            "/metrics",
-            200,
-            Duration::ZERO,
-        );
-        let ok = Status { status: "success" };
-        let err = ErrorType {
-            error_type: "timeout",
-        };
-        let server = ServerId {
-            server_id: "s1".into(),
-        };
-        let dir = Direction {
-            direction: "bmc_to_viewer",
-        };
-        m.discovery_cycles.inc(&ok);
-        m.servers_discovered
-            .with(&BmcType { bmc_type: "ipmi" }, |g| g.set(1));
-        m.discovery_errors.inc(&err);
-        m.gateway_registrations.inc(&ok);
-        m.heartbeats_sent.inc(&ok);
-        m.bmc_operations.inc(&BmcOperation {
-            bmc_type: "ipmi",
-            operation: "power_status",
-            status: "success",
-        });
-        m.bmc_operation_duration.observe(
-            &BmcOperationKind {
-                bmc_type: "ipmi",
-                operation: "power_status",
-            },
-            0.2,
-        );
-        m.bmc_connection_errors.inc(&BmcError {
-            bmc_type: "ipmi",
-            error_type: "timeout",
-        });
-        m.sol_sessions.with(&server, |g| g.set(1));
-        m.sol_bytes.inc_by(&dir, 5);
-        m.sol_reconnections.inc(&Reconnection {
-            server_id: "s1".into(),
-            status: "success",
-        });
-        m.sol_errors.inc(&err);
-        m.vnc_sessions.with(&server, |g| g.set(1));
-        m.vnc_bytes.inc_by(&dir, 5);
-        m.vnc_connection_errors.inc(&err);
-        m.rpc.observe(
-            "conduit.agent.v1.BmcService",
-            "PowerAction",
-            "ok",
-            Duration::ZERO,
-        );
-        m.bmc_up.with(&server, |g| g.set(1));
-        m.bmc_power_on.with(&server, |g| g.set(1));
-        m.bmc_last_poll_success.with(&server, |g| g.set(1.7e9));
-        m.bmc_sensor_value.with(
-            &SensorLabels {
-                server_id: "s1".into(),
-                sensor: "CPU Temp".into(),
-                unit: "celsius",
-            },
-            |g| g.set(40.0),
-        );
-        let problems = conduit_http::reference::check_touched_registry(
+        let problems = conduit_http::reference::check_component_catalog(
             include_str!("../../docs/metrics.md"),
             "agent",
-            &registry,
+            |b| {
+                #[cfg(feature = "board")]
+                b.collector(Box::new(crate::board::BoardCollector::new(
+                    fake_board.clone(),
+                )));
+                AgentMetrics::register(b)
+            },
+            |m| {
+                let ok = Status { status: "success" };
+                let err = ErrorType {
+                    error_type: "timeout",
+                };
+                let server = ServerId {
+                    server_id: "s1".into(),
+                };
+                let dir = Direction {
+                    direction: "bmc_to_viewer",
+                };
+                m.discovery_cycles.inc(&ok);
+                m.servers_discovered
+                    .with(&BmcType { bmc_type: "ipmi" }, |g| g.set(1));
+                m.discovery_errors.inc(&err);
+                m.gateway_registrations.inc(&ok);
+                m.heartbeats_sent.inc(&ok);
+                m.bmc_operations.inc(&BmcOperation {
+                    bmc_type: "ipmi",
+                    operation: "power_status",
+                    status: "success",
+                });
+                m.bmc_operation_duration.observe(
+                    &BmcOperationKind {
+                        bmc_type: "ipmi",
+                        operation: "power_status",
+                    },
+                    0.2,
+                );
+                m.bmc_connection_errors.inc(&BmcError {
+                    bmc_type: "ipmi",
+                    error_type: "timeout",
+                });
+                m.sol_sessions.with(&server, |g| g.set(1));
+                m.sol_bytes.inc_by(&dir, 5);
+                m.sol_reconnections.inc(&Reconnection {
+                    server_id: "s1".into(),
+                    status: "success",
+                });
+                m.sol_errors.inc(&err);
+                m.vnc_sessions.with(&server, |g| g.set(1));
+                m.vnc_bytes.inc_by(&dir, 5);
+                m.vnc_connection_errors.inc(&err);
+                m.rpc.observe(
+                    "conduit.agent.v1.BmcService",
+                    "PowerAction",
+                    "ok",
+                    Duration::ZERO,
+                );
+                m.bmc_up.with(&server, |g| g.set(1));
+                m.bmc_power_on.with(&server, |g| g.set(1));
+                m.bmc_last_poll_success.with(&server, |g| g.set(1.7e9));
+                m.bmc_sensor_value.with(
+                    &SensorLabels {
+                        server_id: "s1".into(),
+                        sensor: "CPU Temp".into(),
+                        unit: "celsius",
+                    },
+                    |g| g.set(40.0),
+                );
+            },
         );
         #[cfg(feature = "board")]
         std::fs::remove_dir_all(fake_board).unwrap();

@@ -3,12 +3,11 @@
 //! dead BMC cannot slow or fail it.
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_io::Timer;
 use futures_lite::future;
 
+use crate::background::{every, Background};
 use crate::bmc::{Bmc, Fleet};
 use crate::metrics::{AgentMetrics, SensorLabels};
 use conduit_http::labels::sanitize_value;
@@ -17,56 +16,20 @@ use conduit_http::labels::ServerId;
 /// Most BMCs polled at once.
 const CONCURRENCY: usize = 64;
 
-/// A running poller thread.
-#[derive(Debug)]
-pub struct Poller {
-    stop: async_channel::Sender<()>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Poller {
-    /// Starts polling `fleet` every `interval` (first round at once).
-    pub fn start(
-        fleet: Arc<Fleet>,
-        metrics: Arc<AgentMetrics>,
-        interval: Duration,
-    ) -> std::io::Result<Poller> {
-        let (stop, stopped) = async_channel::bounded::<()>(1);
-        let thread = std::thread::Builder::new()
-            .name("bmc-poller".into())
-            .spawn(move || {
-                let ex = smol::LocalExecutor::new();
-                future::block_on(ex.run(async {
-                    loop {
-                        poll_all(&ex, &fleet, &metrics).await;
-                        let sleep = async {
-                            Timer::after(interval).await;
-                            true
-                        };
-                        let stop = async {
-                            let _ = stopped.recv().await;
-                            false
-                        };
-                        if !future::or(sleep, stop).await {
-                            break;
-                        }
-                    }
-                    fleet.close_all().await;
-                }));
-            })?;
-        Ok(Poller {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops polling and closes the BMC sessions.
-    pub fn stop(mut self) {
-        self.stop.close();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Starts polling `fleet` every `interval` (first round at once) on the `bmc-poller` thread;
+/// on stop, the BMC sessions are closed.
+pub fn start(
+    fleet: Arc<Fleet>,
+    metrics: Arc<AgentMetrics>,
+    interval: Duration,
+) -> std::io::Result<Background> {
+    Background::spawn("bmc-poller", move |stopped| {
+        let ex = smol::LocalExecutor::new();
+        future::block_on(ex.run(async {
+            every(interval, &stopped, || poll_all(&ex, &fleet, &metrics)).await;
+            fleet.close_all().await;
+        }));
+    })
 }
 
 async fn poll_all(ex: &smol::LocalExecutor<'_>, fleet: &Arc<Fleet>, metrics: &Arc<AgentMetrics>) {

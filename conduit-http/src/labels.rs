@@ -26,6 +26,15 @@ pub struct OperationStatus {
     pub status: &'static str,
 }
 
+/// `{datacenter, status}` of registered agents and gateways.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatacenterStatus {
+    /// Datacenter, as configured.
+    pub datacenter: String,
+    /// Status, e.g. `up`, `down`.
+    pub status: &'static str,
+}
+
 /// `{error_type}`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorType {

@@ -356,6 +356,29 @@ pub fn check_exposition(
     problems
 }
 
+/// Builds a component's catalog as its binary does (request metrics, then `register`), lets
+/// `touch` put one sample into every family the component registers, and checks the result
+/// with [`check_touched_registry`].
+pub fn check_component_catalog<T>(
+    reference_md: &str,
+    prefix: &'static str,
+    register: impl FnOnce(&mut crate::catalog::CatalogBuilder) -> T,
+    touch: impl FnOnce(&T),
+) -> Vec<String> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut b = crate::catalog::CatalogBuilder::new(&mut registry, prefix, 100);
+    let http = crate::http::metrics::HttpMetrics::register(&mut b);
+    let component = register(&mut b);
+    http.observe(
+        crate::http::Method::Get,
+        "/metrics",
+        200,
+        std::time::Duration::ZERO,
+    );
+    touch(&component);
+    check_touched_registry(reference_md, prefix, &registry)
+}
+
 /// Checks a component's catalog registry in which the test has put one sample into every labeled
 /// family: exposition against the reference, and no family left without samples (so every
 /// family's label names and buckets were actually compared).

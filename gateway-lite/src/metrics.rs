@@ -7,20 +7,11 @@
 use conduit_http::buckets;
 use conduit_http::catalog::{Buckets, CappedFamily, CatalogBuilder, FloatGauge};
 use conduit_http::http::metrics::RpcMetrics;
-use conduit_http::labels::{ErrorType, Operation, OperationStatus};
+use conduit_http::labels::{DatacenterStatus, ErrorType, Operation, OperationStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-
-/// `{datacenter, status}` of agents and their registrations.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AgentLabels {
-    /// Datacenter of the agent.
-    pub datacenter: String,
-    /// Agent or registration status.
-    pub status: &'static str,
-}
 
 /// `{agent_id, status}` of heartbeats.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,9 +78,9 @@ pub struct WebSocketError {
 #[derive(Debug)]
 pub struct GatewayMetrics {
     /// `gateway_agents_total` (a gauge, named as the RFD names it)
-    pub agents: CappedFamily<AgentLabels, Gauge>,
+    pub agents: CappedFamily<DatacenterStatus, Gauge>,
     /// `gateway_agent_registrations_total`
-    pub agent_registrations: CappedFamily<AgentLabels, Counter>,
+    pub agent_registrations: CappedFamily<DatacenterStatus, Counter>,
     /// `gateway_agent_heartbeats_total`
     pub agent_heartbeats: CappedFamily<HeartbeatLabels, Counter>,
     /// `gateway_agent_last_heartbeat_seconds`
@@ -169,90 +160,82 @@ mod tests {
 
     #[test]
     fn catalog_matches_the_reference() {
-        let mut registry = prometheus_client::registry::Registry::default();
-        let mut b = CatalogBuilder::new(&mut registry, "gateway", 100);
-        let http = conduit_http::http::metrics::HttpMetrics::register(&mut b);
-        let m = GatewayMetrics::register(&mut b);
         // One sample in every family, so that label names and buckets are visible.
-        http.observe(
-            conduit_http::http::Method::Get,
-            "/metrics",
-            200,
-            Duration::ZERO,
-        );
-        let dc = || "dc1".to_owned();
-        m.agents.with(
-            &AgentLabels {
-                datacenter: dc(),
-                status: "up",
-            },
-            |g| g.set(1),
-        );
-        m.agent_registrations.inc(&AgentLabels {
-            datacenter: dc(),
-            status: "ok",
-        });
-        m.agent_heartbeats.inc(&HeartbeatLabels {
-            agent_id: "a".into(),
-            status: "ok",
-        });
-        m.agent_last_heartbeat.with(
-            &AgentId {
-                agent_id: "a".into(),
-            },
-            |g| g.set(1.5),
-        );
-        m.sessions.with(
-            &SessionLabels {
-                r#type: "sol",
-                customer_id: "c".into(),
-            },
-            |g| g.set(1),
-        );
-        m.session_operations.inc(&SessionOperation {
-            operation: "create",
-            r#type: "sol",
-            status: "ok",
-        });
-        m.session_duration
-            .observe(&TypeLabel { r#type: "sol" }, 61.0);
-        m.session_creation_duration
-            .observe(&TypeLabel { r#type: "sol" }, 0.2);
-        m.bmc_operations.inc(&OperationStatus {
-            operation: "power_on",
-            status: "ok",
-        });
-        m.bmc_operation_duration.observe(
-            &Operation {
-                operation: "power_on",
-            },
-            0.2,
-        );
-        m.proxy_errors.inc(&ErrorType {
-            error_type: "agent_unavailable",
-        });
-        m.websocket_connections
-            .with(&TypeLabel { r#type: "vnc" }, |g| g.set(1));
-        let flow = Flow {
-            r#type: "vnc",
-            direction: "inbound",
-        };
-        m.websocket_bytes.inc_by(&flow, 10);
-        m.websocket_messages.inc(&flow);
-        m.websocket_errors.inc(&WebSocketError {
-            r#type: "vnc",
-            error_type: "protocol",
-        });
-        m.rpc.observe(
-            "conduit.gateway.v1.GatewayService",
-            "PowerAction",
-            "ok",
-            Duration::ZERO,
-        );
-        let problems = conduit_http::reference::check_touched_registry(
+        let problems = conduit_http::reference::check_component_catalog(
             include_str!("../../docs/metrics.md"),
             "gateway",
-            &registry,
+            GatewayMetrics::register,
+            |m| {
+                let dc = || "dc1".to_owned();
+                m.agents.with(
+                    &DatacenterStatus {
+                        datacenter: dc(),
+                        status: "up",
+                    },
+                    |g| g.set(1),
+                );
+                m.agent_registrations.inc(&DatacenterStatus {
+                    datacenter: dc(),
+                    status: "ok",
+                });
+                m.agent_heartbeats.inc(&HeartbeatLabels {
+                    agent_id: "a".into(),
+                    status: "ok",
+                });
+                m.agent_last_heartbeat.with(
+                    &AgentId {
+                        agent_id: "a".into(),
+                    },
+                    |g| g.set(1.5),
+                );
+                m.sessions.with(
+                    &SessionLabels {
+                        r#type: "sol",
+                        customer_id: "c".into(),
+                    },
+                    |g| g.set(1),
+                );
+                m.session_operations.inc(&SessionOperation {
+                    operation: "create",
+                    r#type: "sol",
+                    status: "ok",
+                });
+                m.session_duration
+                    .observe(&TypeLabel { r#type: "sol" }, 61.0);
+                m.session_creation_duration
+                    .observe(&TypeLabel { r#type: "sol" }, 0.2);
+                m.bmc_operations.inc(&OperationStatus {
+                    operation: "power_on",
+                    status: "ok",
+                });
+                m.bmc_operation_duration.observe(
+                    &Operation {
+                        operation: "power_on",
+                    },
+                    0.2,
+                );
+                m.proxy_errors.inc(&ErrorType {
+                    error_type: "agent_unavailable",
+                });
+                m.websocket_connections
+                    .with(&TypeLabel { r#type: "vnc" }, |g| g.set(1));
+                let flow = Flow {
+                    r#type: "vnc",
+                    direction: "inbound",
+                };
+                m.websocket_bytes.inc_by(&flow, 10);
+                m.websocket_messages.inc(&flow);
+                m.websocket_errors.inc(&WebSocketError {
+                    r#type: "vnc",
+                    error_type: "protocol",
+                });
+                m.rpc.observe(
+                    "conduit.gateway.v1.GatewayService",
+                    "PowerAction",
+                    "ok",
+                    Duration::ZERO,
+                );
+            },
         );
         assert!(problems.is_empty(), "{problems:#?}");
     }

@@ -6,7 +6,7 @@
 use conduit_http::buckets;
 use conduit_http::catalog::{Buckets, CappedFamily, CatalogBuilder};
 use conduit_http::http::metrics::RpcMetrics;
-use conduit_http::labels::{Operation, OperationStatus, Status};
+use conduit_http::labels::{DatacenterStatus, Operation, OperationStatus, Status};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -36,15 +36,6 @@ pub struct ServerLabels {
     /// Datacenter.
     pub datacenter: String,
     /// Server status.
-    pub status: &'static str,
-}
-
-/// `{datacenter, status}` of registered gateways.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct GatewayLabels {
-    /// Datacenter.
-    pub datacenter: String,
-    /// Gateway status.
     pub status: &'static str,
 }
 
@@ -86,7 +77,7 @@ pub struct ManagerMetrics {
     /// `manager_server_operation_duration_seconds`
     pub server_operation_duration: CappedFamily<Operation, Histogram, Buckets>,
     /// `manager_gateways_total` (a gauge)
-    pub gateways: CappedFamily<GatewayLabels, Gauge>,
+    pub gateways: CappedFamily<DatacenterStatus, Gauge>,
     /// `manager_gateway_registrations_total`
     pub gateway_registrations: CappedFamily<Status, Counter>,
     /// `manager_db_queries_total`
@@ -140,72 +131,64 @@ mod tests {
 
     #[test]
     fn catalog_matches_the_reference() {
-        let mut registry = prometheus_client::registry::Registry::default();
-        let mut b = CatalogBuilder::new(&mut registry, "manager", 100);
-        let http = conduit_http::http::metrics::HttpMetrics::register(&mut b);
-        let m = ManagerMetrics::register(&mut b);
         // One sample in every family, so that label names and buckets are visible.
-        http.observe(
-            conduit_http::http::Method::Get,
-            "/metrics",
-            200,
-            Duration::ZERO,
-        );
-        m.auth_requests.inc(&AuthLabels {
-            status: "success",
-            method: "password",
-        });
-        m.auth_duration
-            .observe(&AuthMethod { method: "password" }, 0.1);
-        m.token_validations.inc(&Status { status: "valid" });
-        m.servers.with(
-            &ServerLabels {
-                customer_id: "c".into(),
-                datacenter: "d".into(),
-                status: "active",
-            },
-            |g| g.set(1),
-        );
-        m.server_operations.inc(&OperationStatus {
-            operation: "create",
-            status: "ok",
-        });
-        m.server_operation_duration.observe(
-            &Operation {
-                operation: "create",
-            },
-            0.1,
-        );
-        m.gateways.with(
-            &GatewayLabels {
-                datacenter: "d".into(),
-                status: "up",
-            },
-            |g| g.set(1),
-        );
-        m.gateway_registrations.inc(&Status { status: "ok" });
-        m.db_queries.inc(&QueryLabels {
-            operation: "select",
-            table: "servers",
-            status: "ok",
-        });
-        m.db_query_duration.observe(
-            &QueryKind {
-                operation: "select",
-                table: "servers",
-            },
-            0.1,
-        );
-        m.rpc.observe(
-            "conduit.manager.v1.AuthService",
-            "Login",
-            "ok",
-            Duration::ZERO,
-        );
-        let problems = conduit_http::reference::check_touched_registry(
+        let problems = conduit_http::reference::check_component_catalog(
             include_str!("../../docs/metrics.md"),
             "manager",
-            &registry,
+            ManagerMetrics::register,
+            |m| {
+                m.auth_requests.inc(&AuthLabels {
+                    status: "success",
+                    method: "password",
+                });
+                m.auth_duration
+                    .observe(&AuthMethod { method: "password" }, 0.1);
+                m.token_validations.inc(&Status { status: "valid" });
+                m.servers.with(
+                    &ServerLabels {
+                        customer_id: "c".into(),
+                        datacenter: "d".into(),
+                        status: "active",
+                    },
+                    |g| g.set(1),
+                );
+                m.server_operations.inc(&OperationStatus {
+                    operation: "create",
+                    status: "ok",
+                });
+                m.server_operation_duration.observe(
+                    &Operation {
+                        operation: "create",
+                    },
+                    0.1,
+                );
+                m.gateways.with(
+                    &DatacenterStatus {
+                        datacenter: "d".into(),
+                        status: "up",
+                    },
+                    |g| g.set(1),
+                );
+                m.gateway_registrations.inc(&Status { status: "ok" });
+                m.db_queries.inc(&QueryLabels {
+                    operation: "select",
+                    table: "servers",
+                    status: "ok",
+                });
+                m.db_query_duration.observe(
+                    &QueryKind {
+                        operation: "select",
+                        table: "servers",
+                    },
+                    0.1,
+                );
+                m.rpc.observe(
+                    "conduit.manager.v1.AuthService",
+                    "Login",
+                    "ok",
+                    Duration::ZERO,
+                );
+            },
         );
         assert!(problems.is_empty(), "{problems:#?}");
     }

@@ -185,4 +185,36 @@ fn main() {
     let _ = agent.kill();
     let _ = agent.wait();
     println!("power status via the agent's API:   {api:6.3} ms/op   one-shot ipmitool {oneshot_ipmitool:6.3} ms/op   {:.1}x faster", oneshot_ipmitool / api);
+
+    // Discovery of a /24 with three live simulators; the other addresses have nothing (the
+    // kernel answers port unreachable) or, for 50 of them, swallow the pings.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sims: Vec<IpmiSim> = (1..=3)
+        .map(|h| IpmiSim::start_at(std::net::SocketAddr::from(([127, 0, 4, h], port))))
+        .collect();
+    let _silent: Vec<std::net::UdpSocket> = (100..150)
+        .map(|h| {
+            std::net::UdpSocket::bind(std::net::SocketAddr::from(([127, 0, 4, h], port))).unwrap()
+        })
+        .collect();
+    let cfg = conduit_agent::config::DiscoveryConfig {
+        ranges: vec![conduit_agent::config::Cidr::parse("127.0.4.0/24").unwrap()],
+        ipmi_ports: vec![port],
+        redfish_ports: vec![conduit_tests::free_port()],
+        interval: Duration::from_secs(300),
+        probe_timeout: Duration::from_secs(1),
+        concurrency: 64,
+        max_bmcs: 1024,
+    };
+    let report = block_on(conduit_agent::discovery::scan(&cfg));
+    println!(
+        "discovery of a /24 (3 live, 50 silent, 203 empty): {} found in {:.2} s (probe timeout 1 s)",
+        report.found.len(),
+        report.duration.as_secs_f64()
+    );
+    drop(sims);
 }

@@ -43,6 +43,7 @@ fn config(range: &str, ipmi: u16, redfish: u16) -> DiscoveryConfig {
         interval: Duration::from_secs(300),
         probe_timeout: Duration::from_secs(1),
         concurrency: 64,
+        max_bmcs: 1024,
     }
 }
 
@@ -88,6 +89,18 @@ fn finds_exactly_the_live_bmcs_and_touches_nothing_outside() {
         outside_tcp.accept().is_err(),
         "a probe connected to 127.0.77.8"
     );
+}
+
+#[test]
+fn findings_beyond_the_table_capacity_are_dropped_and_counted() {
+    let p = ipmi_port();
+    let _a = IpmiSim::start_at(SocketAddr::from((ip(80, 1), p)));
+    let _b = IpmiSim::start_at(SocketAddr::from((ip(80, 2), p)));
+    let mut cfg = config("127.0.80.0/30", p, conduit_tests::free_port());
+    cfg.max_bmcs = 1;
+    let report = block_on(scan(&cfg));
+    assert_eq!(report.found.len(), 1);
+    assert_eq!(report.errors, ["table_full"]);
 }
 
 #[test]

@@ -1,0 +1,63 @@
+//! Background threads that repeat a round of work on an interval until stopped: the BMC
+//! poller and discovery.
+
+use std::future::Future;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_io::Timer;
+use futures_lite::future;
+
+/// A background thread, stopped (and joined) by [`Background::stop`].
+#[derive(Debug)]
+pub struct Background {
+    stop: async_channel::Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Runs `body` on a thread named `name`; `body` gets the receiver that closes on stop.
+    pub fn spawn(
+        name: &str,
+        body: impl FnOnce(async_channel::Receiver<()>) + Send + 'static,
+    ) -> std::io::Result<Background> {
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(stopped))?;
+        Ok(Background {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks the thread to stop and waits for it to finish its current round.
+    pub fn stop(mut self) {
+        self.stop.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `round` now and then every `interval` until `stopped` closes.
+pub async fn every<F: Future<Output = ()>>(
+    interval: Duration,
+    stopped: &async_channel::Receiver<()>,
+    mut round: impl FnMut() -> F,
+) {
+    loop {
+        round().await;
+        let sleep = async {
+            Timer::after(interval).await;
+            true
+        };
+        let stop = async {
+            let _ = stopped.recv().await;
+            false
+        };
+        if !future::or(sleep, stop).await {
+            break;
+        }
+    }
+}
