@@ -20,6 +20,7 @@ fn rpc_error(e: OpError) -> RpcError {
     let code = match &e.failure {
         OpFailure::UnknownServer => Code::NotFound,
         OpFailure::TimedOut(_) => Code::DeadlineExceeded,
+        OpFailure::Undetected(_) => Code::Unavailable,
         OpFailure::Ipmi(IpmiError::Completion { .. }) => Code::FailedPrecondition,
         OpFailure::Ipmi(_) => Code::Unavailable,
         #[cfg(feature = "redfish")]

@@ -101,6 +101,8 @@ pub enum OpFailure {
     /// The Redfish client's error.
     #[cfg(feature = "redfish")]
     Redfish(RedfishError),
+    /// `protocol = "auto"` found no usable BMC protocol (the reason says what was tried).
+    Undetected(String),
 }
 
 impl OpFailure {
@@ -152,6 +154,7 @@ impl OpError {
         match &self.failure {
             OpFailure::UnknownServer => "unknown_server",
             OpFailure::TimedOut(_) => "timeout",
+            OpFailure::Undetected(_) => "undetected",
             OpFailure::Ipmi(e) => e.kind(),
             #[cfg(feature = "redfish")]
             OpFailure::Redfish(e) => e.kind(),
@@ -169,6 +172,7 @@ impl std::fmt::Display for OpError {
         match &self.failure {
             OpFailure::UnknownServer => f.write_str("no such server in the inventory"),
             OpFailure::TimedOut(d) => write!(f, "timed out after {d:?}"),
+            OpFailure::Undetected(why) => f.write_str(why),
             OpFailure::Ipmi(e) => e.fmt(f),
             #[cfg(feature = "redfish")]
             OpFailure::Redfish(e) => e.fmt(f),
@@ -183,7 +187,78 @@ impl std::error::Error for OpError {}
 pub struct Bmc {
     /// Its configuration.
     pub config: BmcConfig,
-    backend: Backend,
+    backend: BmcBackend,
+}
+
+#[derive(Debug)]
+enum BmcBackend {
+    Known(Backend),
+    // `protocol = "auto"`: detected on first use, then kept.
+    Auto(Box<Auto>),
+}
+
+#[derive(Debug)]
+struct Auto {
+    config: BmcConfig,
+    timing: Timing,
+    timeout: Duration,
+    detected: async_lock::OnceCell<Backend>,
+}
+
+impl Auto {
+    /// IPMI first (a presence ping on `port`), then Redfish (`GET /redfish/v1` on
+    /// `redfish_port`).
+    async fn detect(&self) -> Result<Backend, OpFailure> {
+        let c = &self.config;
+        let probe = (self.timeout / 4).max(Duration::from_millis(200));
+        if crate::ipmi::client::presence(c.addr, probe).await {
+            log::info!("bmc {} ({}): detected IPMI", c.id, c.addr);
+            let ipmi = BmcConfig {
+                protocol: crate::config::Protocol::Ipmi,
+                ..c.clone()
+            };
+            return Backend::new(&ipmi, self.timing, self.timeout).map_err(OpFailure::Undetected);
+        }
+        let redfish_addr = std::net::SocketAddr::new(c.addr.ip(), c.redfish_port);
+        #[cfg(feature = "redfish")]
+        if let Ok(Some(_)) = crate::discovery::redfish_probe(redfish_addr, probe).await {
+            if c.tls == RedfishTls::NotApplicable {
+                return Err(OpFailure::Undetected(format!(
+                    "Redfish answers on {redfish_addr}, but neither tls_ca_file nor insecure_skip_verify is configured"
+                )));
+            }
+            log::info!("bmc {} ({redfish_addr}): detected Redfish", c.id);
+            let redfish = BmcConfig {
+                protocol: crate::config::Protocol::Redfish,
+                addr: redfish_addr,
+                ..c.clone()
+            };
+            return Backend::new(&redfish, self.timing, self.timeout)
+                .map_err(OpFailure::Undetected);
+        }
+        Err(OpFailure::Undetected(format!(
+            "no IPMI presence pong from {} and no Redfish service on {redfish_addr}",
+            c.addr
+        )))
+    }
+}
+
+impl Bmc {
+    /// The backend to use, detecting it first for `protocol = "auto"`.
+    async fn backend(&self) -> Result<&Backend, OpFailure> {
+        match &self.backend {
+            BmcBackend::Known(b) => Ok(b),
+            BmcBackend::Auto(a) => a.detected.get_or_try_init(|| a.detect()).await,
+        }
+    }
+
+    /// The `bmc_type` label: the configured protocol, or the detected one (`auto` before).
+    pub fn bmc_type(&self) -> &'static str {
+        match &self.backend {
+            BmcBackend::Known(b) => b.label(),
+            BmcBackend::Auto(a) => a.detected.get().map_or("auto", Backend::label),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -200,6 +275,14 @@ enum Backend {
 }
 
 impl Backend {
+    fn label(&self) -> &'static str {
+        match self {
+            Backend::Ipmi { .. } => "ipmi",
+            #[cfg(feature = "redfish")]
+            Backend::Redfish(..) => "redfish",
+        }
+    }
+
     #[cfg_attr(not(feature = "redfish"), allow(unused_variables))]
     fn new(c: &BmcConfig, timing: Timing, timeout: Duration) -> Result<Backend, String> {
         match c.protocol {
@@ -271,9 +354,19 @@ impl Fleet {
             .unwrap_or_default()
             .iter()
             .map(|c| {
+                let backend = if c.protocol == crate::config::Protocol::Auto {
+                    BmcBackend::Auto(Box::new(Auto {
+                        config: c.clone(),
+                        timing,
+                        timeout,
+                        detected: async_lock::OnceCell::new(),
+                    }))
+                } else {
+                    BmcBackend::Known(Backend::new(c, timing, timeout)?)
+                };
                 Ok(Arc::new(Bmc {
                     config: c.clone(),
-                    backend: Backend::new(c, timing, timeout)?,
+                    backend,
                 }))
             })
             .collect::<Result<_, String>>()?;
@@ -325,7 +418,7 @@ impl Fleet {
             Err(OpFailure::TimedOut(timeout))
         })
         .await;
-        let bmc_type = bmc.config.protocol.label();
+        let bmc_type = bmc.bmc_type();
         let m = &self.metrics;
         m.bmc_operation_duration.observe(
             &BmcOperationKind {
@@ -361,7 +454,7 @@ impl Fleet {
     pub async fn power_status(&self, id: &str) -> Result<bool, OpError> {
         let bmc = self.find(id, "power_status")?;
         self.run(bmc, "power_status", async {
-            match &bmc.backend {
+            match bmc.backend().await? {
                 Backend::Ipmi { ipmi, .. } => Ok(ipmi
                     .execute("chassis status", GetChassisStatus)
                     .await?
@@ -378,7 +471,7 @@ impl Fleet {
         let op = action.operation();
         let bmc = self.find(id, op)?;
         self.run(bmc, op, async {
-            match &bmc.backend {
+            match bmc.backend().await? {
                 Backend::Ipmi { ipmi, .. } => {
                     Ok(ipmi.execute("chassis control", action.chassis()).await?)
                 }
@@ -395,7 +488,7 @@ impl Fleet {
     pub async fn identity(&self, id: &str) -> Result<BmcIdentity, OpError> {
         let bmc = self.find(id, "device_id")?;
         self.run(bmc, "device_id", async {
-            match &bmc.backend {
+            match bmc.backend().await? {
                 Backend::Ipmi { ipmi, .. } => {
                     let d = ipmi.execute("get device id", GetDeviceId).await?;
                     Ok(BmcIdentity {
@@ -423,7 +516,7 @@ impl Fleet {
     pub async fn sensors(&self, id: &str) -> Result<Vec<SensorReading>, OpError> {
         let bmc = self.find(id, "sensors")?;
         self.run(bmc, "sensors", async {
-            match &bmc.backend {
+            match bmc.backend().await? {
                 Backend::Ipmi { ipmi, sensors } => {
                     let mut cache = sensors.lock().await;
                     if cache.is_none() {
@@ -463,8 +556,11 @@ impl Fleet {
     /// Closes every open session (on shutdown: frees the BMCs' session slots).
     pub async fn close_all(&self) {
         for b in &self.bmcs {
-            #[allow(irrefutable_let_patterns)] // without the redfish feature
-            if let Backend::Ipmi { ipmi, .. } = &b.backend {
+            let backend = match &b.backend {
+                BmcBackend::Known(k) => Some(k),
+                BmcBackend::Auto(a) => a.detected.get(),
+            };
+            if let Some(Backend::Ipmi { ipmi, .. }) = backend {
                 ipmi.close().await;
             }
         }

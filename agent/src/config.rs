@@ -195,6 +195,7 @@ struct RawBmc {
     cipher_suite: Option<Spanned<i64>>,
     privilege: Option<Spanned<String>>,
     scheme: Option<Spanned<String>>,
+    redfish_port: Option<u16>,
     tls_ca_file: Option<Spanned<String>>,
     insecure_skip_verify: Option<Spanned<bool>>,
 }
@@ -222,6 +223,9 @@ pub struct BmcConfig {
     pub privilege: u8,
     /// Redfish: how to check the BMC's certificate.
     pub tls: RedfishTls,
+    /// Redfish port: `port` for Redfish BMCs, `redfish_port` (default 443) for auto ones,
+    /// whose `port` is the IPMI port.
+    pub redfish_port: u16,
 }
 
 /// How a Redfish BMC's certificate is checked.
@@ -434,14 +438,7 @@ impl Config {
                         "this agent was built without the redfish feature",
                     )
                 }
-                // Refused rather than half-supported: protocol detection comes with discovery.
-                "auto" => {
-                    return ctx.err(
-                        b.protocol.span(),
-                        &field("protocol"),
-                        "auto is not supported yet: choose ipmi or redfish",
-                    )
-                }
+                "auto" => Protocol::Auto,
                 other => {
                     return ctx.err(
                         b.protocol.span(),
@@ -498,7 +495,25 @@ impl Config {
                     "IPMI passwords are at most 20 bytes",
                 );
             }
-            let tls = if protocol != Protocol::Redfish {
+            let redfish_port = match (protocol, b.redfish_port) {
+                (Protocol::Auto, p) => p.unwrap_or(443),
+                (_, Some(_)) => {
+                    return ctx.err(
+                        b.id.span(),
+                        &field("redfish_port"),
+                        "only applies to protocol = \"auto\"",
+                    )
+                }
+                (_, None) => port,
+            };
+            let tls = if protocol == Protocol::Auto
+                && b.scheme.is_none()
+                && b.tls_ca_file.is_none()
+                && b.insecure_skip_verify.is_none()
+            {
+                // Auto without TLS settings: fine as long as the BMC turns out to speak IPMI.
+                RedfishTls::NotApplicable
+            } else if protocol == Protocol::Ipmi {
                 for (name, given) in [
                     ("scheme", b.scheme.as_ref().map(|s| s.span())),
                     ("tls_ca_file", b.tls_ca_file.as_ref().map(|s| s.span())),
@@ -511,7 +526,7 @@ impl Config {
                         return ctx.err(
                             span,
                             &field(name),
-                            "only applies to protocol = \"redfish\"",
+                            "only applies to protocol = \"redfish\" or \"auto\"",
                         );
                     }
                 }
@@ -566,6 +581,7 @@ impl Config {
                 cipher_suite,
                 privilege,
                 tls,
+                redfish_port,
             });
         }
         let d = &raw.discovery;
@@ -685,8 +701,9 @@ mod tests {
             ("[[bmc]]\nid = \"a\"\naddress = \"nope\"\n", "line 3: bmc[0].address: not an IP address"),
             ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\n[[bmc]]\nid = \"a\"\naddress = \"10.0.0.2\"\n", "line 5: bmc[1].id: duplicate id"),
             ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\nprotocol = \"snmp\"\n", "line 4: bmc[0].protocol"),
-            ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\nprotocol = \"auto\"\n", "line 4: bmc[0].protocol: auto is not supported yet"),
+            ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\nredfish_port = 8443\n", "line 2: bmc[0].redfish_port: only applies to protocol = \"auto\""),
             ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\ninsecure_skip_verify = true\n", "line 4: bmc[0].insecure_skip_verify: only applies"),
+            ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\nprotocol = \"auto\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n", "line 5: bmc[0].tls_ca_file: /nonexistent/ca.pem"),
             ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\ncolour = 1\n", "line 4: unknown field `colour`"),
             ("[agent]\napi_token = \"short\"\n", "line 2: agent.api_token: must be at least 16"),
             ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\npassword_env = \"CONDUIT_SURELY_UNSET\"\n", "line 4: bmc[0].password_env: environment variable"),

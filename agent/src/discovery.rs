@@ -171,7 +171,7 @@ async fn ipmi_sweep(
 }
 
 /// Probes one `ip:port` for a Redfish service; returns its vendor if it is one.
-async fn redfish_probe(
+pub async fn redfish_probe(
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<Option<String>, &'static str> {
@@ -323,18 +323,14 @@ pub struct Discovery {
 impl Discovery {
     /// Discovery for `config`.
     pub fn new(config: &Config, metrics: Arc<AgentMetrics>) -> Discovery {
+        // Auto BMCs have no type until a scan tells.
         let inventory = config
             .bmcs
             .iter()
-            .map(|b| {
-                (
-                    b.addr.ip(),
-                    if b.protocol == Protocol::Redfish {
-                        "redfish"
-                    } else {
-                        "ipmi"
-                    },
-                )
+            .filter_map(|b| match b.protocol {
+                Protocol::Ipmi => Some((b.addr.ip(), "ipmi")),
+                Protocol::Redfish => Some((b.addr.ip(), "redfish")),
+                Protocol::Auto => None,
             })
             .collect();
         Discovery {

@@ -124,3 +124,46 @@ fn the_agent_polls_a_redfish_bmc() {
         "{text}"
     );
 }
+
+#[test]
+fn auto_protocol_detects_ipmi_and_redfish() {
+    let rf = Sushy::start();
+    let ipmi = conduit_tests::ipmi_sim::IpmiSim::start();
+    let nothing = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = TempDir::new("agent-auto");
+    let cfg = dir.0.join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\npoll_interval_secs = 0.5\noperation_timeout_secs = 2\n\
+             [[bmc]]\nid = \"auto-ipmi\"\naddress = \"127.0.0.1\"\nport = {}\nprotocol = \"auto\"\nusername = \"admin\"\npassword = \"password\"\n\
+             [[bmc]]\nid = \"auto-rf\"\naddress = \"127.0.0.1\"\nport = {nothing}\nredfish_port = {}\nprotocol = \"auto\"\nusername = \"admin\"\npassword = \"password\"\ntls_ca_file = \"{}\"\n\
+             [[bmc]]\nid = \"auto-none\"\naddress = \"127.0.0.1\"\nport = {nothing}\nredfish_port = {}\nprotocol = \"auto\"\nusername = \"admin\"\npassword = \"password\"\n",
+            ipmi.addr.port(),
+            rf.addr.port(),
+            rf.pki.ca.display(),
+            conduit_tests::free_port(),
+        ),
+    )
+    .unwrap();
+    let agent = start_component("conduit-agent", &["--config", cfg.to_str().unwrap()]);
+    let text = wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
+        let t = get(agent.addr, "/metrics", &[]).text();
+        (t.contains(r#"agent_bmc_up{server_id="auto-ipmi"} 1"#)
+            && t.contains(r#"agent_bmc_up{server_id="auto-rf"} 1"#)
+            && t.contains(r#"agent_bmc_up{server_id="auto-none"} 0"#))
+        .then_some(t)
+    })
+    .unwrap_or_else(|| panic!("auto BMCs not detected:\n{}", agent.proc.log()));
+    for want in [
+        r#"agent_bmc_operations_total{bmc_type="ipmi",operation="power_status",status="success"}"#,
+        r#"agent_bmc_operations_total{bmc_type="redfish",operation="power_status",status="success"}"#,
+        r#"agent_bmc_connection_errors_total{bmc_type="auto",error_type="undetected"}"#,
+    ] {
+        assert!(text.contains(want), "missing {want}:\n{text}");
+    }
+}

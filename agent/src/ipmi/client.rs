@@ -121,6 +121,40 @@ pub fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+/// Whether something at `addr` answers an RMCP/ASF presence ping as an IPMI BMC (two tries
+/// within `timeout`). Session-less: no credentials are sent.
+pub async fn presence(addr: SocketAddr, timeout: Duration) -> bool {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let Ok(sock) = Async::<UdpSocket>::bind(bind) else {
+        return false;
+    };
+    if sock.get_ref().connect(addr).is_err() {
+        return false;
+    }
+    let timing = Timing {
+        reply_timeout: timeout / 2,
+        retries: 1,
+    };
+    let tag = random::<1>()[0];
+    exchange(
+        &sock,
+        timing,
+        "presence ping",
+        || super::wire::presence_ping(tag).to_vec(),
+        |d| {
+            super::wire::PresencePong::parse(d)
+                .ok()
+                .filter(|p| p.ipmi && p.tag == tag)
+        },
+    )
+    .await
+    .is_ok()
+}
+
 /// An open RMCP+ session with one BMC.
 #[derive(Debug)]
 pub struct Connection {
