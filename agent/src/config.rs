@@ -178,6 +178,8 @@ struct RawAgent {
     api_token_env: Option<Spanned<String>>,
     poll_interval_secs: Option<Spanned<f64>>,
     operation_timeout_secs: Option<Spanned<f64>>,
+    watchdog_device: Option<Spanned<String>>,
+    watchdog_interval_secs: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +258,10 @@ pub struct Config {
     pub bmcs: Vec<BmcConfig>,
     /// Discovery.
     pub discovery: DiscoveryConfig,
+    /// The hardware watchdog to arm, if any (`--watchdog` overrides).
+    pub watchdog_device: Option<PathBuf>,
+    /// How often to pet it.
+    pub watchdog_interval: Duration,
 }
 
 struct Ctx<'a> {
@@ -619,8 +625,17 @@ impl Config {
             )?,
             concurrency,
         };
+        let watchdog_device = a.watchdog_device.as_ref().map(|d| ctx.resolve(d.get_ref()));
+        let watchdog_interval = secs(
+            &ctx,
+            &a.watchdog_interval_secs,
+            "agent.watchdog_interval_secs",
+            10.0,
+        )?;
         Ok(Config {
             discovery,
+            watchdog_device,
+            watchdog_interval,
             path: path.to_owned(),
             api_token,
             poll_interval: secs(

@@ -30,9 +30,10 @@ const AGENT_FLAGS_HELP: &str =
   --board-root PATH          Root of the sysfs/procfs tree board metrics are read from
                              (default /; for tests and containers)
   --watchdog DEVICE          Arm the hardware watchdog DEVICE (e.g. /dev/watchdog) and pet it
-                             while the agent is healthy; disarmed on a clean stop (default off)
-  --watchdog-interval SECS   Petting interval (default 10; keep it well under the device's
-                             timeout)
+                             while the agent is healthy; disarmed on a clean stop (default off;
+                             or [agent] watchdog_device in the configuration)
+  --watchdog-interval SECS   Petting interval (default 10, or [agent] watchdog_interval_secs;
+                             keep it well under the device's timeout)
 ";
 
 const DEFAULT_CONFIG: &str = "/etc/conduit/agent.toml";
@@ -44,7 +45,7 @@ struct AgentArgs {
     #[cfg_attr(not(feature = "board"), allow(dead_code))]
     board_root: PathBuf,
     watchdog: Option<PathBuf>,
-    watchdog_interval: Duration,
+    watchdog_interval: Option<Duration>,
 }
 
 impl AgentArgs {
@@ -54,7 +55,8 @@ impl AgentArgs {
             "board-root" => self.board_root = service::flag_value(name, parser)?.into(),
             "watchdog" => self.watchdog = Some(service::flag_value(name, parser)?.into()),
             "watchdog-interval" => {
-                self.watchdog_interval = service::parse_secs(&service::flag_value(name, parser)?)?
+                self.watchdog_interval =
+                    Some(service::parse_secs(&service::flag_value(name, parser)?)?)
             }
             _ => return Ok(false),
         }
@@ -78,7 +80,7 @@ fn main() -> ExitCode {
         config: None,
         board_root: PathBuf::from("/"),
         watchdog: None,
-        watchdog_interval: Duration::from_secs(10),
+        watchdog_interval: None,
     };
     let usage = service::usage_full(&info, INTRO, AGENT_FLAGS_HELP);
     let (serve, words) = match service::parse_args(&info, &usage, |n, p| agent.parse_flag(n, p)) {
@@ -297,7 +299,7 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
     };
     #[cfg(not(feature = "ipmi"))]
     let _ = (&config, &metrics);
-    let petter = start_watchdog(&agent, server.local_addr()?)?;
+    let petter = start_watchdog(&agent, config.as_ref(), server.local_addr()?)?;
     let result = stack.run(server);
     #[cfg(feature = "ipmi")]
     if let Some(p) = poller {
@@ -311,16 +313,26 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The watchdog from `--watchdog` (with `--watchdog-interval`), else from the configuration.
 #[cfg(feature = "board")]
 fn start_watchdog(
     agent: &AgentArgs,
+    config: Option<&Config>,
     bound: std::net::SocketAddr,
 ) -> anyhow::Result<Option<conduit_agent::board::WatchdogPetter>> {
-    let Some(device) = &agent.watchdog else {
+    let Some(device) = agent
+        .watchdog
+        .clone()
+        .or_else(|| config.and_then(|c| c.watchdog_device.clone()))
+    else {
         return Ok(None);
     };
+    let interval = agent
+        .watchdog_interval
+        .or(config.map(|c| c.watchdog_interval))
+        .unwrap_or(Duration::from_secs(10));
     let health = conduit_http::http::client::local_target(bound);
-    conduit_agent::board::WatchdogPetter::start(device, health, agent.watchdog_interval).map(Some)
+    conduit_agent::board::WatchdogPetter::start(&device, health, interval).map(Some)
 }
 
 #[cfg(feature = "board")]
@@ -331,10 +343,14 @@ fn stop_watchdog(petter: Option<conduit_agent::board::WatchdogPetter>) {
 }
 
 #[cfg(not(feature = "board"))]
-fn start_watchdog(agent: &AgentArgs, _bound: std::net::SocketAddr) -> anyhow::Result<Option<()>> {
+fn start_watchdog(
+    agent: &AgentArgs,
+    config: Option<&Config>,
+    _bound: std::net::SocketAddr,
+) -> anyhow::Result<Option<()>> {
     anyhow::ensure!(
-        agent.watchdog.is_none(),
-        "--watchdog needs an agent built with the `board` feature"
+        agent.watchdog.is_none() && config.is_none_or(|c| c.watchdog_device.is_none()),
+        "a watchdog needs an agent built with the `board` feature"
     );
     Ok(None)
 }

@@ -105,3 +105,37 @@ fn board_metrics_and_watchdog() {
         "magic close on clean stop: {written:?}"
     );
 }
+
+#[test]
+fn watchdog_from_the_configuration_file() {
+    let root = TempDir::new("board-config");
+    write(&root.0, "dev/watchdog", b"");
+    let cfg = root.0.join("agent.toml");
+    std::fs::write(
+        &cfg,
+        "[agent]\nwatchdog_device = \"dev/watchdog\"\nwatchdog_interval_secs = 0.2\n",
+    )
+    .unwrap();
+    let wd = root.0.join("dev/watchdog");
+    let mut agent = start_component("conduit-agent", &["--config", cfg.to_str().unwrap()]);
+    let petted = wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        (std::fs::read(&wd)
+            .unwrap()
+            .iter()
+            .filter(|&&b| b == 0)
+            .count()
+            >= 3)
+            .then_some(())
+    });
+    assert!(
+        petted.is_some(),
+        "watchdog not petted: {:?}",
+        std::fs::read(&wd)
+    );
+    assert!(agent
+        .proc
+        .terminate(Duration::from_secs(5))
+        .expect("clean exit")
+        .success());
+    assert_eq!(std::fs::read(&wd).unwrap().last(), Some(&b'V'));
+}
