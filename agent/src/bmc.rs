@@ -321,14 +321,19 @@ impl Backend {
 #[cfg(feature = "redfish")]
 async fn redfish<T: Send + 'static>(
     r: &Arc<RedfishBmc>,
-    lock: &async_lock::Mutex<()>,
+    lock: &Arc<async_lock::Mutex<()>>,
     f: impl FnOnce(&RedfishBmc) -> Result<T, RedfishError> + Send + 'static,
 ) -> Result<T, OpFailure> {
-    let _one_at_a_time = lock.lock().await;
+    // The guard goes into the blocking call: if the operation times out, the call runs on to
+    // its own (ureq) timeout still holding the BMC, so a retry cannot overlap it.
+    let one_at_a_time = lock.lock_arc().await;
     let r = r.clone();
-    smol::unblock(move || f(&r))
-        .await
-        .map_err(OpFailure::Redfish)
+    smol::unblock(move || {
+        let _held = one_at_a_time;
+        f(&r)
+    })
+    .await
+    .map_err(OpFailure::Redfish)
 }
 
 /// The inventory's BMCs and the operations on them.
@@ -472,9 +477,9 @@ impl Fleet {
         let bmc = self.find(id, op)?;
         self.run(bmc, op, async {
             match bmc.backend().await? {
-                Backend::Ipmi { ipmi, .. } => {
-                    Ok(ipmi.execute("chassis control", action.chassis()).await?)
-                }
+                Backend::Ipmi { ipmi, .. } => Ok(ipmi
+                    .execute_once("chassis control", action.chassis())
+                    .await?),
                 #[cfg(feature = "redfish")]
                 Backend::Redfish(r, lock) => {
                     redfish(r, lock, move |r| r.power_action(action)).await
@@ -553,16 +558,28 @@ impl Fleet {
         .await
     }
 
-    /// Closes every open session (on shutdown: frees the BMCs' session slots).
+    /// Closes every open session, all at once (on shutdown: frees the BMCs' session slots
+    /// without waiting on each BMC in turn).
     pub async fn close_all(&self) {
-        for b in &self.bmcs {
-            let backend = match &b.backend {
+        let ex = smol::LocalExecutor::new();
+        let tasks: Vec<_> = self
+            .bmcs
+            .iter()
+            .filter_map(|b| match &b.backend {
                 BmcBackend::Known(k) => Some(k),
                 BmcBackend::Auto(a) => a.detected.get(),
-            };
-            if let Some(Backend::Ipmi { ipmi, .. }) = backend {
-                ipmi.close().await;
+            })
+            .filter_map(|backend| match backend {
+                Backend::Ipmi { ipmi, .. } => Some(ex.spawn(ipmi.close())),
+                #[allow(unreachable_patterns)] // without the redfish feature
+                _ => None,
+            })
+            .collect();
+        ex.run(async {
+            for t in tasks {
+                t.await;
             }
-        }
+        })
+        .await;
     }
 }

@@ -494,7 +494,9 @@ impl Config {
                     &b.password_env,
                 )?
                 .unwrap_or(Secret(String::new()));
-            if password.expose().len() > 20 {
+            // IPMI's limits; Redfish accounts have none of these.
+            let ipmi_limits = protocol != Protocol::Redfish;
+            if ipmi_limits && password.expose().len() > 20 {
                 return ctx.err(
                     b.id.span(),
                     &field("password"),
@@ -571,7 +573,7 @@ impl Config {
                 }
             };
             let username = b.username.clone().unwrap_or_default();
-            if username.len() > 16 {
+            if ipmi_limits && username.len() > 16 {
                 return ctx.err(
                     b.id.span(),
                     &field("username"),

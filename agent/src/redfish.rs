@@ -154,7 +154,6 @@ enum Auth {
 }
 
 /// One Redfish service.
-#[derive(Debug)]
 pub struct RedfishBmc {
     agent: ureq::Agent,
     base: String,
@@ -163,6 +162,16 @@ pub struct RedfishBmc {
     timeout: Duration,
     auth: Mutex<Auth>,
     system: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for RedfishBmc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password or the session token.
+        f.debug_struct("RedfishBmc")
+            .field("base", &self.base)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 fn base64(data: &[u8]) -> String {
@@ -285,6 +294,9 @@ impl RedfishBmc {
             });
         let mut auth = Auth::Basic;
         if let Some(path) = sessions {
+            if !path.starts_with('/') || path.starts_with("//") || path.contains('@') {
+                return Err(RedfishError::Malformed("service root Sessions link"));
+            }
             let body = serde_json::json!({"UserName": self.username, "Password": self.password});
             let url = format!("{}{path}", self.base);
             let resp = self
@@ -319,11 +331,12 @@ impl RedfishBmc {
         body: Option<&Value>,
         authenticated: bool,
     ) -> Result<(u16, Value), RedfishError> {
-        let url = if path.starts_with("http") {
-            path.to_owned()
-        } else {
-            format!("{}{path}", self.base)
-        };
+        // Paths come from the BMC's own JSON: only paths on this service are followed, never
+        // absolute URLs or authority tricks that would send credentials elsewhere.
+        if !path.starts_with('/') || path.starts_with("//") || path.contains('@') {
+            return Err(RedfishError::Malformed(what));
+        }
+        let url = format!("{}{path}", self.base);
         let mut tries = 0;
         loop {
             let auth = if authenticated {
@@ -492,7 +505,8 @@ impl RedfishBmc {
                     return self.reset(&sys, "PowerCycle");
                 }
                 self.reset(&sys, "ForceOff")?;
-                let until = Instant::now() + self.timeout;
+                // Half the operation's bound for the BMC to report Off, leaving time for On.
+                let until = Instant::now() + self.timeout / 2;
                 while self.power_on()? {
                     if Instant::now() >= until {
                         return Err(RedfishError::Timeout("power cycle: waiting for Off"));

@@ -106,6 +106,14 @@ fn oversize_and_malformed_heads_get_4xx_and_a_closed_connection() {
             "POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             411,
         ),
+        (
+            "POST /metrics HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc",
+            400,
+        ),
+        (
+            "POST /metrics HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+            400,
+        ),
     ] {
         // read_to_end returning means the server closed the connection.
         let raw = raw_exchange(c.addr, req.as_bytes()).expect("exchange");
@@ -117,6 +125,7 @@ fn oversize_and_malformed_heads_get_4xx_and_a_closed_connection() {
     assert_eq!(requests_counted(c.addr, "OTHER", "other", "431"), 1.0);
     assert_eq!(requests_counted(c.addr, "OTHER", "other", "400"), 2.0);
     assert_eq!(requests_counted(c.addr, "POST", "other", "413"), 1.0);
+    assert_eq!(requests_counted(c.addr, "POST", "other", "400"), 2.0);
     // Still serving.
     assert_eq!(get(c.addr, "/health", &[]).status, 200);
 }

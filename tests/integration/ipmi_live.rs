@@ -53,7 +53,7 @@ fn device_id_and_power_round_trip() {
             .await
             .expect("status");
         assert!(!st.power_on);
-        b.execute("power on", ChassisControl::PowerUp)
+        b.execute_once("power on", ChassisControl::PowerUp)
             .await
             .expect("power on");
         assert!(sim.power(), "chassis script saw power on");
@@ -62,7 +62,7 @@ fn device_id_and_power_round_trip() {
             .await
             .expect("status");
         assert!(st.power_on);
-        b.execute("power off", ChassisControl::PowerDown)
+        b.execute_once("power off", ChassisControl::PowerDown)
             .await
             .expect("power off");
         assert!(!sim.power());
@@ -110,6 +110,14 @@ fn session_survives_a_bmc_restart() {
             .await
             .expect("first");
         sim.restart();
+        // A state-changing command is not re-sent on a new session: its first copy may have
+        // acted. It fails, and the dead session is gone.
+        let err = b
+            .execute_once("power on", ChassisControl::PowerUp)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "timeout", "{err}");
+        assert!(!sim.power(), "power on was not sent to the restarted BMC");
         let start = Instant::now();
         b.execute("get device id", GetDeviceId)
             .await

@@ -70,17 +70,11 @@ impl IpmiError {
         }
     }
 
-    /// Whether a fresh session might help (the BMC forgot ours, restarted, or went quiet).
+    /// Whether the session itself looks dead (the BMC restarted or timed it out): no reply,
+    /// or one that does not belong to it. A completion code is an answer, so the session
+    /// works.
     pub fn session_suspect(&self) -> bool {
-        matches!(
-            self,
-            IpmiError::Timeout(_)
-                | IpmiError::Malformed(_)
-                | IpmiError::Completion {
-                    code: 0xC0..=0xCF,
-                    ..
-                }
-        ) || matches!(self, IpmiError::Handshake(_))
+        matches!(self, IpmiError::Timeout(_) | IpmiError::Malformed(_))
     }
 }
 

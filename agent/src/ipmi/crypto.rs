@@ -103,7 +103,8 @@ impl std::fmt::Debug for SessionKeys {
 
 impl SessionKeys {
     /// SIK = HMAC_Kg(Rm | Rc | ROLEm | ULENGTHm | UNAMEm), with Kg = Kuid (no BMC key set);
-    /// K1 = HMAC_SIK(0x01 × n), K2 = HMAC_SIK(0x02 × n), n = the suite's HMAC length.
+    /// K1 = HMAC_SIK(0x01 × 20), K2 = HMAC_SIK(0x02 × 20). The constants are 20 bytes for
+    /// every suite (IPMI 2.0 §13.32; ipmitool and FreeIPMI agree), SHA-256 ones included.
     pub fn derive(
         suite: CipherSuite,
         kg: &[u8],
@@ -113,9 +114,8 @@ impl SessionKeys {
         username: &[u8],
     ) -> SessionKeys {
         let sik = suite.hmac(kg, &[rm, rc, &[role, username.len() as u8], username]);
-        let n = suite.hmac_len();
-        let k1 = suite.hmac(&sik, &[&vec![0x01; n]]);
-        let k2 = suite.hmac(&sik, &[&vec![0x02; n]]);
+        let k1 = suite.hmac(&sik, &[&[0x01; 20]]);
+        let k2 = suite.hmac(&sik, &[&[0x02; 20]]);
         SessionKeys { sik, k1, k2 }
     }
 

@@ -49,13 +49,16 @@ impl IpmiBmc {
     }
 
     /// Sends one request on the BMC's session (opening it if needed). When the session looks
-    /// dead (no reply), it is re-opened once and the request retried.
+    /// dead (no reply), it is closed and, for an idempotent request, re-opened once and the
+    /// request retried. A non-idempotent one (chassis control) is not sent twice: its first
+    /// copy may have acted although the reply was lost.
     pub async fn request(
         &self,
         what: &'static str,
         netfn: u8,
         cmd: u8,
         data: &[u8],
+        idempotent: bool,
     ) -> Result<Vec<u8>, IpmiError> {
         let mut conn = self.conn.lock().await;
         let mut fresh = false;
@@ -69,16 +72,22 @@ impl IpmiBmc {
             }
             let Some(c) = conn.as_mut() else { continue };
             match c.request(what, netfn, cmd, data).await {
-                Err(e) if !fresh && e.session_suspect() => {
+                Err(e) if e.session_suspect() => {
+                    // Best effort: frees the BMC's slot if it still knows the session.
+                    if let Some(old) = conn.take() {
+                        old.close().await;
+                    }
+                    if fresh || !idempotent {
+                        return Err(e);
+                    }
                     log::info!("bmc {}: {e}; re-opening the session", self.addr);
-                    *conn = None;
                 }
                 other => return other,
             }
         }
     }
 
-    /// Executes an ipmi-rs-core command.
+    /// Executes an ipmi-rs-core command that may safely be sent twice (a query).
     pub async fn execute<C: IpmiCommand>(
         &self,
         what: &'static str,
@@ -86,7 +95,20 @@ impl IpmiBmc {
     ) -> Result<C::Output, IpmiError> {
         let msg: Message = cmd.into();
         let data = self
-            .request(what, msg.netfn_raw(), msg.cmd(), msg.data())
+            .request(what, msg.netfn_raw(), msg.cmd(), msg.data(), true)
+            .await?;
+        C::parse_success_response(&data).map_err(|_| IpmiError::Malformed(what))
+    }
+
+    /// Executes a command that must not be sent twice (it changes state: chassis control).
+    pub async fn execute_once<C: IpmiCommand>(
+        &self,
+        what: &'static str,
+        cmd: C,
+    ) -> Result<C::Output, IpmiError> {
+        let msg: Message = cmd.into();
+        let data = self
+            .request(what, msg.netfn_raw(), msg.cmd(), msg.data(), false)
             .await?;
         C::parse_success_response(&data).map_err(|_| IpmiError::Malformed(what))
     }

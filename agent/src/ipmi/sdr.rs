@@ -67,7 +67,7 @@ pub fn unit_label(code: u8, percentage: bool) -> &'static str {
 
 async fn reserve(bmc: &IpmiBmc) -> Result<[u8; 2], IpmiError> {
     let r = bmc
-        .request("reserve sdr repository", NETFN_STORAGE, 0x22, &[])
+        .request("reserve sdr repository", NETFN_STORAGE, 0x22, &[], true)
         .await?;
     r.get(..2)
         .map(|b| [b[0], b[1]])
@@ -88,6 +88,7 @@ async fn get_sdr(
             NETFN_STORAGE,
             0x23,
             &[reservation[0], reservation[1], lo, hi, offset, len],
+            true,
         )
         .await?;
     if r.len() < 2 {
@@ -179,7 +180,9 @@ pub fn convert(record: &FullSensorRecord, raw: u8) -> Option<f64> {
     }
     let x = match record.analog_data_format? {
         DataFormat::Unsigned => f64::from(raw),
-        DataFormat::OnesComplement => f64::from(!raw as i8),
+        // One's complement: a set sign bit means -(the inverted bits).
+        DataFormat::OnesComplement if raw & 0x80 != 0 => -f64::from(!raw),
+        DataFormat::OnesComplement => f64::from(raw),
         DataFormat::TwosComplement => f64::from(raw as i8),
     };
     let b = f64::from(record.b) * 10f64.powi(i32::from(record.b_exponent));
@@ -201,26 +204,39 @@ pub fn threshold_state(status: u8) -> &'static str {
 
 /// Reads one sensor.
 pub async fn read_sensor(bmc: &IpmiBmc, sensor: &SensorRecord) -> Result<SensorReading, IpmiError> {
-    let r = bmc
-        .request("get sensor reading", NETFN_SENSOR, 0x2D, &[sensor.number])
-        .await?;
+    let unavailable = || SensorReading {
+        name: sensor.name.clone(),
+        unit: sensor.unit,
+        value: None,
+        state: "unavailable",
+    };
+    let r = match bmc
+        .request(
+            "get sensor reading",
+            NETFN_SENSOR,
+            0x2D,
+            &[sensor.number],
+            true,
+        )
+        .await
+    {
+        Ok(r) => r,
+        // The BMC answered, but has no reading for this sensor now (0xCB "not present",
+        // 0xD5 "not in present state", ...): that sensor is unavailable, not the BMC.
+        Err(IpmiError::Completion { .. }) => return Ok(unavailable()),
+        Err(e) => return Err(e),
+    };
     if r.len() < 2 {
         return Err(IpmiError::Malformed("get sensor reading"));
     }
-    let unavailable = r[1] & 0x20 != 0 || r[1] & 0x40 == 0;
-    let (value, state) = if unavailable {
-        (None, "unavailable")
-    } else {
-        (
-            convert(&sensor.record, r[0]),
-            threshold_state(r.get(2).copied().unwrap_or(0)),
-        )
-    };
+    if r[1] & 0x20 != 0 || r[1] & 0x40 == 0 {
+        return Ok(unavailable());
+    }
     Ok(SensorReading {
         name: sensor.name.clone(),
         unit: sensor.unit,
-        value,
-        state,
+        value: convert(&sensor.record, r[0]),
+        state: threshold_state(r.get(2).copied().unwrap_or(0)),
     })
 }
 
@@ -265,5 +281,15 @@ mod tests {
             ("CPU Temp", 1, "celsius")
         );
         assert_eq!(convert(&sensors[0].record, 0x28), Some(40.0));
+
+        // The same record declaring one's-complement readings (sensor units 1, bits 7:6 = 01).
+        let mut ones = vec![0xFF, 0xFF];
+        ones.extend_from_slice(&cpu);
+        ones[2 + 20] = 0x40;
+        let rec = RecordInfo::parse(&ones).unwrap().record;
+        let s = &threshold_sensors(&[rec])[0];
+        assert_eq!(convert(&s.record, 0x05), Some(5.0));
+        assert_eq!(convert(&s.record, 0xFA), Some(-5.0));
+        assert_eq!(convert(&s.record, 0xFF), Some(-0.0));
     }
 }

@@ -41,14 +41,16 @@ def aes_cbc(key, iv, data):
 
 
 def vectors(suite):
-    h, n, icv_len = SUITES[suite]
+    h, _, icv_len = SUITES[suite]
     kuid = PASSWORD.ljust(20, b"\0")
     name = bytes([ROLE, len(USER)]) + USER
     rakp2 = mac(h, kuid, le32(SIDM) + le32(SIDC) + RM + RC + GUID + name)
     rakp3 = mac(h, kuid, RC + le32(SIDM) + name)
     sik = mac(h, kuid, RM + RC + name)
-    k1 = mac(h, sik, bytes([1]) * n)
-    k2 = mac(h, sik, bytes([2]) * n)
+    # The key-derivation constants are 20 bytes whatever the hash (IPMI 2.0 section 13.32;
+    # ipmitool's CONST_1/CONST_2 and FreeIPMI's IPMI_KEY_CONSTANT_LENGTH are 20 too).
+    k1 = mac(h, sik, bytes([1]) * 20)
+    k2 = mac(h, sik, bytes([2]) * 20)
     rakp4 = mac(h, sik, RM + le32(SIDC) + GUID)[:icv_len]
     auth_code = mac(h, k1, SIGNED)[:icv_len]
     pad = (16 - (len(PLAIN) + 1) % 16) % 16

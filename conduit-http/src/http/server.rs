@@ -310,6 +310,11 @@ async fn connection(
     let mut buf = Vec::new();
     let mut first = true;
     loop {
+        // Evicted (or shutting down) while busy: no further request on this connection, even
+        // one already buffered, so the connection cap holds.
+        if kill.is_closed() {
+            break;
+        }
         ctx.set_idle(id, true);
         let started = Instant::now();
         let read = read_request(&ctx.limits, &stream, &mut buf, first);
@@ -453,9 +458,22 @@ async fn read_request(
     if head.header("Transfer-Encoding").is_some() {
         return Err(refuse(411, head.method));
     }
-    let body_len = match head.header("Content-Length") {
+    // One Content-Length, digits only: differing copies or signs are how requests get
+    // smuggled past proxies that read them differently.
+    let mut lengths = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
+        .map(|(_, v)| v.as_str());
+    let body_len = match lengths.next() {
         None => 0,
-        Some(v) => v.parse::<usize>().map_err(|_| refuse(400, head.method))?,
+        Some(v) => {
+            let valid = !v.is_empty() && v.len() <= 19 && v.bytes().all(|b| b.is_ascii_digit());
+            if !valid || lengths.any(|other| other != v) {
+                return Err(refuse(400, head.method));
+            }
+            v.parse::<usize>().map_err(|_| refuse(400, head.method))?
+        }
     };
     if body_len > limits.max_body_bytes {
         return Err(refuse(413, head.method));
