@@ -8,6 +8,8 @@
 pub mod client;
 pub mod commands;
 pub mod crypto;
+#[cfg(test)]
+mod fuzz;
 pub mod rakp;
 pub mod sdr;
 pub mod session;

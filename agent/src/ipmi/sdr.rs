@@ -189,6 +189,12 @@ pub fn convert(record: &FullSensorRecord, raw: u8) -> Option<f64> {
     Some((f64::from(record.m) * x + b) * 10f64.powi(i32::from(record.result_exponent)))
 }
 
+/// [`convert`] for a sensor record (tests outside this module).
+#[cfg(test)]
+pub(crate) fn convert_for_test(sensor: &SensorRecord, raw: u8) -> Option<f64> {
+    convert(&sensor.record, raw)
+}
+
 /// The state bits of a Get Sensor Reading response (byte 3, threshold sensors).
 pub fn threshold_state(status: u8) -> &'static str {
     if status & 0x24 != 0 {

@@ -307,6 +307,40 @@ mod tests {
         assert!(ka("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
     }
 
+    /// Mutated and random heads never panic the parser (a stable-toolchain fuzz smoke test).
+    #[test]
+    fn mutated_heads_never_panic() {
+        let seed =
+            b"POST /api/v1/servers/n7?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+        let mut state = 0x2545F4914F6CDD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..50_000 {
+            let mut m = seed.to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let i = (next() as usize) % m.len().max(1);
+                match next() % 4 {
+                    0 => m[i] = next() as u8,
+                    1 => m.truncate(i),
+                    2 => m.insert(i, [b'\r', b'\n', b':', b' ', 0xFF][(next() % 5) as usize]),
+                    _ => m.extend_from_slice(b"X: y\r\n"),
+                }
+                if m.is_empty() {
+                    break;
+                }
+            }
+            if let Some(n) = head_len(&m) {
+                let _ = RequestHead::parse(&m[..n]).map(|h| h.keep_alive());
+            }
+            let _ = RequestHead::parse(&m);
+            let _ = overflow_error(&m);
+        }
+    }
+
     #[test]
     fn overflow_classification() {
         assert_eq!(overflow_error(b"GET /aaaa"), HeadError::UriTooLong);
