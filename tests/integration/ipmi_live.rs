@@ -181,3 +181,55 @@ fn unreachable_and_silent_bmcs_fail_fast_with_distinct_errors() {
         "{took:?}"
     );
 }
+
+#[test]
+fn serial_over_lan_both_ways() {
+    use conduit_agent::ipmi::client::Connection;
+    use conduit_agent::ipmi::sol::SolConsole;
+    use std::io::{Read, Write};
+
+    // The host side of the serial port: ipmi_sim connects to it at start.
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
+    host.set_nonblocking(false).unwrap();
+    let (mut serial, _) = host.accept().expect("ipmi_sim dials the host side");
+    serial
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+
+    block_on(async {
+        let conn = Connection::open(
+            sim.addr,
+            CipherSuite::Suite3,
+            creds(ADMIN.0, ADMIN.1),
+            fast(),
+        )
+        .await
+        .expect("session");
+        let mut sol = SolConsole::activate(conn, 1, Duration::from_millis(500))
+            .await
+            .expect("activate");
+        assert!(sol.activation().inbound_size > 4, "{:?}", sol.activation());
+
+        // Host output reaches the console.
+        serial.write_all(b"hello-from-host\r\n").unwrap();
+        let mut got = Vec::new();
+        let until = Instant::now() + Duration::from_secs(5);
+        while !got.ends_with(b"\r\n") && Instant::now() < until {
+            got.extend(sol.read(Duration::from_millis(500)).await.expect("read"));
+        }
+        assert_eq!(got, b"hello-from-host\r\n");
+
+        // Keystrokes reach the host.
+        sol.write(b"typed-on-console\r").await.expect("write");
+        let mut buf = [0u8; 64];
+        let mut typed = Vec::new();
+        while !typed.ends_with(b"\r") {
+            let n = serial.read(&mut buf).expect("host reads");
+            assert!(n > 0, "host side closed");
+            typed.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(typed, b"typed-on-console\r");
+        sol.deactivate().await;
+    });
+}

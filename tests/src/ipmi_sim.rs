@@ -21,6 +21,9 @@ pub struct IpmiSim {
     pub dir: TempDir,
     /// Its telnet command console (ipmi_sim_cmd(5) commands).
     pub console: SocketAddr,
+    /// The host side of its serial port: ipmi_sim dials this TCP address (and retries about
+    /// every 10 s while nothing listens).
+    pub sol_host: SocketAddr,
 }
 
 /// Credentials configured in the simulator.
@@ -41,8 +44,22 @@ impl IpmiSim {
 
     /// Starts a simulator on `addr` (any loopback address; port 623 needs root).
     pub fn start_at(addr: SocketAddr) -> IpmiSim {
+        IpmiSim::start_full(addr, SocketAddr::from(([127, 0, 0, 1], crate::free_port())))
+    }
+
+    /// Starts a simulator whose serial port's host side is `sol_host` (bind a listener there
+    /// first: ipmi_sim connects at start).
+    pub fn start_with_sol_host(sol_host: SocketAddr) -> IpmiSim {
+        IpmiSim::start_full(
+            SocketAddr::from(([127, 0, 0, 1], free_udp_port())),
+            sol_host,
+        )
+    }
+
+    fn start_full(addr: SocketAddr, sol_host: SocketAddr) -> IpmiSim {
         let dir = TempDir::new("ipmi-sim");
         let mut sim = IpmiSim {
+            sol_host,
             proc: None,
             addr,
             dir,
@@ -56,7 +73,7 @@ impl IpmiSim {
     fn config(&self) -> String {
         let peers = workspace_root().join("tests/peers/ipmi");
         let console = self.console.port();
-        let sol = crate::free_port();
+        let sol = self.sol_host.port();
         format!(
             r#"name "sim{port}"
 set_working_mc 0x20

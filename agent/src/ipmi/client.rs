@@ -304,6 +304,29 @@ impl Connection {
         .await
     }
 
+    /// Sends one payload of any type, sealed (encrypted and authenticated) on the session.
+    pub async fn send_sealed(&mut self, pt: PayloadType, plain: &[u8]) -> Result<(), IpmiError> {
+        let d = self.session.seal(pt, plain, random());
+        self.sock.send(&d).await.map_err(io_error)?;
+        Ok(())
+    }
+
+    /// The next valid payload of this session before `deadline`, or `None` at the deadline.
+    /// Datagrams that do not open (other sessions, bad AuthCode, replays) are skipped.
+    pub async fn recv_sealed(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Option<(PayloadType, Vec<u8>)>, IpmiError> {
+        let mut buf = vec![0u8; 2048];
+        while let Some(got) = recv_until(&self.sock, deadline, &mut buf).await {
+            let n = got.map_err(io_error)?;
+            if let Ok(opened) = self.session.open(&buf[..n]) {
+                return Ok(Some(opened));
+            }
+        }
+        Ok(None)
+    }
+
     /// Closes the session on the BMC (frees its session slot). Best effort: one try.
     pub async fn close(mut self) {
         self.timing.retries = 0;

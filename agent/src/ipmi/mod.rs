@@ -13,6 +13,7 @@ mod fuzz;
 pub mod rakp;
 pub mod sdr;
 pub mod session;
+pub mod sol;
 pub mod wire;
 
 use std::net::SocketAddr;
