@@ -84,6 +84,7 @@ mod tests {
                 let _ = parse_v15_packet(&m);
                 let _ = IpmiResponse::parse(&m);
                 let _ = k.decrypt(&m);
+                #[cfg(feature = "sol")]
                 let _ = super::super::sol::SolPacket::parse(&m);
             }
         }

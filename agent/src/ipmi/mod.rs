@@ -13,6 +13,7 @@ mod fuzz;
 pub mod rakp;
 pub mod sdr;
 pub mod session;
+#[cfg(feature = "sol")]
 pub mod sol;
 pub mod wire;
 
