@@ -174,24 +174,6 @@ impl std::fmt::Debug for RedfishBmc {
     }
 }
 
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn transport_error(what: &'static str, e: ureq::Error) -> RedfishError {
     let text = e.to_string();
     match e {
@@ -269,7 +251,9 @@ impl RedfishBmc {
                 "Authorization",
                 format!(
                     "Basic {}",
-                    base64(format!("{}:{}", self.username, self.password).as_bytes())
+                    conduit_http::ws::base64(
+                        format!("{}:{}", self.username, self.password).as_bytes()
+                    )
                 ),
             )),
             Auth::Unknown => {
@@ -661,17 +645,6 @@ pub fn probe(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"admin:password"), "YWRtaW46cGFzc3dvcmQ=");
-    }
-
     /// A Redfish service with a SessionService (sushy-tools has none), in process: tokens are
     /// required on every resource, can be expired by the test, and resets are counted.
     mod fake_session_service {

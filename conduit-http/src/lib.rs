@@ -27,3 +27,4 @@ pub mod reference;
 pub mod rpc;
 pub mod service;
 pub mod wire;
+pub mod ws;

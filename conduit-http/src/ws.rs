@@ -1,0 +1,386 @@
+//! WebSocket (RFC 6455), the pieces both console proxies (agent) and the gateway's streams
+//! use: the opening handshake and the frame codec. Pure: bytes in, values or bytes out.
+//!
+//! Frames from clients must be masked (§5.1); frames we send are not. Payloads are bounded
+//! by the caller's limit: an oversized frame is an error before any of it is buffered.
+
+use crate::http::{Method, Request, Response};
+
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Why a handshake or a frame is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsError {
+    /// Not a valid WebSocket upgrade request.
+    BadHandshake(&'static str),
+    /// A frame from a client without a mask.
+    Unmasked,
+    /// Reserved bits or opcodes used.
+    Reserved,
+    /// A control frame that is fragmented or longer than 125 bytes.
+    BadControl,
+    /// A frame larger than the limit.
+    TooLarge,
+}
+
+impl std::fmt::Display for WsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WsError::BadHandshake(why) => write!(f, "websocket handshake: {why}"),
+            WsError::Unmasked => f.write_str("unmasked client frame"),
+            WsError::Reserved => f.write_str("reserved bits or opcode"),
+            WsError::BadControl => f.write_str("malformed control frame"),
+            WsError::TooLarge => f.write_str("frame too large"),
+        }
+    }
+}
+
+impl std::error::Error for WsError {}
+
+/// Standard base64 (RFC 4648, with padding).
+pub fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
+pub fn accept_key(key: &str) -> String {
+    use sha1::Digest;
+    let mut h = sha1::Sha1::new();
+    h.update(key.trim().as_bytes());
+    h.update(GUID.as_bytes());
+    base64(&h.finalize())
+}
+
+/// Validates an upgrade request and builds the `101 Switching Protocols` answer. When the
+/// client offers subprotocols, `protocol` (e.g. `binary`, what noVNC asks for) is chosen if
+/// offered.
+pub fn handshake(req: &Request, protocol: Option<&str>) -> Result<Response, WsError> {
+    let has = |name: &str, token: &str| {
+        req.header(name)
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if req.method != Method::Get {
+        return Err(WsError::BadHandshake("method is not GET"));
+    }
+    if !has("Upgrade", "websocket") || !has("Connection", "upgrade") {
+        return Err(WsError::BadHandshake("not an upgrade to websocket"));
+    }
+    if req.header("Sec-WebSocket-Version").map(str::trim) != Some("13") {
+        return Err(WsError::BadHandshake("unsupported version"));
+    }
+    let key = req
+        .header("Sec-WebSocket-Key")
+        .ok_or(WsError::BadHandshake("no key"))?;
+    let mut resp = Response::new(101)
+        .with_header("Upgrade", "websocket")
+        .with_header("Sec-WebSocket-Accept", accept_key(key));
+    if let Some(p) = protocol {
+        if has("Sec-WebSocket-Protocol", p) {
+            resp = resp.with_header("Sec-WebSocket-Protocol", p);
+        }
+    }
+    Ok(resp)
+}
+
+/// Frame opcodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opcode {
+    /// Continuation of a fragmented message.
+    Continuation,
+    /// UTF-8 text.
+    Text,
+    /// Binary data.
+    Binary,
+    /// Close.
+    Close,
+    /// Ping.
+    Ping,
+    /// Pong.
+    Pong,
+}
+
+impl Opcode {
+    fn from_bits(b: u8) -> Option<Opcode> {
+        Some(match b {
+            0x0 => Opcode::Continuation,
+            0x1 => Opcode::Text,
+            0x2 => Opcode::Binary,
+            0x8 => Opcode::Close,
+            0x9 => Opcode::Ping,
+            0xA => Opcode::Pong,
+            _ => return None,
+        })
+    }
+
+    fn bits(self) -> u8 {
+        match self {
+            Opcode::Continuation => 0x0,
+            Opcode::Text => 0x1,
+            Opcode::Binary => 0x2,
+            Opcode::Close => 0x8,
+            Opcode::Ping => 0x9,
+            Opcode::Pong => 0xA,
+        }
+    }
+
+    fn is_control(self) -> bool {
+        matches!(self, Opcode::Close | Opcode::Ping | Opcode::Pong)
+    }
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Last fragment of its message.
+    pub fin: bool,
+    /// Opcode.
+    pub opcode: Opcode,
+    /// Unmasked payload.
+    pub payload: Vec<u8>,
+}
+
+/// Decodes one client frame from the start of `buf`: `Ok(None)` when more bytes are needed,
+/// else the frame and how many bytes it took. Client frames must be masked; payloads over
+/// `max_payload` are refused as soon as the header says so.
+pub fn decode_client_frame(
+    buf: &[u8],
+    max_payload: usize,
+) -> Result<Option<(Frame, usize)>, WsError> {
+    decode(buf, max_payload, true)
+}
+
+/// Decodes one server frame (unmasked), for clients and tests.
+pub fn decode_server_frame(
+    buf: &[u8],
+    max_payload: usize,
+) -> Result<Option<(Frame, usize)>, WsError> {
+    decode(buf, max_payload, false)
+}
+
+fn decode(buf: &[u8], max_payload: usize, masked: bool) -> Result<Option<(Frame, usize)>, WsError> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let (b0, b1) = (buf[0], buf[1]);
+    if b0 & 0x70 != 0 {
+        return Err(WsError::Reserved);
+    }
+    let opcode = Opcode::from_bits(b0 & 0x0F).ok_or(WsError::Reserved)?;
+    let fin = b0 & 0x80 != 0;
+    if (b1 & 0x80 != 0) != masked {
+        return Err(WsError::Unmasked);
+    }
+    let mut pos = 2;
+    let len = match b1 & 0x7F {
+        126 => {
+            let Some(b) = buf.get(2..4) else {
+                return Ok(None);
+            };
+            pos = 4;
+            u64::from(u16::from_be_bytes([b[0], b[1]]))
+        }
+        127 => {
+            let Some(b) = buf.get(2..10) else {
+                return Ok(None);
+            };
+            pos = 10;
+            u64::from_be_bytes(b.try_into().map_err(|_| WsError::Reserved)?)
+        }
+        n => u64::from(n),
+    };
+    if opcode.is_control() && (!fin || len > 125) {
+        return Err(WsError::BadControl);
+    }
+    if len > max_payload as u64 {
+        return Err(WsError::TooLarge);
+    }
+    let len = len as usize;
+    let mask = if masked {
+        let Some(m) = buf.get(pos..pos + 4) else {
+            return Ok(None);
+        };
+        pos += 4;
+        Some([m[0], m[1], m[2], m[3]])
+    } else {
+        None
+    };
+    let Some(body) = buf.get(pos..pos + len) else {
+        return Ok(None);
+    };
+    let mut payload = body.to_vec();
+    if let Some(m) = mask {
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= m[i % 4];
+        }
+    }
+    Ok(Some((
+        Frame {
+            fin,
+            opcode,
+            payload,
+        },
+        pos + len,
+    )))
+}
+
+fn header(opcode: Opcode, len: usize, mask: bool, out: &mut Vec<u8>) {
+    out.push(0x80 | opcode.bits());
+    let m = if mask { 0x80 } else { 0 };
+    match len {
+        0..=125 => out.push(m | len as u8),
+        126..=0xFFFF => {
+            out.push(m | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(m | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+}
+
+/// Encodes one final, unmasked (server) frame.
+pub fn encode_server_frame(opcode: Opcode, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 10);
+    header(opcode, payload.len(), false, &mut out);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Encodes one final, masked (client) frame with `mask`.
+pub fn encode_client_frame(opcode: Opcode, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    header(opcode, payload.len(), true, &mut out);
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6455_accept_key() {
+        // The example of RFC 6455 section 1.3.
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        for (plain, coded) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+        ] {
+            assert_eq!(base64(plain), coded);
+        }
+        assert_eq!(base64(b"admin:password"), "YWRtaW46cGFzc3dvcmQ=");
+    }
+
+    #[test]
+    fn handshake_checks_and_subprotocol() {
+        let mut req = Request {
+            method: Method::Get,
+            path: "/console/vnc/n1".into(),
+            headers: vec![
+                ("Upgrade".into(), "websocket".into()),
+                ("Connection".into(), "keep-alive, Upgrade".into()),
+                ("Sec-WebSocket-Version".into(), "13".into()),
+                (
+                    "Sec-WebSocket-Key".into(),
+                    "dGhlIHNhbXBsZSBub25jZQ==".into(),
+                ),
+                ("Sec-WebSocket-Protocol".into(), "binary, base64".into()),
+            ],
+            ..Request::default()
+        };
+        let r = handshake(&req, Some("binary")).unwrap();
+        assert_eq!(r.status, 101);
+        assert!(r
+            .headers
+            .contains(&("Sec-WebSocket-Protocol", "binary".into())));
+        assert!(r.headers.contains(&(
+            "Sec-WebSocket-Accept",
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into()
+        )));
+        req.headers.retain(|(n, _)| n != "Sec-WebSocket-Key");
+        assert_eq!(handshake(&req, None), Err(WsError::BadHandshake("no key")));
+        req.method = Method::Post;
+        assert!(handshake(&req, None).is_err());
+    }
+
+    #[test]
+    fn frames_round_trip_at_every_length_boundary() {
+        for len in [0usize, 1, 125, 126, 127, 65535, 65536, 70000] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let c = encode_client_frame(Opcode::Binary, &payload, [1, 2, 3, 4]);
+            let (f, used) = decode_client_frame(&c, 1 << 20).unwrap().unwrap();
+            assert_eq!((f.opcode, f.fin, used), (Opcode::Binary, true, c.len()));
+            assert_eq!(f.payload, payload);
+            // Any prefix asks for more bytes, never errs or panics.
+            for cut in [0, 1, 2, 3, c.len() / 2, c.len() - 1] {
+                assert_eq!(
+                    decode_client_frame(&c[..cut.min(c.len())], 1 << 20),
+                    Ok(None),
+                    "cut {cut} of {len}"
+                );
+            }
+            let s = encode_server_frame(Opcode::Binary, &payload);
+            assert_eq!(
+                decode_server_frame(&s, 1 << 20).unwrap().unwrap().0.payload,
+                payload
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_bad_frames() {
+        let unmasked = encode_server_frame(Opcode::Text, b"hi");
+        assert_eq!(decode_client_frame(&unmasked, 100), Err(WsError::Unmasked));
+        let big = encode_client_frame(Opcode::Binary, &[0; 200], [0; 4]);
+        assert_eq!(decode_client_frame(&big, 100), Err(WsError::TooLarge));
+        let mut rsv = encode_client_frame(Opcode::Binary, b"x", [0; 4]);
+        rsv[0] |= 0x40;
+        assert_eq!(decode_client_frame(&rsv, 100), Err(WsError::Reserved));
+        let long_ping = encode_client_frame(Opcode::Ping, &[0; 126], [0; 4]);
+        assert_eq!(
+            decode_client_frame(&long_ping, 1000),
+            Err(WsError::BadControl)
+        );
+        // A 64-bit length beyond the limit is refused from the header alone.
+        let huge = [0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+        assert_eq!(decode_client_frame(&huge, 1 << 20), Err(WsError::TooLarge));
+    }
+
+    #[test]
+    fn mutated_frames_never_panic() {
+        let seed = encode_client_frame(Opcode::Binary, b"some console bytes", [9, 8, 7, 6]);
+        let mut x = 0x9E3779B97F4A7C15u64;
+        for _ in 0..50_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut m = seed.clone();
+            let i = (x as usize) % m.len();
+            m[i] = (x >> 32) as u8;
+            m.truncate(((x >> 40) as usize) % (m.len() + 1));
+            let _ = decode_client_frame(&m, 1024);
+            let _ = decode_server_frame(&m, 1024);
+        }
+    }
+}
