@@ -387,6 +387,21 @@ impl Fleet {
         self.bmcs.iter().find(|b| b.config.id == id)
     }
 
+    /// The IPMI side of BMC `id`, for consoles that open sessions of their own: `None` for an
+    /// unknown id, a Redfish BMC or an auto BMC not yet detected as IPMI.
+    pub fn ipmi(&self, id: &str) -> Option<&IpmiBmc> {
+        let bmc = self.get(id)?;
+        let backend = match &bmc.backend {
+            BmcBackend::Known(k) => k,
+            BmcBackend::Auto(a) => a.detected.get()?,
+        };
+        match backend {
+            Backend::Ipmi { ipmi, .. } => Some(ipmi),
+            #[allow(unreachable_patterns)] // without the redfish feature
+            _ => None,
+        }
+    }
+
     /// The metrics the operations record into.
     pub fn metrics(&self) -> &Arc<AgentMetrics> {
         &self.metrics

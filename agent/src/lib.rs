@@ -15,6 +15,8 @@ pub mod bmc;
 #[cfg(feature = "board")]
 pub mod board;
 pub mod config;
+#[cfg(feature = "sol")]
+pub mod console;
 #[cfg(feature = "ipmi")]
 pub mod discovery;
 #[cfg(feature = "ipmi")]

@@ -267,6 +267,8 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
                     .as_ref()
                     .and_then(|c| c.api_token.as_ref())
                     .map(|t| std::sync::Arc::from(t.expose()));
+                #[cfg(feature = "sol")]
+                let router = conduit_agent::console::routes(router, f.clone(), token.clone());
                 conduit_agent::api::routes(router, f, d, token)
             }
             #[cfg(not(feature = "ipmi"))]

@@ -126,6 +126,15 @@ where
         None
     }
 
+    /// An owned handle on the series for `labels` (created under the cap), for hot paths that
+    /// then count with one atomic operation and no lock.
+    pub fn handle(&self, labels: &S) -> Option<M>
+    where
+        M: Clone,
+    {
+        self.with(labels, M::clone)
+    }
+
     /// Whether the series for `labels` exists (without creating it).
     pub fn contains(&self, labels: &S) -> bool {
         self.family.get(labels).is_some()

@@ -3,6 +3,7 @@
 
 mod agent_bmc;
 mod agent_board;
+mod console_sol;
 mod discovery;
 mod exposition;
 mod http_guards;

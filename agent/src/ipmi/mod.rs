@@ -52,6 +52,11 @@ impl IpmiBmc {
         self.addr
     }
 
+    /// Opens a separate session to this BMC (a SOL console keeps one of its own).
+    pub async fn open_dedicated(&self) -> Result<Connection, IpmiError> {
+        Connection::open(self.addr, self.suite, self.creds.clone(), self.timing).await
+    }
+
     /// Sends one request on the BMC's session (opening it if needed). When the session looks
     /// dead (no reply), it is closed and, for an idempotent request, re-opened once and the
     /// request retried. A non-idempotent one (chassis control) is not sent twice: its first

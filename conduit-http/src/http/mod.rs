@@ -69,7 +69,59 @@ pub struct Response {
     pub headers: Vec<(&'static str, String)>,
     /// Body; not sent for `HEAD` requests.
     pub body: Vec<u8>,
+    /// For a `101 Switching Protocols`: what takes the connection over once the response is
+    /// written (a WebSocket relay). It then owns the socket, with no HTTP timeouts.
+    pub upgrade: Option<Upgrade>,
 }
+
+/// A connection's new owner after `101 Switching Protocols`: called with the socket and any
+/// bytes the client sent after its request, on the server's I/O thread.
+type UpgradeFn = Box<
+    dyn FnOnce(
+            async_io::Async<std::net::TcpStream>,
+            Vec<u8>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+        + Send,
+>;
+
+/// A handle on an [`UpgradeFn`], taken once by the server.
+#[derive(Clone)]
+pub struct Upgrade(std::sync::Arc<std::sync::Mutex<Option<UpgradeFn>>>);
+
+impl Upgrade {
+    /// Wraps the function that takes the upgraded connection over.
+    pub fn new(
+        f: impl FnOnce(
+                async_io::Async<std::net::TcpStream>,
+                Vec<u8>,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+            + Send
+            + 'static,
+    ) -> Self {
+        Upgrade(std::sync::Arc::new(std::sync::Mutex::new(Some(Box::new(
+            f,
+        )))))
+    }
+
+    /// The function, once.
+    pub(crate) fn take(&self) -> Option<UpgradeFn> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for Upgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upgrade(..)")
+    }
+}
+
+impl PartialEq for Upgrade {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Upgrade {}
 
 impl Response {
     /// A response with a status and an empty body.
@@ -78,6 +130,7 @@ impl Response {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            upgrade: None,
         }
     }
 
@@ -91,6 +144,12 @@ impl Response {
     /// Adds a header field.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Hands the connection to `upgrade` once this (101) response is written.
+    pub fn with_upgrade(mut self, upgrade: Upgrade) -> Self {
+        self.upgrade = Some(upgrade);
         self
     }
 
@@ -114,12 +173,20 @@ impl Response {
         }
         let mut out = Vec::with_capacity(self.body.len() + 256);
         // Writing into a Vec cannot fail.
+        // A 101 names its protocol through tiny_http's upgrade path (which writes `Connection:
+        // upgrade` and `Upgrade`, and no length); tiny_http drops those fields otherwise.
+        let upgrade = (self.status == 101).then(|| {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("Upgrade"))
+                .map_or("websocket", |(_, v)| v.as_str())
+        });
         let _ = r.raw_print(
             &mut out,
             tiny_http::HTTPVersion(1, http_minor),
             &[],
             true,
-            None,
+            upgrade,
         );
         // tiny_http refuses to set `Connection` itself; it ends the head with an empty line, so
         // the field goes in just before it.
@@ -149,5 +216,15 @@ mod tests {
         let head = String::from_utf8(r.to_bytes(1, true, false)).unwrap();
         assert!(head.ends_with("\r\n\r\n"), "{head}");
         assert!(head.contains("Content-Length: 5\r\n"), "{head}");
+        let ws = Response::new(101)
+            .with_header("Upgrade", "websocket")
+            .with_header("Sec-WebSocket-Accept", "x");
+        let s = String::from_utf8(ws.to_bytes(1, false, false)).unwrap();
+        assert!(s.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{s}");
+        assert!(
+            s.contains("Connection: upgrade\r\n") && s.contains("Upgrade: websocket\r\n"),
+            "{s}"
+        );
+        assert!(!s.contains("Content-Length"), "{s}");
     }
 }

@@ -359,9 +359,19 @@ async fn connection(
         let Ok(resp) = reply_rx.recv().await else {
             break;
         };
-        let close = !keep_alive || ctx.stopping.load(Ordering::Relaxed);
+        let upgrade = (resp.status == 101)
+            .then(|| resp.upgrade.as_ref().and_then(|u| u.take()))
+            .flatten();
+        let close = upgrade.is_none() && (!keep_alive || ctx.stopping.load(Ordering::Relaxed));
         let bytes = resp.to_bytes(minor, head_only, close);
         let written = with_timeout(ctx.limits.write_timeout, (&stream).write_all(&bytes)).await;
+        if let (Some(take_over), Some(Ok(()))) = (upgrade, &written) {
+            // The connection now belongs to its new protocol (still counted against the cap,
+            // never evicted as idle): no HTTP deadlines apply.
+            take_over(stream, std::mem::take(&mut buf)).await;
+            ctx.remove(id);
+            return;
+        }
         if close || !matches!(written, Some(Ok(()))) {
             break;
         }

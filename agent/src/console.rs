@@ -1,0 +1,201 @@
+//! Serial consoles over WebSocket: `GET /console/sol/{server_id}` upgrades to a WebSocket
+//! (subprotocol `binary` when offered) relaying the BMC's Serial over LAN both ways, on a SOL
+//! session of its own.
+//!
+//! Counted: `agent_sol_bytes_total{direction}` — console payload bytes relayed, without
+//! WebSocket framing or the SOL/RMCP+ envelope: `bmc_to_viewer` as sent to the viewer,
+//! `viewer_to_bmc` as accepted by the BMC. Counting is one atomic add on a counter handle
+//! resolved once per session (no lock on the hot path). `agent_sol_sessions_total{server_id}`
+//! is the number of active SOL relays; `agent_sol_errors_total{error_type}` counts failures.
+//!
+//! This first version relays one viewer per WebSocket; several viewers of one console (one
+//! writer, takeover), reconnecting to the BMC, and session logs are still to come.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_io::Async;
+use conduit_http::http::router::Router;
+use conduit_http::http::{Method, Request, Response, Upgrade};
+use conduit_http::labels::{Direction, ErrorType, ServerId};
+use conduit_http::rpc::check_bearer;
+use conduit_http::ws::{self, Opcode};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+
+use crate::bmc::Fleet;
+use crate::ipmi::sol::SolConsole;
+use crate::metrics::AgentMetrics;
+
+/// Largest WebSocket frame a viewer may send (keystrokes and pastes, not files).
+const MAX_FRAME: usize = 64 * 1024;
+/// Keep-alive ping to an idle viewer.
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// The token from `Authorization: Bearer` or, for browsers (which cannot set headers on a
+/// WebSocket), from the `token` query parameter.
+fn authorized(req: &Request, token: Option<&str>) -> bool {
+    if check_bearer(req, token).is_ok() {
+        return true;
+    }
+    let Some(from_query) = req
+        .query
+        .as_deref()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+    else {
+        return false;
+    };
+    let mut probe = req.clone();
+    probe.headers = vec![("Authorization".into(), format!("Bearer {from_query}"))];
+    check_bearer(&probe, token).is_ok()
+}
+
+/// Adds the console routes.
+pub fn routes(router: Router, fleet: Arc<Fleet>, token: Option<Arc<str>>) -> Router {
+    router.route(Method::Get, "/console/sol/{server_id}", move |req| {
+        let metrics = fleet.metrics().clone();
+        let error = |e: &'static str| {
+            metrics.sol_errors.inc(&ErrorType { error_type: e });
+        };
+        if !authorized(req, token.as_deref()) {
+            error("unauthenticated");
+            return Response::text(401, "missing or invalid token\n");
+        }
+        let id = req.param("server_id").unwrap_or_default().to_owned();
+        let Some(ipmi) = fleet.ipmi(&id) else {
+            return Response::text(404, "no IPMI server with that id\n");
+        };
+        let resp = match ws::handshake(req, Some("binary")) {
+            Ok(r) => r,
+            Err(e) => {
+                error("bad_handshake");
+                return Response::text(400, format!("{e}\n"));
+            }
+        };
+        let fleet = fleet.clone();
+        resp.with_upgrade(Upgrade::new(move |stream, leftover| {
+            Box::pin(async move {
+                let Some(ipmi) = fleet.ipmi(&id) else { return };
+                let metrics = fleet.metrics().clone();
+                match ipmi.open_dedicated().await {
+                    Ok(conn) => {
+                        match SolConsole::activate(conn, 1, Duration::from_millis(500)).await {
+                            Ok(sol) => relay(stream, leftover, sol, &id, &metrics).await,
+                            Err(e) => fail(&stream, &metrics, e.kind()).await,
+                        }
+                    }
+                    Err(e) => fail(&stream, &metrics, e.kind()).await,
+                }
+            })
+        }))
+        .with_header("Cache-Control", "no-store")
+        .with_header("X-Conduit-Bmc", ipmi.addr().to_string())
+    })
+}
+
+async fn send(stream: &Async<std::net::TcpStream>, op: Opcode, payload: &[u8]) -> bool {
+    (&*stream)
+        .write_all(&ws::encode_server_frame(op, payload))
+        .await
+        .is_ok()
+}
+
+/// Closes the WebSocket with `error_type` as the reason, and counts it.
+async fn fail(
+    stream: &Async<std::net::TcpStream>,
+    metrics: &AgentMetrics,
+    error_type: &'static str,
+) {
+    metrics.sol_errors.inc(&ErrorType { error_type });
+    let mut reason = 1011u16.to_be_bytes().to_vec();
+    reason.extend_from_slice(error_type.as_bytes());
+    send(stream, Opcode::Close, &reason).await;
+}
+
+/// What woke the relay up.
+enum Event {
+    Viewer(std::io::Result<usize>),
+    Bmc(Result<Vec<u8>, crate::ipmi::client::IpmiError>),
+}
+
+async fn relay(
+    stream: Async<std::net::TcpStream>,
+    mut inbuf: Vec<u8>,
+    mut sol: SolConsole,
+    server_id: &str,
+    metrics: &AgentMetrics,
+) {
+    let server = ServerId {
+        server_id: server_id.to_owned(),
+    };
+    let (Some(to_viewer), Some(to_bmc)) = (
+        metrics.sol_bytes.handle(&Direction {
+            direction: "bmc_to_viewer",
+        }),
+        metrics.sol_bytes.handle(&Direction {
+            direction: "viewer_to_bmc",
+        }),
+    ) else {
+        return;
+    };
+    metrics.sol_sessions.with(&server, |g| g.inc());
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut last_ping = Instant::now();
+    let end: Option<&'static str> = 'relay: loop {
+        // Whole frames from the viewer first.
+        loop {
+            match ws::decode_client_frame(&inbuf, MAX_FRAME) {
+                Ok(None) => break,
+                Ok(Some((frame, used))) => {
+                    inbuf.drain(..used);
+                    match frame.opcode {
+                        Opcode::Binary | Opcode::Text | Opcode::Continuation => {
+                            if let Err(e) = sol.write(&frame.payload).await {
+                                break 'relay Some(e.kind());
+                            }
+                            to_bmc.inc_by(frame.payload.len() as u64);
+                        }
+                        Opcode::Ping => {
+                            send(&stream, Opcode::Pong, &frame.payload).await;
+                        }
+                        Opcode::Pong => {}
+                        Opcode::Close => {
+                            send(&stream, Opcode::Close, &frame.payload).await;
+                            break 'relay None;
+                        }
+                    }
+                }
+                Err(_) => {
+                    let _ = send(&stream, Opcode::Close, &1002u16.to_be_bytes()).await;
+                    break 'relay Some("protocol_error");
+                }
+            }
+        }
+        // Then whichever comes first: more from the viewer, or console output.
+        let from_viewer = async { Event::Viewer((&stream).read(&mut chunk).await) };
+        let from_bmc = async { Event::Bmc(sol.read(Duration::from_millis(250)).await) };
+        match future::or(from_viewer, from_bmc).await {
+            Event::Viewer(Ok(0)) | Event::Viewer(Err(_)) => break None, // the viewer went away
+            Event::Viewer(Ok(n)) => inbuf.extend_from_slice(&chunk[..n]),
+            Event::Bmc(Ok(data)) if data.is_empty() => {
+                if last_ping.elapsed() >= PING_EVERY {
+                    last_ping = Instant::now();
+                    if !send(&stream, Opcode::Ping, b"").await {
+                        break None;
+                    }
+                }
+            }
+            Event::Bmc(Ok(data)) => {
+                if !send(&stream, Opcode::Binary, &data).await {
+                    break None;
+                }
+                to_viewer.inc_by(data.len() as u64);
+            }
+            Event::Bmc(Err(e)) => break Some(e.kind()),
+        }
+    };
+    if let Some(e) = end {
+        fail(&stream, metrics, e).await;
+    }
+    metrics.sol_sessions.with(&server, |g| g.dec());
+    sol.deactivate().await;
+}
