@@ -102,11 +102,7 @@ impl IpmiBmc {
         what: &'static str,
         cmd: C,
     ) -> Result<C::Output, IpmiError> {
-        let msg: Message = cmd.into();
-        let data = self
-            .request(what, msg.netfn_raw(), msg.cmd(), msg.data(), true)
-            .await?;
-        C::parse_success_response(&data).map_err(|_| IpmiError::Malformed(what))
+        self.command(what, cmd, true).await
     }
 
     /// Executes a command that must not be sent twice (it changes state: chassis control).
@@ -115,9 +111,18 @@ impl IpmiBmc {
         what: &'static str,
         cmd: C,
     ) -> Result<C::Output, IpmiError> {
+        self.command(what, cmd, false).await
+    }
+
+    async fn command<C: IpmiCommand>(
+        &self,
+        what: &'static str,
+        cmd: C,
+        idempotent: bool,
+    ) -> Result<C::Output, IpmiError> {
         let msg: Message = cmd.into();
         let data = self
-            .request(what, msg.netfn_raw(), msg.cmd(), msg.data(), false)
+            .request(what, msg.netfn_raw(), msg.cmd(), msg.data(), idempotent)
             .await?;
         C::parse_success_response(&data).map_err(|_| IpmiError::Malformed(what))
     }
