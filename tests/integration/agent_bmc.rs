@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use conduit_http::reference::parse_exposition;
 use conduit_tests::ipmi_sim::IpmiSim;
-use conduit_tests::{bin_command, get, request, start_component, wait_for, TempDir};
+use conduit_tests::{agent_cli, agent_cli_ok, get, request, start_component, wait_for, TempDir};
 
 const TOKEN: &str = "test-token-0123456789";
 
@@ -217,26 +217,13 @@ fn agent_polls_serves_and_acts_on_real_bmcs() {
     assert_eq!(v["servers"].as_array().map(Vec::len), Some(2), "{v}");
 
     // The CLI: same configuration, same code path.
-    let out = bin_command("conduit-agent")
-        .args(["--config", cfg.to_str().unwrap(), "power", "status", "sim1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_eq!(
+        agent_cli_ok(&cfg, &["power", "status", "sim1"]).trim(),
+        "off"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "off");
-    let out = bin_command("conduit-agent")
-        .args(["--config", cfg.to_str().unwrap(), "sensors", "sim1"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = agent_cli_ok(&cfg, &["sensors", "sim1"]);
     assert!(stdout.contains("FAN 1\t3000\trpm\tok"), "{stdout}");
-    let out = bin_command("conduit-agent")
-        .args(["--config", cfg.to_str().unwrap(), "power", "on", "nope"])
-        .output()
-        .unwrap();
+    let out = agent_cli(&cfg, &["power", "on", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bmc nope: power on: no such server"));
 
@@ -290,15 +277,7 @@ fn invalid_config_names_file_line_and_field_and_nothing_starts() {
         "[[bmc]]\nid = \"n1\"\naddress = \"10.0.0.1\"\ncipher_suite = 9\n",
     )
     .unwrap();
-    let out = bin_command("conduit-agent")
-        .args([
-            "--config",
-            path.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let out = agent_cli(&path, &["--listen", "127.0.0.1:0"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -10,7 +10,7 @@ use conduit_agent::config::{Cidr, DiscoveryConfig};
 use conduit_agent::discovery::scan;
 use conduit_tests::ipmi_sim::IpmiSim;
 use conduit_tests::sushy::Sushy;
-use conduit_tests::{bin_command, get, start_component, wait_for, TempDir};
+use conduit_tests::{agent_cli_ok, get, start_component, wait_for, TempDir};
 use futures_lite::future::block_on;
 
 /// The standard IPMI port when we may bind it (root, as CI runs), else a free high port.
@@ -156,16 +156,7 @@ fn the_agent_counts_discovered_servers() {
         "{text}"
     );
 
-    let out = bin_command("conduit-agent")
-        .args(["--config", cfg.to_str().unwrap(), "discover"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = agent_cli_ok(&cfg, &["discover"]);
     assert!(
         stdout.starts_with(&format!("127.0.79.2\tipmi\tipmi:{p}\tredfish:-\t")),
         "{stdout}"

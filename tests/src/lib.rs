@@ -243,6 +243,27 @@ pub fn bin_command(name: &str) -> Command {
     }
 }
 
+/// Runs `conduit-agent --config CONFIG ARGS…` (a CLI command) to completion.
+pub fn agent_cli(config: &Path, args: &[&str]) -> std::process::Output {
+    bin_command("conduit-agent")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run conduit-agent")
+}
+
+/// [`agent_cli`] that must succeed; returns its standard output.
+pub fn agent_cli_ok(config: &Path, args: &[&str]) -> String {
+    let out = agent_cli(config, args);
+    assert!(
+        out.status.success(),
+        "conduit-agent {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Starts `conduit-<binary>` on `127.0.0.1:0` with `extra` flags and waits for its
 /// `listening on ADDR;` log line.
 pub fn start_component(binary: &str, extra: &[&str]) -> Component {
