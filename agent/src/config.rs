@@ -74,6 +74,53 @@ pub struct RawConfig {
     bmcs: Vec<RawBmc>,
     #[serde(default)]
     discovery: RawDiscovery,
+    #[serde(default)]
+    console: RawConsole,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    sol_log_dir: Option<Spanned<String>>,
+    sol_log_max_bytes: Option<Spanned<i64>>,
+    sol_log_keep: Option<Spanned<i64>>,
+    sol_reconnect_max_secs: Option<Spanned<f64>>,
+    vnc_connect_timeout_secs: Option<Spanned<f64>>,
+    vnc_tcp_bind: Option<Spanned<String>>,
+    vnc_tcp_accept_secs: Option<Spanned<f64>>,
+}
+
+/// Console settings (`[console]`).
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// Where SOL session logs go (`<dir>/<server_id>.log`); none when unset.
+    pub sol_log_dir: Option<PathBuf>,
+    /// A log file is rotated when it would grow past this.
+    pub sol_log_max_bytes: u64,
+    /// Rotated files kept (`.1` … `.N`).
+    pub sol_log_keep: usize,
+    /// Cap of the SOL reconnect backoff (it starts at 0.5 s and doubles).
+    pub sol_reconnect_max: Duration,
+    /// Bound on dialing a BMC's VNC port and on its RFB handshake.
+    pub vnc_connect_timeout: Duration,
+    /// Address the per-session raw TCP VNC listeners bind to.
+    pub vnc_tcp_bind: IpAddr,
+    /// How long such a listener waits for its one viewer.
+    pub vnc_tcp_accept: Duration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> ConsoleConfig {
+        ConsoleConfig {
+            sol_log_dir: None,
+            sol_log_max_bytes: 1 << 20,
+            sol_log_keep: 3,
+            sol_reconnect_max: Duration::from_secs(30),
+            vnc_connect_timeout: Duration::from_secs(5),
+            vnc_tcp_bind: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            vnc_tcp_accept: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,6 +247,11 @@ struct RawBmc {
     redfish_port: Option<u16>,
     tls_ca_file: Option<Spanned<String>>,
     insecure_skip_verify: Option<Spanned<bool>>,
+    sol_instance: Option<Spanned<i64>>,
+    vnc_port: Option<u16>,
+    vnc_password: Option<Spanned<String>>,
+    vnc_password_file: Option<Spanned<String>>,
+    vnc_password_env: Option<Spanned<String>>,
 }
 
 fn default_protocol() -> Spanned<String> {
@@ -228,6 +280,12 @@ pub struct BmcConfig {
     /// Redfish port: `port` for Redfish BMCs, `redfish_port` (default 443) for auto ones,
     /// whose `port` is the IPMI port.
     pub redfish_port: u16,
+    /// SOL payload instance (1 unless the BMC has several serial ports).
+    pub sol_instance: u8,
+    /// The BMC's VNC/KVM TCP port (same address).
+    pub vnc_port: u16,
+    /// The BMC's VNC password, for VNC Authentication (only its first 8 bytes count).
+    pub vnc_password: Option<Secret>,
 }
 
 /// How a Redfish BMC's certificate is checked.
@@ -262,6 +320,8 @@ pub struct Config {
     pub watchdog_device: Option<PathBuf>,
     /// How often to pet it.
     pub watchdog_interval: Duration,
+    /// Consoles.
+    pub console: ConsoleConfig,
 }
 
 struct Ctx<'a> {
@@ -580,7 +640,17 @@ impl Config {
                     "IPMI user names are at most 16 bytes",
                 );
             }
+            let sol_instance = count(&ctx, &b.sol_instance, &field("sol_instance"), 1, 15)? as u8;
+            let vnc_password = ctx.secret(
+                &field("vnc_password"),
+                &b.vnc_password,
+                &b.vnc_password_file,
+                &b.vnc_password_env,
+            )?;
             bmcs.push(BmcConfig {
+                sol_instance,
+                vnc_port: b.vnc_port.unwrap_or(5900),
+                vnc_password,
                 id: id.to_owned(),
                 addr: SocketAddr::new(ip, port),
                 protocol,
@@ -634,7 +704,47 @@ impl Config {
             "agent.watchdog_interval_secs",
             10.0,
         )?;
+        let c = &raw.console;
+        let defaults = ConsoleConfig::default();
+        let vnc_tcp_bind = match &c.vnc_tcp_bind {
+            None => defaults.vnc_tcp_bind,
+            Some(a) => match a.get_ref().parse() {
+                Ok(ip) => ip,
+                Err(_) => return ctx.err(a.span(), "console.vnc_tcp_bind", "not an IP address"),
+            },
+        };
+        let console = ConsoleConfig {
+            sol_log_dir: c.sol_log_dir.as_ref().map(|d| ctx.resolve(d.get_ref())),
+            sol_log_max_bytes: count(
+                &ctx,
+                &c.sol_log_max_bytes,
+                "console.sol_log_max_bytes",
+                defaults.sol_log_max_bytes as usize,
+                1 << 40,
+            )? as u64,
+            sol_log_keep: count(&ctx, &c.sol_log_keep, "console.sol_log_keep", 3, 100)?,
+            sol_reconnect_max: secs(
+                &ctx,
+                &c.sol_reconnect_max_secs,
+                "console.sol_reconnect_max_secs",
+                30.0,
+            )?,
+            vnc_connect_timeout: secs(
+                &ctx,
+                &c.vnc_connect_timeout_secs,
+                "console.vnc_connect_timeout_secs",
+                5.0,
+            )?,
+            vnc_tcp_bind,
+            vnc_tcp_accept: secs(
+                &ctx,
+                &c.vnc_tcp_accept_secs,
+                "console.vnc_tcp_accept_secs",
+                30.0,
+            )?,
+        };
         Ok(Config {
+            console,
             discovery,
             watchdog_device,
             watchdog_interval,

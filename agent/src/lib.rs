@@ -15,7 +15,7 @@ pub mod bmc;
 #[cfg(feature = "board")]
 pub mod board;
 pub mod config;
-#[cfg(feature = "sol")]
+#[cfg(any(feature = "sol", feature = "vnc"))]
 pub mod console;
 #[cfg(feature = "ipmi")]
 pub mod discovery;

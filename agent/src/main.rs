@@ -267,8 +267,16 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
                     .as_ref()
                     .and_then(|c| c.api_token.as_ref())
                     .map(|t| std::sync::Arc::from(t.expose()));
-                #[cfg(feature = "sol")]
-                let router = conduit_agent::console::routes(router, f.clone(), token.clone());
+                #[cfg(any(feature = "sol", feature = "vnc"))]
+                let router = conduit_agent::console::routes(
+                    router,
+                    f.clone(),
+                    config
+                        .as_ref()
+                        .map(|c| c.console.clone())
+                        .unwrap_or_default(),
+                    token.clone(),
+                );
                 conduit_agent::api::routes(router, f, d, token)
             }
             #[cfg(not(feature = "ipmi"))]

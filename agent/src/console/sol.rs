@@ -16,41 +16,25 @@ use std::time::{Duration, Instant};
 
 use async_io::Async;
 use conduit_http::http::router::Router;
-use conduit_http::http::{Method, Request, Response, Upgrade};
+use conduit_http::http::{Method, Response, Upgrade};
 use conduit_http::labels::{Direction, ErrorType, ServerId};
-use conduit_http::rpc::check_bearer;
 use conduit_http::ws::{self, Opcode};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncReadExt};
 
+use super::{authorized, close, send, MAX_FRAME, PING_EVERY};
 use crate::bmc::Fleet;
+use crate::config::ConsoleConfig;
 use crate::ipmi::sol::SolConsole;
 use crate::metrics::AgentMetrics;
 
-/// Largest WebSocket frame a viewer may send (keystrokes and pastes, not files).
-const MAX_FRAME: usize = 64 * 1024;
-/// Keep-alive ping to an idle viewer.
-const PING_EVERY: Duration = Duration::from_secs(30);
-
-/// The token from `Authorization: Bearer` or, for browsers (which cannot set headers on a
-/// WebSocket), from the `token` query parameter.
-fn authorized(req: &Request, token: Option<&str>) -> bool {
-    if check_bearer(req, token).is_ok() {
-        return true;
-    }
-    let Some(from_query) = req
-        .query
-        .as_deref()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
-    else {
-        return false;
-    };
-    let mut probe = req.clone();
-    probe.headers = vec![("Authorization".into(), format!("Bearer {from_query}"))];
-    check_bearer(&probe, token).is_ok()
-}
-
-/// Adds the console routes.
-pub fn routes(router: Router, fleet: Arc<Fleet>, token: Option<Arc<str>>) -> Router {
+/// Adds `GET /console/sol/{server_id}`.
+pub fn routes(
+    router: Router,
+    fleet: Arc<Fleet>,
+    config: ConsoleConfig,
+    token: Option<Arc<str>>,
+) -> Router {
+    let _ = config;
     router.route(Method::Get, "/console/sol/{server_id}", move |req| {
         let metrics = fleet.metrics().clone();
         let error = |e: &'static str| {
@@ -92,13 +76,6 @@ pub fn routes(router: Router, fleet: Arc<Fleet>, token: Option<Arc<str>>) -> Rou
     })
 }
 
-async fn send(stream: &Async<std::net::TcpStream>, op: Opcode, payload: &[u8]) -> bool {
-    (&*stream)
-        .write_all(&ws::encode_server_frame(op, payload))
-        .await
-        .is_ok()
-}
-
 /// Closes the WebSocket with `error_type` as the reason, and counts it.
 async fn fail(
     stream: &Async<std::net::TcpStream>,
@@ -106,9 +83,7 @@ async fn fail(
     error_type: &'static str,
 ) {
     metrics.sol_errors.inc(&ErrorType { error_type });
-    let mut reason = 1011u16.to_be_bytes().to_vec();
-    reason.extend_from_slice(error_type.as_bytes());
-    send(stream, Opcode::Close, &reason).await;
+    close(stream, 1011, error_type).await;
 }
 
 /// What woke the relay up.

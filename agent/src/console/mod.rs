@@ -1,0 +1,78 @@
+//! Consoles over WebSocket: serial (IPMI SOL, `sol.rs`) and graphical (the BMC's VNC, `vnc.rs`).
+//!
+//! Both upgrade a token-protected `GET` to a WebSocket (subprotocol `binary` when offered) and
+//! then leave the HTTP server's short deadlines behind: a console connection lives as long as
+//! its viewer, kept alive by pings. Bytes are counted as console payload only (no WebSocket
+//! framing, no BMC-side handshake), in counter handles resolved once per session, so the hot
+//! path is one atomic add per chunk.
+
+use std::sync::Arc;
+
+use async_io::Async;
+use conduit_http::http::router::Router;
+use conduit_http::http::Request;
+use conduit_http::rpc::check_bearer;
+use conduit_http::ws::{self, Opcode};
+use futures_lite::AsyncWriteExt;
+
+use crate::bmc::Fleet;
+use crate::config::ConsoleConfig;
+
+#[cfg(feature = "sol")]
+pub mod sol;
+#[cfg(feature = "vnc")]
+pub mod vnc;
+
+/// Largest WebSocket frame a viewer may send (keystrokes, pointer events, pastes; not files).
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Keep-alive ping to an idle viewer.
+pub const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The token from `Authorization: Bearer` or, for browsers (which cannot set headers on a
+/// WebSocket), from the `token` query parameter.
+pub fn authorized(req: &Request, token: Option<&str>) -> bool {
+    if check_bearer(req, token).is_ok() {
+        return true;
+    }
+    let Some(from_query) = req
+        .query
+        .as_deref()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+    else {
+        return false;
+    };
+    let mut probe = req.clone();
+    probe.headers = vec![("Authorization".into(), format!("Bearer {from_query}"))];
+    check_bearer(&probe, token).is_ok()
+}
+
+/// Sends one unmasked (server) frame; false when the viewer is gone.
+pub async fn send(stream: &Async<std::net::TcpStream>, op: Opcode, payload: &[u8]) -> bool {
+    (&*stream)
+        .write_all(&ws::encode_server_frame(op, payload))
+        .await
+        .is_ok()
+}
+
+/// Closes the WebSocket with status `code` and `reason` (a short error type).
+pub async fn close(stream: &Async<std::net::TcpStream>, code: u16, reason: &str) {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason.as_bytes());
+    send(stream, Opcode::Close, &payload).await;
+}
+
+/// Adds the console routes.
+pub fn routes(
+    router: Router,
+    fleet: Arc<Fleet>,
+    config: ConsoleConfig,
+    token: Option<Arc<str>>,
+) -> Router {
+    let _ = &config;
+    #[cfg(feature = "sol")]
+    let router = sol::routes(router, fleet.clone(), config.clone(), token.clone());
+    #[cfg(feature = "vnc")]
+    let router = vnc::routes(router, fleet.clone(), config.clone(), token.clone());
+    let _ = (fleet, token);
+    router
+}
