@@ -133,16 +133,9 @@ fn rest<T: serde::Serialize>(
     token: Option<Arc<str>>,
     f: impl Fn(&Request) -> Result<T, RpcError> + Send + Sync + 'static,
 ) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
-    move |req| {
-        let result = check_bearer(req, token.as_deref()).and_then(|()| f(req));
-        match result.and_then(|v| {
-            serde_json::to_vec(&v).map_err(|e| RpcError::new(Code::Internal, e.to_string()))
-        }) {
-            Ok(body) => Response::new(200)
-                .with_header("Content-Type", "application/json")
-                .with_body(body),
-            Err(e) => e.response(),
-        }
+    move |req| match check_bearer(req, token.as_deref()).and_then(|()| f(req)) {
+        Ok(v) => Response::json(200, &v),
+        Err(e) => e.response(),
     }
 }
 

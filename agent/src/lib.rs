@@ -26,6 +26,8 @@ pub mod metrics;
 pub mod poller;
 #[cfg(feature = "redfish")]
 pub mod redfish;
+#[cfg(feature = "vnc")]
+pub mod rfb;
 
 use conduit_http::service::ComponentInfo;
 

@@ -92,9 +92,7 @@ impl RpcError {
     /// The error as a Connect JSON response.
     pub fn response(&self) -> Response {
         let body = serde_json::json!({"code": self.code.as_str(), "message": self.message});
-        let mut r = Response::new(self.code.http_status())
-            .with_header("Content-Type", "application/json")
-            .with_body(body.to_string().into_bytes());
+        let mut r = Response::json(self.code.http_status(), &body);
         if self.code == Code::Unauthenticated {
             r = r.with_header("WWW-Authenticate", "Bearer");
         }

@@ -237,21 +237,46 @@ fn decode(buf: &[u8], max_payload: usize, masked: bool) -> Result<Option<(Frame,
     )))
 }
 
-fn header(opcode: Opcode, len: usize, mask: bool, out: &mut Vec<u8>) {
-    out.push(0x80 | opcode.bits());
+/// A frame header without a mask key: the bytes and how many of them are used.
+fn header_bytes(opcode: Opcode, len: usize, mask: bool) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x80 | opcode.bits();
     let m = if mask { 0x80 } else { 0 };
     match len {
-        0..=125 => out.push(m | len as u8),
+        0..=125 => {
+            h[1] = m | len as u8;
+            (h, 2)
+        }
         126..=0xFFFF => {
-            out.push(m | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
+            h[1] = m | 126;
+            h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            (h, 4)
         }
         _ => {
-            out.push(m | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
+            h[1] = m | 127;
+            h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            (h, 10)
         }
     }
 }
+
+fn header(opcode: Opcode, len: usize, mask: bool, out: &mut Vec<u8>) {
+    let (h, n) = header_bytes(opcode, len, mask);
+    out.extend_from_slice(&h[..n]);
+}
+
+/// Writes the header of a final, unmasked (server) frame carrying `payload_len` bytes into the
+/// end of `room` (at most [`MAX_SERVER_HEADER`] bytes) and returns where it starts: a relay
+/// reads its payload right after `room` and sends both with one write, without copying.
+pub fn put_server_header(opcode: Opcode, payload_len: usize, room: &mut [u8]) -> usize {
+    let (h, n) = header_bytes(opcode, payload_len, false);
+    let start = room.len() - n;
+    room[start..].copy_from_slice(&h[..n]);
+    start
+}
+
+/// Longest server frame header.
+pub const MAX_SERVER_HEADER: usize = 10;
 
 /// Encodes one final, unmasked (server) frame.
 pub fn encode_server_frame(opcode: Opcode, payload: &[u8]) -> Vec<u8> {
@@ -273,6 +298,20 @@ pub fn encode_client_frame(opcode: Opcode, payload: &[u8], mask: [u8; 4]) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_in_place_matches_the_encoder() {
+        for len in [0usize, 1, 125, 126, 65_535, 65_536, 100_000] {
+            let payload = vec![0xA5u8; len];
+            let mut buf = vec![0u8; MAX_SERVER_HEADER + len];
+            buf[MAX_SERVER_HEADER..].copy_from_slice(&payload);
+            let start = put_server_header(Opcode::Binary, len, &mut buf[..MAX_SERVER_HEADER]);
+            assert_eq!(
+                buf[start..],
+                encode_server_frame(Opcode::Binary, &payload)[..]
+            );
+        }
+    }
 
     #[test]
     fn rfc6455_accept_key() {

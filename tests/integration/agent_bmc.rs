@@ -5,9 +5,10 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use conduit_http::reference::parse_exposition;
 use conduit_tests::ipmi_sim::IpmiSim;
-use conduit_tests::{agent_cli, agent_cli_ok, get, request, start_component, wait_for, TempDir};
+use conduit_tests::{
+    agent_cli, agent_cli_ok, get, request, sample, start_component, wait_for, TempDir,
+};
 
 const TOKEN: &str = "test-token-0123456789";
 
@@ -42,19 +43,6 @@ password = "password"
     .unwrap();
     std::fs::write(dir.0.join("bmc.pass"), "password\n").unwrap();
     path
-}
-
-fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let fams = parse_exposition(text).unwrap();
-    fams.get(family)?
-        .samples
-        .iter()
-        .find(|s| {
-            labels
-                .iter()
-                .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
-        })
-        .map(|s| s.value)
 }
 
 fn rpc(

@@ -4,6 +4,7 @@
 mod agent_bmc;
 mod agent_board;
 mod console_sol;
+mod console_vnc;
 mod discovery;
 mod exposition;
 mod http_guards;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub mod ipmi_sim;
 pub mod sushy;
+pub mod vnc;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -460,4 +461,23 @@ pub fn tool(name: &str) -> PathBuf {
         }
     }
     panic!("{name} is not installed: scripts/test installs the test peers (needs root or sudo)")
+}
+
+/// The value of the first sample of `family` carrying all of `labels`, from an exposition.
+pub fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let fams = conduit_http::reference::parse_exposition(text).expect("a valid exposition");
+    fams.get(family)?
+        .samples
+        .iter()
+        .find(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+        })
+        .map(|s| s.value)
+}
+
+/// [`sample`] read from a component's `/metrics`, 0 when absent.
+pub fn metric(addr: SocketAddr, family: &str, labels: &[(&str, &str)]) -> f64 {
+    sample(&get(addr, "/metrics", &[]).text(), family, labels).unwrap_or(0.0)
 }

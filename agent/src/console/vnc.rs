@@ -1,17 +1,626 @@
-//! VNC consoles (in progress).
+//! Graphical consoles: the agent dials the BMC's VNC/KVM port, performs the BMC side of the RFB
+//! handshake itself (`crate::rfb`: 3.3/3.7/3.8, None or VNC Authentication with the configured
+//! `vnc_password`), presents security None to the viewer, replays the BMC's ServerInit and then
+//! relays bytes both ways without parsing them.
+//!
+//! Viewers reach it two ways:
+//! - `GET /console/vnc/{server_id}` upgraded to a WebSocket (subprotocol `binary`, as noVNC
+//!   asks), token by bearer header or `?token=`;
+//! - `POST /console/vnc/{server_id}/listen` (bearer token) opens a one-shot raw TCP listener on
+//!   `[console] vnc_tcp_bind` and an ephemeral port for a native VNC viewer, answered as
+//!   `{"address": "127.0.0.1:40123", "expires_in_secs": 30}`; the first connection within that
+//!   time gets the session, the listener then closes.
+//!
+//! Each viewer gets its own connection to the BMC (shared flag set, so viewers coexist).
+//!
+//! Counted: `agent_vnc_bytes_total{direction}` — RFB bytes relayed after both handshakes,
+//! without WebSocket framing and without the handshakes the agent performs (the replayed
+//! ServerInit included): `bmc_to_viewer` as written to the viewer, `viewer_to_bmc` as written
+//! to the BMC; one atomic add per chunk on handles resolved once per session.
+//! `agent_vnc_sessions_total{server_id}` is the number of relays running.
+//! `agent_vnc_connection_errors_total{error_type}`: `timeout`, `refused`, `connect_failed`,
+//! `auth_failed`, `unsupported_security`, `server_refused`, `protocol_error` (the BMC side);
+//! `viewer_protocol_error`, `viewer_timeout`, `unauthenticated`, `bad_handshake` (the viewer
+//! side); `connection_lost` (an I/O error mid-session).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_io::{Async, Timer};
 use conduit_http::http::router::Router;
+use conduit_http::http::{Method, Response, Upgrade};
+use conduit_http::labels::{Direction, ErrorType, ServerId};
+use conduit_http::ws::{self, Opcode};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use prometheus_client::metrics::counter::Counter;
 
+use super::{authorized, close, send, MAX_FRAME, PING_EVERY};
 use crate::bmc::Fleet;
-use crate::config::ConsoleConfig;
+use crate::config::{BmcConfig, ConsoleConfig};
+use crate::metrics::AgentMetrics;
+use crate::rfb::{BmcHandshake, RfbError, ServerInit, ViewerHandshake, ViewerOutcome};
 
-/// Adds the VNC console routes.
+/// Most raw TCP listeners waiting for a viewer at once.
+const MAX_TCP_LISTENERS: usize = 16;
+/// Relay buffer: one read from the BMC becomes one WebSocket frame.
+const CHUNK: usize = 64 * 1024;
+
+/// A failure with its `error_type` and what to tell the operator.
+#[derive(Debug, Clone)]
+pub struct VncError {
+    /// The metric label value.
+    pub kind: &'static str,
+    /// Context: which BMC, what happened.
+    pub detail: String,
+}
+
+impl std::fmt::Display for VncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+async fn with_timeout<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        Timer::after(limit).await;
+        None
+    })
+    .await
+}
+
+/// The BMC side, handshake done: the stream, what it said, and bytes it sent past ServerInit.
+#[derive(Debug)]
+pub struct BmcSide {
+    /// The connection to the BMC's VNC server.
+    pub stream: Async<TcpStream>,
+    /// Its ServerInit, to replay.
+    pub init: ServerInit,
+    /// Session bytes that arrived with the ServerInit.
+    pub leftover: Vec<u8>,
+}
+
+/// Dials `addr` and performs the client side of the RFB handshake, all within `limit`.
+pub async fn connect_bmc(
+    addr: SocketAddr,
+    password: Option<&[u8]>,
+    limit: Duration,
+) -> Result<BmcSide, VncError> {
+    let run = async {
+        let stream = Async::<TcpStream>::connect(addr)
+            .await
+            .map_err(|e| VncError {
+                kind: if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    "refused"
+                } else {
+                    "connect_failed"
+                },
+                detail: format!("VNC {addr}: connect: {e}"),
+            })?;
+        let mut hs = BmcHandshake::new(password);
+        let (mut input, mut out) = (Vec::new(), Vec::new());
+        let mut chunk = [0u8; 4096];
+        loop {
+            let step = hs
+                .step(&mut input, &mut out)
+                .map_err(|e: RfbError| VncError {
+                    kind: e.kind(),
+                    detail: format!("VNC {addr}: {e}"),
+                })?;
+            if !out.is_empty() {
+                (&stream).write_all(&out).await.map_err(|e| VncError {
+                    kind: "connect_failed",
+                    detail: format!("VNC {addr}: handshake write: {e}"),
+                })?;
+                out.clear();
+            }
+            if let Some(init) = step {
+                return Ok(BmcSide {
+                    stream,
+                    init,
+                    leftover: input,
+                });
+            }
+            let n = (&stream).read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return Err(VncError {
+                    kind: "protocol_error",
+                    detail: format!(
+                        "VNC {addr}: the server closed the connection during the handshake"
+                    ),
+                });
+            }
+            input.extend_from_slice(&chunk[..n]);
+        }
+    };
+    with_timeout(limit, run).await.unwrap_or_else(|| {
+        Err(VncError {
+            kind: "timeout",
+            detail: format!("VNC {addr}: no complete handshake within {limit:?}"),
+        })
+    })
+}
+
+/// How the viewer is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    WebSocket,
+    Raw,
+}
+
+/// What the viewer sent besides console bytes.
+enum Control {
+    Pong(Vec<u8>),
+    Close(Vec<u8>),
+    /// The viewer broke the protocol: close with 1002 and end the session with this error.
+    Fail(&'static str),
+}
+
+/// The viewer's read half: console bytes out of the transport's framing.
+struct Inbound {
+    transport: Transport,
+    /// Raw bytes read but not yet decoded (WebSocket).
+    pending: Vec<u8>,
+}
+
+impl Inbound {
+    /// Reads once and appends the console bytes to `out`. `Ok(false)`: the viewer is gone.
+    /// Control frames that need an answer go to `replies`.
+    async fn read_into(
+        &mut self,
+        stream: &Async<TcpStream>,
+        out: &mut Vec<u8>,
+        replies: &mut Vec<Control>,
+    ) -> Result<bool, &'static str> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = (&*stream).read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return Ok(false);
+        }
+        if self.transport == Transport::Raw {
+            out.extend_from_slice(&chunk[..n]);
+            return Ok(true);
+        }
+        self.pending.extend_from_slice(&chunk[..n]);
+        self.decode(out, replies)
+    }
+
+    /// Decodes the whole frames in `pending`.
+    fn decode(
+        &mut self,
+        out: &mut Vec<u8>,
+        replies: &mut Vec<Control>,
+    ) -> Result<bool, &'static str> {
+        loop {
+            match ws::decode_client_frame(&self.pending, MAX_FRAME) {
+                Ok(None) => return Ok(true),
+                Ok(Some((frame, used))) => {
+                    self.pending.drain(..used);
+                    match frame.opcode {
+                        Opcode::Binary | Opcode::Continuation => {
+                            out.extend_from_slice(&frame.payload)
+                        }
+                        // RFB is binary; a text frame is a confused client.
+                        Opcode::Text => return Err("viewer_protocol_error"),
+                        Opcode::Ping => replies.push(Control::Pong(frame.payload)),
+                        Opcode::Pong => {}
+                        Opcode::Close => {
+                            replies.push(Control::Close(frame.payload));
+                            return Ok(false);
+                        }
+                    }
+                }
+                Err(_) => return Err("viewer_protocol_error"),
+            }
+        }
+    }
+}
+
+/// The viewer's write half.
+#[derive(Clone, Copy)]
+struct Outbound<'a> {
+    stream: &'a Async<TcpStream>,
+    transport: Transport,
+}
+
+impl Outbound<'_> {
+    async fn write(&self, data: &[u8]) -> bool {
+        match self.transport {
+            Transport::Raw => (&*self.stream).write_all(data).await.is_ok(),
+            Transport::WebSocket => send(self.stream, Opcode::Binary, data).await,
+        }
+    }
+
+    async fn control(&self, c: Control) {
+        if self.transport == Transport::WebSocket {
+            match c {
+                Control::Pong(p) => send(self.stream, Opcode::Pong, &p).await,
+                Control::Close(p) => send(self.stream, Opcode::Close, &p).await,
+                Control::Fail(kind) => {
+                    close(self.stream, 1002, kind).await;
+                    true
+                }
+            };
+        }
+    }
+
+    async fn close(&self, code: u16, reason: &str) {
+        if self.transport == Transport::WebSocket {
+            close(self.stream, code, reason).await;
+        }
+    }
+}
+
+/// Runs one console session for a viewer: BMC handshake, viewer handshake, relay.
+async fn session(
+    stream: Async<TcpStream>,
+    mut inbound: Inbound,
+    bmc: BmcConfig,
+    config: ConsoleConfig,
+    metrics: Arc<AgentMetrics>,
+) {
+    let error = |kind: &'static str| {
+        metrics
+            .vnc_connection_errors
+            .inc(&ErrorType { error_type: kind });
+    };
+    let viewer = Outbound {
+        stream: &stream,
+        transport: inbound.transport,
+    };
+    let addr = SocketAddr::new(bmc.addr.ip(), bmc.vnc_port);
+    let password = bmc.vnc_password.as_ref().map(|p| p.expose().as_bytes());
+    let bmc_side = connect_bmc(addr, password, config.vnc_connect_timeout).await;
+    if let Err(e) = &bmc_side {
+        log::warn!("bmc {}: {e}", bmc.id);
+        error(e.kind);
+    }
+    // The viewer learns why the BMC side failed through RFB's own failure message.
+    let mut out = Vec::new();
+    let mut hs = ViewerHandshake::start(
+        bmc_side
+            .as_ref()
+            .map(|b| b.init.raw.clone())
+            .map_err(|e| format!("conduit agent: {}: {}", e.kind, e.detail)),
+        &mut out,
+    );
+    let mut from_viewer = Vec::new();
+    let handshake = async {
+        let mut replies = Vec::new();
+        loop {
+            let step = hs.step(&mut from_viewer, &mut out);
+            if !out.is_empty() {
+                if !viewer.write(&out).await {
+                    return Err("connection_lost");
+                }
+                out.clear();
+            }
+            match step {
+                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(None) => {}
+                Err(_) => return Err("viewer_protocol_error"),
+            }
+            let more = inbound
+                .read_into(&stream, &mut from_viewer, &mut replies)
+                .await;
+            for r in replies.drain(..) {
+                viewer.control(r).await;
+            }
+            match more {
+                Ok(true) => {}
+                Ok(false) => return Err("viewer_closed"),
+                Err(kind) => return Err(kind),
+            }
+        }
+    };
+    let outcome = with_timeout(config.vnc_connect_timeout, handshake)
+        .await
+        .unwrap_or(Err("viewer_timeout"));
+    let bmc_side = match (outcome, bmc_side) {
+        (Ok(ViewerOutcome::Ready), Ok(b)) => b,
+        (Ok(_), Err(e)) => {
+            viewer.close(1011, e.kind).await;
+            return;
+        }
+        (Ok(ViewerOutcome::Refused), Ok(_)) | (Err("viewer_closed"), _) => return,
+        (Err(kind), _) => {
+            error(kind);
+            viewer.close(1002, kind).await;
+            return;
+        }
+    };
+    let server = ServerId {
+        server_id: bmc.id.clone(),
+    };
+    let (Some(to_viewer), Some(to_bmc)) = (
+        metrics.vnc_bytes.handle(&Direction {
+            direction: "bmc_to_viewer",
+        }),
+        metrics.vnc_bytes.handle(&Direction {
+            direction: "viewer_to_bmc",
+        }),
+    ) else {
+        return;
+    };
+    metrics.vnc_sessions.with(&server, |g| g.inc());
+    log::info!(
+        "bmc {}: VNC session ({}x{} {:?}) via {addr}",
+        bmc.id,
+        bmc_side.init.width,
+        bmc_side.init.height,
+        bmc_side.init.name
+    );
+    let counters = Counters {
+        to_viewer: &to_viewer,
+        to_bmc: &to_bmc,
+    };
+    if let Err(kind) = relay(viewer, inbound, from_viewer, bmc_side, counters).await {
+        log::info!("bmc {}: VNC session ended: {kind}", bmc.id);
+        error(kind);
+    }
+    metrics.vnc_sessions.with(&server, |g| g.dec());
+}
+
+#[derive(Clone, Copy)]
+struct Counters<'a> {
+    to_viewer: &'a Counter,
+    to_bmc: &'a Counter,
+}
+
+/// Relays until either side ends. Bytes that came with the handshakes go first.
+async fn relay(
+    viewer: Outbound<'_>,
+    mut inbound: Inbound,
+    early: Vec<u8>,
+    bmc: BmcSide,
+    count: Counters<'_>,
+) -> Result<(), &'static str> {
+    let bmc_stream = &bmc.stream;
+    if !bmc.leftover.is_empty() {
+        if !viewer.write(&bmc.leftover).await {
+            return Ok(());
+        }
+        count.to_viewer.inc_by(bmc.leftover.len() as u64);
+    }
+    // Answers to the viewer's control frames go through the one writer of the viewer.
+    let (tx, rx) = async_channel::bounded::<Control>(8);
+    let down = async {
+        let mut buf = vec![0u8; ws::MAX_SERVER_HEADER + CHUNK];
+        loop {
+            enum Ev {
+                Data(std::io::Result<usize>),
+                Control(Option<Control>),
+                Tick,
+            }
+            let ev = future::or(
+                async { Ev::Data((&*bmc_stream).read(&mut buf[ws::MAX_SERVER_HEADER..]).await) },
+                future::or(async { Ev::Control(rx.recv().await.ok()) }, async {
+                    Timer::after(PING_EVERY).await;
+                    Ev::Tick
+                }),
+            )
+            .await;
+            match ev {
+                Ev::Data(Ok(0)) => {
+                    viewer.close(1000, "bmc_closed").await;
+                    return Ok(());
+                }
+                Ev::Data(Ok(n)) => {
+                    // The frame header goes in front of the payload: one write, no copy.
+                    let start = match viewer.transport {
+                        Transport::Raw => ws::MAX_SERVER_HEADER,
+                        Transport::WebSocket => ws::put_server_header(
+                            Opcode::Binary,
+                            n,
+                            &mut buf[..ws::MAX_SERVER_HEADER],
+                        ),
+                    };
+                    let end = ws::MAX_SERVER_HEADER + n;
+                    if (&*viewer.stream).write_all(&buf[start..end]).await.is_err() {
+                        return Ok(()); // the viewer left
+                    }
+                    count.to_viewer.inc_by(n as u64);
+                }
+                Ev::Data(Err(_)) => {
+                    viewer.close(1011, "connection_lost").await;
+                    return Err("connection_lost");
+                }
+                Ev::Control(Some(Control::Close(p))) => {
+                    viewer.control(Control::Close(p)).await;
+                    return Ok(());
+                }
+                Ev::Control(Some(Control::Fail(kind))) => {
+                    viewer.control(Control::Fail(kind)).await;
+                    return Err(kind);
+                }
+                Ev::Control(Some(c)) => viewer.control(c).await,
+                Ev::Control(None) => return Ok(()),
+                Ev::Tick => {
+                    if viewer.transport == Transport::WebSocket
+                        && !send(viewer.stream, Opcode::Ping, b"").await
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    };
+    let up = async {
+        let mut data = early;
+        let mut replies = Vec::new();
+        // Frames that arrived together with the handshake.
+        if viewer.transport == Transport::WebSocket && !inbound.decode(&mut data, &mut replies)? {
+            data.clear();
+        }
+        loop {
+            if !data.is_empty() {
+                (&*bmc_stream)
+                    .write_all(&data)
+                    .await
+                    .map_err(|_| "connection_lost")?;
+                count.to_bmc.inc_by(data.len() as u64);
+                data.clear();
+            }
+            let closing = replies.iter().any(|r| matches!(r, Control::Close(_)));
+            for r in replies.drain(..) {
+                let _ = tx.send(r).await;
+            }
+            if closing {
+                break Ok(());
+            }
+            match inbound
+                .read_into(viewer.stream, &mut data, &mut replies)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) if replies.is_empty() => break Ok(()),
+                Ok(false) => {}
+                Err(kind) => {
+                    let _ = tx.send(Control::Fail(kind)).await;
+                    break Err(kind);
+                }
+            }
+        }
+    };
+    // Whichever side ends first ends the session; a viewer's close or protocol error is
+    // answered by the writer before the streams drop.
+    let up = async {
+        let r = up.await;
+        Timer::after(Duration::from_millis(100)).await;
+        r
+    };
+    future::or(down, up).await
+}
+
+/// Adds `GET /console/vnc/{server_id}` and `POST /console/vnc/{server_id}/listen`.
 pub fn routes(
     router: Router,
-    _fleet: Arc<Fleet>,
-    _config: ConsoleConfig,
-    _token: Option<Arc<str>>,
+    fleet: Arc<Fleet>,
+    config: ConsoleConfig,
+    token: Option<Arc<str>>,
 ) -> Router {
+    let listeners = Arc::new(AtomicUsize::new(0));
+    let (f2, c2, t2) = (fleet.clone(), config.clone(), token.clone());
     router
+        .route(Method::Get, "/console/vnc/{server_id}", move |req| {
+            let metrics = fleet.metrics().clone();
+            if !authorized(req, token.as_deref()) {
+                metrics.vnc_connection_errors.inc(&ErrorType {
+                    error_type: "unauthenticated",
+                });
+                return Response::text(401, "missing or invalid token\n");
+            }
+            let id = req.param("server_id").unwrap_or_default();
+            let Some(bmc) = fleet.get(id) else {
+                return Response::text(404, "no server with that id\n");
+            };
+            let resp = match ws::handshake(req, Some("binary")) {
+                Ok(r) => r,
+                Err(e) => {
+                    metrics.vnc_connection_errors.inc(&ErrorType {
+                        error_type: "bad_handshake",
+                    });
+                    return Response::text(400, format!("{e}\n"));
+                }
+            };
+            let (bmc, config) = (bmc.config.clone(), config.clone());
+            resp.with_upgrade(Upgrade::new(move |stream, leftover| {
+                let inbound = Inbound {
+                    transport: Transport::WebSocket,
+                    pending: leftover,
+                };
+                Box::pin(session(stream, inbound, bmc, config, metrics))
+            }))
+            .with_header("Cache-Control", "no-store")
+        })
+        .route(
+            Method::Post,
+            "/console/vnc/{server_id}/listen",
+            move |req| {
+                let metrics = f2.metrics().clone();
+                if !authorized(req, t2.as_deref()) {
+                    metrics.vnc_connection_errors.inc(&ErrorType {
+                        error_type: "unauthenticated",
+                    });
+                    return Response::text(401, "missing or invalid token\n");
+                }
+                let id = req.param("server_id").unwrap_or_default();
+                let Some(bmc) = f2.get(id) else {
+                    return Response::text(404, "no server with that id\n");
+                };
+                match listen(bmc.config.clone(), c2.clone(), metrics, listeners.clone()) {
+                    Ok(addr) => Response::json(
+                        201,
+                        &serde_json::json!({
+                            "address": addr.to_string(),
+                            "expires_in_secs": c2.vnc_tcp_accept.as_secs_f64(),
+                        }),
+                    ),
+                    Err(ListenError::Busy) => Response::text(
+                        503,
+                        format!("{MAX_TCP_LISTENERS} VNC listeners are already waiting\n"),
+                    ),
+                    Err(ListenError::Io(e)) => Response::text(
+                        500,
+                        format!("bind a VNC listener on {}: {e}\n", c2.vnc_tcp_bind),
+                    ),
+                }
+            },
+        )
+}
+
+enum ListenError {
+    Busy,
+    Io(std::io::Error),
+}
+
+/// Opens a one-shot listener for a native viewer; its thread runs the session.
+fn listen(
+    bmc: BmcConfig,
+    config: ConsoleConfig,
+    metrics: Arc<AgentMetrics>,
+    waiting: Arc<AtomicUsize>,
+) -> Result<SocketAddr, ListenError> {
+    if waiting.fetch_add(1, Ordering::AcqRel) >= MAX_TCP_LISTENERS {
+        waiting.fetch_sub(1, Ordering::AcqRel);
+        return Err(ListenError::Busy);
+    }
+    let bound = TcpListener::bind(SocketAddr::new(config.vnc_tcp_bind, 0))
+        .and_then(|l| Ok((l.local_addr()?, Async::new(l)?)));
+    let (addr, listener) = match bound {
+        Ok(b) => b,
+        Err(e) => {
+            waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(ListenError::Io(e));
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name(format!("vnc-{}", bmc.id))
+        .spawn({
+            let waiting = waiting.clone();
+            move || {
+                let accepted =
+                    smol::block_on(with_timeout(config.vnc_tcp_accept, listener.accept()));
+                drop(listener);
+                waiting.fetch_sub(1, Ordering::AcqRel);
+                match accepted {
+                    Some(Ok((stream, peer))) => {
+                        log::info!("bmc {}: native VNC viewer from {peer}", bmc.id);
+                        let inbound = Inbound {
+                            transport: Transport::Raw,
+                            pending: Vec::new(),
+                        };
+                        smol::block_on(session(stream, inbound, bmc, config, metrics));
+                    }
+                    Some(Err(e)) => log::warn!("bmc {}: VNC listener {addr}: {e}", bmc.id),
+                    None => log::info!("bmc {}: VNC listener {addr} expired unused", bmc.id),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        waiting.fetch_sub(1, Ordering::AcqRel);
+        return Err(ListenError::Io(e));
+    }
+    Ok(addr)
 }

@@ -141,6 +141,16 @@ impl Response {
             .with_body(body.into().into_bytes())
     }
 
+    /// An `application/json` response.
+    pub fn json(status: u16, body: &impl serde::Serialize) -> Self {
+        match serde_json::to_vec(body) {
+            Ok(b) => Response::new(status)
+                .with_header("Content-Type", "application/json")
+                .with_body(b),
+            Err(e) => Response::text(500, format!("encode the response: {e}\n")),
+        }
+    }
+
     /// Adds a header field.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));

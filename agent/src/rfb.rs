@@ -1,0 +1,788 @@
+//! RFB (the VNC protocol, RFC 6143) handshakes, without I/O: the agent is the *client* of the
+//! BMC's VNC server ([`BmcHandshake`]: versions 3.3/3.7/3.8, security None or VNC
+//! Authentication) and the *server* of its own viewers ([`ViewerHandshake`]: security None
+//! only, then the BMC's ServerInit replayed). A viewer never needs the BMC's VNC password.
+//!
+//! Both are stepped state machines: the caller feeds the bytes it read, sends what they ask it
+//! to send and reads more when they need more, so the logic is tested (and fuzzed) without
+//! sockets. After the handshakes the agent relays bytes opaquely: it does not parse RFB
+//! messages, which keeps the proxy compatible with every encoding.
+
+use std::fmt;
+
+/// An RFB protocol version the agent speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Version {
+    /// 3.3: the server picks the security type.
+    V3_3,
+    /// 3.7: the client picks; no SecurityResult after None.
+    V3_7,
+    /// 3.8: the client picks; SecurityResult always, with a reason on failure.
+    V3_8,
+}
+
+impl Version {
+    /// The 12-byte ProtocolVersion message.
+    pub fn message(self) -> &'static [u8; 12] {
+        match self {
+            Version::V3_3 => b"RFB 003.003\n",
+            Version::V3_7 => b"RFB 003.007\n",
+            Version::V3_8 => b"RFB 003.008\n",
+        }
+    }
+
+    /// Parses a ProtocolVersion message and maps it to the version to use, as RFC 6143 §7.1.1
+    /// says: unknown minors count as 3.3, anything newer than 3.8 (Apple's 3.889) as 3.8.
+    pub fn parse(msg: &[u8]) -> Result<Version, RfbError> {
+        let bad =
+            || RfbError::Protocol(format!("not an RFB version message: {:?}", printable(msg)));
+        if msg.len() != 12 || &msg[..4] != b"RFB " || msg[7] != b'.' || msg[11] != b'\n' {
+            return Err(bad());
+        }
+        let num = |b: &[u8]| -> Option<u32> {
+            b.iter().try_fold(0u32, |acc, d| {
+                d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
+            })
+        };
+        let (Some(major), Some(minor)) = (num(&msg[4..7]), num(&msg[8..11])) else {
+            return Err(bad());
+        };
+        Ok(match (major, minor) {
+            (3, 7) => Version::V3_7,
+            (3, m) if m >= 8 => Version::V3_8,
+            (m, _) if m > 3 => Version::V3_8,
+            (3, _) => Version::V3_3,
+            _ => return Err(bad()),
+        })
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Version::V3_3 => "3.3",
+            Version::V3_7 => "3.7",
+            Version::V3_8 => "3.8",
+        }
+    }
+}
+
+/// Security types the agent knows.
+pub const SECURITY_NONE: u8 = 1;
+/// VNC Authentication (DES challenge-response).
+pub const SECURITY_VNC_AUTH: u8 = 2;
+
+/// Longest desktop name or failure reason accepted from a peer (RFC 6143 sets no bound).
+pub const MAX_TEXT: usize = 4096;
+
+/// Why a handshake failed; [`RfbError::kind`] is the metric's `error_type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RfbError {
+    /// The BMC refused the password (or needs one and none is configured).
+    AuthFailed(String),
+    /// The BMC offers only security types the agent does not speak.
+    UnsupportedSecurity(Vec<u8>),
+    /// The BMC refused the connection with a reason (e.g. too many clients).
+    Refused(String),
+    /// Bytes that break the protocol.
+    Protocol(String),
+}
+
+impl RfbError {
+    /// The `error_type` label value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RfbError::AuthFailed(_) => "auth_failed",
+            RfbError::UnsupportedSecurity(_) => "unsupported_security",
+            RfbError::Refused(_) => "refused",
+            RfbError::Protocol(_) => "protocol_error",
+        }
+    }
+}
+
+impl fmt::Display for RfbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RfbError::AuthFailed(r) => write!(f, "VNC authentication failed: {r}"),
+            RfbError::UnsupportedSecurity(t) => {
+                write!(f, "no supported security type (offered {t:?}; the agent speaks None and VNC Authentication)")
+            }
+            RfbError::Refused(r) => write!(f, "the VNC server refused the connection: {r}"),
+            RfbError::Protocol(r) => write!(f, "RFB protocol error: {r}"),
+        }
+    }
+}
+
+impl std::error::Error for RfbError {}
+
+fn printable(b: &[u8]) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned()
+}
+
+/// The DES response to a VNC Authentication challenge: the password (first 8 bytes, zero
+/// padded) with each byte's bits mirrored is the key, and the 16-byte challenge is encrypted
+/// as two ECB blocks. (The mirroring is a historical quirk of the original VNC code.)
+pub fn vnc_auth_response(password: &[u8], challenge: &[u8; 16]) -> [u8; 16] {
+    use des::cipher::generic_array::GenericArray;
+    use des::cipher::{BlockEncrypt, KeyInit};
+    let mut key = [0u8; 8];
+    for (k, p) in key.iter_mut().zip(password) {
+        *k = p.reverse_bits();
+    }
+    let cipher = des::Des::new(GenericArray::from_slice(&key));
+    let mut out = *challenge;
+    for block in out.chunks_exact_mut(8) {
+        cipher.encrypt_block(GenericArray::from_mut_slice(block));
+    }
+    out
+}
+
+/// What the BMC's VNC server told us, ready to be replayed to viewers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInit {
+    /// Framebuffer width.
+    pub width: u16,
+    /// Framebuffer height.
+    pub height: u16,
+    /// Desktop name (lossy UTF-8).
+    pub name: String,
+    /// The message exactly as received (pixel format included).
+    pub raw: Vec<u8>,
+    /// The version spoken with the BMC.
+    pub version: Version,
+    /// The security type used with the BMC.
+    pub security: u8,
+}
+
+impl ServerInit {
+    /// Parses a whole ServerInit from the start of `buf`: `Ok(None)` when more is needed.
+    pub fn parse(
+        buf: &[u8],
+        version: Version,
+        security: u8,
+    ) -> Result<Option<ServerInit>, RfbError> {
+        if buf.len() < 24 {
+            return Ok(None);
+        }
+        let name_len = u32::from_be_bytes([buf[20], buf[21], buf[22], buf[23]]) as usize;
+        if name_len > MAX_TEXT {
+            return Err(RfbError::Protocol(format!(
+                "desktop name of {name_len} bytes"
+            )));
+        }
+        let Some(name) = buf.get(24..24 + name_len) else {
+            return Ok(None);
+        };
+        Ok(Some(ServerInit {
+            width: u16::from_be_bytes([buf[0], buf[1]]),
+            height: u16::from_be_bytes([buf[2], buf[3]]),
+            name: String::from_utf8_lossy(name).into_owned(),
+            raw: buf[..24 + name_len].to_vec(),
+            version,
+            security,
+        }))
+    }
+}
+
+/// Reads a u32-length-prefixed string (a failure reason) from the start of `buf`.
+fn reason(buf: &[u8]) -> Result<Option<(String, usize)>, RfbError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > MAX_TEXT {
+        return Err(RfbError::Protocol(format!("failure reason of {len} bytes")));
+    }
+    Ok(buf.get(4..4 + len).map(|r| {
+        let text = String::from_utf8_lossy(r).trim_end_matches('\0').to_owned();
+        (text, 4 + len)
+    }))
+}
+
+fn u32_at(buf: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(buf.get(..4)?.try_into().ok()?))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BmcState {
+    Version,
+    /// 3.3: the server's chosen type; 3.7/3.8: the list.
+    Security(Version),
+    /// The server's failure reason after it offered no type.
+    SecurityFailure(Version),
+    Challenge(Version),
+    /// SecurityResult; `u8` is the security type used.
+    Result(Version, u8),
+    ResultReason,
+    ServerInit(Version, u8),
+    Done,
+}
+
+/// The agent's side of a handshake with a BMC's VNC server.
+///
+/// Call [`BmcHandshake::step`] with everything read so far (it consumes what it used) and an
+/// output buffer; send the output; read more until it returns the [`ServerInit`]. Bytes left
+/// in the input after that belong to the session.
+pub struct BmcHandshake {
+    password: Option<Vec<u8>>,
+    state: BmcState,
+}
+
+impl fmt::Debug for BmcHandshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BmcHandshake")
+            .field("state", &self.state)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl BmcHandshake {
+    /// A handshake that answers VNC Authentication with `password` when given.
+    pub fn new(password: Option<&[u8]>) -> BmcHandshake {
+        BmcHandshake {
+            password: password.map(<[u8]>::to_vec),
+            state: BmcState::Version,
+        }
+    }
+
+    /// Advances as far as `input` allows. Returns the ServerInit once complete.
+    pub fn step(
+        &mut self,
+        input: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<ServerInit>, RfbError> {
+        loop {
+            let used = match self.state.clone() {
+                BmcState::Version => {
+                    let Some(msg) = input.get(..12) else {
+                        return Ok(None);
+                    };
+                    let v = Version::parse(msg)?;
+                    out.extend_from_slice(v.message());
+                    self.state = BmcState::Security(v);
+                    12
+                }
+                BmcState::Security(Version::V3_3) => {
+                    let Some(t) = u32_at(input) else {
+                        return Ok(None);
+                    };
+                    self.state = match t {
+                        0 => BmcState::SecurityFailure(Version::V3_3),
+                        1 => BmcState::ServerInit(Version::V3_3, SECURITY_NONE),
+                        2 => self.choose_vnc_auth(Version::V3_3)?,
+                        other => {
+                            return Err(RfbError::UnsupportedSecurity(vec![other.min(255) as u8]))
+                        }
+                    };
+                    if self.state == BmcState::ServerInit(Version::V3_3, SECURITY_NONE) {
+                        out.push(1); // ClientInit: shared, so the BMC keeps its other viewers
+                    }
+                    4
+                }
+                BmcState::Security(v) => {
+                    let Some(&n) = input.first() else {
+                        return Ok(None);
+                    };
+                    if n == 0 {
+                        self.state = BmcState::SecurityFailure(v);
+                        1
+                    } else {
+                        let Some(types) = input.get(1..1 + usize::from(n)) else {
+                            return Ok(None);
+                        };
+                        let offered = |t| types.contains(&t);
+                        self.state = if self.password.is_some() && offered(SECURITY_VNC_AUTH) {
+                            out.push(SECURITY_VNC_AUTH);
+                            BmcState::Challenge(v)
+                        } else if offered(SECURITY_NONE) {
+                            out.push(SECURITY_NONE);
+                            if v == Version::V3_8 {
+                                BmcState::Result(v, SECURITY_NONE)
+                            } else {
+                                out.push(1);
+                                BmcState::ServerInit(v, SECURITY_NONE)
+                            }
+                        } else if offered(SECURITY_VNC_AUTH) {
+                            return Err(RfbError::AuthFailed(
+                                "the BMC asks for VNC Authentication and no vnc_password is configured".into(),
+                            ));
+                        } else {
+                            return Err(RfbError::UnsupportedSecurity(types.to_vec()));
+                        };
+                        1 + usize::from(n)
+                    }
+                }
+                BmcState::SecurityFailure(_) => {
+                    let Some((why, used)) = reason(input)? else {
+                        return Ok(None);
+                    };
+                    input.drain(..used);
+                    return Err(RfbError::Refused(why));
+                }
+                BmcState::Challenge(v) => {
+                    let Some(challenge) = input.get(..16) else {
+                        return Ok(None);
+                    };
+                    let challenge: &[u8; 16] = challenge
+                        .try_into()
+                        .map_err(|_| RfbError::Protocol("challenge".into()))?;
+                    let password = self.password.as_deref().unwrap_or_default();
+                    out.extend_from_slice(&vnc_auth_response(password, challenge));
+                    self.state = BmcState::Result(v, SECURITY_VNC_AUTH);
+                    16
+                }
+                BmcState::Result(v, security) => {
+                    let Some(result) = u32_at(input) else {
+                        return Ok(None);
+                    };
+                    match (result, v) {
+                        (0, _) => {
+                            out.push(1);
+                            self.state = BmcState::ServerInit(v, security);
+                        }
+                        (_, Version::V3_8) => self.state = BmcState::ResultReason,
+                        _ => {
+                            return Err(RfbError::AuthFailed(
+                                "the BMC refused the VNC password".into(),
+                            ))
+                        }
+                    }
+                    4
+                }
+                BmcState::ResultReason => {
+                    let Some((why, used)) = reason(input)? else {
+                        return Ok(None);
+                    };
+                    input.drain(..used);
+                    return Err(RfbError::AuthFailed(why));
+                }
+                BmcState::ServerInit(v, security) => {
+                    let Some(init) = ServerInit::parse(input, v, security)? else {
+                        return Ok(None);
+                    };
+                    input.drain(..init.raw.len());
+                    self.state = BmcState::Done;
+                    return Ok(Some(init));
+                }
+                BmcState::Done => {
+                    return Err(RfbError::Protocol("handshake already complete".into()))
+                }
+            };
+            input.drain(..used);
+        }
+    }
+
+    fn choose_vnc_auth(&self, v: Version) -> Result<BmcState, RfbError> {
+        if self.password.is_none() {
+            return Err(RfbError::AuthFailed(
+                "the BMC asks for VNC Authentication and no vnc_password is configured".into(),
+            ));
+        }
+        Ok(BmcState::Challenge(v))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ViewerState {
+    Version,
+    /// 3.7/3.8: the viewer's choice of security type.
+    Choice(Version),
+    ClientInit(Version),
+    Done,
+}
+
+/// The agent's side of a handshake with a viewer: security None, then the BMC's ServerInit
+/// (or, when the BMC side failed, a failure with its reason, which viewers show to the user).
+#[derive(Debug)]
+pub struct ViewerHandshake {
+    state: ViewerState,
+    bmc: Result<Vec<u8>, String>,
+}
+
+/// How the viewer handshake ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewerOutcome {
+    /// ServerInit sent: relay from here.
+    Ready,
+    /// The failure reason was sent: close after writing the output.
+    Refused,
+}
+
+impl ViewerHandshake {
+    /// The first bytes to send (the agent's version, 3.8) and the handshake that follows,
+    /// given the BMC's ServerInit bytes or the reason the BMC side failed.
+    pub fn start(bmc: Result<Vec<u8>, String>, out: &mut Vec<u8>) -> ViewerHandshake {
+        out.extend_from_slice(Version::V3_8.message());
+        ViewerHandshake {
+            state: ViewerState::Version,
+            bmc,
+        }
+    }
+
+    /// Advances as far as `input` allows.
+    pub fn step(
+        &mut self,
+        input: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<ViewerOutcome>, RfbError> {
+        loop {
+            let used = match self.state.clone() {
+                ViewerState::Version => {
+                    let Some(msg) = input.get(..12) else {
+                        return Ok(None);
+                    };
+                    let v = Version::parse(msg)?;
+                    input.drain(..12);
+                    match (&self.bmc, v) {
+                        (Err(why), Version::V3_3) => {
+                            out.extend_from_slice(&0u32.to_be_bytes());
+                            put_reason(why, out);
+                            self.state = ViewerState::Done;
+                            return Ok(Some(ViewerOutcome::Refused));
+                        }
+                        (Err(why), _) => {
+                            out.push(0);
+                            put_reason(why, out);
+                            self.state = ViewerState::Done;
+                            return Ok(Some(ViewerOutcome::Refused));
+                        }
+                        (Ok(_), Version::V3_3) => {
+                            out.extend_from_slice(&u32::from(SECURITY_NONE).to_be_bytes());
+                            self.state = ViewerState::ClientInit(v);
+                        }
+                        (Ok(_), v) => {
+                            out.extend_from_slice(&[1, SECURITY_NONE]);
+                            self.state = ViewerState::Choice(v);
+                        }
+                    }
+                    0
+                }
+                ViewerState::Choice(v) => {
+                    let Some(&t) = input.first() else {
+                        return Ok(None);
+                    };
+                    if t != SECURITY_NONE {
+                        return Err(RfbError::Protocol(format!(
+                            "the viewer chose security type {t}, offered only None ({})",
+                            v.text()
+                        )));
+                    }
+                    if v == Version::V3_8 {
+                        out.extend_from_slice(&0u32.to_be_bytes());
+                    }
+                    self.state = ViewerState::ClientInit(v);
+                    1
+                }
+                ViewerState::ClientInit(_) => {
+                    if input.is_empty() {
+                        return Ok(None);
+                    }
+                    // The shared flag is the BMC connection's business, already set.
+                    input.drain(..1);
+                    let init = self
+                        .bmc
+                        .as_ref()
+                        .map_err(|e| RfbError::Protocol(e.clone()))?;
+                    out.extend_from_slice(init);
+                    self.state = ViewerState::Done;
+                    return Ok(Some(ViewerOutcome::Ready));
+                }
+                ViewerState::Done => {
+                    return Err(RfbError::Protocol("handshake already complete".into()))
+                }
+            };
+            input.drain(..used);
+        }
+    }
+}
+
+fn put_reason(why: &str, out: &mut Vec<u8>) {
+    let why = &why.as_bytes()[..why.len().min(MAX_TEXT)];
+    out.extend_from_slice(&(why.len() as u32).to_be_bytes());
+    out.extend_from_slice(why);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a BMC handshake against a scripted server: `script` is the server's bytes in the
+    /// order it sends them; returns what the client sent and the outcome.
+    fn run(
+        password: Option<&[u8]>,
+        script: &[&[u8]],
+    ) -> (Vec<u8>, Result<Option<ServerInit>, RfbError>) {
+        let mut hs = BmcHandshake::new(password);
+        let (mut input, mut out) = (Vec::new(), Vec::new());
+        let mut result = Ok(None);
+        for chunk in script {
+            input.extend_from_slice(chunk);
+            result = hs.step(&mut input, &mut out);
+            if !matches!(result, Ok(None)) {
+                break;
+            }
+        }
+        (out, result)
+    }
+
+    fn server_init(name: &str) -> Vec<u8> {
+        let mut b = vec![0x04, 0x00, 0x03, 0x00]; // 1024x768
+        b.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]);
+        b.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        b.extend_from_slice(name.as_bytes());
+        b
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(Version::parse(b"RFB 003.008\n"), Ok(Version::V3_8));
+        assert_eq!(Version::parse(b"RFB 003.007\n"), Ok(Version::V3_7));
+        assert_eq!(Version::parse(b"RFB 003.003\n"), Ok(Version::V3_3));
+        assert_eq!(Version::parse(b"RFB 003.005\n"), Ok(Version::V3_3)); // unknown minor
+        assert_eq!(Version::parse(b"RFB 003.889\n"), Ok(Version::V3_8)); // Apple
+        assert_eq!(Version::parse(b"RFB 004.001\n"), Ok(Version::V3_8));
+        for bad in [
+            &b"RFB 002.000\n"[..],
+            b"HTTP/1.1 200",
+            b"RFB 003.00x\n",
+            b"RFB 003.008",
+        ] {
+            assert!(Version::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn vnc_auth_known_answer() {
+        // openssl enc -des-ecb -nopad -provider legacy -K <mirrored "password"> on the
+        // challenge 00 01 .. 0f (see agent/tests/kat/vnc_auth.sh).
+        let challenge: [u8; 16] = std::array::from_fn(|i| i as u8);
+        let got = vnc_auth_response(b"password", &challenge);
+        assert_eq!(hex(&got), "b866924125c8eebb9debc1db61c538e2");
+        // Only the first 8 bytes count.
+        assert_eq!(vnc_auth_response(b"password-and-more", &challenge), got);
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn v38_vnc_auth_then_server_init() {
+        let challenge = [7u8; 16];
+        let (sent, r) = run(
+            Some(b"password"),
+            &[
+                b"RFB 003.008\n",
+                &[2, 1, 2],
+                &challenge,
+                &0u32.to_be_bytes(),
+                &server_init("tiger1"),
+            ],
+        );
+        let init = r.unwrap().unwrap();
+        assert_eq!(
+            (init.width, init.height, init.name.as_str()),
+            (1024, 768, "tiger1")
+        );
+        assert_eq!(init.raw, server_init("tiger1"));
+        let mut want = b"RFB 003.008\n".to_vec();
+        want.push(2);
+        want.extend_from_slice(&vnc_auth_response(b"password", &challenge));
+        want.push(1); // ClientInit shared
+        assert_eq!(sent, want);
+    }
+
+    #[test]
+    fn v38_none_has_a_security_result() {
+        let (sent, r) = run(
+            None,
+            &[
+                b"RFB 003.008\n",
+                &[1, 1],
+                &0u32.to_be_bytes(),
+                &server_init("q"),
+            ],
+        );
+        assert_eq!(r.unwrap().unwrap().security, SECURITY_NONE);
+        assert_eq!(sent, b"RFB 003.008\n\x01\x01");
+    }
+
+    #[test]
+    fn v37_none_has_no_security_result() {
+        let (sent, r) = run(None, &[b"RFB 003.007\n", &[1, 1], &server_init("q")]);
+        assert_eq!(r.unwrap().unwrap().version, Version::V3_7);
+        assert_eq!(sent, b"RFB 003.007\n\x01\x01");
+    }
+
+    #[test]
+    fn v33_server_chooses() {
+        let (sent, r) = run(
+            None,
+            &[b"RFB 003.003\n", &1u32.to_be_bytes(), &server_init("old")],
+        );
+        assert_eq!(r.unwrap().unwrap().name, "old");
+        assert_eq!(sent, b"RFB 003.003\n\x01");
+        let challenge = [9u8; 16];
+        let (sent, r) = run(
+            Some(b"secret"),
+            &[
+                b"RFB 003.003\n",
+                &2u32.to_be_bytes(),
+                &challenge,
+                &0u32.to_be_bytes(),
+                &server_init("old"),
+            ],
+        );
+        assert!(r.unwrap().is_some());
+        assert_eq!(&sent[12..28], &vnc_auth_response(b"secret", &challenge));
+        // A 3.3 failure has no reason string.
+        let (_, r) = run(
+            Some(b"wrong"),
+            &[
+                b"RFB 003.003\n",
+                &2u32.to_be_bytes(),
+                &challenge,
+                &1u32.to_be_bytes(),
+            ],
+        );
+        assert_eq!(r.unwrap_err().kind(), "auth_failed");
+    }
+
+    #[test]
+    fn failures_carry_the_servers_reason() {
+        let mut failed = 1u32.to_be_bytes().to_vec();
+        failed.extend_from_slice(&22u32.to_be_bytes());
+        failed.extend_from_slice(b"Authentication failure");
+        let (_, r) = run(
+            Some(b"wrong"),
+            &[b"RFB 003.008\n", &[1, 2], &[0; 16], &failed],
+        );
+        assert_eq!(
+            r,
+            Err(RfbError::AuthFailed("Authentication failure".into()))
+        );
+
+        let mut refused = vec![0u8];
+        refused.extend_from_slice(&8u32.to_be_bytes());
+        refused.extend_from_slice(b"too many");
+        let (_, r) = run(None, &[b"RFB 003.008\n", &refused]);
+        assert_eq!(r, Err(RfbError::Refused("too many".into())));
+
+        let (_, r) = run(None, &[b"RFB 003.008\n", &[1, 2]]);
+        assert_eq!(r.unwrap_err().kind(), "auth_failed"); // needs a password, none configured
+        let (_, r) = run(None, &[b"RFB 003.008\n", &[2, 19, 16]]);
+        assert_eq!(r, Err(RfbError::UnsupportedSecurity(vec![19, 16])));
+        let (_, r) = run(None, &[b"SSH-2.0-OpenSSH\n"]);
+        assert_eq!(r.unwrap_err().kind(), "protocol_error");
+        let mut huge = server_init("");
+        huge[20..24].copy_from_slice(&u32::MAX.to_be_bytes());
+        let (_, r) = run(
+            None,
+            &[b"RFB 003.008\n", &[1, 1], &0u32.to_be_bytes(), &huge],
+        );
+        assert_eq!(r.unwrap_err().kind(), "protocol_error");
+    }
+
+    #[test]
+    fn byte_at_a_time_is_the_same() {
+        let mut script: Vec<u8> = b"RFB 003.008\n".to_vec();
+        script.extend_from_slice(&[2, 1, 2]);
+        script.extend_from_slice(&[3; 16]);
+        script.extend_from_slice(&0u32.to_be_bytes());
+        script.extend_from_slice(&server_init("x"));
+        script.extend_from_slice(b"FRAMEBUFFER");
+        let mut hs = BmcHandshake::new(Some(b"pw"));
+        let (mut input, mut out) = (Vec::new(), Vec::new());
+        let mut done = None;
+        for b in &script {
+            input.push(*b);
+            if let Some(init) = hs.step(&mut input, &mut out).unwrap() {
+                done = Some(init);
+                break;
+            }
+        }
+        assert_eq!(done.unwrap().name, "x");
+        // Extra bytes that arrive with the ServerInit stay in the input for the relay.
+        let mut hs = BmcHandshake::new(None);
+        let mut input = b"RFB 003.007\n\x01\x01".to_vec();
+        input.extend_from_slice(&server_init("y"));
+        input.extend_from_slice(b"rest");
+        assert!(hs.step(&mut input, &mut Vec::new()).unwrap().is_some());
+        assert_eq!(input, b"rest");
+    }
+
+    fn viewer(
+        bmc: Result<Vec<u8>, String>,
+        script: &[&[u8]],
+    ) -> (Vec<u8>, Result<Option<ViewerOutcome>, RfbError>) {
+        let mut out = Vec::new();
+        let mut hs = ViewerHandshake::start(bmc, &mut out);
+        let mut input = Vec::new();
+        let mut result = Ok(None);
+        for chunk in script {
+            input.extend_from_slice(chunk);
+            result = hs.step(&mut input, &mut out);
+            if !matches!(result, Ok(None)) {
+                break;
+            }
+        }
+        (out, result)
+    }
+
+    #[test]
+    fn viewers_get_none_and_the_replayed_server_init() {
+        let init = server_init("tiger1");
+        let (out, r) = viewer(Ok(init.clone()), &[b"RFB 003.008\n", &[1], &[1]]);
+        assert!(matches!(r, Ok(Some(ViewerOutcome::Ready))));
+        let mut want = b"RFB 003.008\n\x01\x01\0\0\0\0".to_vec();
+        want.extend_from_slice(&init);
+        assert_eq!(out, want);
+
+        let (out, _) = viewer(Ok(init.clone()), &[b"RFB 003.007\n", &[1], &[0]]);
+        let mut want = b"RFB 003.008\n\x01\x01".to_vec();
+        want.extend_from_slice(&init);
+        assert_eq!(out, want);
+
+        let (out, _) = viewer(Ok(init.clone()), &[b"RFB 003.003\n", &[1]]);
+        let mut want = b"RFB 003.008\n\0\0\0\x01".to_vec();
+        want.extend_from_slice(&init);
+        assert_eq!(out, want);
+
+        // A viewer insisting on VNC Authentication is refused.
+        let (_, r) = viewer(Ok(init), &[b"RFB 003.008\n", &[2]]);
+        assert_eq!(r.unwrap_err().kind(), "protocol_error");
+    }
+
+    #[test]
+    fn viewers_see_why_the_bmc_side_failed() {
+        let (out, r) = viewer(Err("VNC authentication failed".into()), &[b"RFB 003.008\n"]);
+        assert_eq!(r, Ok(Some(ViewerOutcome::Refused)));
+        let mut want = b"RFB 003.008\n\0".to_vec();
+        want.extend_from_slice(&25u32.to_be_bytes());
+        want.extend_from_slice(b"VNC authentication failed");
+        assert_eq!(out, want);
+        let (out, _) = viewer(Err("x".into()), &[b"RFB 003.003\n"]);
+        assert_eq!(&out[12..], b"\0\0\0\0\0\0\0\x01x");
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        let mut rng = 0x9e3779b97f4a7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let prefixes: [&[u8]; 4] = [b"", b"RFB 003.008\n", b"RFB 003.007\n", b"RFB 003.003\n"];
+        for i in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let mut input = prefixes[i % 4].to_vec();
+            input.extend((0..len).map(|_| next() as u8));
+            let mut hs = BmcHandshake::new(if i % 2 == 0 { Some(b"pw") } else { None });
+            let _ = hs.step(&mut input.clone(), &mut Vec::new());
+            let mut out = Vec::new();
+            let mut v = ViewerHandshake::start(Ok(vec![0; 24]), &mut out);
+            let _ = v.step(&mut input, &mut out);
+        }
+    }
+}
