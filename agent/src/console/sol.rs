@@ -11,6 +11,8 @@
 //! This first version relays one viewer per WebSocket; several viewers of one console (one
 //! writer, takeover), reconnecting to the BMC, and session logs are still to come.
 
+pub mod session_log;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
