@@ -286,6 +286,14 @@ pub fn encode_server_frame(opcode: Opcode, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Encodes one final, unmasked (server) frame into `out` (cleared first): a relay reusing one
+/// buffer per connection allocates nothing per frame once the buffer has grown.
+pub fn encode_server_frame_into(opcode: Opcode, payload: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    header(opcode, payload.len(), false, out);
+    out.extend_from_slice(payload);
+}
+
 /// Encodes one final, masked (client) frame with `mask`.
 pub fn encode_client_frame(opcode: Opcode, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 14);
@@ -384,6 +392,9 @@ mod tests {
                 decode_server_frame(&s, 1 << 20).unwrap().unwrap().0.payload,
                 payload
             );
+            let mut reused = b"left over".to_vec();
+            encode_server_frame_into(Opcode::Binary, &payload, &mut reused);
+            assert_eq!(reused, s);
         }
     }
 

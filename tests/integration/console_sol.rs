@@ -1,16 +1,23 @@
-//! A serial console through the agent: a WebSocket viewer on `/console/sol/{server_id}`, the
+//! Serial consoles through the agent: WebSocket viewers on `/console/sol/{server_id}`, the
 //! agent's SOL session to ipmi_sim, and the test holding the serial port's host side. Bytes go
 //! both ways and are counted exactly; a viewer idle for longer than the HTTP read timeout is
 //! not cut off; a bad token, an unknown server and a malformed frame are refused and counted.
+//! Several viewers share one session and one keyboard; the console rides out a BMC restart;
+//! SOL held by another session is refused unless forced; the console is logged.
+//!
+//! ipmi_sim dials the host side (again after a restart) and dies of SIGPIPE if that socket is
+//! closed while it writes: [`SerialHost`] accepts every connection and keeps draining them.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conduit_http::reference::parse_exposition;
 use conduit_http::ws::{decode_server_frame, encode_client_frame, Opcode};
 use conduit_tests::ipmi_sim::IpmiSim;
-use conduit_tests::{get, start_component, TempDir};
+use conduit_tests::{get, start_component, wait_for, Component, TempDir};
 
 const TOKEN: &str = "console-token-0123456789";
 
@@ -192,4 +199,491 @@ fn serial_console_through_the_agent() {
         ),
         1.0
     );
+}
+
+/// The host side of ipmi_sim's serial port: accepts every connection ipmi_sim makes (again
+/// after a restart), keeps reading all of them, writes to the newest.
+struct SerialHost {
+    received: Arc<Mutex<Vec<u8>>>,
+    current: Arc<Mutex<Option<TcpStream>>>,
+    connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SerialHost {
+    fn start(listener: TcpListener) -> SerialHost {
+        listener.set_nonblocking(true).unwrap();
+        let host = SerialHost {
+            received: Arc::default(),
+            current: Arc::default(),
+            connections: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (received, current, connections, stop) = (
+            host.received.clone(),
+            host.current.clone(),
+            host.connections.clone(),
+            host.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                let mut reader = s.try_clone().unwrap();
+                *current.lock().unwrap() = Some(s);
+                connections.fetch_add(1, Ordering::Relaxed);
+                let received = received.clone();
+                std::thread::spawn(move || {
+                    let mut b = [0u8; 4096];
+                    while let Ok(n @ 1..) = reader.read(&mut b) {
+                        received.lock().unwrap().extend_from_slice(&b[..n]);
+                    }
+                });
+            }
+        });
+        host
+    }
+
+    /// Waits for ipmi_sim's `n`th connection.
+    fn wait_connections(&self, n: usize) {
+        assert!(
+            wait_for(Duration::from_secs(15), Duration::from_millis(20), || {
+                (self.connections.load(Ordering::Relaxed) >= n).then_some(())
+            })
+            .is_some(),
+            "ipmi_sim did not dial the host side ({n})"
+        );
+    }
+
+    /// The host prints `data` on its serial port.
+    fn write(&self, data: &[u8]) {
+        let mut current = self.current.lock().unwrap();
+        current
+            .as_mut()
+            .expect("ipmi_sim connected")
+            .write_all(data)
+            .unwrap();
+    }
+
+    /// What the host received from the console so far.
+    fn received(&self) -> Vec<u8> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until the host received something ending with `tail`.
+    fn wait_received(&self, tail: &[u8]) -> Vec<u8> {
+        wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+            let r = self.received();
+            r.ends_with(tail).then_some(r)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "host did not receive {:?}; got {:?}",
+                String::from_utf8_lossy(tail),
+                String::from_utf8_lossy(&self.received())
+            )
+        })
+    }
+}
+
+impl Drop for SerialHost {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A WebSocket viewer of a console.
+struct Viewer {
+    s: TcpStream,
+    buf: Vec<u8>,
+    /// Console bytes received so far (BINARY payloads).
+    got: Vec<u8>,
+    /// The close frame's code and reason, once received.
+    closed: Option<(u16, String)>,
+}
+
+impl Viewer {
+    fn open(agent: SocketAddr, path: &str) -> Viewer {
+        let (s, status) = connect(agent, path);
+        assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        Viewer {
+            s,
+            buf: Vec::new(),
+            got: Vec::new(),
+            closed: None,
+        }
+    }
+
+    fn send(&mut self, op: Opcode, payload: &[u8]) {
+        self.s
+            .write_all(&encode_client_frame(op, payload, [1, 2, 3, 4]))
+            .unwrap();
+    }
+
+    /// Types on the console.
+    fn type_in(&mut self, keys: &[u8]) {
+        self.send(Opcode::Binary, keys);
+    }
+
+    /// Reads what is there; false once closed.
+    fn poll(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        match self.s.read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return false,
+        }
+        while let Ok(Some((frame, used))) = decode_server_frame(&self.buf, 1 << 20) {
+            self.buf.drain(..used);
+            match frame.opcode {
+                Opcode::Binary => self.got.extend_from_slice(&frame.payload),
+                Opcode::Close if frame.payload.len() >= 2 => {
+                    self.closed = Some((
+                        u16::from_be_bytes([frame.payload[0], frame.payload[1]]),
+                        String::from_utf8_lossy(&frame.payload[2..]).into_owned(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        self.closed.is_none()
+    }
+
+    /// Waits until the console showed `needle` (after what it showed before `from`).
+    fn wait_for(&mut self, needle: &str, from: usize) -> usize {
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            let seen = &self.got[from.min(self.got.len())..];
+            if let Some(at) = seen
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+            {
+                return from + at + needle.len();
+            }
+            assert!(
+                Instant::now() < until && self.poll(),
+                "viewer did not see {needle:?}; saw {:?}, closed {:?}",
+                String::from_utf8_lossy(&self.got),
+                self.closed
+            );
+        }
+    }
+
+    /// Waits for the agent's close frame.
+    fn wait_close(&mut self) -> (u16, String) {
+        let until = Instant::now() + Duration::from_secs(15);
+        while self.closed.is_none() && Instant::now() < until && self.poll() {}
+        self.closed.clone().unwrap_or_else(|| {
+            panic!(
+                "no close frame; saw {:?}",
+                String::from_utf8_lossy(&self.got)
+            )
+        })
+    }
+}
+
+/// An agent with one BMC, `sim1`, and `extra` config lines (sections after `[[bmc]]`).
+fn agent_for(sim: &IpmiSim, dir: &TempDir, extra: &str) -> Component {
+    let cfg = dir.0.join(format!("agent-{}.toml", next()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\napi_token = \"{TOKEN}\"\npoll_interval_secs = 3600\n[[bmc]]\nid = \"sim1\"\naddress = \"127.0.0.1\"\nport = {}\nusername = \"admin\"\npassword = \"password\"\n{extra}",
+            sim.addr.port()
+        ),
+    )
+    .unwrap();
+    start_component("conduit-agent", &["--config", cfg.to_str().unwrap()])
+}
+
+fn next() -> usize {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn metric(agent: &Component, family: &str, labels: &[(&str, &str)]) -> f64 {
+    sample(&get(agent.addr, "/metrics", &[]).text(), family, labels)
+}
+
+/// Waits until `agent_sol_sessions_total{server_id="sim1"}` is `n`.
+fn wait_sessions(agent: &Component, n: f64) {
+    let ok = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+        (metric(agent, "agent_sol_sessions_total", &[("server_id", "sim1")]) == n).then_some(())
+    });
+    assert!(ok.is_some(), "agent_sol_sessions_total never reached {n}");
+}
+
+fn console_path(query: &str) -> String {
+    format!("/console/sol/sim1?token={TOKEN}{query}")
+}
+
+#[test]
+fn viewers_share_one_session_and_one_keyboard() {
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
+    let serial = SerialHost::start(host);
+    serial.wait_connections(1);
+    let dir = TempDir::new("console-share");
+    let agent = agent_for(&sim, &dir, "");
+
+    let mut a = Viewer::open(agent.addr, &console_path(""));
+    wait_sessions(&agent, 1.0);
+    let mut b = Viewer::open(agent.addr, &console_path(""));
+
+    // Both see the host's output.
+    serial.write(b"hello-both\r\n");
+    a.wait_for("hello-both\r\n", 0);
+    let mut b_at = b.wait_for("hello-both\r\n", 0);
+
+    // The first viewer holds the keyboard; the second is told (once) that its input is dropped.
+    a.type_in(b"from-a\r");
+    serial.wait_received(b"from-a\r");
+    b.type_in(b"from-b\r");
+    b_at = b.wait_for("read-only", b_at);
+    b.type_in(b"again-b\r");
+    a.type_in(b"a2\r");
+    serial.wait_received(b"a2\r");
+
+    // The second takes the keyboard: its keystrokes arrive, the first's do not.
+    b.send(Opcode::Text, br#"{"type":"takeover"}"#);
+    b.wait_for("[conduit: you have the keyboard]", b_at);
+    let a_at = a.wait_for("another viewer took the keyboard", 0);
+    b.type_in(b"from-b2\r");
+    serial.wait_received(b"from-b2\r");
+    a.type_in(b"lost-a\r");
+    b.type_in(b"b3\r");
+    serial.wait_received(b"b3\r");
+
+    // A third joins with ?mode=takeover and takes it on arrival.
+    let mut c = Viewer::open(agent.addr, &console_path("&mode=takeover"));
+    c.wait_for("[conduit: you have the keyboard]", 0);
+    b.wait_for("another viewer took the keyboard", b_at);
+    c.type_in(b"from-c\r");
+    assert_eq!(
+        serial.wait_received(b"from-c\r"),
+        b"from-a\ra2\rfrom-b2\rb3\rfrom-c\r"
+    );
+    // Status lines are for the viewer concerned only, never console output.
+    assert!(!String::from_utf8_lossy(&a.got[a_at..]).contains("read-only"));
+
+    // A quiet console stays up: the keepalive (every 3 s) finds the session still ours.
+    std::thread::sleep(Duration::from_millis(3500));
+    c.poll();
+    assert!(
+        !String::from_utf8_lossy(&c.got).contains("SOL link"),
+        "{}",
+        String::from_utf8_lossy(&c.got)
+    );
+
+    // One session for three viewers; output counted once per chunk from the BMC, input once
+    // accepted; status lines not at all.
+    let text = get(agent.addr, "/metrics", &[]).text();
+    assert!(!text.contains("agent_sol_reconnections_total{"), "{text}");
+    assert_eq!(
+        sample(&text, "agent_sol_sessions_total", &[("server_id", "sim1")]),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "agent_sol_bytes_total",
+            &[("direction", "bmc_to_viewer")]
+        ),
+        b"hello-both\r\n".len() as f64
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "agent_sol_bytes_total",
+            &[("direction", "viewer_to_bmc")]
+        ),
+        b"from-a\ra2\rfrom-b2\rb3\rfrom-c\r".len() as f64
+    );
+
+    // When the last viewer leaves, SOL is deactivated (after the linger).
+    drop((a, b, c));
+    wait_sessions(&agent, 0.0);
+}
+
+#[test]
+fn viewers_ride_out_a_bmc_restart() {
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
+    let serial = SerialHost::start(host);
+    serial.wait_connections(1);
+    let dir = TempDir::new("console-restart");
+    let agent = agent_for(&sim, &dir, "[console]\nsol_reconnect_max_secs = 1\n");
+
+    let mut a = Viewer::open(agent.addr, &console_path(""));
+    wait_sessions(&agent, 1.0);
+    let mut b = Viewer::open(agent.addr, &console_path(""));
+    serial.write(b"before\r\n");
+    let a_at = a.wait_for("before\r\n", 0);
+    let b_at = b.wait_for("before\r\n", 0);
+
+    // The BMC goes away: the viewers stay and are told.
+    sim.stop();
+    let a_at = a.wait_for("[conduit: SOL link to sim1 lost (", a_at);
+    let b_at = b.wait_for("[conduit: SOL link to sim1 lost (", b_at);
+    a.wait_for("reconnecting in 0.5s]\r\n", a_at);
+    // Attempts fail while it is down.
+    a.wait_for("[conduit: reconnecting to sim1 failed (", a_at);
+    wait_sessions(&agent, 0.0);
+
+    sim.restart();
+    serial.wait_connections(2);
+    let a_at = a.wait_for("[conduit: reconnected to sim1; output the host sent while no SOL session was active was dropped by the BMC]\r\n", a_at);
+    let b_at = b.wait_for("[conduit: reconnected to sim1;", b_at);
+    wait_sessions(&agent, 1.0);
+
+    // Both ways again, on the new session.
+    serial.write(b"after\r\n");
+    a.wait_for("after\r\n", a_at);
+    b.wait_for("after\r\n", b_at);
+    a.type_in(b"typed-after\r");
+    serial.wait_received(b"typed-after\r");
+
+    let text = get(agent.addr, "/metrics", &[]).text();
+    let reconnections = |status| {
+        sample(
+            &text,
+            "agent_sol_reconnections_total",
+            &[("server_id", "sim1"), ("status", status)],
+        )
+    };
+    assert_eq!(reconnections("success"), 1.0, "{text}");
+    assert!(reconnections("failure") >= 1.0, "{text}");
+    // Status lines are not console bytes.
+    assert_eq!(
+        sample(
+            &text,
+            "agent_sol_bytes_total",
+            &[("direction", "bmc_to_viewer")]
+        ),
+        b"before\r\nafter\r\n".len() as f64
+    );
+    assert!(
+        sample(
+            &text,
+            "agent_sol_errors_total",
+            &[("error_type", "unreachable")]
+        ) + sample(
+            &text,
+            "agent_sol_errors_total",
+            &[("error_type", "timeout")]
+        ) >= 1.0,
+        "{text}"
+    );
+}
+
+#[test]
+fn sol_held_by_another_session_is_refused_unless_forced() {
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
+    let serial = SerialHost::start(host);
+    serial.wait_connections(1);
+    let dir = TempDir::new("console-force");
+    // Two agents on one BMC: the first one's console holds SOL.
+    let first = agent_for(&sim, &dir, "[console]\nsol_reconnect_max_secs = 1\n");
+    let second = agent_for(&sim, &dir, "");
+    let mut holder = Viewer::open(first.addr, &console_path(""));
+    wait_sessions(&first, 1.0);
+
+    // Without force: refused, said, counted.
+    let mut refused = Viewer::open(second.addr, &console_path(""));
+    assert_eq!(refused.wait_close(), (1011, "sol_in_use".to_owned()));
+    refused.wait_for("in use by another session; connect with ?force=1", 0);
+    assert_eq!(
+        metric(
+            &second,
+            "agent_sol_errors_total",
+            &[("error_type", "sol_in_use")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &second,
+            "agent_sol_sessions_total",
+            &[("server_id", "sim1")]
+        ),
+        0.0
+    );
+
+    // With force: the second agent takes SOL over, both ways.
+    let mut forced = Viewer::open(second.addr, &console_path("&force=1"));
+    wait_sessions(&second, 1.0);
+    serial.write(b"to-the-new-holder\r\n");
+    forced.wait_for("to-the-new-holder\r\n", 0);
+    forced.type_in(b"from-forced\r");
+    assert_eq!(serial.wait_received(b"from-forced\r"), b"from-forced\r");
+
+    // The first agent notices it lost the payload and says so, then cannot get it back.
+    let at = holder.wait_for("[conduit: SOL link to sim1 lost (sol_deactivated)", 0);
+    holder.wait_for("[conduit: reconnecting to sim1 failed (sol_in_use)", at);
+    assert!(!String::from_utf8_lossy(&holder.got).contains("to-the-new-holder"));
+    assert_eq!(
+        metric(
+            &first,
+            "agent_sol_errors_total",
+            &[("error_type", "sol_deactivated")]
+        ),
+        1.0
+    );
+    assert!(
+        metric(
+            &first,
+            "agent_sol_reconnections_total",
+            &[("server_id", "sim1"), ("status", "failure")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        metric(&first, "agent_sol_sessions_total", &[("server_id", "sim1")]),
+        0.0
+    );
+}
+
+#[test]
+fn session_log_records_the_console_and_rotates() {
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
+    let serial = SerialHost::start(host);
+    serial.wait_connections(1);
+    let dir = TempDir::new("console-log");
+    let logs = dir.0.join("sol-logs");
+    let agent = agent_for(
+        &sim,
+        &dir,
+        &format!(
+            "[console]\nsol_log_dir = \"{}\"\nsol_log_max_bytes = 64\nsol_log_keep = 2\n",
+            logs.display()
+        ),
+    );
+    let mut v = Viewer::open(agent.addr, &console_path(""));
+    wait_sessions(&agent, 1.0);
+    let lines: Vec<u8> = (0..10)
+        .flat_map(|i| format!("boot line {i:02}\r\n").into_bytes())
+        .collect(); // 140 bytes: more than two files of 64
+    serial.write(&lines);
+    v.wait_for("boot line 09\r\n", 0);
+
+    let read = |name: &str| std::fs::read(logs.join(name)).unwrap_or_default();
+    let (current, one, two) = (read("sim1.log"), read("sim1.log.1"), read("sim1.log.2"));
+    for f in [&current, &one, &two] {
+        assert!(f.len() <= 64, "{}", String::from_utf8_lossy(f));
+    }
+    assert!(!one.is_empty() && !two.is_empty(), "rotated");
+    assert!(!logs.join("sim1.log.3").exists());
+    // Oldest first, the files hold the console's output in order, nothing else.
+    let all = [two, one, current].concat();
+    assert_eq!(all, lines, "{}", String::from_utf8_lossy(&all));
 }

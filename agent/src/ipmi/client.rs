@@ -279,6 +279,20 @@ impl Connection {
         cmd: u8,
         data: &[u8],
     ) -> Result<(u8, Vec<u8>), IpmiError> {
+        self.request_keeping(what, netfn, cmd, data, None).await
+    }
+
+    /// [`Connection::request_raw`] on a session that also carries other payloads (an active
+    /// SOL console): payloads of other types that arrive while waiting for the response are
+    /// kept in `others`, in order, instead of being dropped.
+    pub async fn request_keeping(
+        &mut self,
+        what: &'static str,
+        netfn: u8,
+        cmd: u8,
+        data: &[u8],
+        mut others: Option<&mut Vec<(PayloadType, Vec<u8>)>>,
+    ) -> Result<(u8, Vec<u8>), IpmiError> {
         self.rq_seq = (self.rq_seq + 1) & 0x3F;
         let seq = self.rq_seq;
         let msg = emit_request(netfn, cmd, seq, data);
@@ -294,6 +308,9 @@ impl Connection {
             |d| {
                 let (pt, payload) = cell.borrow_mut().open(d).ok()?;
                 if pt != PayloadType::Ipmi {
+                    if let Some(o) = others.as_deref_mut() {
+                        o.push((pt, payload));
+                    }
                     return None;
                 }
                 let r = IpmiResponse::parse(&payload).ok()?;
@@ -325,6 +342,12 @@ impl Connection {
             }
         }
         Ok(None)
+    }
+
+    /// The session ID the BMC assigned to this session (what it reports as the owner of a
+    /// payload activated on it).
+    pub fn bmc_session_id(&self) -> u32 {
+        self.session.bmc_session_id()
     }
 
     /// Closes the session on the BMC (frees its session slot). Best effort: one try.

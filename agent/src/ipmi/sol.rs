@@ -90,23 +90,78 @@ pub struct SolConsole {
 }
 
 const NETFN_APP: u8 = 0x06;
+const CMD_ACTIVATE_PAYLOAD: u8 = 0x48;
+const CMD_DEACTIVATE_PAYLOAD: u8 = 0x49;
+const CMD_GET_PAYLOAD_INSTANCE_INFO: u8 = 0x4B;
+
+/// Completion code of Activate Payload when the instance is already active (IPMI 2.0 24.1):
+/// another session holds the console.
+pub const PAYLOAD_ALREADY_ACTIVE: u8 = 0x80;
+
+/// Whether `e` says SOL is held by another session (Activate Payload refused with
+/// [`PAYLOAD_ALREADY_ACTIVE`]).
+pub fn in_use(e: &IpmiError) -> bool {
+    matches!(
+        e,
+        IpmiError::Completion {
+            what: "activate payload",
+            code: PAYLOAD_ALREADY_ACTIVE
+        }
+    )
+}
 
 impl SolConsole {
     /// Activates SOL instance `instance` on `conn` (a session of its own), encrypted and
-    /// authenticated.
+    /// authenticated. Fails with [`in_use`] when another session holds it.
     pub async fn activate(
-        mut conn: Connection,
+        conn: Connection,
         instance: u8,
         reply_timeout: Duration,
     ) -> Result<SolConsole, IpmiError> {
-        // Aux data: encryption and authentication on, serial alerts deferred while active.
-        let data = [0x01, instance, 0xC4, 0, 0, 0];
-        let r = conn
-            .request("activate payload", NETFN_APP, 0x48, &data)
-            .await?;
-        if r.len() < 10 {
-            return Err(IpmiError::Malformed("activate payload"));
+        SolConsole::activate_with(conn, instance, reply_timeout, false).await
+    }
+
+    /// [`SolConsole::activate`]; with `force`, an instance held by another session (another
+    /// tool, or a session of ours the BMC still thinks alive) is deactivated first and then
+    /// activated for us. The session is closed when activation fails.
+    pub async fn activate_with(
+        mut conn: Connection,
+        instance: u8,
+        reply_timeout: Duration,
+        force: bool,
+    ) -> Result<SolConsole, IpmiError> {
+        let mut r = activate_payload(&mut conn, instance).await;
+        if force && r.as_ref().is_err_and(in_use) {
+            let data = [0x01, instance, 0, 0, 0, 0];
+            r = match conn
+                .request(
+                    "deactivate payload",
+                    NETFN_APP,
+                    CMD_DEACTIVATE_PAYLOAD,
+                    &data,
+                )
+                .await
+            {
+                Ok(_) => activate_payload(&mut conn, instance).await,
+                Err(e) => Err(e),
+            };
         }
+        let checked = r.and_then(|r| {
+            if r.len() >= 10 {
+                Ok(r)
+            } else {
+                Err(IpmiError::Malformed("activate payload"))
+            }
+        });
+        let r = match checked {
+            Ok(r) => r,
+            Err(e) => {
+                // Frees the BMC's session slot: a console retrying activation must not use
+                // them up.
+                conn.close().await;
+                return Err(e);
+            }
+        };
         let le = |i: usize| u16::from_le_bytes([r[i], r[i + 1]]);
         let activation = Activation {
             inbound_size: le(4),
@@ -122,6 +177,36 @@ impl SolConsole {
             received: VecDeque::new(),
             reply_timeout,
         })
+    }
+
+    /// Whether the session still holds the console: one request on it (Get Payload Instance
+    /// Info), which also keeps the session from timing out on the BMC. `Ok(false)` when the
+    /// BMC names another session as the holder (a forced takeover by another tool). A BMC
+    /// that refuses the command (completion code) still answered: the session lives.
+    /// Console data arriving meanwhile is acknowledged and kept for [`SolConsole::read`].
+    pub async fn check(&mut self) -> Result<bool, IpmiError> {
+        let mut others = Vec::new();
+        let r = self
+            .conn
+            .request_keeping(
+                "get payload instance info",
+                NETFN_APP,
+                CMD_GET_PAYLOAD_INSTANCE_INFO,
+                &[0x01, self.instance],
+                Some(&mut others),
+            )
+            .await;
+        for (pt, payload) in others {
+            if pt == PayloadType::Sol {
+                self.take(&payload).await?;
+            }
+        }
+        let (code, data) = r?;
+        if code != 0 || data.len() < 4 {
+            return Ok(true);
+        }
+        let holder = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+        Ok(holder == self.conn.bmc_session_id())
     }
 
     /// What the BMC said at activation.
@@ -222,10 +307,29 @@ impl SolConsole {
         let data = [0x01, self.instance, 0, 0, 0, 0];
         let _ = self
             .conn
-            .request("deactivate payload", NETFN_APP, 0x49, &data)
+            .request(
+                "deactivate payload",
+                NETFN_APP,
+                CMD_DEACTIVATE_PAYLOAD,
+                &data,
+            )
             .await;
         self.conn.close().await;
     }
+
+    /// Closes the session without deactivating SOL: for a console whose instance another
+    /// session has taken (deactivating would throw that one off).
+    pub async fn close(self) {
+        self.conn.close().await;
+    }
+}
+
+/// Sends Activate Payload for SOL `instance`; returns the response data.
+async fn activate_payload(conn: &mut Connection, instance: u8) -> Result<Vec<u8>, IpmiError> {
+    // Aux data: encryption and authentication on, serial alerts deferred while active.
+    let data = [0x01, instance, 0xC4, 0, 0, 0];
+    conn.request("activate payload", NETFN_APP, CMD_ACTIVATE_PAYLOAD, &data)
+        .await
 }
 
 #[cfg(test)]
