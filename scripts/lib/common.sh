@@ -36,16 +36,19 @@ ensure_apt() {
   [ $rc -eq 0 ] || die "apt-get install ${missing[*]} failed"
 }
 
-# ensure_sushy — the Redfish test peer (PyPI sushy-tools, pinned) in target/peers/venv.
-ensure_sushy() {
+# ensure_peer_venv — the test peers from PyPI, pinned, in a virtualenv under target/:
+# sushy-tools (the Redfish BMC emulator) and vncdotool (a VNC client, for the raw console test).
+ensure_peer_venv() {
   local venv=target/peers/venv
-  [ -x "$venv/bin/sushy-emulator" ] && return 0
-  log "installing sushy-tools into $venv"
-  rm -rf "$venv"; mkdir -p target/peers
-  if ! python3 -m venv "$venv" 2>/dev/null; then
-    ensure_apt python3-venv
-    /usr/bin/python3 -m venv "$venv"
+  [ -x "$venv/bin/sushy-emulator" ] && [ -x "$venv/bin/vncdo" ] && return 0
+  log "installing sushy-tools and vncdotool into $venv"
+  if [ ! -x "$venv/bin/pip" ]; then
+    rm -rf "$venv"; mkdir -p target/peers
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+      ensure_apt python3-venv
+      /usr/bin/python3 -m venv "$venv"
+    fi
   fi
-  "$venv/bin/pip" install -q --disable-pip-version-check sushy-tools==2.2.0 \
-    || die "pip install sushy-tools failed"
+  "$venv/bin/pip" install -q --disable-pip-version-check sushy-tools==2.2.0 vncdotool==1.4.2 \
+    || die "pip install sushy-tools vncdotool failed"
 }
