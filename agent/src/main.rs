@@ -10,7 +10,7 @@ use conduit_http::service::{self, ServeArgs, Stack};
 static ALLOC: conduit_http::heap::CountingAllocator = conduit_http::heap::CountingAllocator;
 
 const INTRO: &str = "\
-Usage: conduit-agent [OPTIONS]           Serve /metrics, /health and the API; poll the BMCs
+Usage: conduit-agent [OPTIONS]           Serve /metrics, /health, the API and the consoles
        conduit-agent [OPTIONS] servers   List the configured BMCs
        conduit-agent [OPTIONS] power <status|on|off|cycle|reset|soft|diag> <server>
        conduit-agent [OPTIONS] info <server>

@@ -92,7 +92,7 @@ impl RfbError {
         match self {
             RfbError::AuthFailed(_) => "auth_failed",
             RfbError::UnsupportedSecurity(_) => "unsupported_security",
-            RfbError::Refused(_) => "refused",
+            RfbError::Refused(_) => "server_refused",
             RfbError::Protocol(_) => "protocol_error",
         }
     }
@@ -666,6 +666,7 @@ mod tests {
         refused.extend_from_slice(b"too many");
         let (_, r) = run(None, &[b"RFB 003.008\n", &refused]);
         assert_eq!(r, Err(RfbError::Refused("too many".into())));
+        assert_eq!(r.unwrap_err().kind(), "server_refused");
 
         let (_, r) = run(None, &[b"RFB 003.008\n", &[1, 2]]);
         assert_eq!(r.unwrap_err().kind(), "auth_failed"); // needs a password, none configured

@@ -201,6 +201,19 @@ fn qemu_through_the_websocket_and_the_raw_listener() {
     );
     let text = get(agent.addr, "/metrics", &[]).text();
     assert!(text.contains("agent_vnc_bytes_total"), "{text}");
+
+    // A console in use does not hold up a clean stop (no waiting out the grace period).
+    let mut agent = agent;
+    let mut link = Link::websocket(agent.addr, &format!("/console/vnc/qemu?token={TOKEN}"));
+    assert!(matches!(handshake(&mut link), Handshake::Ready(..)));
+    let started = std::time::Instant::now();
+    let status = agent.proc.terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stopped in {:?} with a console open",
+        started.elapsed()
+    );
 }
 
 /// noVNC (npm `@novnc/novnc`) in headless Debian Chromium through the agent's WebSocket shows

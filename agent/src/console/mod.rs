@@ -34,11 +34,7 @@ pub fn authorized(req: &Request, token: Option<&str>) -> bool {
     if check_bearer(req, token).is_ok() {
         return true;
     }
-    let Some(from_query) = req
-        .query
-        .as_deref()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
-    else {
+    let Some(from_query) = req.query_param("token") else {
         return false;
     };
     let mut probe = req.clone();

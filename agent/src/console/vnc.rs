@@ -20,8 +20,10 @@
 //! `agent_vnc_sessions_total{server_id}` is the number of relays running.
 //! `agent_vnc_connection_errors_total{error_type}`: `timeout`, `refused`, `connect_failed`,
 //! `auth_failed`, `unsupported_security`, `server_refused`, `protocol_error` (the BMC side);
-//! `viewer_protocol_error`, `viewer_timeout`, `unauthenticated`, `bad_handshake` (the viewer
-//! side); `connection_lost` (an I/O error mid-session).
+//! `viewer_protocol_error`, `viewer_timeout` (a stalled handshake, or no answer to pings for
+//! three intervals), `viewer_too_slow` (a write to the viewer stuck for [`WRITE_TIMEOUT`]),
+//! `unauthenticated`, `bad_handshake` (the viewer side); `connection_lost` (an I/O error
+//! mid-session).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,6 +48,11 @@ use crate::rfb::{BmcHandshake, RfbError, ServerInit, ViewerHandshake, ViewerOutc
 const MAX_TCP_LISTENERS: usize = 16;
 /// Relay buffer: one read from the BMC becomes one WebSocket frame.
 const CHUNK: usize = 64 * 1024;
+/// Longest a write to a viewer may take (a viewer that stopped reading, not a slow link: at
+/// 64 KiB per write this allows about 2 KiB/s).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A viewer that has sent nothing, pongs included, for this many ping intervals is gone.
+const PINGS_UNANSWERED: u32 = 3;
 
 /// A failure with its `error_type` and what to tell the operator.
 #[derive(Debug, Clone)]
@@ -122,7 +129,10 @@ pub async fn connect_bmc(
                     leftover: input,
                 });
             }
-            let n = (&stream).read(&mut chunk).await.unwrap_or(0);
+            let n = (&stream).read(&mut chunk).await.map_err(|e| VncError {
+                kind: "connect_failed",
+                detail: format!("VNC {addr}: handshake read: {e}"),
+            })?;
             if n == 0 {
                 return Err(VncError {
                     kind: "protocol_error",
@@ -226,29 +236,60 @@ struct Outbound<'a> {
 
 impl Outbound<'_> {
     async fn write(&self, data: &[u8]) -> bool {
-        match self.transport {
-            Transport::Raw => (&*self.stream).write_all(data).await.is_ok(),
-            Transport::WebSocket => send(self.stream, Opcode::Binary, data).await,
-        }
+        let write = async {
+            match self.transport {
+                Transport::Raw => (&*self.stream).write_all(data).await.is_ok(),
+                Transport::WebSocket => send(self.stream, Opcode::Binary, data).await,
+            }
+        };
+        with_timeout(WRITE_TIMEOUT, write).await.unwrap_or(false)
     }
 
     async fn control(&self, c: Control) {
         if self.transport == Transport::WebSocket {
-            match c {
-                Control::Pong(p) => send(self.stream, Opcode::Pong, &p).await,
-                Control::Close(p) => send(self.stream, Opcode::Close, &p).await,
-                Control::Fail(kind) => {
-                    close(self.stream, 1002, kind).await;
-                    true
-                }
-            };
+            let _ = with_timeout(WRITE_TIMEOUT, self.control_frame(c)).await;
+        }
+    }
+
+    async fn control_frame(&self, c: Control) {
+        match c {
+            Control::Pong(p) => {
+                send(self.stream, Opcode::Pong, &p).await;
+            }
+            Control::Close(p) => {
+                send(self.stream, Opcode::Close, &p).await;
+            }
+            Control::Fail(kind) => close(self.stream, 1002, kind).await,
         }
     }
 
     async fn close(&self, code: u16, reason: &str) {
         if self.transport == Transport::WebSocket {
-            close(self.stream, code, reason).await;
+            let _ = with_timeout(WRITE_TIMEOUT, close(self.stream, code, reason)).await;
         }
+    }
+}
+
+/// One running relay in `agent_vnc_sessions_total{server_id}`: counted up when made, down
+/// when dropped — also when a shutdown drops the session mid-flight.
+struct Active<'a> {
+    metrics: &'a AgentMetrics,
+    server: ServerId,
+}
+
+impl<'a> Active<'a> {
+    fn new(metrics: &'a AgentMetrics, server_id: &str) -> Active<'a> {
+        let server = ServerId {
+            server_id: server_id.to_owned(),
+        };
+        metrics.vnc_sessions.with(&server, |g| g.inc());
+        Active { metrics, server }
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.metrics.vnc_sessions.with(&self.server, |g| g.dec());
     }
 }
 
@@ -330,9 +371,6 @@ async fn session(
             return;
         }
     };
-    let server = ServerId {
-        server_id: bmc.id.clone(),
-    };
     let (Some(to_viewer), Some(to_bmc)) = (
         metrics.vnc_bytes.handle(&Direction {
             direction: "bmc_to_viewer",
@@ -343,7 +381,7 @@ async fn session(
     ) else {
         return;
     };
-    metrics.vnc_sessions.with(&server, |g| g.inc());
+    let active = Active::new(&metrics, &bmc.id);
     log::info!(
         "bmc {}: VNC session ({}x{} {:?}) via {addr}",
         bmc.id,
@@ -359,7 +397,7 @@ async fn session(
         log::info!("bmc {}: VNC session ended: {kind}", bmc.id);
         error(kind);
     }
-    metrics.vnc_sessions.with(&server, |g| g.dec());
+    drop(active);
 }
 
 #[derive(Clone, Copy)]
@@ -385,6 +423,9 @@ async fn relay(
     }
     // Answers to the viewer's control frames go through the one writer of the viewer.
     let (tx, rx) = async_channel::bounded::<Control>(8);
+    // When the viewer last sent anything (pongs included): pings go unanswered by a vanished
+    // peer, whose socket would otherwise look open for a long time.
+    let heard = std::cell::Cell::new(std::time::Instant::now());
     let down = async {
         let mut buf = vec![0u8; ws::MAX_SERVER_HEADER + CHUNK];
         loop {
@@ -417,10 +458,14 @@ async fn relay(
                         ),
                     };
                     let end = ws::MAX_SERVER_HEADER + n;
-                    if (&*viewer.stream).write_all(&buf[start..end]).await.is_err() {
-                        return Ok(()); // the viewer left
+                    let mut to = viewer.stream;
+                    match with_timeout(WRITE_TIMEOUT, to.write_all(&buf[start..end])).await {
+                        Some(Ok(())) => {
+                            count.to_viewer.inc_by(n as u64);
+                        }
+                        Some(Err(_)) => return Ok(()), // the viewer left
+                        None => return Err("viewer_too_slow"),
                     }
-                    count.to_viewer.inc_by(n as u64);
                 }
                 Ev::Data(Err(_)) => {
                     viewer.close(1011, "connection_lost").await;
@@ -436,22 +481,30 @@ async fn relay(
                 }
                 Ev::Control(Some(c)) => viewer.control(c).await,
                 Ev::Control(None) => return Ok(()),
-                Ev::Tick => {
-                    if viewer.transport == Transport::WebSocket
-                        && !send(viewer.stream, Opcode::Ping, b"").await
-                    {
+                Ev::Tick if viewer.transport == Transport::WebSocket => {
+                    if heard.get().elapsed() > PING_EVERY * PINGS_UNANSWERED {
+                        viewer.close(1001, "viewer_timeout").await;
+                        return Err("viewer_timeout");
+                    }
+                    let ping = send(viewer.stream, Opcode::Ping, b"");
+                    if with_timeout(WRITE_TIMEOUT, ping).await != Some(true) {
                         return Ok(());
                     }
                 }
+                Ev::Tick => {}
             }
         }
     };
     let up = async {
         let mut data = early;
         let mut replies = Vec::new();
-        // Frames that arrived together with the handshake.
-        if viewer.transport == Transport::WebSocket && !inbound.decode(&mut data, &mut replies)? {
-            data.clear();
+        // Frames that arrived together with the handshake (a Close among them lands in
+        // `replies`, after the bytes before it are forwarded).
+        if viewer.transport == Transport::WebSocket {
+            if let Err(kind) = inbound.decode(&mut data, &mut replies) {
+                let _ = tx.send(Control::Fail(kind)).await;
+                return Err(kind);
+            }
         }
         loop {
             if !data.is_empty() {
@@ -469,10 +522,11 @@ async fn relay(
             if closing {
                 break Ok(());
             }
-            match inbound
+            let read = inbound
                 .read_into(viewer.stream, &mut data, &mut replies)
-                .await
-            {
+                .await;
+            heard.set(std::time::Instant::now());
+            match read {
                 Ok(true) => {}
                 Ok(false) if replies.is_empty() => break Ok(()),
                 Ok(false) => {}

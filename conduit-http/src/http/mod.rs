@@ -58,6 +58,61 @@ impl Request {
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The first query parameter `name`, percent-decoded (`+` as a space, as forms and
+    /// `URLSearchParams` write it). `None` when absent or not valid UTF-8 once decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.as_deref()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k)? == name).then(|| percent_decode(v))?
+        })
+    }
+}
+
+/// Decodes `%XX` escapes and `+`; `None` for a broken escape or invalid UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        let req = Request {
+            query: Some("a=1&token=ab%2Bc%2F%3D%26&sp=a+b&empty&bad=%4".into()),
+            ..Request::default()
+        };
+        assert_eq!(req.query_param("token").as_deref(), Some("ab+c/=&"));
+        assert_eq!(req.query_param("a").as_deref(), Some("1"));
+        assert_eq!(req.query_param("sp").as_deref(), Some("a b"));
+        assert_eq!(req.query_param("empty").as_deref(), Some(""));
+        assert_eq!(req.query_param("bad"), None);
+        assert_eq!(req.query_param("missing"), None);
+        assert_eq!(percent_decode("%e2%82%ac").as_deref(), Some("€"));
+        assert_eq!(percent_decode("%ff"), None);
+    }
 }
 
 /// A response: status, extra headers and a body sent with `Content-Length`.

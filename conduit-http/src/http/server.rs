@@ -195,6 +195,8 @@ struct Table {
 
 struct Entry {
     idle: bool,
+    /// Handed to another protocol (a console WebSocket): never evicted, ended at shutdown.
+    upgraded: bool,
     // Dropping the sender wakes the connection's task, which then closes the socket.
     _kill: async_channel::Sender<()>,
 }
@@ -227,10 +229,18 @@ impl Ctx {
             id,
             Entry {
                 idle: true,
+                upgraded: false,
                 _kill: tx,
             },
         );
         Some((id, rx))
+    }
+
+    fn set_upgraded(&self, id: u64) {
+        if let Some(e) = self.table().conns.get_mut(&id) {
+            e.idle = false;
+            e.upgraded = true;
+        }
     }
 
     fn set_idle(&self, id: u64, idle: bool) {
@@ -285,7 +295,8 @@ async fn accept_loop(
     }
     // Shutting down: close idle connections now, give busy ones the grace period.
     ctx.stopping.store(true, Ordering::Relaxed);
-    ctx.table().conns.retain(|_, e| !e.idle);
+    // Upgraded connections (consoles) would never finish on their own: they end now too.
+    ctx.table().conns.retain(|_, e| !e.idle && !e.upgraded);
     let until = Instant::now() + SHUTDOWN_GRACE;
     while !ctx.table().conns.is_empty() && Instant::now() < until {
         Timer::after(Duration::from_millis(20)).await;
@@ -367,8 +378,12 @@ async fn connection(
         let written = with_timeout(ctx.limits.write_timeout, (&stream).write_all(&bytes)).await;
         if let (Some(take_over), Some(Ok(()))) = (upgrade, &written) {
             // The connection now belongs to its new protocol (still counted against the cap,
-            // never evicted as idle): no HTTP deadlines apply.
-            take_over(stream, std::mem::take(&mut buf)).await;
+            // never evicted as idle): no HTTP deadlines apply. A shutdown ends it.
+            ctx.set_upgraded(id);
+            future::or(take_over(stream, std::mem::take(&mut buf)), async {
+                let _ = kill.recv().await;
+            })
+            .await;
             ctx.remove(id);
             return;
         }

@@ -1,0 +1,517 @@
+//! `cargo bench -p conduit-tests --bench console`: throughput of a long VNC stream from a BMC to
+//! a viewer through three relays, same run, same source. Needs the release agent
+//! (`cargo build --release -p conduit-agent`) and Debian's `websockify`. Reports; not a CI gate.
+//!
+//! The source is a fake VNC server in this process: RFB 3.8, security None, a 1920x1080 32 bpp
+//! ServerInit; after ClientInit and the viewer's first message (a FramebufferUpdateRequest) it
+//! streams `CONDUIT_BENCH_BYTES` (default 2 GiB) of a repeating pattern in 64 KiB writes. The
+//! viewer (also here) does the RFB 3.8 None handshake through the relay, then reads until it has
+//! every byte, checking the pattern; it times from the first payload byte to the last. Relays:
+//!
+//! 1. plain copy loop: this binary re-executed as a minimal TCP relay (two threads, 64 KiB
+//!    read/write loops), the lower bound;
+//! 2. the agent (`target/release/conduit-agent`) over its WebSocket `/console/vnc/{id}`;
+//! 3. `websockify` (Python) over its WebSocket.
+//!
+//! Measured per relay: MiB/s, % of the copy loop, and CPU seconds per GiB of the relay's process
+//! tree (utime+stime from /proc, per pid, before and after; websockify forks per connection),
+//! the median of 3 runs in alternating order after a smaller warm-up. Viewer and server CPU are
+//! not counted (they run here, on the same cores). The agent's `agent_vnc_bytes_total
+//! {direction="bmc_to_viewer"}` must equal the bytes streamed through it.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use conduit_http::ws::{encode_client_frame, Opcode};
+use conduit_tests::{bin_dir, free_port, metric, start_component, start_until, tool};
+use conduit_tests::{wait_for, workspace_root, Running, TempDir};
+
+const CHUNK: usize = 64 * 1024;
+/// Viewer read buffer (and the longest slice checked against the pattern at once).
+const BUF: usize = 256 * 1024;
+/// The pattern repeats every PERIOD bytes (prime, so it never lines up with the chunks).
+const PERIOD: usize = 251;
+const TIMEOUT: Duration = Duration::from_secs(30);
+const TOKEN: &str = "bench-console-token-0123456789";
+const COPY_ENV: &str = "CONDUIT_BENCH_COPY_TO";
+const MIB: f64 = 1024.0 * 1024.0;
+const FIX: &str = "run: cargo build --release -p conduit-agent";
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % PERIOD) as u8 ^ 0x5a).collect()
+}
+
+fn invalid(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+/// The fake BMC; each connection streams the byte count `bytes` held when it was accepted.
+fn fake_vnc(bytes: Arc<AtomicU64>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake VNC server");
+    let addr = listener.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let n = bytes.load(Ordering::SeqCst);
+            std::thread::spawn(move || serve(s, n).map_err(|e| eprintln!("fake VNC: {e}")));
+        }
+    });
+    addr
+}
+
+fn serve(mut s: TcpStream, n: u64) -> io::Result<()> {
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.set_write_timeout(Some(TIMEOUT))?;
+    let mut buf = [0u8; 12];
+    s.write_all(b"RFB 003.008\n")?;
+    s.read_exact(&mut buf)?; // the client's version
+    s.write_all(&[1, 1])?; // one security type: None
+    s.read_exact(&mut buf[..1])?;
+    s.write_all(&[0; 4])?; // SecurityResult: OK
+    s.read_exact(&mut buf[..1])?; // ClientInit
+    let mut init = vec![0x07, 0x80, 0x04, 0x38]; // 1920x1080, 32 bpp true colour, "bench"
+    init.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]);
+    init.extend_from_slice(b"\0\0\0\x05bench");
+    s.write_all(&init)?;
+    s.read_exact(&mut buf[..10])?; // FramebufferUpdateRequest: go
+    let pat = pattern(CHUNK + PERIOD);
+    let mut sent = 0u64;
+    while sent < n {
+        let (at, k) = (
+            (sent % PERIOD as u64) as usize,
+            (n - sent).min(CHUNK as u64),
+        );
+        s.write_all(&pat[at..at + k as usize])?;
+        sent += k;
+    }
+    // Stay until the viewer leaves: the bench samples the relay's CPU first.
+    while s.read(&mut buf)? > 0 {}
+    Ok(())
+}
+
+/// The copy-loop relay: this binary run with `COPY_ENV=<server address>`.
+fn copy_loop(target: &str) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    eprintln!(
+        "copy loop listening on {};",
+        listener.local_addr().expect("addr")
+    );
+    for viewer in listener.incoming().flatten() {
+        let Ok(server) = TcpStream::connect_timeout(&target.parse().expect("addr"), TIMEOUT) else {
+            continue;
+        };
+        for s in [&viewer, &server] {
+            let _ = s.set_read_timeout(Some(TIMEOUT * 10)); // the viewer is silent meanwhile
+            let _ = s.set_write_timeout(Some(TIMEOUT));
+        }
+        let (Ok(v2), Ok(s2)) = (viewer.try_clone(), server.try_clone()) else {
+            continue;
+        };
+        std::thread::spawn(move || pump(viewer, server));
+        std::thread::spawn(move || pump(s2, v2));
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = vec![0u8; CHUNK];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// A viewer: RFB over plain TCP or over a WebSocket (server frames decoded in place).
+struct Viewer {
+    s: TcpStream,
+    ws: bool,
+    /// Unread raw bytes are `buf[pos..end]`.
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    /// Payload left in the current frame, whether it is data (not a ping), data frames seen.
+    left: usize,
+    data: bool,
+    frames: u64,
+}
+
+impl Viewer {
+    fn connect(addr: SocketAddr, ws_path: Option<&str>) -> io::Result<Viewer> {
+        // websockify prints its address just before it binds: retry for a moment.
+        let until = Instant::now() + Duration::from_secs(10);
+        let s = loop {
+            match TcpStream::connect_timeout(&addr, TIMEOUT) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(e),
+            }
+        };
+        s.set_read_timeout(Some(TIMEOUT))?;
+        s.set_write_timeout(Some(TIMEOUT))?;
+        let (buf, ws) = (vec![0; BUF], ws_path.is_some());
+        let mut v = Viewer {
+            s,
+            ws,
+            buf,
+            pos: 0,
+            end: 0,
+            left: 0,
+            data: true,
+            frames: 0,
+        };
+        if let Some(path) = ws_path {
+            write!(
+                v.s,
+                "GET {path} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Protocol: binary\r\n\r\n"
+            )?;
+            while !v.buf[..v.end].windows(4).any(|w| w == b"\r\n\r\n") {
+                v.fill()?;
+            }
+            let head_end = v
+                .buf
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("found")
+                + 4;
+            let head = String::from_utf8_lossy(&v.buf[..head_end]).into_owned();
+            if !head.starts_with("HTTP/1.1 101") {
+                return Err(invalid(format!("WebSocket refused: {head}")));
+            }
+            v.pos = head_end;
+        }
+        Ok(v)
+    }
+
+    /// Reads more raw bytes after `end` (moving the unread ones to the front when full).
+    fn fill(&mut self) -> io::Result<()> {
+        if self.end == self.buf.len() {
+            self.buf.copy_within(self.pos..self.end, 0);
+            (self.end, self.pos) = (self.end - self.pos, 0);
+        }
+        let n = self.s.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        match n {
+            0 => Err(io::ErrorKind::UnexpectedEof.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The next up to `max` console bytes, in place.
+    fn next(&mut self, max: usize) -> io::Result<&[u8]> {
+        loop {
+            if self.pos == self.end {
+                (self.pos, self.end) = (0, 0);
+                self.fill()?;
+            }
+            if !self.ws || self.left > 0 {
+                let limit = if self.ws { self.left } else { usize::MAX };
+                let (at, n) = (self.pos, (self.end - self.pos).min(max).min(limit));
+                self.pos += n;
+                self.left = self.left.saturating_sub(n);
+                if self.data {
+                    return Ok(&self.buf[at..at + n]);
+                }
+                continue; // a ping's payload
+            }
+            let h = &self.buf[self.pos..self.end];
+            let need = [2, 4, 10][usize::from(h.get(1).map_or(0, |b| b & 0x7f).max(125) - 125)];
+            if h.len() < need {
+                self.fill()?;
+                continue;
+            }
+            self.left = match need {
+                4 => usize::from(u16::from_be_bytes([h[2], h[3]])),
+                10 => u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")) as usize,
+                _ => usize::from(h[1] & 0x7f),
+            };
+            if h[1] & 0x80 != 0 || h[0] & 0x0f == 8 {
+                return Err(invalid(format!(
+                    "a masked or close frame: {:?}",
+                    &h[..need]
+                )));
+            }
+            self.data = h[0] & 0x0f <= 2; // continuation, text, binary
+            self.frames += u64::from(self.data);
+            self.pos += need;
+        }
+    }
+
+    fn take(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let more = self.next(n - out.len())?;
+            out.extend_from_slice(more);
+        }
+        Ok(out)
+    }
+
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        match self.ws {
+            true => self
+                .s
+                .write_all(&encode_client_frame(Opcode::Binary, data, [7, 1, 3, 9])),
+            false => self.s.write_all(data),
+        }
+    }
+
+    /// RFB 3.8, security None, shared; then a full-screen FramebufferUpdateRequest.
+    fn handshake(&mut self) -> io::Result<()> {
+        let version = self.take(12)?;
+        self.send(b"RFB 003.008\n")?;
+        let n = self.take(1)?[0];
+        let types = self.take(usize::from(n))?;
+        self.send(&[1])?;
+        let result = self.take(4)?;
+        self.send(&[1])?;
+        let init = self.take(24)?;
+        self.take(u32::from_be_bytes(init[20..24].try_into().expect("4 bytes")) as usize)?;
+        if version != b"RFB 003.008\n" || !types.contains(&1) || result != [0; 4] {
+            return Err(invalid(format!(
+                "handshake: {version:?} {types:?} {result:?}"
+            )));
+        }
+        self.send(&[3, 0, 0, 0, 0, 0, 0x07, 0x80, 0x04, 0x38])
+    }
+}
+
+/// CPU ticks (utime+stime) of each process in `root`'s tree, by pid.
+fn tree_ticks(root: u32) -> HashMap<u32, u64> {
+    let procs: Vec<(u32, u32, u64)> = (std::fs::read_dir("/proc").into_iter().flatten().flatten())
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // After the name: state, ppid (0 here), …, utime (10), stime (11).
+            let f: Vec<u64> = (stat.rsplit_once(')')?.1.split_whitespace().skip(1))
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            Some((pid, *f.first()? as u32, f.get(10)? + f.get(11)?))
+        })
+        .collect();
+    let mut tree = vec![root];
+    while let Some(p) = procs
+        .iter()
+        .find(|p| tree.contains(&p.1) && !tree.contains(&p.0))
+    {
+        tree.push(p.0);
+    }
+    procs
+        .iter()
+        .filter(|p| tree.contains(&p.0))
+        .map(|p| (p.0, p.2))
+        .collect()
+}
+
+/// A relay under test: its process, where viewers connect, the WebSocket path if any.
+struct Relay(&'static str, Running, SocketAddr, Option<String>);
+
+#[derive(Clone, Copy)]
+struct Run {
+    mib_s: f64,
+    cpu_s_per_gib: f64,
+    frame_kib: f64,
+}
+
+/// One viewer through `relay` receiving `n` bytes (`n` is what the server sends).
+fn run(relay: &Relay, server_bytes: &AtomicU64, n: u64, clk_tck: f64) -> io::Result<Run> {
+    server_bytes.store(n, Ordering::SeqCst);
+    let before = tree_ticks(relay.1.child.id());
+    let mut v = Viewer::connect(relay.2, relay.3.as_deref())?;
+    v.handshake()?;
+    let pat = pattern(BUF + PERIOD);
+    let (mut got, mut first) = (0u64, None);
+    while got < n {
+        let s = v.next((n - got).min(BUF as u64) as usize)?;
+        let at = (got % PERIOD as u64) as usize;
+        if s != &pat[at..at + s.len()] {
+            return Err(invalid(format!("wrong bytes at offset {got}")));
+        }
+        got += s.len() as u64;
+        first.get_or_insert((Instant::now(), got));
+    }
+    // The rate excludes the first read: timed from its arrival to the last byte's.
+    let (start, first_len) = first.expect("n > 0");
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let after = tree_ticks(relay.1.child.id());
+    let ticks: u64 = after
+        .iter()
+        .map(|(p, t)| t - before.get(p).unwrap_or(&0).min(t))
+        .sum();
+    Ok(Run {
+        mib_s: (n - first_len) as f64 / MIB / secs,
+        cpu_s_per_gib: ticks as f64 / clk_tck / (n as f64 / MIB / 1024.0),
+        frame_kib: n as f64 / 1024.0 / v.frames as f64, // infinite for raw TCP
+    })
+}
+
+fn newest_source(dir: &Path) -> SystemTime {
+    let mtime = |e: &std::fs::DirEntry| e.metadata().and_then(|m| m.modified()).ok();
+    (std::fs::read_dir(dir).into_iter().flatten().flatten())
+        .filter_map(|e| match e.path() {
+            p if p.is_dir() && !p.ends_with("target") => Some(newest_source(&p)),
+            p if p.extension().is_some_and(|x| x == "rs" || x == "toml") => mtime(&e),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn start_relays(server: SocketAddr, dir: &TempDir) -> [Relay; 3] {
+    let ready = |l: &str| {
+        l.split("listening on ")
+            .nth(1)?
+            .split(';')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut copy = Command::new(std::env::current_exe().expect("this bench binary"));
+    copy.env(COPY_ENV, server.to_string());
+    let (copy, copy_addr) = start_until("copy loop", copy, TIMEOUT, ready);
+
+    // The release agent, checked newer than what it is built from.
+    let bin = bin_dir().join("conduit-agent");
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified());
+    let built = built.unwrap_or_else(|_| panic!("{} is missing; {FIX}", bin.display()));
+    let newest =
+        ["agent", "board", "conduit-http"].map(|c| newest_source(&workspace_root().join(c)));
+    assert!(bin_dir().ends_with("release"), "not a release build; {FIX}");
+    assert!(
+        newest.iter().all(|t| built >= *t),
+        "{} is older than its sources; {FIX}",
+        bin.display()
+    );
+    let cfg = dir.0.join("agent.toml");
+    let bmc = format!(
+        "[[bmc]]\nid = \"bench\"\naddress = \"127.0.0.1\"\nport = 9\nusername = \"admin\"\n\
+         password = \"password\"\nvnc_port = {}\n",
+        server.port()
+    );
+    let agent = format!("[agent]\napi_token = \"{TOKEN}\"\npoll_interval_secs = 3600\n{bmc}");
+    std::fs::write(&cfg, agent).expect("write the agent config");
+    let agent = start_component("conduit-agent", &["--config", cfg.to_str().expect("utf-8")]);
+    let path = format!("/console/vnc/bench?token={TOKEN}");
+
+    let ws_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut ws = Command::new(tool("websockify"));
+    ws.arg(ws_addr.to_string()).arg(server.to_string());
+    let (ws, ()) = start_until("websockify", ws, TIMEOUT, |l| {
+        l.contains("Listen on").then_some(())
+    });
+    [
+        Relay("plain copy loop", copy, copy_addr, None),
+        Relay("conduit-agent", agent.proc, agent.addr, Some(path)),
+        Relay("websockify 0.10", ws, ws_addr, Some("/".into())),
+    ]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    if let Ok(target) = std::env::var(COPY_ENV) {
+        return copy_loop(&target);
+    }
+    let wall = Instant::now();
+    let total: u64 = (std::env::var("CONDUIT_BENCH_BYTES").ok())
+        .map_or(2 << 30, |v| {
+            v.parse().expect("CONDUIT_BENCH_BYTES: a byte count")
+        })
+        .max(1);
+    let warm = total.min(128 << 20);
+    let clk_tck = (Command::new("getconf").arg("CLK_TCK").output().ok())
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    let server_bytes = Arc::new(AtomicU64::new(0));
+    let server = fake_vnc(server_bytes.clone());
+    let dir = TempDir::new("bench-console");
+    let relays = start_relays(server, &dir);
+    println!(
+        "fake VNC server (1920x1080 32 bpp, 64 KiB writes) -> relay -> viewer, all on loopback; \
+         {:.0} MiB per run, 3 runs each in alternating order after a {:.0} MiB warm-up; \
+         {} cores, CLK_TCK {clk_tck}\n",
+        total as f64 / MIB,
+        warm as f64 / MIB,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let go = |r: &Relay, n: u64| {
+        run(r, &server_bytes, n, clk_tck)
+            .unwrap_or_else(|e| panic!("{} run: {e}; relay log:\n{}", r.0, r.1.log()))
+    };
+    for r in &relays {
+        go(r, warm);
+    }
+    let mut runs: [Vec<Run>; 3] = Default::default();
+    for round in 0..3 {
+        for i in [[0, 1, 2], [2, 1, 0]][round % 2] {
+            runs[i].push(go(&relays[i], total));
+        }
+    }
+
+    let med = |i: usize, f: fn(&Run) -> f64| median(runs[i].iter().map(f).collect());
+    let rate = |i: usize| med(i, |r| r.mib_s);
+    println!(
+        "{:<16} {:>7} {:>10} {:>10} {:>10}   runs (MiB/s)",
+        "relay", "MiB/s", "% of copy", "CPU s/GiB", "frame KiB"
+    );
+    for (i, r) in relays.iter().enumerate() {
+        let each: Vec<String> = runs[i].iter().map(|r| format!("{:.0}", r.mib_s)).collect();
+        let frame = med(i, |r| r.frame_kib);
+        println!(
+            "{:<16} {:>7.0} {:>9.1}% {:>10.3} {:>10}   {}",
+            r.0,
+            rate(i),
+            100.0 * rate(i) / rate(0),
+            med(i, |r| r.cpu_s_per_gib),
+            if frame.is_finite() {
+                format!("{frame:.1}")
+            } else {
+                "raw TCP".into()
+            },
+            each.join(" / ")
+        );
+    }
+    let (pct, vs_ws) = (100.0 * rate(1) / rate(0), rate(1) / rate(2));
+    let met = if pct >= 95.0 && vs_ws > 1.0 {
+        "MET"
+    } else {
+        "NOT MET"
+    };
+    println!(
+        "\nverdict: agent at {pct:.1}% of the plain copy (goal >= 95%) and {vs_ws:.2}x websockify \
+         (goal > 1): goal {met}"
+    );
+
+    // Cross-check: the agent counted exactly the bytes streamed through it.
+    let expected = (warm + 3 * total) as f64;
+    let counter = || {
+        metric(
+            relays[1].2,
+            "agent_vnc_bytes_total",
+            &[("direction", "bmc_to_viewer")],
+        )
+    };
+    let equal = wait_for(TIMEOUT / 10, Duration::from_millis(100), || {
+        (counter() == expected).then_some(())
+    });
+    println!(
+        "agent_vnc_bytes_total{{direction=\"bmc_to_viewer\"}} = {:.0}; streamed through the agent \
+         {expected:.0}: {}\nwall time {:.1} s",
+        counter(),
+        if equal.is_some() { "equal" } else { "MISMATCH" },
+        wall.elapsed().as_secs_f64()
+    );
+    assert!(
+        equal.is_some(),
+        "the agent's byte counter disagrees with the bytes streamed"
+    );
+}
