@@ -15,7 +15,7 @@
 //!
 //! Measured per relay: MiB/s, % of the copy loop, and CPU seconds per GiB of the relay's process
 //! tree (utime+stime from /proc, per pid, before and after; websockify forks per connection),
-//! the median of 3 runs in alternating order after a smaller warm-up. Viewer and server CPU are
+//! the median of 5 runs in alternating order after a smaller warm-up. Viewer and server CPU are
 //! not counted (they run here, on the same cores). The agent's `agent_vnc_bytes_total
 //! {direction="bmc_to_viewer"}` must equal the bytes streamed through it.
 
@@ -32,12 +32,19 @@ use conduit_http::ws::{encode_client_frame, Opcode};
 use conduit_tests::{bin_dir, free_port, metric, start_component, start_until, tool};
 use conduit_tests::{wait_for, workspace_root, Running, TempDir};
 
+/// The fake server's write size.
 const CHUNK: usize = 64 * 1024;
+/// The copy loop's buffer: the same as the agent's relay buffer (`console/vnc.rs`), so the
+/// baseline is the same loop minus the agent, not a handicapped one.
+const RELAY_BUF: usize = 256 * 1024;
 /// Viewer read buffer (and the longest slice checked against the pattern at once).
 const BUF: usize = 256 * 1024;
 /// The pattern repeats every PERIOD bytes (prime, so it never lines up with the chunks).
 const PERIOD: usize = 251;
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// Runs per relay (the median is reported: a 2-core machine running server, relay and viewer
+/// at once is noisy).
+const RUNS: usize = 5;
 const TOKEN: &str = "bench-console-token-0123456789";
 const COPY_ENV: &str = "CONDUIT_BENCH_COPY_TO";
 const MIB: f64 = 1024.0 * 1024.0;
@@ -118,7 +125,7 @@ fn copy_loop(target: &str) {
 }
 
 fn pump(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; RELAY_BUF];
     while let Ok(n @ 1..) = from.read(&mut buf) {
         if to.write_all(&buf[..n]).is_err() {
             break;
@@ -172,15 +179,12 @@ impl Viewer {
                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
                  Sec-WebSocket-Protocol: binary\r\n\r\n"
             )?;
-            while !v.buf[..v.end].windows(4).any(|w| w == b"\r\n\r\n") {
+            let head_end = loop {
+                if let Some(i) = v.buf[..v.end].windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
                 v.fill()?;
-            }
-            let head_end = v
-                .buf
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .expect("found")
-                + 4;
+            };
             let head = String::from_utf8_lossy(&v.buf[..head_end]).into_owned();
             if !head.starts_with("HTTP/1.1 101") {
                 return Err(invalid(format!("WebSocket refused: {head}")));
@@ -222,7 +226,11 @@ impl Viewer {
                 continue; // a ping's payload
             }
             let h = &self.buf[self.pos..self.end];
-            let need = [2, 4, 10][usize::from(h.get(1).map_or(0, |b| b & 0x7f).max(125) - 125)];
+            let need = match h.get(1).map(|b| b & 0x7f) {
+                Some(126) => 4,
+                Some(127) => 10,
+                _ => 2,
+            };
             if h.len() < need {
                 self.fill()?;
                 continue;
@@ -309,8 +317,25 @@ fn tree_ticks(root: u32) -> HashMap<u32, u64> {
         .collect()
 }
 
-/// A relay under test: its process, where viewers connect, the WebSocket path if any.
-struct Relay(&'static str, Running, SocketAddr, Option<String>);
+/// A relay under test.
+struct Relay {
+    name: &'static str,
+    proc: Running,
+    /// Where viewers connect, and the WebSocket path if it is one.
+    addr: SocketAddr,
+    ws_path: Option<String>,
+}
+
+impl Relay {
+    fn new(name: &'static str, proc: Running, addr: SocketAddr, ws_path: Option<String>) -> Relay {
+        Relay {
+            name,
+            proc,
+            addr,
+            ws_path,
+        }
+    }
+}
 
 #[derive(Clone, Copy)]
 struct Run {
@@ -322,8 +347,8 @@ struct Run {
 /// One viewer through `relay` receiving `n` bytes (`n` is what the server sends).
 fn run(relay: &Relay, server_bytes: &AtomicU64, n: u64, clk_tck: f64) -> io::Result<Run> {
     server_bytes.store(n, Ordering::SeqCst);
-    let before = tree_ticks(relay.1.child.id());
-    let mut v = Viewer::connect(relay.2, relay.3.as_deref())?;
+    let before = tree_ticks(relay.proc.child.id());
+    let mut v = Viewer::connect(relay.addr, relay.ws_path.as_deref())?;
     v.handshake()?;
     let pat = pattern(BUF + PERIOD);
     let (mut got, mut first) = (0u64, None);
@@ -339,7 +364,7 @@ fn run(relay: &Relay, server_bytes: &AtomicU64, n: u64, clk_tck: f64) -> io::Res
     // The rate excludes the first read: timed from its arrival to the last byte's.
     let (start, first_len) = first.expect("n > 0");
     let secs = start.elapsed().as_secs_f64().max(1e-9);
-    let after = tree_ticks(relay.1.child.id());
+    let after = tree_ticks(relay.proc.child.id());
     let ticks: u64 = after
         .iter()
         .map(|(p, t)| t - before.get(p).unwrap_or(&0).min(t))
@@ -406,9 +431,9 @@ fn start_relays(server: SocketAddr, dir: &TempDir) -> [Relay; 3] {
         l.contains("Listen on").then_some(())
     });
     [
-        Relay("plain copy loop", copy, copy_addr, None),
-        Relay("conduit-agent", agent.proc, agent.addr, Some(path)),
-        Relay("websockify 0.10", ws, ws_addr, Some("/".into())),
+        Relay::new("plain copy loop", copy, copy_addr, None),
+        Relay::new("conduit-agent", agent.proc, agent.addr, Some(path)),
+        Relay::new("websockify 0.10", ws, ws_addr, Some("/".into())),
     ]
 }
 
@@ -437,7 +462,7 @@ fn main() {
     let relays = start_relays(server, &dir);
     println!(
         "fake VNC server (1920x1080 32 bpp, 64 KiB writes) -> relay -> viewer, all on loopback; \
-         {:.0} MiB per run, 3 runs each in alternating order after a {:.0} MiB warm-up; \
+         {:.0} MiB per run, {RUNS} runs each in alternating order after a {:.0} MiB warm-up; \
          {} cores, CLK_TCK {clk_tck}\n",
         total as f64 / MIB,
         warm as f64 / MIB,
@@ -445,13 +470,13 @@ fn main() {
     );
     let go = |r: &Relay, n: u64| {
         run(r, &server_bytes, n, clk_tck)
-            .unwrap_or_else(|e| panic!("{} run: {e}; relay log:\n{}", r.0, r.1.log()))
+            .unwrap_or_else(|e| panic!("{} run: {e}; relay log:\n{}", r.name, r.proc.log()))
     };
     for r in &relays {
         go(r, warm);
     }
     let mut runs: [Vec<Run>; 3] = Default::default();
-    for round in 0..3 {
+    for round in 0..RUNS {
         for i in [[0, 1, 2], [2, 1, 0]][round % 2] {
             runs[i].push(go(&relays[i], total));
         }
@@ -468,7 +493,7 @@ fn main() {
         let frame = med(i, |r| r.frame_kib);
         println!(
             "{:<16} {:>7.0} {:>9.1}% {:>10.3} {:>10}   {}",
-            r.0,
+            r.name,
             rate(i),
             100.0 * rate(i) / rate(0),
             med(i, |r| r.cpu_s_per_gib),
@@ -492,10 +517,10 @@ fn main() {
     );
 
     // Cross-check: the agent counted exactly the bytes streamed through it.
-    let expected = (warm + 3 * total) as f64;
+    let expected = (warm + RUNS as u64 * total) as f64;
     let counter = || {
         metric(
-            relays[1].2,
+            relays[1].addr,
             "agent_vnc_bytes_total",
             &[("direction", "bmc_to_viewer")],
         )

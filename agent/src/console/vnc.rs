@@ -35,7 +35,7 @@ use conduit_http::http::router::Router;
 use conduit_http::http::{Method, Response, Upgrade};
 use conduit_http::labels::{Direction, ErrorType, ServerId};
 use conduit_http::ws::{self, Opcode};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 
 use super::{authorized, close, send, MAX_FRAME, PING_EVERY};
@@ -47,7 +47,7 @@ use crate::rfb::{BmcHandshake, RfbError, ServerInit, ViewerHandshake, ViewerOutc
 /// Most raw TCP listeners waiting for a viewer at once.
 const MAX_TCP_LISTENERS: usize = 16;
 /// Relay buffer: one read from the BMC becomes one WebSocket frame.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 /// Longest a write to a viewer may take (a viewer that stopped reading, not a slow link: at
 /// 64 KiB per write this allows about 2 KiB/s).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -428,6 +428,9 @@ async fn relay(
     let heard = std::cell::Cell::new(std::time::Instant::now());
     let down = async {
         let mut buf = vec![0u8; ws::MAX_SERVER_HEADER + CHUNK];
+        // One timer for the whole session: arming a fresh one per chunk costs the reactor a
+        // timer insert and removal every time the BMC socket runs dry.
+        let mut ticker = Timer::interval(PING_EVERY);
         loop {
             enum Ev {
                 Data(std::io::Result<usize>),
@@ -437,7 +440,7 @@ async fn relay(
             let ev = future::or(
                 async { Ev::Data((&*bmc_stream).read(&mut buf[ws::MAX_SERVER_HEADER..]).await) },
                 future::or(async { Ev::Control(rx.recv().await.ok()) }, async {
-                    Timer::after(PING_EVERY).await;
+                    ticker.next().await;
                     Ev::Tick
                 }),
             )
@@ -459,7 +462,13 @@ async fn relay(
                     };
                     let end = ws::MAX_SERVER_HEADER + n;
                     let mut to = viewer.stream;
-                    match with_timeout(WRITE_TIMEOUT, to.write_all(&buf[start..end])).await {
+                    let mut write = to.write_all(&buf[start..end]);
+                    // Most writes complete at once: the timeout is armed only for the rest.
+                    let written = match future::poll_once(&mut write).await {
+                        Some(done) => Some(done),
+                        None => with_timeout(WRITE_TIMEOUT, write).await,
+                    };
+                    match written {
                         Some(Ok(())) => {
                             count.to_viewer.inc_by(n as u64);
                         }
