@@ -171,7 +171,62 @@ pub fn decode_server_frame(
     decode(buf, max_payload, false)
 }
 
+/// A frame located in a buffer: its header fields and where its payload is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameRef {
+    /// Last fragment of its message.
+    pub fin: bool,
+    /// Opcode.
+    pub opcode: Opcode,
+    /// The payload's range in the buffer (unmasked in place for client frames).
+    pub payload: std::ops::Range<usize>,
+    /// Bytes the whole frame takes from the start of the buffer.
+    pub used: usize,
+}
+
+/// Like [`decode_client_frame`], without copying: the payload is unmasked where it lies in
+/// `buf` and returned as a range, so a relay allocates nothing per frame.
+pub fn decode_client_frame_in_place(
+    buf: &mut [u8],
+    max_payload: usize,
+) -> Result<Option<FrameRef>, WsError> {
+    let Some((frame, mask)) = locate(buf, max_payload, true)? else {
+        return Ok(None);
+    };
+    if let Some(m) = mask {
+        for (i, b) in buf[frame.payload.clone()].iter_mut().enumerate() {
+            *b ^= m[i % 4];
+        }
+    }
+    Ok(Some(frame))
+}
+
 fn decode(buf: &[u8], max_payload: usize, masked: bool) -> Result<Option<(Frame, usize)>, WsError> {
+    let Some((f, mask)) = locate(buf, max_payload, masked)? else {
+        return Ok(None);
+    };
+    let mut payload = buf[f.payload.clone()].to_vec();
+    if let Some(m) = mask {
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= m[i % 4];
+        }
+    }
+    Ok(Some((
+        Frame {
+            fin: f.fin,
+            opcode: f.opcode,
+            payload,
+        },
+        f.used,
+    )))
+}
+
+/// Parses a frame header and checks the whole frame is in `buf`: the frame and its mask key.
+fn locate(
+    buf: &[u8],
+    max_payload: usize,
+    masked: bool,
+) -> Result<Option<(FrameRef, Option<[u8; 4]>)>, WsError> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -218,22 +273,17 @@ fn decode(buf: &[u8], max_payload: usize, masked: bool) -> Result<Option<(Frame,
     } else {
         None
     };
-    let Some(body) = buf.get(pos..pos + len) else {
+    if buf.len() < pos + len {
         return Ok(None);
-    };
-    let mut payload = body.to_vec();
-    if let Some(m) = mask {
-        for (i, b) in payload.iter_mut().enumerate() {
-            *b ^= m[i % 4];
-        }
     }
     Ok(Some((
-        Frame {
+        FrameRef {
             fin,
             opcode,
-            payload,
+            payload: pos..pos + len,
+            used: pos + len,
         },
-        pos + len,
+        mask,
     )))
 }
 
@@ -306,6 +356,41 @@ pub fn encode_client_frame(opcode: Opcode, payload: &[u8], mask: [u8; 4]) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_place_decoding_matches_the_copying_decoder() {
+        let mut stream = Vec::new();
+        for (i, len) in [0usize, 5, 125, 126, 70_000].into_iter().enumerate() {
+            let payload: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
+            stream.extend(encode_client_frame(
+                Opcode::Binary,
+                &payload,
+                [9, 8, 7, i as u8],
+            ));
+        }
+        let mut copy = stream.clone();
+        while let Some((frame, used)) = decode_client_frame(&copy, 1 << 20).unwrap() {
+            let mut head = stream[..used].to_vec();
+            let r = decode_client_frame_in_place(&mut head, 1 << 20)
+                .unwrap()
+                .unwrap();
+            assert_eq!((r.used, r.opcode, r.fin), (used, frame.opcode, frame.fin));
+            assert_eq!(head[r.payload], frame.payload[..]);
+            stream.drain(..used);
+            copy.drain(..used);
+        }
+        assert!(copy.is_empty());
+        // Incomplete and refused frames behave the same way.
+        let f = encode_client_frame(Opcode::Binary, &[1; 300], [1, 2, 3, 4]);
+        assert_eq!(
+            decode_client_frame_in_place(&mut f[..200].to_vec(), 1 << 20),
+            Ok(None)
+        );
+        assert_eq!(
+            decode_client_frame_in_place(&mut f.clone(), 100),
+            Err(WsError::TooLarge)
+        );
+    }
 
     #[test]
     fn header_in_place_matches_the_encoder() {
@@ -431,6 +516,7 @@ mod tests {
             m.truncate(((x >> 40) as usize) % (m.len() + 1));
             let _ = decode_client_frame(&m, 1024);
             let _ = decode_server_frame(&m, 1024);
+            let _ = decode_client_frame_in_place(&mut m, 1024);
         }
     }
 }

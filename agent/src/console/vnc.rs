@@ -196,34 +196,37 @@ impl Inbound {
         self.decode(out, replies)
     }
 
-    /// Decodes the whole frames in `pending`.
+    /// Decodes the whole frames in `pending`, unmasking in place: console bytes are copied
+    /// once, into `out` (reused), and `pending` shifts once per read — no allocation per frame.
     fn decode(
         &mut self,
         out: &mut Vec<u8>,
         replies: &mut Vec<Control>,
     ) -> Result<bool, &'static str> {
-        loop {
-            match ws::decode_client_frame(&self.pending, MAX_FRAME) {
-                Ok(None) => return Ok(true),
-                Ok(Some((frame, used))) => {
-                    self.pending.drain(..used);
-                    match frame.opcode {
-                        Opcode::Binary | Opcode::Continuation => {
-                            out.extend_from_slice(&frame.payload)
-                        }
-                        // RFB is binary; a text frame is a confused client.
-                        Opcode::Text => return Err("viewer_protocol_error"),
-                        Opcode::Ping => replies.push(Control::Pong(frame.payload)),
-                        Opcode::Pong => {}
-                        Opcode::Close => {
-                            replies.push(Control::Close(frame.payload));
-                            return Ok(false);
-                        }
-                    }
-                }
+        let mut at = 0;
+        let mut open = true;
+        while open {
+            let frame = match ws::decode_client_frame_in_place(&mut self.pending[at..], MAX_FRAME) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
                 Err(_) => return Err("viewer_protocol_error"),
+            };
+            let payload = &self.pending[at + frame.payload.start..at + frame.payload.end];
+            match frame.opcode {
+                Opcode::Binary | Opcode::Continuation => out.extend_from_slice(payload),
+                // RFB is binary; a text frame is a confused client.
+                Opcode::Text => return Err("viewer_protocol_error"),
+                Opcode::Ping => replies.push(Control::Pong(payload.to_vec())),
+                Opcode::Pong => {}
+                Opcode::Close => {
+                    replies.push(Control::Close(payload.to_vec()));
+                    open = false;
+                }
             }
+            at += frame.used;
         }
+        self.pending.drain(..at);
+        Ok(open)
     }
 }
 
