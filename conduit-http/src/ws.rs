@@ -221,12 +221,15 @@ fn decode(buf: &[u8], max_payload: usize, masked: bool) -> Result<Option<(Frame,
     )))
 }
 
+/// A frame found in a buffer, with its mask key (client frames).
+type Located = (FrameRef, Option<[u8; 4]>);
+
 /// Parses a frame header and checks the whole frame is in `buf`: the frame and its mask key.
 fn locate(
     buf: &[u8],
     max_payload: usize,
     masked: bool,
-) -> Result<Option<(FrameRef, Option<[u8; 4]>)>, WsError> {
+) -> Result<Option<Located>, WsError> {
     if buf.len() < 2 {
         return Ok(None);
     }
