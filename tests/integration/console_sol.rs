@@ -687,3 +687,31 @@ fn session_log_records_the_console_and_rotates() {
     let all = [two, one, current].concat();
     assert_eq!(all, lines, "{}", String::from_utf8_lossy(&all));
 }
+
+#[test]
+fn a_paste_reaches_the_host_once_and_is_counted_exactly() {
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
+    let serial = SerialHost::start(host);
+    serial.wait_connections(1);
+    let dir = TempDir::new("console-paste");
+    let agent = agent_for(&sim, &dir, "");
+    let mut v = Viewer::open(agent.addr, &console_path(""));
+    wait_sessions(&agent, 1.0);
+    // One frame, many SOL packets (ipmi_sim takes 28 characters a packet into a 32-byte
+    // buffer): partially accepted packets are completed, nothing is doubled.
+    let paste: Vec<u8> = (0..4096u32)
+        .map(|i| b'a' + (i % 26) as u8)
+        .chain(*b"\r")
+        .collect();
+    v.type_in(&paste);
+    assert_eq!(serial.wait_received(b"\r"), paste);
+    assert_eq!(
+        metric(
+            &agent,
+            "agent_sol_bytes_total",
+            &[("direction", "viewer_to_bmc")]
+        ),
+        paste.len() as f64
+    );
+}

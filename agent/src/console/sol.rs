@@ -55,7 +55,9 @@
 //! - `agent_sol_errors_total{error_type}`: `unauthenticated`, `bad_handshake`,
 //!   `protocol_error` (per viewer); once per event, `sol_in_use` and the IPMI error kinds
 //!   (`timeout`, `unreachable`, `auth_failed`, …) for a failed first activation or a lost
-//!   link, `sol_deactivated` (SOL taken by another session), `viewer_too_slow` (per viewer),
+//!   link, `sol_deactivated` (SOL taken by another session), `sol_flow_control` (the BMC
+//!   accepted no keystroke for 30 s: its buffer full, the host's serial port flow-controlled;
+//!   the link is then reconnected), `viewer_too_slow` (per viewer),
 //!   `log_write` (per failed write), `internal` (the console thread could not start).
 
 pub mod hub;

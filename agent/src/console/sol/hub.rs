@@ -13,7 +13,7 @@
 //! The hub ends when no viewer is left for [`LINGER`] (SOL is then deactivated and the
 //! session closed), or when the first activation fails (every viewer is closed with the error
 //! type). Once a session has been up, losing it (no reply, the BMC forgot the session, the
-//! payload taken by another session) is followed by reconnecting with
+//! payload taken by another session, keystrokes refused for 30 s) is followed by reconnecting with
 //! [`reconnect_delay`] backoff for as long as viewers remain.
 
 use std::collections::HashMap;
@@ -524,11 +524,15 @@ impl Hub {
                         self.tell_read_only(id);
                         continue;
                     }
-                    if let Err(e) = sol.write(&data).await {
-                        return Served::Lost(e.kind());
-                    }
+                    // What the BMC accepted, also of a write that failed part way.
+                    match sol.write(&data).await {
+                        Ok(accepted) => self.to_bmc.inc_by(accepted as u64),
+                        Err(e) => {
+                            self.to_bmc.inc_by(e.accepted as u64);
+                            return Served::Lost(e.error.kind());
+                        }
+                    };
                     alive = Instant::now();
-                    self.to_bmc.inc_by(data.len() as u64);
                 }
                 Ok(Event::Command(Command::Break(id))) => {
                     if self.writer != Some(id) {
