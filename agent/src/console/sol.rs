@@ -34,10 +34,11 @@
 //!
 //! A hub connects when its first viewer arrives; if that fails, its viewers are closed.
 //! A quiet session is checked every 3 s (Get Payload Instance Info, which also keeps it
-//! alive on the BMC and tells when another session took SOL: `sol_deactivated`). When a live
-//! session fails, the viewers stay and the hub reconnects with backoff (0.5 s, doubling,
-//! capped at `[console] sol_reconnect_max_secs`) for as long as viewers remain; keystrokes
-//! meanwhile are dropped. One second after the last viewer left, SOL is deactivated. With `[console] sol_log_dir`,
+//! alive on the BMC and tells when another session took SOL: `sol_deactivated`, as is a SOL
+//! packet saying the BMC is deactivating SOL). When a live session fails, the viewers stay
+//! and the hub reconnects with backoff (0.5 s, doubling, capped at `[console]
+//! sol_reconnect_max_secs`) for as long as viewers remain; keystrokes meanwhile are dropped.
+//! One second after the last viewer left, SOL is deactivated. With `[console] sol_log_dir`,
 //! the console output and the link status lines go to `<dir>/<server_id>.log`
 //! ([`session_log`]); keyboard notes to single viewers do not.
 //!
@@ -55,7 +56,8 @@
 //! - `agent_sol_errors_total{error_type}`: `unauthenticated`, `bad_handshake`,
 //!   `protocol_error` (per viewer); once per event, `sol_in_use` and the IPMI error kinds
 //!   (`timeout`, `unreachable`, `auth_failed`, …) for a failed first activation or a lost
-//!   link, `sol_deactivated` (SOL taken by another session), `sol_flow_control` (the BMC
+//!   link, `sol_deactivated` (SOL taken by another session, or deactivated by the BMC),
+//!   `sol_flow_control` (the BMC
 //!   accepted no keystroke for 30 s: its buffer full, the host's serial port flow-controlled;
 //!   the link is then reconnected), `viewer_too_slow` (per viewer),
 //!   `log_write` (per failed write), `internal` (the console thread could not start).

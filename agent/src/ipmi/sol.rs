@@ -29,8 +29,11 @@
 //!
 //! # Receiving
 //!
-//! Character data from the BMC is acknowledged; a resent packet is acknowledged again but its
-//! characters are kept once.
+//! Every packet from the BMC with a sequence number is acknowledged, character data or not (a
+//! status-only packet left unacknowledged would be resent by the BMC); a resent packet is
+//! acknowledged again but its characters are kept once. A packet with the "SOL deactivating"
+//! status ends the console with [`SolError::Deactivated`] (`sol_deactivated`), once the
+//! characters received before it have been read.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -122,14 +125,18 @@ pub enum SolError {
     Ipmi(IpmiError),
     /// The BMC accepted no character for [`FLOW_CONTROL_LIMIT`] (it kept answering NACK).
     FlowControl,
+    /// The BMC deactivated SOL (a packet with the "SOL deactivating" status).
+    Deactivated,
 }
 
 impl SolError {
-    /// A bounded label value for metrics: the IPMI error kinds, `sol_flow_control`.
+    /// A bounded label value for metrics: the IPMI error kinds, `sol_flow_control`,
+    /// `sol_deactivated`.
     pub fn kind(&self) -> &'static str {
         match self {
             SolError::Ipmi(e) => e.kind(),
             SolError::FlowControl => "sol_flow_control",
+            SolError::Deactivated => "sol_deactivated",
         }
     }
 }
@@ -149,6 +156,7 @@ impl std::fmt::Display for SolError {
                 "sol data: the BMC accepted no character for {} s (flow control)",
                 FLOW_CONTROL_LIMIT.as_secs()
             ),
+            SolError::Deactivated => f.write_str("sol: the BMC deactivated SOL"),
         }
     }
 }
@@ -271,6 +279,8 @@ pub struct SolConsole<C: Transport = Connection> {
     received: VecDeque<Vec<u8>>,
     reply_timeout: Duration,
     backoff: Backoff,
+    // The BMC said it is deactivating SOL.
+    deactivated: bool,
 }
 
 const NETFN_APP: u8 = 0x06;
@@ -369,6 +379,7 @@ impl<C: Transport> SolConsole<C> {
             received: VecDeque::new(),
             reply_timeout,
             backoff: BACKOFF,
+            deactivated: false,
         }
     }
 
@@ -376,8 +387,10 @@ impl<C: Transport> SolConsole<C> {
     /// Info), which also keeps the session from timing out on the BMC. `Ok(false)` when the
     /// BMC names another session as the holder (a forced takeover by another tool). A BMC
     /// that refuses the command (completion code) still answered: the session lives.
-    /// Console data arriving meanwhile is acknowledged and kept for [`SolConsole::read`].
+    /// Console data arriving meanwhile is acknowledged and kept for [`SolConsole::read`];
+    /// [`SolError::Deactivated`] once the BMC said it deactivated SOL and that data is read.
     pub async fn check(&mut self) -> Result<bool, SolError> {
+        self.ended()?;
         let mut others = Vec::new();
         let r = self
             .conn
@@ -407,6 +420,15 @@ impl<C: Transport> SolConsole<C> {
         self.activation
     }
 
+    /// [`SolError::Deactivated`] once the BMC deactivated SOL and the characters it sent
+    /// before have been read.
+    fn ended(&self) -> Result<(), SolError> {
+        if self.deactivated && self.received.is_empty() {
+            return Err(SolError::Deactivated);
+        }
+        Ok(())
+    }
+
     async fn ack(&mut self, pkt: &SolPacket) -> Result<(), IpmiError> {
         let ack = SolPacket {
             seq: 0,
@@ -418,18 +440,24 @@ impl<C: Transport> SolConsole<C> {
         self.conn.send_sealed(PayloadType::Sol, &ack.emit()).await
     }
 
-    /// Takes one incoming SOL packet: acknowledges character data, keeps new data (a resent
-    /// packet is acknowledged again but not kept twice). Returns the packet.
+    /// Takes one incoming SOL packet: acknowledges every packet with a sequence number
+    /// (character data or only a status change), keeps new data (a resent packet is
+    /// acknowledged again but not kept twice), notes a deactivating BMC. Returns the packet.
     async fn take(&mut self, payload: &[u8]) -> Result<Option<SolPacket>, IpmiError> {
         let Ok(pkt) = SolPacket::parse(payload) else {
             return Ok(None);
         };
-        if pkt.seq != 0 && !pkt.data.is_empty() {
+        if pkt.seq != 0 {
             self.ack(&pkt).await?;
             if pkt.seq != self.last_in_seq {
                 self.last_in_seq = pkt.seq;
-                self.received.push_back(pkt.data.clone());
+                if !pkt.data.is_empty() {
+                    self.received.push_back(pkt.data.clone());
+                }
             }
+        }
+        if pkt.flags & status::DEACTIVATING != 0 {
+            self.deactivated = true;
         }
         Ok(Some(pkt))
     }
@@ -457,6 +485,9 @@ impl<C: Transport> SolConsole<C> {
         flags: u8,
         accepted: &mut usize,
     ) -> Result<(), SolError> {
+        if self.deactivated {
+            return Err(SolError::Deactivated);
+        }
         let chunk = usize::from(self.activation.inbound_size.max(5))
             .saturating_sub(4)
             .clamp(1, 255);
@@ -469,6 +500,9 @@ impl<C: Transport> SolConsole<C> {
             let refused = reply.flags & status::NACK != 0;
             *accepted += took;
             data = &data[took..];
+            if self.deactivated {
+                return Err(SolError::Deactivated);
+            }
             if took > 0 {
                 progress = Instant::now();
                 backoff = self.backoff.first;
@@ -546,6 +580,7 @@ impl<C: Transport> SolConsole<C> {
         if let Some(d) = self.received.pop_front() {
             return Ok(d);
         }
+        self.ended()?;
         let deadline = Instant::now() + wait;
         while let Some((pt, payload)) = self.conn.recv_sealed(deadline).await? {
             if pt == PayloadType::Sol {
@@ -553,6 +588,7 @@ impl<C: Transport> SolConsole<C> {
                 if let Some(d) = self.received.pop_front() {
                     return Ok(d);
                 }
+                self.ended()?;
             }
         }
         Ok(Vec::new())
@@ -905,6 +941,76 @@ mod tests {
             .iter()
             .all(|p| p.flags == op::BREAK && p.data.is_empty()));
         assert_ne!(sent[0].seq, sent[1].seq);
+    }
+
+    #[test]
+    fn every_packet_from_the_bmc_is_acknowledged_its_data_kept_once() {
+        let mut c = console(32, Box::new(|_| vec![]));
+        let from_bmc = |seq, flags, data: &[u8]| SolPacket {
+            seq,
+            ack: 0,
+            accepted: 0,
+            flags,
+            data: data.to_vec(),
+        };
+        c.conn.inbox.extend([
+            // A status change only (character transfer unavailable), no data.
+            from_bmc(3, 0x20, b""),
+            from_bmc(4, 0, b"hi"),
+            // Resent: our acknowledgement was lost.
+            from_bmc(4, 0, b"hi"),
+            // An acknowledgement-only packet is not acknowledged.
+            answer(9, 0, 0),
+        ]);
+        assert_eq!(block_on(c.read(Duration::from_millis(10))).unwrap(), b"hi");
+        assert!(block_on(c.read(Duration::from_millis(10)))
+            .unwrap()
+            .is_empty());
+        let acks: Vec<(u8, u8, u8)> = c
+            .conn
+            .sent
+            .iter()
+            .map(|(_, p)| (p.seq, p.ack, p.accepted))
+            .collect();
+        assert_eq!(acks, [(0, 3, 0), (0, 4, 2), (0, 4, 2)]);
+    }
+
+    #[test]
+    fn a_deactivating_bmc_ends_the_console_after_its_last_output() {
+        let mut c = console(32, Box::new(|_| vec![]));
+        c.conn.inbox.push_back(SolPacket {
+            seq: 5,
+            ack: 0,
+            accepted: 0,
+            flags: status::DEACTIVATING,
+            data: b"bye".to_vec(),
+        });
+        assert_eq!(block_on(c.read(Duration::from_millis(10))).unwrap(), b"bye");
+        // Acknowledged like any packet.
+        assert_eq!(c.conn.sent[0].1, answer(5, 3, 0));
+        let e = block_on(c.read(Duration::from_millis(10))).unwrap_err();
+        assert!(matches!(e, SolError::Deactivated), "{e:?}");
+        assert_eq!(e.kind(), "sol_deactivated");
+        assert!(matches!(block_on(c.check()), Err(SolError::Deactivated)));
+        let (accepted, r) = written(block_on(c.write(b"x")));
+        assert_eq!(accepted, 0);
+        assert!(matches!(r, Err(SolError::Deactivated)));
+        assert_eq!(c.conn.sent.len(), 1, "nothing sent after");
+    }
+
+    #[test]
+    fn deactivating_while_a_write_is_acknowledged() {
+        let mut c = console(
+            32,
+            Box::new(|p| match p.seq {
+                0 => vec![],
+                seq => vec![answer(seq, p.data.len(), status::DEACTIVATING)],
+            }),
+        );
+        let (accepted, r) = written(block_on(c.write(&text(40))));
+        // The first packet was accepted; the rest cannot go.
+        assert_eq!(accepted, 28);
+        assert!(matches!(r, Err(SolError::Deactivated)), "{r:?}");
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //! The hub ends when no viewer is left for [`LINGER`] (SOL is then deactivated and the
 //! session closed), or when the first activation fails (every viewer is closed with the error
 //! type). Once a session has been up, losing it (no reply, the BMC forgot the session, the
-//! payload taken by another session, keystrokes refused for 30 s) is followed by reconnecting with
-//! [`reconnect_delay`] backoff for as long as viewers remain.
+//! payload taken by another session or deactivated by the BMC, keystrokes refused for 30 s)
+//! is followed by reconnecting with [`reconnect_delay`] backoff for as long as viewers
+//! remain.
 
 use std::collections::HashMap;
 use std::future::Future;
