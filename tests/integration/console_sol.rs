@@ -597,6 +597,12 @@ fn sol_held_by_another_session_is_refused_unless_forced() {
     let second = agent_for(&sim, &dir, "");
     let mut holder = Viewer::open(first.addr, &console_path(""));
     wait_sessions(&first, 1.0);
+    // A viewer asking for force joins the first agent's console while it is up: that
+    // changes nothing, also not later.
+    let mut late = Viewer::open(first.addr, &console_path("&force=1"));
+    serial.write(b"seen-by-both\r\n");
+    holder.wait_for("seen-by-both\r\n", 0);
+    late.wait_for("seen-by-both\r\n", 0);
 
     // Without force: refused, said, counted.
     let mut refused = Viewer::open(second.addr, &console_path(""));
@@ -630,6 +636,11 @@ fn sol_held_by_another_session_is_refused_unless_forced() {
     // The first agent notices it lost the payload and says so, then cannot get it back.
     let at = holder.wait_for("[conduit: SOL link to sim1 lost (sol_deactivated)", 0);
     holder.wait_for("[conduit: reconnecting to sim1 failed (sol_in_use)", at);
+    late.wait_for("[conduit: reconnecting to sim1 failed (sol_in_use)", 0);
+    // The second agent keeps SOL.
+    forced.type_in(b"still-forced\r");
+    serial.wait_received(b"from-forced\rstill-forced\r");
+    assert!(!String::from_utf8_lossy(&forced.got).contains("SOL link"));
     assert!(!String::from_utf8_lossy(&holder.got).contains("to-the-new-holder"));
     assert_eq!(
         metric(

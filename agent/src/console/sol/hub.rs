@@ -339,8 +339,9 @@ struct Hub {
     commands: Receiver<Command>,
     seats: Vec<Seat>,
     writer: Option<u64>,
-    // A viewer asked to take SOL over from another session: the next activation does,
-    // once (a console that forced its way in does not fight back when forced out).
+    // A viewer that joined while there was no session asked to take SOL over from another
+    // session: the next activation does, once (a console that forced its way in does not
+    // fight back when forced out).
     force: bool,
     link: Link,
     metrics: Arc<AgentMetrics>,
@@ -679,7 +680,12 @@ impl Hub {
     }
 
     fn seat(&mut self, j: Join) {
-        self.force |= j.force;
+        // Force is for the next activation, so only while there is no session: kept from a
+        // join to a live console, it would make a later reconnect (after another tool took
+        // SOL) throw that tool off.
+        if !matches!(self.link, Link::Up) {
+            self.force |= j.force;
+        }
         let id = j.seat.id;
         self.seats.push(j.seat);
         if let Link::Down(reason) = self.link {
@@ -854,6 +860,10 @@ mod tests {
     }
 
     fn join(hub: &mut Hub, id: u64, takeover: bool) -> Ends {
+        join_with(hub, id, takeover, false)
+    }
+
+    fn join_with(hub: &mut Hub, id: u64, takeover: bool, force: bool) -> Ends {
         let (output_tx, output) = async_channel::bounded(VIEWER_QUEUE);
         let (stop_tx, stop) = async_channel::bounded(1);
         let ending = Arc::new(OnceLock::new());
@@ -866,7 +876,7 @@ mod tests {
                 told_read_only: false,
             },
             takeover,
-            force: false,
+            force,
         });
         Ends {
             id,
@@ -919,6 +929,26 @@ mod tests {
         assert_eq!(hub.writer, Some(a.id));
         assert_eq!(a.lines(), ["[conduit: you have the keyboard]"]);
         assert_eq!(hub.seats.len(), 2);
+    }
+
+    #[test]
+    fn force_is_taken_only_while_there_is_no_session() {
+        let mut hub = hub();
+        // Joining a live console with force: nothing to force, and nothing kept for later.
+        hub.link = Link::Up;
+        let _a = join_with(&mut hub, 1, false, true);
+        assert!(!hub.force);
+        // The link lost (another tool took SOL): nobody asked to force it back.
+        hub.link = Link::Down("sol_deactivated");
+        let _b = join(&mut hub, 2, false);
+        assert!(!hub.force);
+        // A viewer asking now: the next attempt forces.
+        let _c = join_with(&mut hub, 3, false, true);
+        assert!(hub.force);
+        // Before the first session too.
+        let mut hub = self::hub();
+        let _d = join_with(&mut hub, 4, false, true);
+        assert!(hub.force);
     }
 
     #[test]
