@@ -726,3 +726,48 @@ fn a_paste_reaches_the_host_once_and_is_counted_exactly() {
         paste.len() as f64
     );
 }
+
+#[test]
+fn a_viewer_coming_back_finds_a_working_console() {
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
+    let serial = SerialHost::start(host);
+    serial.wait_connections(1);
+    let dir = TempDir::new("console-return");
+    let agent = agent_for(&sim, &dir, "");
+    // A browser tab reloaded at different moments: while the console lingers (1 s after the
+    // last viewer left), while it is being deactivated, after.
+    for (round, pause_ms) in [0, 700, 1000, 1200, 1400, 1700].into_iter().enumerate() {
+        let mut v = Viewer::open(agent.addr, &console_path(""));
+        // Output reaches the viewer once its console is up (the BMC drops it before).
+        let marker = format!("round-{round}\r\n");
+        let until = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&v.got).contains(&marker) {
+            assert!(
+                Instant::now() < until && v.poll(),
+                "round {round}: no console; saw {:?}, closed {:?}",
+                String::from_utf8_lossy(&v.got),
+                v.closed
+            );
+            serial.write(marker.as_bytes());
+            std::thread::sleep(Duration::from_millis(100));
+            v.poll();
+        }
+        let typed = format!("typed-{round}\r");
+        v.type_in(typed.as_bytes());
+        serial.wait_received(typed.as_bytes());
+        drop(v);
+        std::thread::sleep(Duration::from_millis(pause_ms));
+    }
+    for error_type in ["sol_in_use", "timeout"] {
+        assert_eq!(
+            metric(
+                &agent,
+                "agent_sol_errors_total",
+                &[("error_type", error_type)]
+            ),
+            0.0,
+            "{error_type}"
+        );
+    }
+}

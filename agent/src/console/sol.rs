@@ -38,9 +38,10 @@
 //! packet saying the BMC is deactivating SOL). When a live session fails, the viewers stay
 //! and the hub reconnects with backoff (0.5 s, doubling, capped at `[console]
 //! sol_reconnect_max_secs`) for as long as viewers remain; keystrokes meanwhile are dropped.
-//! One second after the last viewer left, SOL is deactivated. With `[console] sol_log_dir`,
-//! the console output and the link status lines go to `<dir>/<server_id>.log`
-//! ([`session_log`]); keyboard notes to single viewers do not.
+//! One second after the last viewer left, SOL is deactivated; a viewer arriving while that
+//! is under way (a reloaded page) gets a new session as soon as it is done, not `sol_in_use`.
+//! With `[console] sol_log_dir`, the console output and the link status lines go to
+//! `<dir>/<server_id>.log` ([`session_log`]); keyboard notes to single viewers do not.
 //!
 //! # Metrics
 //!
