@@ -101,7 +101,9 @@ pub struct Viewer {
     /// Closed when the hub lets go of the viewer: with [`TOO_SLOW`] as the ending, the
     /// viewer stops at once; otherwise it sends what `output` still holds first.
     pub stop: Receiver<()>,
-    /// Why the hub ended the viewer, set before `output` or `stop` closes.
+    /// Why the viewer was ended: set by the hub before `output` or `stop` closes, or by the
+    /// viewer's task (a write to the viewer timed out, no pong). Whoever sets it first counts
+    /// the error.
     pub ending: Arc<OnceLock<Ending>>,
     /// To the hub.
     pub commands: Sender<Command>,
@@ -852,17 +854,20 @@ impl Hub {
     }
 }
 
-/// Ends a viewer that let its queue fill up.
+/// Ends a viewer that let its queue fill up. Counted unless the viewer's task ended it
+/// first (a write to it timed out).
 fn too_slow(seat: &Seat, metrics: &AgentMetrics) {
-    let _ = seat.ending.set(Ending {
+    let ending = Ending {
         code: 1008,
         reason: TOO_SLOW,
-    });
+    };
+    if seat.ending.set(ending).is_ok() {
+        metrics.sol_errors.inc(&ErrorType {
+            error_type: TOO_SLOW,
+        });
+    }
     seat.stop.close();
     seat.output.close();
-    metrics.sol_errors.inc(&ErrorType {
-        error_type: TOO_SLOW,
-    });
 }
 
 #[cfg(test)]
