@@ -597,6 +597,12 @@ fn sol_held_by_another_session_is_refused_unless_forced() {
     let second = agent_for(&sim, &dir, "");
     let mut holder = Viewer::open(first.addr, &console_path(""));
     wait_sessions(&first, 1.0);
+    // A viewer asking for force joins the first agent's console while it is up: that
+    // changes nothing, also not later.
+    let mut late = Viewer::open(first.addr, &console_path("&force=1"));
+    serial.write(b"seen-by-both\r\n");
+    holder.wait_for("seen-by-both\r\n", 0);
+    late.wait_for("seen-by-both\r\n", 0);
 
     // Without force: refused, said, counted.
     let mut refused = Viewer::open(second.addr, &console_path(""));
@@ -630,6 +636,11 @@ fn sol_held_by_another_session_is_refused_unless_forced() {
     // The first agent notices it lost the payload and says so, then cannot get it back.
     let at = holder.wait_for("[conduit: SOL link to sim1 lost (sol_deactivated)", 0);
     holder.wait_for("[conduit: reconnecting to sim1 failed (sol_in_use)", at);
+    late.wait_for("[conduit: reconnecting to sim1 failed (sol_in_use)", 0);
+    // The second agent keeps SOL.
+    forced.type_in(b"still-forced\r");
+    serial.wait_received(b"from-forced\rstill-forced\r");
+    assert!(!String::from_utf8_lossy(&forced.got).contains("SOL link"));
     assert!(!String::from_utf8_lossy(&holder.got).contains("to-the-new-holder"));
     assert_eq!(
         metric(
@@ -686,4 +697,77 @@ fn session_log_records_the_console_and_rotates() {
     // Oldest first, the files hold the console's output in order, nothing else.
     let all = [two, one, current].concat();
     assert_eq!(all, lines, "{}", String::from_utf8_lossy(&all));
+}
+
+#[test]
+fn a_paste_reaches_the_host_once_and_is_counted_exactly() {
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
+    let serial = SerialHost::start(host);
+    serial.wait_connections(1);
+    let dir = TempDir::new("console-paste");
+    let agent = agent_for(&sim, &dir, "");
+    let mut v = Viewer::open(agent.addr, &console_path(""));
+    wait_sessions(&agent, 1.0);
+    // One frame, many SOL packets (ipmi_sim takes 28 characters a packet into a 32-byte
+    // buffer): partially accepted packets are completed, nothing is doubled.
+    let paste: Vec<u8> = (0..4096u32)
+        .map(|i| b'a' + (i % 26) as u8)
+        .chain(*b"\r")
+        .collect();
+    v.type_in(&paste);
+    assert_eq!(serial.wait_received(b"\r"), paste);
+    assert_eq!(
+        metric(
+            &agent,
+            "agent_sol_bytes_total",
+            &[("direction", "viewer_to_bmc")]
+        ),
+        paste.len() as f64
+    );
+}
+
+#[test]
+fn a_viewer_coming_back_finds_a_working_console() {
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
+    let serial = SerialHost::start(host);
+    serial.wait_connections(1);
+    let dir = TempDir::new("console-return");
+    let agent = agent_for(&sim, &dir, "");
+    // A browser tab reloaded at different moments: while the console lingers (1 s after the
+    // last viewer left), while it is being deactivated, after.
+    for (round, pause_ms) in [0, 700, 1000, 1200, 1400, 1700].into_iter().enumerate() {
+        let mut v = Viewer::open(agent.addr, &console_path(""));
+        // Output reaches the viewer once its console is up (the BMC drops it before).
+        let marker = format!("round-{round}\r\n");
+        let until = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&v.got).contains(&marker) {
+            assert!(
+                Instant::now() < until && v.poll(),
+                "round {round}: no console; saw {:?}, closed {:?}",
+                String::from_utf8_lossy(&v.got),
+                v.closed
+            );
+            serial.write(marker.as_bytes());
+            std::thread::sleep(Duration::from_millis(100));
+            v.poll();
+        }
+        let typed = format!("typed-{round}\r");
+        v.type_in(typed.as_bytes());
+        serial.wait_received(typed.as_bytes());
+        drop(v);
+        std::thread::sleep(Duration::from_millis(pause_ms));
+    }
+    for error_type in ["sol_in_use", "timeout"] {
+        assert_eq!(
+            metric(
+                &agent,
+                "agent_sol_errors_total",
+                &[("error_type", error_type)]
+            ),
+            0.0,
+            "{error_type}"
+        );
+    }
 }

@@ -27,19 +27,28 @@
 //!   `\r\n[conduit: …]\r\n` — the keyboard passing, the SOL link lost and reconnecting
 //!   (with the delay), reconnected (output the host sent meanwhile was dropped by the BMC).
 //! - Close frames: 1011 with the error type as the reason when SOL cannot be opened (e.g.
-//!   `sol_in_use`, `timeout`, `auth_failed`), 1008 `viewer_too_slow`, 1002 for a malformed
-//!   frame. Pings go to a viewer that has been sent nothing for 30 s.
+//!   `sol_in_use`, `timeout`, `auth_failed`), 1008 `viewer_too_slow`, 1008
+//!   `viewer_timeout`, 1002 for a malformed frame.
+//! - Pings go to a viewer that has been sent nothing, or has sent nothing, for 30 s (at most
+//!   one every 30 s). A viewer heard nothing from, not even a pong, for 3 × 30 s has
+//!   vanished: it is closed with `viewer_timeout`.
+//! - Every write to a viewer is bounded: a viewer that takes more than 10 s
+//!   ([`WRITE_TIMEOUT`]) to take one frame (console output, a status line, a pong, a ping) is
+//!   closed with `viewer_too_slow`, as is one whose queue of console output fills up
+//!   ([`hub::VIEWER_QUEUE`]); close frames get 1 s.
 //!
 //! # Links and the session log
 //!
 //! A hub connects when its first viewer arrives; if that fails, its viewers are closed.
 //! A quiet session is checked every 3 s (Get Payload Instance Info, which also keeps it
-//! alive on the BMC and tells when another session took SOL: `sol_deactivated`). When a live
-//! session fails, the viewers stay and the hub reconnects with backoff (0.5 s, doubling,
-//! capped at `[console] sol_reconnect_max_secs`) for as long as viewers remain; keystrokes
-//! meanwhile are dropped. One second after the last viewer left, SOL is deactivated. With `[console] sol_log_dir`,
-//! the console output and the link status lines go to `<dir>/<server_id>.log`
-//! ([`session_log`]); keyboard notes to single viewers do not.
+//! alive on the BMC and tells when another session took SOL: `sol_deactivated`, as is a SOL
+//! packet saying the BMC is deactivating SOL). When a live session fails, the viewers stay
+//! and the hub reconnects with backoff (0.5 s, doubling, capped at `[console]
+//! sol_reconnect_max_secs`) for as long as viewers remain; keystrokes meanwhile are dropped.
+//! One second after the last viewer left, SOL is deactivated; a viewer arriving while that
+//! is under way (a reloaded page) gets a new session as soon as it is done, not `sol_in_use`.
+//! With `[console] sol_log_dir`, the console output and the link status lines go to
+//! `<dir>/<server_id>.log` ([`session_log`]); keyboard notes to single viewers do not.
 //!
 //! # Metrics
 //!
@@ -55,8 +64,11 @@
 //! - `agent_sol_errors_total{error_type}`: `unauthenticated`, `bad_handshake`,
 //!   `protocol_error` (per viewer); once per event, `sol_in_use` and the IPMI error kinds
 //!   (`timeout`, `unreachable`, `auth_failed`, …) for a failed first activation or a lost
-//!   link, `sol_deactivated` (SOL taken by another session), `viewer_too_slow` (per viewer),
-//!   `log_write` (per failed write), `internal` (the console thread could not start).
+//!   link, `sol_deactivated` (SOL taken by another session, or deactivated by the BMC),
+//!   `sol_flow_control` (the BMC accepted no keystroke for 30 s: its buffer full, the
+//!   host's serial port flow-controlled; the link is then reconnected), `viewer_too_slow`
+//!   and `viewer_timeout` (per viewer), `log_write` (per failed write), `internal` (the
+//!   console thread could not start).
 
 pub mod hub;
 pub mod session_log;
@@ -86,6 +98,23 @@ const PENDING_COMMANDS: usize = 16;
 const COMMAND_RETRY: Duration = Duration::from_millis(10);
 /// Bound on writing the close frame to a viewer being ended.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A viewer that takes longer than this to take one frame (console output, a pong, a ping, a
+/// status line) is too slow: it is closed with `viewer_too_slow`, as is one that lets its
+/// output queue fill up ([`hub::VIEWER_QUEUE`]).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A viewer heard nothing from (not even a pong) for this many ping intervals has vanished.
+const PINGS_UNANSWERED: u32 = 3;
+
+/// How a viewer that answered no ping for [`PINGS_UNANSWERED`] intervals is ended.
+const UNRESPONSIVE: Ending = Ending {
+    code: 1008,
+    reason: "viewer_timeout",
+};
+/// How a viewer that did not take a frame within [`WRITE_TIMEOUT`] is ended.
+const TOO_SLOW_ENDING: Ending = Ending {
+    code: 1008,
+    reason: TOO_SLOW,
+};
 
 /// How a viewer ends when its hub went away without saying why (it should not happen).
 const INTERNAL: Ending = Ending {
@@ -129,7 +158,7 @@ pub fn routes(
         resp.with_upgrade(Upgrade::new(move |stream, leftover| {
             Box::pin(async move {
                 match hubs.attach(&id, takeover, force) {
-                    Ok(viewer) => relay(stream, leftover, viewer, &metrics).await,
+                    Ok(viewer) => relay(stream, leftover, viewer, &metrics, TIMING).await,
                     Err(error_type) => {
                         metrics.sol_errors.inc(&ErrorType { error_type });
                         close(&stream, 1011, error_type).await;
@@ -178,91 +207,205 @@ enum Event {
     Timer,
 }
 
-/// Relays one viewer: its frames to the hub as commands, the hub's output to it.
+/// The relay's timeouts.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// Ping interval ([`PING_EVERY`]).
+    ping_every: Duration,
+    /// [`WRITE_TIMEOUT`].
+    write: Duration,
+}
+
+const TIMING: Timing = Timing {
+    ping_every: PING_EVERY,
+    write: WRITE_TIMEOUT,
+};
+
+/// When to ping a viewer, and when to give up on it: a ping goes to a viewer that has been
+/// sent nothing, or has sent nothing, for a ping interval (at most one per interval); a
+/// viewer heard nothing from for [`PINGS_UNANSWERED`] intervals is gone.
+#[derive(Debug, Clone, Copy)]
+struct Liveness {
+    every: Duration,
+    sent: Instant,
+    heard: Instant,
+    pinged: Option<Instant>,
+}
+
+/// What [`Liveness`] says is due.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    Ping,
+    Gone,
+    /// Nothing until then.
+    At(Instant),
+}
+
+impl Liveness {
+    fn new(every: Duration, now: Instant) -> Liveness {
+        Liveness {
+            every,
+            sent: now,
+            heard: now,
+            pinged: None,
+        }
+    }
+
+    fn due(&self, now: Instant) -> Due {
+        let gone_at = self.heard + self.every * PINGS_UNANSWERED;
+        if now >= gone_at {
+            return Due::Gone;
+        }
+        let quiet_since = self.pinged.map_or(self.heard, |p| p.max(self.heard));
+        let ping_at = (self.sent + self.every).min(quiet_since + self.every);
+        if now >= ping_at {
+            Due::Ping
+        } else {
+            Due::At(ping_at.min(gone_at))
+        }
+    }
+}
+
+/// Why a frame did not reach the viewer.
+enum Unwritten {
+    /// The connection failed: the viewer went away.
+    Gone,
+    /// The viewer is too slow; it ends so.
+    End(Ending),
+}
+
+/// Writes `frame` to the viewer, within `limit` (else the viewer is too slow), and stops at
+/// once when the hub finds the viewer too slow.
+async fn write_frame(
+    stream: &Async<std::net::TcpStream>,
+    frame: &[u8],
+    viewer: &Viewer,
+    limit: Duration,
+    metrics: &AgentMetrics,
+) -> Result<(), Unwritten> {
+    let write = async {
+        (&*stream)
+            .write_all(frame)
+            .await
+            .map_err(|_| Unwritten::Gone)
+    };
+    let hub_gave_up = async {
+        let _ = viewer.stop.recv().await;
+        match viewer.ending.get() {
+            Some(e) if e.reason == TOO_SLOW => Err(Unwritten::End(*e)),
+            _ => future::pending().await,
+        }
+    };
+    let timeout = async {
+        Timer::after(limit).await;
+        Err(Unwritten::End(end_here(viewer, TOO_SLOW_ENDING, metrics)))
+    };
+    future::or(write, future::or(hub_gave_up, timeout)).await
+}
+
+/// Ends a viewer from its side with `ending`, counted (unless the hub ended it first: then
+/// that ending). The hub drops its seat.
+fn end_here(viewer: &Viewer, ending: Ending, metrics: &AgentMetrics) -> Ending {
+    if viewer.ending.set(ending).is_ok() {
+        metrics.sol_errors.inc(&ErrorType {
+            error_type: ending.reason,
+        });
+    }
+    viewer.output.close();
+    viewer.ending.get().copied().unwrap_or(ending)
+}
+
+/// Relays one viewer: its frames to the hub as commands, the hub's output to it. Every write
+/// to the viewer is bounded: [`Timing::write`], or [`CLOSE_TIMEOUT`] for a close frame.
 async fn relay(
     stream: Async<std::net::TcpStream>,
     mut inbuf: Vec<u8>,
     viewer: Viewer,
     metrics: &AgentMetrics,
+    timing: Timing,
 ) {
     let mut chunk = vec![0u8; 16 * 1024];
     // One frame buffer for the connection: no allocation per forwarded chunk once grown.
     let mut frame = Vec::with_capacity(512);
     let mut pending: VecDeque<Command> = VecDeque::new();
     let mut partial: Option<Partial> = None;
-    let mut last_sent = Instant::now();
+    let mut live = Liveness::new(timing.ping_every, Instant::now());
+    let protocol_error = |code: u16| {
+        metrics.sol_errors.inc(&ErrorType {
+            error_type: "protocol_error",
+        });
+        // Closed with the code only, like before: the error type is for the metric.
+        Some(Ending { code, reason: "" })
+    };
     let end: Option<Ending> = 'relay: loop {
         // Whole frames from the viewer, while the hub keeps up.
         while pending.len() < PENDING_COMMANDS {
             let (f, used) = match ws::decode_client_frame(&inbuf, MAX_FRAME) {
                 Ok(None) => break,
                 Ok(Some(decoded)) => decoded,
-                Err(_) => {
-                    let _ = send(&stream, Opcode::Close, &1002u16.to_be_bytes()).await;
-                    metrics.sol_errors.inc(&ErrorType {
-                        error_type: "protocol_error",
-                    });
-                    break 'relay None;
-                }
+                Err(_) => break 'relay protocol_error(1002),
             };
             inbuf.drain(..used);
             let op = match (f.opcode, &mut partial) {
                 (Opcode::Continuation, Some(Partial::Binary)) => Opcode::Binary,
                 (Opcode::Continuation, Some(Partial::Text(buf))) => {
                     if buf.len() + f.payload.len() > MAX_FRAME {
-                        let _ = send(&stream, Opcode::Close, &1009u16.to_be_bytes()).await;
-                        metrics.sol_errors.inc(&ErrorType {
-                            error_type: "protocol_error",
-                        });
-                        break 'relay None;
+                        break 'relay protocol_error(1009);
                     }
                     buf.extend_from_slice(&f.payload);
                     Opcode::Text
                 }
-                (Opcode::Continuation, None) => {
-                    let _ = send(&stream, Opcode::Close, &1002u16.to_be_bytes()).await;
-                    metrics.sol_errors.inc(&ErrorType {
-                        error_type: "protocol_error",
-                    });
-                    break 'relay None;
-                }
+                (Opcode::Continuation, None) => break 'relay protocol_error(1002),
                 (Opcode::Text, _) => {
                     partial = Some(Partial::Text(f.payload.clone()));
                     Opcode::Text
                 }
                 (op, _) => op,
             };
+            // A frame for the viewer, if this one asks for one.
             match op {
                 Opcode::Binary => {
                     partial = (!f.fin).then_some(Partial::Binary);
                     if !f.payload.is_empty() {
                         pending.push_back(Command::Input(viewer.id, f.payload));
                     }
+                    continue;
                 }
                 Opcode::Text if f.fin => {
                     let Some(Partial::Text(text)) = partial.take() else {
                         continue;
                     };
                     match control(viewer.id, &text) {
-                        Some(c) => pending.push_back(c),
+                        Some(c) => {
+                            pending.push_back(c);
+                            continue;
+                        }
                         None => {
                             let line = b"\r\n[conduit: unknown control message ignored]\r\n";
                             ws::encode_server_frame_into(Opcode::Binary, line, &mut frame);
-                            if (&stream).write_all(&frame).await.is_err() {
-                                break 'relay None;
-                            }
                         }
                     }
                 }
-                Opcode::Text | Opcode::Continuation => {}
-                Opcode::Ping => {
-                    send(&stream, Opcode::Pong, &f.payload).await;
-                }
-                Opcode::Pong => {}
+                Opcode::Text | Opcode::Continuation | Opcode::Pong => continue,
+                Opcode::Ping => ws::encode_server_frame_into(Opcode::Pong, &f.payload, &mut frame),
                 Opcode::Close => {
-                    send(&stream, Opcode::Close, &f.payload).await;
+                    // The echo, bounded like every close frame; then the viewer is done.
+                    future::or(
+                        async {
+                            send(&stream, Opcode::Close, &f.payload).await;
+                        },
+                        async {
+                            Timer::after(CLOSE_TIMEOUT).await;
+                        },
+                    )
+                    .await;
                     break 'relay None;
                 }
+            }
+            match write_frame(&stream, &frame, &viewer, timing.write, metrics).await {
+                Ok(()) => live.sent = Instant::now(),
+                Err(Unwritten::Gone) => break 'relay None,
+                Err(Unwritten::End(e)) => break 'relay Some(e),
             }
         }
         // Hand commands over without waiting on the hub.
@@ -277,8 +420,31 @@ async fn relay(
                 Err(TrySendError::Closed(_)) => pending.clear(),
             }
         }
+        let now = Instant::now();
+        if pending.len() >= PENDING_COMMANDS {
+            // Not reading from the viewer: its silence says nothing.
+            live.heard = now;
+        }
+        // Checked on every round, so that a stream of console output cannot put it off.
+        let next_due = match live.due(now) {
+            Due::Gone => break Some(end_here(&viewer, UNRESPONSIVE, metrics)),
+            Due::Ping => {
+                ws::encode_server_frame_into(Opcode::Ping, b"", &mut frame);
+                match write_frame(&stream, &frame, &viewer, timing.write, metrics).await {
+                    Ok(()) => {
+                        let now = Instant::now();
+                        live.sent = now;
+                        live.pinged = Some(now);
+                    }
+                    Err(Unwritten::Gone) => break None,
+                    Err(Unwritten::End(e)) => break Some(e),
+                }
+                continue;
+            }
+            Due::At(t) => t,
+        };
         let wake = if pending.is_empty() {
-            (last_sent + PING_EVERY).saturating_duration_since(Instant::now())
+            next_due.saturating_duration_since(now)
         } else {
             COMMAND_RETRY
         };
@@ -323,35 +489,26 @@ async fn relay(
             }
             Event::Output(Ok(data)) => {
                 ws::encode_server_frame_into(Opcode::Binary, &data, &mut frame);
-                // A viewer that stopped reading is let go as soon as the hub gives up on it.
-                let too_slow = async {
-                    let _ = viewer.stop.recv().await;
-                    if viewer.ending.get().is_some_and(|e| e.reason == TOO_SLOW) {
-                        return false;
-                    }
-                    future::pending().await
-                };
-                let write = async { (&stream).write_all(&frame).await.is_ok() };
-                if !future::or(write, too_slow).await {
-                    break viewer.ending.get().copied();
+                // A viewer that stopped reading is let go as soon as the hub gives up on it,
+                // or when one chunk takes too long.
+                match write_frame(&stream, &frame, &viewer, timing.write, metrics).await {
+                    Ok(()) => live.sent = Instant::now(),
+                    Err(Unwritten::Gone) => break None,
+                    Err(Unwritten::End(e)) => break Some(e),
                 }
-                last_sent = Instant::now();
             }
             Event::Output(Err(_)) => break Some(viewer.ending.get().copied().unwrap_or(INTERNAL)),
             Event::Read(Ok(0) | Err(_)) => break None, // the viewer went away
-            Event::Read(Ok(n)) => inbuf.extend_from_slice(&chunk[..n]),
-            Event::Timer => {
-                if last_sent.elapsed() >= PING_EVERY {
-                    if !send(&stream, Opcode::Ping, b"").await {
-                        break None;
-                    }
-                    last_sent = Instant::now();
-                }
+            Event::Read(Ok(n)) => {
+                live.heard = Instant::now();
+                inbuf.extend_from_slice(&chunk[..n]);
             }
+            // Pings and the liveness check come round at the top of the loop.
+            Event::Timer => {}
         }
     };
     if let Some(e) = end {
-        // Counted by the hub; the viewer may not be reading any more.
+        // Counted where it was decided; the viewer may not be reading any more.
         future::or(close(&stream, e.code, e.reason), async {
             Timer::after(CLOSE_TIMEOUT).await;
         })
@@ -362,6 +519,225 @@ async fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use conduit_http::catalog::CatalogBuilder;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::OnceLock;
+
+    fn metrics() -> AgentMetrics {
+        let mut registry = prometheus_client::registry::Registry::default();
+        AgentMetrics::register(&mut CatalogBuilder::new(&mut registry, "agent", 100))
+    }
+
+    fn errors(metrics: &AgentMetrics, error_type: &'static str) -> u64 {
+        metrics
+            .sol_errors
+            .with(&ErrorType { error_type }, |c| c.get())
+            .unwrap_or(0)
+    }
+
+    /// A relay's viewer connection (both ends) and its seat at a hub that does nothing.
+    struct Seat {
+        client: TcpStream,
+        stream: Async<TcpStream>,
+        viewer: Viewer,
+        output: async_channel::Sender<Arc<[u8]>>,
+        _stop: async_channel::Sender<()>,
+        _commands: async_channel::Receiver<Command>,
+        ending: Arc<OnceLock<Ending>>,
+    }
+
+    fn seat() -> Seat {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let stream = Async::new(listener.accept().unwrap().0).unwrap();
+        let (output, output_rx) = async_channel::bounded(hub::VIEWER_QUEUE);
+        let (stop, stop_rx) = async_channel::bounded(1);
+        let (commands, commands_rx) = async_channel::bounded(16);
+        let ending = Arc::new(OnceLock::new());
+        Seat {
+            client,
+            stream,
+            viewer: Viewer {
+                id: 1,
+                output: output_rx,
+                stop: stop_rx,
+                ending: ending.clone(),
+                commands,
+            },
+            output,
+            _stop: stop,
+            _commands: commands_rx,
+            ending,
+        }
+    }
+
+    /// Runs the relay of `seat` to its end.
+    fn run(seat: Seat, metrics: &AgentMetrics, timing: Timing) -> (TcpStream, Option<Ending>) {
+        let Seat {
+            client,
+            stream,
+            viewer,
+            ending,
+            ..
+        } = seat;
+        async_io::block_on(relay(stream, Vec::new(), viewer, metrics, timing));
+        (client, ending.get().copied())
+    }
+
+    /// The frames a viewer received until the connection closed or went quiet.
+    fn received(client: &mut TcpStream) -> Vec<(Opcode, Vec<u8>)> {
+        client
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = client.read(&mut chunk) {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let mut frames = Vec::new();
+        while let Ok(Some((f, used))) = ws::decode_server_frame(&buf, 1 << 20) {
+            buf.drain(..used);
+            frames.push((f.opcode, f.payload));
+        }
+        frames
+    }
+
+    #[test]
+    fn a_viewer_pinging_but_never_reading_is_dropped_not_waited_for() {
+        let seat = seat();
+        let metrics = metrics();
+        let mut client = seat.client.try_clone().unwrap();
+        // Pings until the agent stops reading them (its pongs not going out).
+        let flood = std::thread::spawn(move || {
+            client
+                .set_write_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let pings = ws::encode_client_frame(Opcode::Ping, &[7; 125], [1, 2, 3, 4]).repeat(512);
+            let mut sent = 0;
+            while sent < 256 << 20 && client.write_all(&pings).is_ok() {
+                sent += pings.len();
+            }
+        });
+        let timing = Timing {
+            ping_every: Duration::from_secs(3600),
+            write: Duration::from_millis(300),
+        };
+        let started = Instant::now();
+        let (_client, ending) = run(seat, &metrics, timing);
+        assert_eq!(ending, Some(TOO_SLOW_ENDING));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert_eq!(errors(&metrics, "viewer_too_slow"), 1);
+        flood.join().unwrap();
+    }
+
+    #[test]
+    fn console_output_a_viewer_does_not_take_ends_it_without_more_output() {
+        let seat = seat();
+        let metrics = metrics();
+        // More than the socket buffers hold, and then nothing: the hub's queue never fills
+        // up again, the write has to time out.
+        let chunk: Arc<[u8]> = Arc::from(vec![b'x'; 64 * 1024]);
+        while seat.output.try_send(chunk.clone()).is_ok() {}
+        let output = seat.output.clone();
+        let timing = Timing {
+            ping_every: Duration::from_secs(3600),
+            write: Duration::from_millis(300),
+        };
+        let (_client, ending) = run(seat, &metrics, timing);
+        assert_eq!(ending, Some(TOO_SLOW_ENDING));
+        assert_eq!(errors(&metrics, "viewer_too_slow"), 1);
+        // The hub sees the seat gone.
+        assert!(output.is_closed());
+    }
+
+    #[test]
+    fn a_viewer_answering_no_ping_is_dropped() {
+        let seat = seat();
+        let metrics = metrics();
+        let timing = Timing {
+            ping_every: Duration::from_millis(100),
+            write: Duration::from_secs(10),
+        };
+        let started = Instant::now();
+        let (mut client, ending) = run(seat, &metrics, timing);
+        assert_eq!(ending, Some(UNRESPONSIVE));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(errors(&metrics, "viewer_timeout"), 1);
+        let frames = received(&mut client);
+        let pings = frames.iter().filter(|(op, _)| *op == Opcode::Ping).count();
+        assert_eq!(pings, 2, "{frames:?}");
+        let (op, payload) = frames.last().unwrap();
+        assert_eq!(*op, Opcode::Close);
+        assert_eq!(payload[..], *b"\x03\xf0viewer_timeout");
+    }
+
+    #[test]
+    fn a_viewer_answering_pings_stays() {
+        let seat = seat();
+        let metrics = metrics();
+        let mut client = seat.client.try_clone().unwrap();
+        // Answers every ping for a second, then leaves.
+        let viewer = std::thread::spawn(move || {
+            client
+                .set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            let until = Instant::now() + Duration::from_secs(1);
+            let (mut buf, mut chunk, mut pings) = (Vec::new(), [0u8; 4096], 0);
+            while Instant::now() < until {
+                if let Ok(n) = client.read(&mut chunk) {
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                while let Ok(Some((f, used))) = ws::decode_server_frame(&buf, 1 << 20) {
+                    buf.drain(..used);
+                    if f.opcode == Opcode::Ping {
+                        pings += 1;
+                        let pong = ws::encode_client_frame(Opcode::Pong, &f.payload, [9; 4]);
+                        client.write_all(&pong).unwrap();
+                    }
+                }
+            }
+            client.shutdown(std::net::Shutdown::Both).unwrap();
+            pings
+        });
+        let timing = Timing {
+            ping_every: Duration::from_millis(100),
+            write: Duration::from_secs(10),
+        };
+        let (_client, ending) = run(seat, &metrics, timing);
+        // It left by itself.
+        assert_eq!(ending, None);
+        assert!(viewer.join().unwrap() >= 5);
+        assert_eq!(errors(&metrics, "viewer_timeout"), 0);
+    }
+
+    #[test]
+    fn pings_go_to_quiet_viewers_and_silent_ones_are_given_up() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut l = Liveness::new(s(30), t0);
+        assert_eq!(l.due(t0), Due::At(t0 + s(30)));
+        // Output flowing, the viewer silent: pinged after an interval all the same.
+        l.sent = t0 + s(29);
+        assert_eq!(l.due(t0 + s(30)), Due::Ping);
+        (l.sent, l.pinged) = (t0 + s(30), Some(t0 + s(30)));
+        // At most one ping an interval.
+        l.sent = t0 + s(59);
+        assert_eq!(l.due(t0 + s(45)), Due::At(t0 + s(60)));
+        assert_eq!(l.due(t0 + s(60)), Due::Ping);
+        (l.sent, l.pinged) = (t0 + s(60), Some(t0 + s(60)));
+        // Nothing heard for three intervals: gone.
+        assert_eq!(l.due(t0 + s(89)), Due::At(t0 + s(90)));
+        assert_eq!(l.due(t0 + s(90)), Due::Gone);
+        // A pong (anything) heard: alive; the next ping an interval after the last one.
+        l.heard = t0 + s(61);
+        l.sent = t0 + s(89);
+        assert_eq!(l.due(t0 + s(90)), Due::At(t0 + s(91)));
+        // A chatty viewer sent nothing gets a ping an interval after the last frame sent.
+        let mut l = Liveness::new(s(30), t0);
+        l.heard = t0 + s(29);
+        assert_eq!(l.due(t0 + s(30)), Due::Ping);
+    }
 
     #[test]
     fn query_parameters() {

@@ -11,10 +11,14 @@
 //! `Arc<[u8]>` per viewer.
 //!
 //! The hub ends when no viewer is left for [`LINGER`] (SOL is then deactivated and the
-//! session closed), or when the first activation fails (every viewer is closed with the error
+//! session closed; the hub stays in the registry, taking no new viewers, until that is done,
+//! and a viewer arriving meanwhile starts the next hub, which activates SOL only once its
+//! predecessor's session is gone, so that it does not find SOL held by that session:
+//! `sol_in_use`), or when the first activation fails (every viewer is closed with the error
 //! type). Once a session has been up, losing it (no reply, the BMC forgot the session, the
-//! payload taken by another session) is followed by reconnecting with
-//! [`reconnect_delay`] backoff for as long as viewers remain.
+//! payload taken by another session or deactivated by the BMC, keystrokes refused for 30 s)
+//! is followed by reconnecting with [`reconnect_delay`] backoff for as long as viewers
+//! remain.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -52,6 +56,9 @@ const TICK: Duration = Duration::from_millis(250);
 const SOL_REPLY_TIMEOUT: Duration = Duration::from_millis(500);
 /// The first reconnect waits this long; each failure doubles the wait.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// The longest a new hub waits for its predecessor's session to be deactivated (that takes
+/// at most the BMC's request timeouts, about 3 s with the defaults).
+const PREDECESSOR_WAIT: Duration = Duration::from_secs(10);
 
 /// The wait before reconnect attempt `failures + 1`: 0.5 s, doubling with every failed
 /// attempt, capped at `cap`.
@@ -94,7 +101,9 @@ pub struct Viewer {
     /// Closed when the hub lets go of the viewer: with [`TOO_SLOW`] as the ending, the
     /// viewer stops at once; otherwise it sends what `output` still holds first.
     pub stop: Receiver<()>,
-    /// Why the hub ended the viewer, set before `output` or `stop` closes.
+    /// Why the viewer was ended: set by the hub before `output` or `stop` closes, or by the
+    /// viewer's task (a write to the viewer timed out, no pong). Whoever sets it first counts
+    /// the error.
     pub ending: Arc<OnceLock<Ending>>,
     /// To the hub.
     pub commands: Sender<Command>,
@@ -121,10 +130,12 @@ struct Join {
 
 #[derive(Debug)]
 struct HubHandle {
-    // Unbounded so that joining never waits; closed by the hub when it ends.
+    // Unbounded so that joining never waits; closed by the hub when it retires.
     join: Sender<Join>,
     commands: Sender<Command>,
     generation: u64,
+    // Closed when the hub has ended, its session deactivated and closed.
+    done: Receiver<()>,
 }
 
 /// The console hubs of the agent, by server id.
@@ -208,27 +219,32 @@ impl Hubs {
             ending,
             commands,
         };
-        // Joins happen under this lock, and a hub leaves the map under it only when no join
-        // is waiting: a viewer never joins a hub that is going away.
+        // Joins happen under this lock, and a hub stops taking joins under it only when no
+        // join is waiting: a viewer never joins a hub that is going away.
         let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut previous = None;
         if let Some(h) = hubs.get(server_id) {
             match h.join.try_send(join) {
                 Ok(()) => return Ok(viewer(h.commands.clone())),
                 Err(e) => join = e.into_inner(),
             }
+            // Retiring: its session may not be deactivated yet.
+            previous = Some(h.done.clone());
         }
         let jobs = console_thread().ok_or("internal")?;
         let (join_tx, join_rx) = async_channel::unbounded();
         let (commands_tx, commands_rx) = async_channel::bounded(COMMAND_QUEUE);
+        let (done_tx, done) = async_channel::bounded(1);
         let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
         let _ = join_tx.try_send(join);
         let hubs_ref = self.clone();
         let server = server_id.to_owned();
         let start: Job = Box::new(move || {
             Box::pin(async move {
-                Hub::new(hubs_ref, server, generation, join_rx, commands_rx)
-                    .run()
-                    .await
+                let mut hub = Hub::new(hubs_ref, server, generation, join_rx, commands_rx);
+                hub.previous = previous;
+                hub.done = Some(done_tx);
+                hub.run().await
             })
         });
         jobs.try_send(start).map_err(|_| "internal")?;
@@ -238,32 +254,34 @@ impl Hubs {
                 join: join_tx,
                 commands: commands_tx.clone(),
                 generation,
+                done,
             },
         );
         Ok(viewer(commands_tx))
     }
 
-    /// Takes hub `generation` of `server_id` out of the registry, unless (with `if_idle`) a
-    /// viewer is waiting to join it. Returns whether it is out.
-    fn retire(
-        &self,
-        server_id: &str,
-        generation: u64,
-        join: &Receiver<Join>,
-        if_idle: bool,
-    ) -> bool {
-        let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
+    /// Makes a hub stop taking viewers (closes its `join`), unless (with `if_idle`) a viewer
+    /// is waiting to join it. Returns whether it stopped. The hub stays registered until it
+    /// has ended ([`Hubs::forget`]): the next hub of the server waits for that.
+    fn retire(&self, join: &Receiver<Join>, if_idle: bool) -> bool {
+        let _hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
         if if_idle && !join.is_empty() {
             return false;
         }
         join.close();
+        true
+    }
+
+    /// Takes hub `generation` of `server_id` out of the registry (unless a newer hub took its
+    /// place already).
+    fn forget(&self, server_id: &str, generation: u64) {
+        let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
         if hubs
             .get(server_id)
             .is_some_and(|h| h.generation == generation)
         {
             hubs.remove(server_id);
         }
-        true
     }
 }
 
@@ -287,8 +305,26 @@ impl From<IpmiError> for Failure {
     }
 }
 
-/// Opens a session to the BMC of `server_id` and activates its SOL instance.
-async fn connect(fleet: Arc<Fleet>, server_id: String, force: bool) -> Result<SolConsole, Failure> {
+/// Opens a session to the BMC of `server_id` and activates its SOL instance, once the
+/// previous hub of the server has ended (`previous` closed).
+async fn connect(
+    fleet: Arc<Fleet>,
+    server_id: String,
+    force: bool,
+    previous: Option<Receiver<()>>,
+) -> Result<SolConsole, Failure> {
+    if let Some(previous) = previous {
+        future::or(
+            async {
+                let _ = previous.recv().await;
+            },
+            async {
+                Timer::after(PREDECESSOR_WAIT).await;
+                log::warn!("sol {server_id}: the previous console is slow to end");
+            },
+        )
+        .await;
+    }
     let (Some(ipmi), Some(bmc)) = (fleet.ipmi(&server_id), fleet.get(&server_id)) else {
         return Err(Failure {
             error_type: "unknown_server",
@@ -324,7 +360,7 @@ enum Link {
 
 /// How a live session ended.
 enum Served {
-    /// No viewer for [`LINGER`]: the hub is out of the registry.
+    /// No viewer for [`LINGER`]: the hub takes no new viewers.
     Idle,
     /// The link failed; the error type.
     Lost(&'static str),
@@ -338,8 +374,9 @@ struct Hub {
     commands: Receiver<Command>,
     seats: Vec<Seat>,
     writer: Option<u64>,
-    // A viewer asked to take SOL over from another session: the next activation does,
-    // once (a console that forced its way in does not fight back when forced out).
+    // A viewer that joined while there was no session asked to take SOL over from another
+    // session: the next activation does, once (a console that forced its way in does not
+    // fight back when forced out).
     force: bool,
     link: Link,
     metrics: Arc<AgentMetrics>,
@@ -347,6 +384,16 @@ struct Hub {
     to_bmc: Counter,
     log: Option<SessionLog>,
     log_failing: bool,
+    // Closed when the previous hub of the server has ended: the first session waits for it.
+    previous: Option<Receiver<()>>,
+    // Held for its drop, which closes the channel when this hub has ended.
+    done: Option<Sender<()>>,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.hubs.forget(&self.server_id, self.generation);
+    }
 }
 
 impl Hub {
@@ -385,6 +432,8 @@ impl Hub {
             to_bmc,
             log,
             log_failing: false,
+            previous: None,
+            done: None,
             metrics,
             hubs,
         }
@@ -459,8 +508,7 @@ impl Hub {
                     self.server_id, failure.error_type, failure.detail
                 )
             };
-            self.hubs
-                .retire(&self.server_id, self.generation, &self.join, false);
+            self.hubs.retire(&self.join, false);
             // Viewers that joined while the attempt ran get the same answer.
             while let Ok(j) = self.join.try_recv() {
                 self.seats.push(j.seat);
@@ -487,11 +535,7 @@ impl Hub {
             self.prune();
             if self.seats.is_empty() {
                 let since = *idle_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= LINGER
-                    && self
-                        .hubs
-                        .retire(&self.server_id, self.generation, &self.join, true)
-                {
+                if since.elapsed() >= LINGER && self.hubs.retire(&self.join, true) {
                     return Served::Idle;
                 }
             } else {
@@ -524,11 +568,15 @@ impl Hub {
                         self.tell_read_only(id);
                         continue;
                     }
-                    if let Err(e) = sol.write(&data).await {
-                        return Served::Lost(e.kind());
-                    }
+                    // What the BMC accepted, also of a write that failed part way.
+                    match sol.write(&data).await {
+                        Ok(accepted) => self.to_bmc.inc_by(accepted as u64),
+                        Err(e) => {
+                            self.to_bmc.inc_by(e.accepted as u64);
+                            return Served::Lost(e.error.kind());
+                        }
+                    };
                     alive = Instant::now();
-                    self.to_bmc.inc_by(data.len() as u64);
                 }
                 Ok(Event::Command(Command::Break(id))) => {
                     if self.writer != Some(id) {
@@ -546,8 +594,8 @@ impl Hub {
         }
     }
 
-    /// Reconnects with backoff while viewers remain; `None` when they are gone (the hub is
-    /// then out of the registry).
+    /// Reconnects with backoff while viewers remain; `None` when they are gone (the hub then
+    /// takes no new viewers).
     async fn reconnect(&mut self, reason: &'static str) -> Option<SolConsole> {
         self.link = Link::Down(reason);
         let cap = self.hubs.config.sol_reconnect_max;
@@ -601,11 +649,7 @@ impl Hub {
         let until = Instant::now() + delay;
         loop {
             self.prune();
-            if self.seats.is_empty()
-                && self
-                    .hubs
-                    .retire(&self.server_id, self.generation, &self.join, true)
-            {
+            if self.seats.is_empty() && self.hubs.retire(&self.join, true) {
                 return false;
             }
             let now = Instant::now();
@@ -624,7 +668,12 @@ impl Hub {
 
     /// One connection attempt, serving viewers meanwhile.
     async fn attempt(&mut self, force: bool) -> Result<SolConsole, Failure> {
-        let connect = connect(self.hubs.fleet.clone(), self.server_id.clone(), force);
+        let connect = connect(
+            self.hubs.fleet.clone(),
+            self.server_id.clone(),
+            force,
+            self.previous.take(),
+        );
         futures_lite::pin!(connect);
         loop {
             let event = future::or(async { Err(connect.as_mut().await) }, async {
@@ -674,7 +723,12 @@ impl Hub {
     }
 
     fn seat(&mut self, j: Join) {
-        self.force |= j.force;
+        // Force is for the next activation, so only while there is no session: kept from a
+        // join to a live console, it would make a later reconnect (after another tool took
+        // SOL) throw that tool off.
+        if !matches!(self.link, Link::Up) {
+            self.force |= j.force;
+        }
         let id = j.seat.id;
         self.seats.push(j.seat);
         if let Link::Down(reason) = self.link {
@@ -800,17 +854,20 @@ impl Hub {
     }
 }
 
-/// Ends a viewer that let its queue fill up.
+/// Ends a viewer that let its queue fill up. Counted unless the viewer's task ended it
+/// first (a write to it timed out).
 fn too_slow(seat: &Seat, metrics: &AgentMetrics) {
-    let _ = seat.ending.set(Ending {
+    let ending = Ending {
         code: 1008,
         reason: TOO_SLOW,
-    });
+    };
+    if seat.ending.set(ending).is_ok() {
+        metrics.sol_errors.inc(&ErrorType {
+            error_type: TOO_SLOW,
+        });
+    }
     seat.stop.close();
     seat.output.close();
-    metrics.sol_errors.inc(&ErrorType {
-        error_type: TOO_SLOW,
-    });
 }
 
 #[cfg(test)]
@@ -818,7 +875,7 @@ mod tests {
     use super::*;
     use conduit_http::catalog::CatalogBuilder;
 
-    fn hub() -> Hub {
+    fn hubs() -> Arc<Hubs> {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(AgentMetrics::register(&mut CatalogBuilder::new(
             &mut registry,
@@ -826,10 +883,13 @@ mod tests {
             100,
         )));
         let fleet = Arc::new(Fleet::new(None, metrics).unwrap());
-        let hubs = Arc::new(Hubs::new(fleet, ConsoleConfig::default()));
+        Arc::new(Hubs::new(fleet, ConsoleConfig::default()))
+    }
+
+    fn hub() -> Hub {
         let (_, join) = async_channel::unbounded();
         let (_, commands) = async_channel::bounded(1);
-        Hub::new(hubs, "s1".into(), 1, join, commands)
+        Hub::new(hubs(), "s1".into(), 1, join, commands)
     }
 
     /// A viewer's ends of its seat.
@@ -849,6 +909,10 @@ mod tests {
     }
 
     fn join(hub: &mut Hub, id: u64, takeover: bool) -> Ends {
+        join_with(hub, id, takeover, false)
+    }
+
+    fn join_with(hub: &mut Hub, id: u64, takeover: bool, force: bool) -> Ends {
         let (output_tx, output) = async_channel::bounded(VIEWER_QUEUE);
         let (stop_tx, stop) = async_channel::bounded(1);
         let ending = Arc::new(OnceLock::new());
@@ -861,7 +925,7 @@ mod tests {
                 told_read_only: false,
             },
             takeover,
-            force: false,
+            force,
         });
         Ends {
             id,
@@ -914,6 +978,75 @@ mod tests {
         assert_eq!(hub.writer, Some(a.id));
         assert_eq!(a.lines(), ["[conduit: you have the keyboard]"]);
         assert_eq!(hub.seats.len(), 2);
+    }
+
+    #[test]
+    fn force_is_taken_only_while_there_is_no_session() {
+        let mut hub = hub();
+        // Joining a live console with force: nothing to force, and nothing kept for later.
+        hub.link = Link::Up;
+        let _a = join_with(&mut hub, 1, false, true);
+        assert!(!hub.force);
+        // The link lost (another tool took SOL): nobody asked to force it back.
+        hub.link = Link::Down("sol_deactivated");
+        let _b = join(&mut hub, 2, false);
+        assert!(!hub.force);
+        // A viewer asking now: the next attempt forces.
+        let _c = join_with(&mut hub, 3, false, true);
+        assert!(hub.force);
+        // Before the first session too.
+        let mut hub = self::hub();
+        let _d = join_with(&mut hub, 4, false, true);
+        assert!(hub.force);
+    }
+
+    #[test]
+    fn a_new_hub_activates_only_once_the_retiring_one_has_ended() {
+        let hubs = hubs();
+        let registered = |hubs: &Hubs| {
+            let map = hubs.hubs.lock().unwrap();
+            map.get("s1").map(|h| h.generation)
+        };
+        // A retiring hub of s1: it takes no viewers, its session is still being deactivated.
+        let (join, _) = async_channel::unbounded();
+        join.close();
+        let (commands, _) = async_channel::bounded(1);
+        let (done, done_rx) = async_channel::bounded::<()>(1);
+        hubs.hubs.lock().unwrap().insert(
+            "s1".into(),
+            HubHandle {
+                join,
+                commands,
+                generation: 0,
+                done: done_rx,
+            },
+        );
+        // A viewer arrives (a reloaded browser tab): a new hub takes the old one's place...
+        let viewer = hubs.attach("s1", false, false).unwrap();
+        let generation = registered(&hubs).unwrap();
+        assert_ne!(generation, 0);
+        // ...and does not try to activate SOL while the old session may still hold it.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(viewer.ending.get(), None);
+        // The old hub ends: now the new one connects (s1 is not in the fleet: it fails so).
+        drop(done);
+        let ended = (0..100).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            viewer.ending.get().copied()
+        });
+        assert_eq!(
+            ended,
+            Some(Ending {
+                code: 1011,
+                reason: "unknown_server"
+            })
+        );
+        // It left the registry when it ended.
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            registered(&hubs).is_none()
+        });
+        assert!(gone);
     }
 
     #[test]
