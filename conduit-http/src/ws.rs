@@ -225,11 +225,7 @@ fn decode(buf: &[u8], max_payload: usize, masked: bool) -> Result<Option<(Frame,
 type Located = (FrameRef, Option<[u8; 4]>);
 
 /// Parses a frame header and checks the whole frame is in `buf`: the frame and its mask key.
-fn locate(
-    buf: &[u8],
-    max_payload: usize,
-    masked: bool,
-) -> Result<Option<Located>, WsError> {
+fn locate(buf: &[u8], max_payload: usize, masked: bool) -> Result<Option<Located>, WsError> {
     if buf.len() < 2 {
         return Ok(None);
     }

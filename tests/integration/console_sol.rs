@@ -9,71 +9,20 @@
 //! closed while it writes: [`SerialHost`] accepts every connection and keeps draining them.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conduit_http::reference::parse_exposition;
-use conduit_http::ws::{decode_server_frame, encode_client_frame, Opcode};
+use conduit_http::ws::Opcode;
 use conduit_tests::ipmi_sim::IpmiSim;
+use conduit_tests::ws_client::Link;
 use conduit_tests::{get, start_component, wait_for, Component, TempDir};
 
 const TOKEN: &str = "console-token-0123456789";
 
 fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
-    let fams = parse_exposition(text).unwrap();
-    fams.get(family)
-        .and_then(|f| {
-            f.samples.iter().find(|s| {
-                labels
-                    .iter()
-                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
-            })
-        })
-        .map_or(0.0, |s| s.value)
-}
-
-/// Opens a WebSocket; returns the stream and the status line.
-fn connect(agent: SocketAddr, path: &str) -> (TcpStream, String) {
-    let mut s = TcpStream::connect(agent).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Protocol: binary\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "closed during the handshake");
-        head.push(b[0]);
-    }
-    (s, String::from_utf8_lossy(&head).into_owned())
-}
-
-/// Reads binary frames until `want` bytes of payload arrived.
-fn read_payload(s: &mut TcpStream, want: usize) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut payload = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while payload.len() < want {
-        while let Ok(Some((frame, used))) = decode_server_frame(&buf, 1 << 20) {
-            buf.drain(..used);
-            if frame.opcode == Opcode::Binary {
-                payload.extend_from_slice(&frame.payload);
-            }
-        }
-        if payload.len() >= want {
-            break;
-        }
-        let n = s.read(&mut chunk).expect("frames from the agent");
-        assert!(n > 0, "agent closed the console");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    payload
+    conduit_tests::sample(text, family, labels).unwrap_or(0.0)
 }
 
 #[test]
@@ -106,12 +55,14 @@ fn serial_console_through_the_agent() {
         ],
     );
 
-    let (_, status) = connect(agent.addr, "/console/sol/sim1?token=wrong-token-0123456");
+    let (_, status) =
+        Link::try_websocket(agent.addr, "/console/sol/sim1?token=wrong-token-0123456");
     assert!(status.starts_with("HTTP/1.1 401"), "{status}");
-    let (_, status) = connect(agent.addr, &format!("/console/sol/nope?token={TOKEN}"));
+    let (_, status) = Link::try_websocket(agent.addr, &format!("/console/sol/nope?token={TOKEN}"));
     assert!(status.starts_with("HTTP/1.1 404"), "{status}");
 
-    let (mut ws, status) = connect(agent.addr, &format!("/console/sol/sim1?token={TOKEN}"));
+    let (mut ws, status) =
+        Link::try_websocket(agent.addr, &format!("/console/sol/sim1?token={TOKEN}"));
     assert!(status.starts_with("HTTP/1.1 101"), "{status}");
     assert!(
         status.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
@@ -126,13 +77,12 @@ fn serial_console_through_the_agent() {
     std::thread::sleep(Duration::from_millis(500));
     let from_host = b"login: ".repeat(40); // 280 bytes, more than one SOL packet
     serial.write_all(&from_host).unwrap();
-    assert_eq!(read_payload(&mut ws, from_host.len()), from_host);
+    assert_eq!(ws.read_exact(from_host.len()).unwrap(), from_host);
 
     // Idle for longer than the HTTP read timeout: still connected.
     std::thread::sleep(Duration::from_millis(1500));
     let typed = b"root\r";
-    ws.write_all(&encode_client_frame(Opcode::Binary, typed, [7, 7, 7, 7]))
-        .unwrap();
+    ws.send(typed);
     let mut got = Vec::new();
     let mut b = [0u8; 64];
     let until = Instant::now() + Duration::from_secs(5);
@@ -173,10 +123,8 @@ fn serial_console_through_the_agent() {
     );
 
     // An unmasked frame is a protocol error: the session ends, counted, the agent lives on.
-    ws.write_all(&conduit_http::ws::encode_server_frame(Opcode::Binary, b"x"))
-        .unwrap();
-    let mut rest = Vec::new();
-    let _ = ws.read_to_end(&mut rest);
+    ws.send_raw(&conduit_http::ws::encode_server_frame(Opcode::Binary, b"x"));
+    assert_eq!(ws.wait_close().0, 1002);
     let until = Instant::now() + Duration::from_secs(5);
     let text = loop {
         let t = get(agent.addr, "/metrics", &[]).text();
@@ -295,102 +243,6 @@ impl Drop for SerialHost {
     }
 }
 
-/// A WebSocket viewer of a console.
-struct Viewer {
-    s: TcpStream,
-    buf: Vec<u8>,
-    /// Console bytes received so far (BINARY payloads).
-    got: Vec<u8>,
-    /// The close frame's code and reason, once received.
-    closed: Option<(u16, String)>,
-}
-
-impl Viewer {
-    fn open(agent: SocketAddr, path: &str) -> Viewer {
-        let (s, status) = connect(agent, path);
-        assert!(status.starts_with("HTTP/1.1 101"), "{status}");
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        Viewer {
-            s,
-            buf: Vec::new(),
-            got: Vec::new(),
-            closed: None,
-        }
-    }
-
-    fn send(&mut self, op: Opcode, payload: &[u8]) {
-        self.s
-            .write_all(&encode_client_frame(op, payload, [1, 2, 3, 4]))
-            .unwrap();
-    }
-
-    /// Types on the console.
-    fn type_in(&mut self, keys: &[u8]) {
-        self.send(Opcode::Binary, keys);
-    }
-
-    /// Reads what is there; false once closed.
-    fn poll(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        match self.s.read(&mut chunk) {
-            Ok(0) => return false,
-            Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return false,
-        }
-        while let Ok(Some((frame, used))) = decode_server_frame(&self.buf, 1 << 20) {
-            self.buf.drain(..used);
-            match frame.opcode {
-                Opcode::Binary => self.got.extend_from_slice(&frame.payload),
-                Opcode::Close if frame.payload.len() >= 2 => {
-                    self.closed = Some((
-                        u16::from_be_bytes([frame.payload[0], frame.payload[1]]),
-                        String::from_utf8_lossy(&frame.payload[2..]).into_owned(),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        self.closed.is_none()
-    }
-
-    /// Waits until the console showed `needle` (after what it showed before `from`).
-    fn wait_for(&mut self, needle: &str, from: usize) -> usize {
-        let until = Instant::now() + Duration::from_secs(15);
-        loop {
-            let seen = &self.got[from.min(self.got.len())..];
-            if let Some(at) = seen
-                .windows(needle.len())
-                .position(|w| w == needle.as_bytes())
-            {
-                return from + at + needle.len();
-            }
-            assert!(
-                Instant::now() < until && self.poll(),
-                "viewer did not see {needle:?}; saw {:?}, closed {:?}",
-                String::from_utf8_lossy(&self.got),
-                self.closed
-            );
-        }
-    }
-
-    /// Waits for the agent's close frame.
-    fn wait_close(&mut self) -> (u16, String) {
-        let until = Instant::now() + Duration::from_secs(15);
-        while self.closed.is_none() && Instant::now() < until && self.poll() {}
-        self.closed.clone().unwrap_or_else(|| {
-            panic!(
-                "no close frame; saw {:?}",
-                String::from_utf8_lossy(&self.got)
-            )
-        })
-    }
-}
-
 /// An agent with one BMC, `sim1`, and `extra` config lines (sections after `[[bmc]]`).
 fn agent_for(sim: &IpmiSim, dir: &TempDir, extra: &str) -> Component {
     let cfg = dir.0.join(format!("agent-{}.toml", next()));
@@ -435,9 +287,9 @@ fn viewers_share_one_session_and_one_keyboard() {
     let dir = TempDir::new("console-share");
     let agent = agent_for(&sim, &dir, "");
 
-    let mut a = Viewer::open(agent.addr, &console_path(""));
+    let mut a = Link::websocket(agent.addr, &console_path(""));
     wait_sessions(&agent, 1.0);
-    let mut b = Viewer::open(agent.addr, &console_path(""));
+    let mut b = Link::websocket(agent.addr, &console_path(""));
 
     // Both see the host's output.
     serial.write(b"hello-both\r\n");
@@ -445,29 +297,29 @@ fn viewers_share_one_session_and_one_keyboard() {
     let mut b_at = b.wait_for("hello-both\r\n", 0);
 
     // The first viewer holds the keyboard; the second is told (once) that its input is dropped.
-    a.type_in(b"from-a\r");
+    a.send(b"from-a\r");
     serial.wait_received(b"from-a\r");
-    b.type_in(b"from-b\r");
+    b.send(b"from-b\r");
     b_at = b.wait_for("read-only", b_at);
-    b.type_in(b"again-b\r");
-    a.type_in(b"a2\r");
+    b.send(b"again-b\r");
+    a.send(b"a2\r");
     serial.wait_received(b"a2\r");
 
     // The second takes the keyboard: its keystrokes arrive, the first's do not.
-    b.send(Opcode::Text, br#"{"type":"takeover"}"#);
+    b.send_frame(Opcode::Text, br#"{"type":"takeover"}"#);
     b.wait_for("[conduit: you have the keyboard]", b_at);
     let a_at = a.wait_for("another viewer took the keyboard", 0);
-    b.type_in(b"from-b2\r");
+    b.send(b"from-b2\r");
     serial.wait_received(b"from-b2\r");
-    a.type_in(b"lost-a\r");
-    b.type_in(b"b3\r");
+    a.send(b"lost-a\r");
+    b.send(b"b3\r");
     serial.wait_received(b"b3\r");
 
     // A third joins with ?mode=takeover and takes it on arrival.
-    let mut c = Viewer::open(agent.addr, &console_path("&mode=takeover"));
+    let mut c = Link::websocket(agent.addr, &console_path("&mode=takeover"));
     c.wait_for("[conduit: you have the keyboard]", 0);
     b.wait_for("another viewer took the keyboard", b_at);
-    c.type_in(b"from-c\r");
+    c.send(b"from-c\r");
     assert_eq!(
         serial.wait_received(b"from-c\r"),
         b"from-a\ra2\rfrom-b2\rb3\rfrom-c\r"
@@ -477,7 +329,7 @@ fn viewers_share_one_session_and_one_keyboard() {
 
     // A quiet console stays up: the keepalive (every 3 s) finds the session still ours.
     std::thread::sleep(Duration::from_millis(3500));
-    c.poll();
+    c.poll(Duration::from_millis(50));
     assert!(
         !String::from_utf8_lossy(&c.got).contains("SOL link"),
         "{}",
@@ -523,9 +375,9 @@ fn viewers_ride_out_a_bmc_restart() {
     let dir = TempDir::new("console-restart");
     let agent = agent_for(&sim, &dir, "[console]\nsol_reconnect_max_secs = 1\n");
 
-    let mut a = Viewer::open(agent.addr, &console_path(""));
+    let mut a = Link::websocket(agent.addr, &console_path(""));
     wait_sessions(&agent, 1.0);
-    let mut b = Viewer::open(agent.addr, &console_path(""));
+    let mut b = Link::websocket(agent.addr, &console_path(""));
     serial.write(b"before\r\n");
     let a_at = a.wait_for("before\r\n", 0);
     let b_at = b.wait_for("before\r\n", 0);
@@ -549,7 +401,7 @@ fn viewers_ride_out_a_bmc_restart() {
     serial.write(b"after\r\n");
     a.wait_for("after\r\n", a_at);
     b.wait_for("after\r\n", b_at);
-    a.type_in(b"typed-after\r");
+    a.send(b"typed-after\r");
     serial.wait_received(b"typed-after\r");
 
     let text = get(agent.addr, "/metrics", &[]).text();
@@ -595,17 +447,17 @@ fn sol_held_by_another_session_is_refused_unless_forced() {
     // Two agents on one BMC: the first one's console holds SOL.
     let first = agent_for(&sim, &dir, "[console]\nsol_reconnect_max_secs = 1\n");
     let second = agent_for(&sim, &dir, "");
-    let mut holder = Viewer::open(first.addr, &console_path(""));
+    let mut holder = Link::websocket(first.addr, &console_path(""));
     wait_sessions(&first, 1.0);
     // A viewer asking for force joins the first agent's console while it is up: that
     // changes nothing, also not later.
-    let mut late = Viewer::open(first.addr, &console_path("&force=1"));
+    let mut late = Link::websocket(first.addr, &console_path("&force=1"));
     serial.write(b"seen-by-both\r\n");
     holder.wait_for("seen-by-both\r\n", 0);
     late.wait_for("seen-by-both\r\n", 0);
 
     // Without force: refused, said, counted.
-    let mut refused = Viewer::open(second.addr, &console_path(""));
+    let mut refused = Link::websocket(second.addr, &console_path(""));
     assert_eq!(refused.wait_close(), (1011, "sol_in_use".to_owned()));
     refused.wait_for("in use by another session; connect with ?force=1", 0);
     assert_eq!(
@@ -626,11 +478,11 @@ fn sol_held_by_another_session_is_refused_unless_forced() {
     );
 
     // With force: the second agent takes SOL over, both ways.
-    let mut forced = Viewer::open(second.addr, &console_path("&force=1"));
+    let mut forced = Link::websocket(second.addr, &console_path("&force=1"));
     wait_sessions(&second, 1.0);
     serial.write(b"to-the-new-holder\r\n");
     forced.wait_for("to-the-new-holder\r\n", 0);
-    forced.type_in(b"from-forced\r");
+    forced.send(b"from-forced\r");
     assert_eq!(serial.wait_received(b"from-forced\r"), b"from-forced\r");
 
     // The first agent notices it lost the payload and says so, then cannot get it back.
@@ -638,7 +490,7 @@ fn sol_held_by_another_session_is_refused_unless_forced() {
     holder.wait_for("[conduit: reconnecting to sim1 failed (sol_in_use)", at);
     late.wait_for("[conduit: reconnecting to sim1 failed (sol_in_use)", 0);
     // The second agent keeps SOL.
-    forced.type_in(b"still-forced\r");
+    forced.send(b"still-forced\r");
     serial.wait_received(b"from-forced\rstill-forced\r");
     assert!(!String::from_utf8_lossy(&forced.got).contains("SOL link"));
     assert!(!String::from_utf8_lossy(&holder.got).contains("to-the-new-holder"));
@@ -679,7 +531,7 @@ fn session_log_records_the_console_and_rotates() {
             logs.display()
         ),
     );
-    let mut v = Viewer::open(agent.addr, &console_path(""));
+    let mut v = Link::websocket(agent.addr, &console_path(""));
     wait_sessions(&agent, 1.0);
     let lines: Vec<u8> = (0..10)
         .flat_map(|i| format!("boot line {i:02}\r\n").into_bytes())
@@ -707,7 +559,7 @@ fn a_paste_reaches_the_host_once_and_is_counted_exactly() {
     serial.wait_connections(1);
     let dir = TempDir::new("console-paste");
     let agent = agent_for(&sim, &dir, "");
-    let mut v = Viewer::open(agent.addr, &console_path(""));
+    let mut v = Link::websocket(agent.addr, &console_path(""));
     wait_sessions(&agent, 1.0);
     // One frame, many SOL packets (ipmi_sim takes 28 characters a packet into a 32-byte
     // buffer): partially accepted packets are completed, nothing is doubled.
@@ -715,7 +567,7 @@ fn a_paste_reaches_the_host_once_and_is_counted_exactly() {
         .map(|i| b'a' + (i % 26) as u8)
         .chain(*b"\r")
         .collect();
-    v.type_in(&paste);
+    v.send(&paste);
     assert_eq!(serial.wait_received(b"\r"), paste);
     assert_eq!(
         metric(
@@ -738,23 +590,23 @@ fn a_viewer_coming_back_finds_a_working_console() {
     // A browser tab reloaded at different moments: while the console lingers (1 s after the
     // last viewer left), while it is being deactivated, after.
     for (round, pause_ms) in [0, 700, 1000, 1200, 1400, 1700].into_iter().enumerate() {
-        let mut v = Viewer::open(agent.addr, &console_path(""));
+        let mut v = Link::websocket(agent.addr, &console_path(""));
         // Output reaches the viewer once its console is up (the BMC drops it before).
         let marker = format!("round-{round}\r\n");
         let until = Instant::now() + Duration::from_secs(10);
         while !String::from_utf8_lossy(&v.got).contains(&marker) {
             assert!(
-                Instant::now() < until && v.poll(),
+                Instant::now() < until && v.poll(Duration::from_millis(50)),
                 "round {round}: no console; saw {:?}, closed {:?}",
                 String::from_utf8_lossy(&v.got),
                 v.closed
             );
             serial.write(marker.as_bytes());
             std::thread::sleep(Duration::from_millis(100));
-            v.poll();
+            v.poll(Duration::from_millis(50));
         }
         let typed = format!("typed-{round}\r");
-        v.type_in(typed.as_bytes());
+        v.send(typed.as_bytes());
         serial.wait_received(typed.as_bytes());
         drop(v);
         std::thread::sleep(Duration::from_millis(pause_ms));

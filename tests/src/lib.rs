@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub mod ipmi_sim;
 pub mod sushy;
 pub mod vnc;
+pub mod ws_client;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
