@@ -20,7 +20,8 @@
 //!   the keyboard on arrival; `force=1` takes SOL over when another session (another tool)
 //!   holds it: the agent deactivates that session's payload, then activates its own. Without
 //!   it, such a console is closed with reason `sol_in_use`. (`true` and `yes` work for `1`.)
-//!   Force applies to the hub's next activation only (its first, or the next reconnect while
+//!   A forced activation tries up to three deactivate-then-activate rounds, in case the
+//!   holder reconnects in between. Force applies to the hub's next activation only (its first, or the next reconnect while
 //!   the link is down); joining a console that is up changes nothing, and a console forced
 //!   out later by another tool does not force its way back.
 //! - Status lines are agent-generated text inside the console stream, on lines of their own:
@@ -150,14 +151,13 @@ pub fn routes(
                 return Response::text(400, format!("{e}\n"));
             }
         };
-        let query = req.query.as_deref().unwrap_or_default();
-        let takeover = query_value(query, "mode") == Some("takeover")
-            || query_value(query, "takeover").is_some_and(yes);
-        let force = query_value(query, "force").is_some_and(yes);
-        let hubs = hubs.clone();
+        let (takeover, force) = mode(req);
+        // Joined before the 101 goes out: a viewer sees the console from the moment its
+        // WebSocket is open (a client that leaves at once just drops its seat).
+        let attached = hubs.attach(&id, takeover, force);
         resp.with_upgrade(Upgrade::new(move |stream, leftover| {
             Box::pin(async move {
-                match hubs.attach(&id, takeover, force) {
+                match attached {
                     Ok(viewer) => relay(stream, leftover, viewer, &metrics, TIMING).await,
                     Err(error_type) => {
                         metrics.sol_errors.inc(&ErrorType { error_type });
@@ -171,12 +171,11 @@ pub fn routes(
     })
 }
 
-/// The value of query parameter `name` (not percent-decoded: the values used are words).
-fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .find_map(|(k, v)| (k == name).then_some(v))
+/// `(takeover, force)` from the query: `mode=takeover` or `takeover=1`; `force=1`.
+fn mode(req: &conduit_http::http::Request) -> (bool, bool) {
+    let flag = |name| req.query_param(name).is_some_and(|v| yes(&v));
+    let takeover = req.query_param("mode").as_deref() == Some("takeover") || flag("takeover");
+    (takeover, flag("force"))
 }
 
 fn yes(v: &str) -> bool {
@@ -741,12 +740,13 @@ mod tests {
 
     #[test]
     fn query_parameters() {
-        let q = "token=abc&mode=takeover&force=1&flag";
-        assert_eq!(query_value(q, "token"), Some("abc"));
-        assert_eq!(query_value(q, "mode"), Some("takeover"));
-        assert_eq!(query_value(q, "force"), Some("1"));
-        assert_eq!(query_value(q, "flag"), Some(""));
-        assert_eq!(query_value(q, "takeover"), None);
+        let req = |q: &str| conduit_http::http::Request {
+            query: Some(q.into()),
+            ..Default::default()
+        };
+        assert_eq!(mode(&req("token=abc&mode=takeover&force=1")), (true, true));
+        assert_eq!(mode(&req("takeover=yes")), (true, false));
+        assert_eq!(mode(&req("takeover&force=0&mode=view")), (false, false));
         assert!(yes("1") && yes("true") && yes("yes"));
         assert!(!yes("") && !yes("0") && !yes("false"));
     }

@@ -41,6 +41,9 @@ use std::time::{Duration, Instant};
 use super::client::{Connection, IpmiError};
 use super::wire::{PayloadType, WireError};
 
+/// Deactivate-then-activate rounds a forced activation tries before giving up.
+const FORCE_ROUNDS: u32 = 3;
+
 /// Operation bits a console sends (IPMI 2.0 table 15-2).
 pub mod op {
     /// The packet refuses (NACKs) the acknowledged one: resend later.
@@ -325,7 +328,11 @@ impl<C: Transport> SolConsole<C> {
         force: bool,
     ) -> Result<SolConsole<C>, IpmiError> {
         let mut r = activate_payload(&mut conn, instance).await;
-        if force && r.as_ref().is_err_and(in_use) {
+        // Forcing: deactivate the holder's payload, then activate ours. A holder that
+        // reconnects by itself (another agent) can slip in between: try a few rounds.
+        let mut rounds = if force { FORCE_ROUNDS } else { 0 };
+        while rounds > 0 && r.as_ref().is_err_and(in_use) {
+            rounds -= 1;
             let data = [0x01, instance, 0, 0, 0, 0];
             r = match request(
                 &mut conn,
