@@ -425,6 +425,11 @@ fn start_relays(server: SocketAddr, dir: &TempDir) -> [Relay; 3] {
     let path = format!("/console/vnc/bench?token={TOKEN}");
 
     let ws_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // The comparison peer is not part of the test command's installs.
+    assert!(
+        std::path::Path::new("/usr/bin/websockify").is_file() || which("websockify"),
+        "websockify is not installed: apt-get install websockify (Debian 12: 0.10)"
+    );
     let mut ws = Command::new(tool("websockify"));
     ws.arg(ws_addr.to_string()).arg(server.to_string());
     let (ws, ()) = start_until("websockify", ws, TIMEOUT, |l| {
@@ -440,6 +445,13 @@ fn start_relays(server: SocketAddr, dir: &TempDir) -> [Relay; 3] {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+fn which(name: &str) -> bool {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .any(|d| std::path::Path::new(d).join(name).is_file())
 }
 
 fn main() {
