@@ -11,7 +11,10 @@
 //!   `{"address": "127.0.0.1:40123", "expires_in_secs": 30}`; the first connection within that
 //!   time gets the session, the listener then closes.
 //!
-//! Each viewer gets its own connection to the BMC (shared flag set, so viewers coexist).
+//! Each viewer gets its own connection to the BMC (shared flag set, so viewers coexist). The
+//! handshakes are asynchronous (bounded by `vnc_connect_timeout_secs`); the relay that follows
+//! runs on two blocking threads, one per direction, which costs no more CPU per byte than a
+//! plain copy loop (`cargo bench -p conduit-tests --bench console`).
 //!
 //! Counted: `agent_vnc_bytes_total{direction}` — RFB bytes relayed after both handshakes,
 //! without WebSocket framing and without the handshakes the agent performs (the replayed
@@ -35,7 +38,7 @@ use conduit_http::http::router::Router;
 use conduit_http::http::{Method, Response, Upgrade};
 use conduit_http::labels::{Direction, ErrorType, ServerId};
 use conduit_http::ws::{self, Opcode};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use prometheus_client::metrics::counter::Counter;
 
 use super::{authorized, close, send, MAX_FRAME, PING_EVERY};
@@ -392,171 +395,262 @@ async fn session(
         bmc_side.init.height,
         bmc_side.init.name
     );
-    let counters = Counters {
-        to_viewer: &to_viewer,
-        to_bmc: &to_bmc,
-    };
-    if let Err(kind) = relay(viewer, inbound, from_viewer, bmc_side, counters).await {
+    if let Err(kind) = relay(&stream, inbound, from_viewer, bmc_side, to_viewer, to_bmc).await {
         log::info!("bmc {}: VNC session ended: {kind}", bmc.id);
         error(kind);
     }
     drop(active);
 }
 
-#[derive(Clone, Copy)]
-struct Counters<'a> {
-    to_viewer: &'a Counter,
-    to_bmc: &'a Counter,
+/// The relay's two threads share these.
+struct Shared {
+    transport: Transport,
+    to_viewer: Counter,
+    to_bmc: Counter,
+    /// When the viewer last sent anything, in ms since `epoch` (pongs included).
+    heard: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
 }
 
-/// Relays until either side ends. Bytes that came with the handshakes go first.
+impl Shared {
+    fn heard_ago(&self) -> Duration {
+        let at = Duration::from_millis(self.heard.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(at)
+    }
+}
+
+/// Shuts both sockets down when dropped: the relay threads' blocking calls return, so a
+/// session dropped by a shutdown (or ended by one side) never leaves a thread behind.
+struct Closer([TcpStream; 2]);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        for s in &self.0 {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// How often the BMC-side thread looks up from a quiet BMC (control replies, pings).
+const TICK: Duration = Duration::from_secs(1);
+
+/// Relays until either side ends, on two blocking threads: after the handshakes a console is
+/// a plain byte pump, and a blocking read/write pair per direction is the cheapest one there
+/// is (no readiness polling, no executor wake-ups; measured in the console benchmark). Bytes
+/// that came with the handshakes go first.
 async fn relay(
-    viewer: Outbound<'_>,
-    mut inbound: Inbound,
+    viewer: &Async<TcpStream>,
+    inbound: Inbound,
     early: Vec<u8>,
     bmc: BmcSide,
-    count: Counters<'_>,
+    to_viewer: Counter,
+    to_bmc: Counter,
 ) -> Result<(), &'static str> {
-    let bmc_stream = &bmc.stream;
-    if !bmc.leftover.is_empty() {
-        if !viewer.write(&bmc.leftover).await {
-            return Ok(());
-        }
-        count.to_viewer.inc_by(bmc.leftover.len() as u64);
-    }
-    // Answers to the viewer's control frames go through the one writer of the viewer.
-    let (tx, rx) = async_channel::bounded::<Control>(8);
-    // When the viewer last sent anything (pongs included): pings go unanswered by a vanished
-    // peer, whose socket would otherwise look open for a long time.
-    let heard = std::cell::Cell::new(std::time::Instant::now());
-    let down = async {
-        let mut buf = vec![0u8; ws::MAX_SERVER_HEADER + CHUNK];
-        // One timer for the whole session: arming a fresh one per chunk costs the reactor a
-        // timer insert and removal every time the BMC socket runs dry.
-        let mut ticker = Timer::interval(PING_EVERY);
-        loop {
-            enum Ev {
-                Data(std::io::Result<usize>),
-                Control(Option<Control>),
-                Tick,
+    let io = |_| "connection_lost";
+    let (v, b) = (viewer.get_ref(), bmc.stream.get_ref());
+    // From here on only the threads touch the sockets (blocking mode is per socket, not per
+    // handle).
+    v.set_nonblocking(false).map_err(io)?;
+    b.set_nonblocking(false).map_err(io)?;
+    let closer = Closer([v.try_clone().map_err(io)?, b.try_clone().map_err(io)?]);
+    let shared = Arc::new(Shared {
+        transport: inbound.transport,
+        to_viewer,
+        to_bmc,
+        heard: Default::default(),
+        epoch: std::time::Instant::now(),
+    });
+    let (done_tx, done_rx) = async_channel::bounded::<Result<(), &'static str>>(2);
+    let (ctl_tx, ctl_rx) = std::sync::mpsc::sync_channel::<Control>(8);
+    let (v_down, b_down) = (v.try_clone().map_err(io)?, b.try_clone().map_err(io)?);
+    let (v_up, b_up) = (v.try_clone().map_err(io)?, b.try_clone().map_err(io)?);
+    let (sh, done) = (shared.clone(), done_tx.clone());
+    let leftover = bmc.leftover;
+    std::thread::Builder::new()
+        .name("vnc-down".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let _ = done.send_blocking(downstream(&sh, b_down, v_down, &leftover, &ctl_rx));
+        })
+        .map_err(io)?;
+    std::thread::Builder::new()
+        .name("vnc-up".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            // A viewer's close or protocol error is answered by the other thread, which then
+            // ends the session; anything else ends it from here.
+            if let Some(end) = upstream(&shared, v_up, b_up, inbound, early, &ctl_tx) {
+                let _ = done_tx.send_blocking(end);
             }
-            let ev = future::or(
-                async { Ev::Data((&*bmc_stream).read(&mut buf[ws::MAX_SERVER_HEADER..]).await) },
-                future::or(async { Ev::Control(rx.recv().await.ok()) }, async {
-                    ticker.next().await;
-                    Ev::Tick
-                }),
-            )
-            .await;
-            match ev {
-                Ev::Data(Ok(0)) => {
-                    viewer.close(1000, "bmc_closed").await;
+        })
+        .map_err(io)?;
+    let end = done_rx.recv().await.unwrap_or(Err("connection_lost"));
+    drop(closer);
+    end
+}
+
+/// BMC to viewer: one read becomes one frame, its header written in front of the payload.
+fn downstream(
+    sh: &Shared,
+    mut bmc: TcpStream,
+    mut viewer: TcpStream,
+    leftover: &[u8],
+    controls: &std::sync::mpsc::Receiver<Control>,
+) -> Result<(), &'static str> {
+    use std::io::{Read, Write};
+    let ws = sh.transport == Transport::WebSocket;
+    let _ = bmc.set_read_timeout(Some(TICK));
+    let _ = viewer.set_write_timeout(Some(WRITE_TIMEOUT));
+    let frame = |viewer: &mut TcpStream, op: Opcode, payload: &[u8]| {
+        if ws {
+            viewer.write_all(&ws::encode_server_frame(op, payload))
+        } else {
+            Ok(())
+        }
+    };
+    let mut buf = vec![0u8; ws::MAX_SERVER_HEADER + CHUNK];
+    let mut pending = leftover.len();
+    buf[ws::MAX_SERVER_HEADER..ws::MAX_SERVER_HEADER + pending].copy_from_slice(leftover);
+    let mut last_ping = std::time::Instant::now();
+    loop {
+        if pending > 0 {
+            let start = if ws {
+                ws::put_server_header(Opcode::Binary, pending, &mut buf[..ws::MAX_SERVER_HEADER])
+            } else {
+                ws::MAX_SERVER_HEADER
+            };
+            match viewer.write_all(&buf[start..ws::MAX_SERVER_HEADER + pending]) {
+                Ok(()) => {
+                    sh.to_viewer.inc_by(pending as u64);
+                }
+                Err(e) if stalled(&e) => return Err("viewer_too_slow"),
+                Err(_) => return Ok(()), // the viewer left
+            }
+            pending = 0;
+        }
+        while let Ok(c) = controls.try_recv() {
+            match c {
+                Control::Pong(p) => {
+                    let _ = frame(&mut viewer, Opcode::Pong, &p);
+                }
+                Control::Close(p) => {
+                    let _ = frame(&mut viewer, Opcode::Close, &p);
                     return Ok(());
                 }
-                Ev::Data(Ok(n)) => {
-                    // The frame header goes in front of the payload: one write, no copy.
-                    let start = match viewer.transport {
-                        Transport::Raw => ws::MAX_SERVER_HEADER,
-                        Transport::WebSocket => ws::put_server_header(
-                            Opcode::Binary,
-                            n,
-                            &mut buf[..ws::MAX_SERVER_HEADER],
-                        ),
-                    };
-                    let end = ws::MAX_SERVER_HEADER + n;
-                    let mut to = viewer.stream;
-                    let mut write = to.write_all(&buf[start..end]);
-                    // Most writes complete at once: the timeout is armed only for the rest.
-                    let written = match future::poll_once(&mut write).await {
-                        Some(done) => Some(done),
-                        None => with_timeout(WRITE_TIMEOUT, write).await,
-                    };
-                    match written {
-                        Some(Ok(())) => {
-                            count.to_viewer.inc_by(n as u64);
-                        }
-                        Some(Err(_)) => return Ok(()), // the viewer left
-                        None => return Err("viewer_too_slow"),
-                    }
-                }
-                Ev::Data(Err(_)) => {
-                    viewer.close(1011, "connection_lost").await;
-                    return Err("connection_lost");
-                }
-                Ev::Control(Some(Control::Close(p))) => {
-                    viewer.control(Control::Close(p)).await;
-                    return Ok(());
-                }
-                Ev::Control(Some(Control::Fail(kind))) => {
-                    viewer.control(Control::Fail(kind)).await;
+                Control::Fail(kind) => {
+                    let _ = frame(&mut viewer, Opcode::Close, &close_payload(1002, kind));
                     return Err(kind);
                 }
-                Ev::Control(Some(c)) => viewer.control(c).await,
-                Ev::Control(None) => return Ok(()),
-                Ev::Tick if viewer.transport == Transport::WebSocket => {
-                    if heard.get().elapsed() > PING_EVERY * PINGS_UNANSWERED {
-                        viewer.close(1001, "viewer_timeout").await;
-                        return Err("viewer_timeout");
-                    }
-                    let ping = send(viewer.stream, Opcode::Ping, b"");
-                    if with_timeout(WRITE_TIMEOUT, ping).await != Some(true) {
+            }
+        }
+        match bmc.read(&mut buf[ws::MAX_SERVER_HEADER..]) {
+            Ok(0) => {
+                let _ = frame(
+                    &mut viewer,
+                    Opcode::Close,
+                    &close_payload(1000, "bmc_closed"),
+                );
+                return Ok(());
+            }
+            Ok(n) => pending = n,
+            Err(e) if stalled(&e) => {
+                if ws && sh.heard_ago() > PING_EVERY * PINGS_UNANSWERED {
+                    let _ = frame(
+                        &mut viewer,
+                        Opcode::Close,
+                        &close_payload(1001, "viewer_timeout"),
+                    );
+                    return Err("viewer_timeout");
+                }
+                if ws && last_ping.elapsed() >= PING_EVERY {
+                    last_ping = std::time::Instant::now();
+                    if frame(&mut viewer, Opcode::Ping, b"").is_err() {
                         return Ok(());
                     }
                 }
-                Ev::Tick => {}
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                let _ = frame(
+                    &mut viewer,
+                    Opcode::Close,
+                    &close_payload(1011, "connection_lost"),
+                );
+                return Err("connection_lost");
             }
         }
+    }
+}
+
+/// Viewer to BMC: frames unmasked in place, their payloads written to the BMC. Returns the
+/// session's end, or `None` when the other thread ends it (after answering the viewer).
+fn upstream(
+    sh: &Shared,
+    mut viewer: TcpStream,
+    mut bmc: TcpStream,
+    mut inbound: Inbound,
+    early: Vec<u8>,
+    controls: &std::sync::mpsc::SyncSender<Control>,
+) -> Option<Result<(), &'static str>> {
+    use std::io::{Read, Write};
+    let _ = bmc.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut data = early;
+    let mut replies = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    // Frames that arrived together with the handshake come first.
+    let mut open = match inbound.transport {
+        Transport::WebSocket => inbound.decode(&mut data, &mut replies),
+        Transport::Raw => Ok(true),
     };
-    let up = async {
-        let mut data = early;
-        let mut replies = Vec::new();
-        // Frames that arrived together with the handshake (a Close among them lands in
-        // `replies`, after the bytes before it are forwarded).
-        if viewer.transport == Transport::WebSocket {
-            if let Err(kind) = inbound.decode(&mut data, &mut replies) {
-                let _ = tx.send(Control::Fail(kind)).await;
-                return Err(kind);
+    loop {
+        if !data.is_empty() {
+            if bmc.write_all(&data).is_err() {
+                return Some(Err("connection_lost"));
+            }
+            sh.to_bmc.inc_by(data.len() as u64);
+            data.clear();
+        }
+        for r in replies.drain(..) {
+            let _ = controls.send(r);
+        }
+        match open {
+            Ok(true) => {}
+            Ok(false) => return None, // a close: the other thread echoes it and ends
+            Err(kind) => {
+                let _ = controls.send(Control::Fail(kind));
+                return None;
             }
         }
-        loop {
-            if !data.is_empty() {
-                (&*bmc_stream)
-                    .write_all(&data)
-                    .await
-                    .map_err(|_| "connection_lost")?;
-                count.to_bmc.inc_by(data.len() as u64);
-                data.clear();
+        let n = match viewer.read(&mut chunk) {
+            Ok(0) | Err(_) => return Some(Ok(())), // the viewer left
+            Ok(n) => n,
+        };
+        let now = sh.epoch.elapsed().as_millis() as u64;
+        sh.heard.store(now, Ordering::Relaxed);
+        open = match inbound.transport {
+            Transport::Raw => {
+                data.extend_from_slice(&chunk[..n]);
+                Ok(true)
             }
-            let closing = replies.iter().any(|r| matches!(r, Control::Close(_)));
-            for r in replies.drain(..) {
-                let _ = tx.send(r).await;
+            Transport::WebSocket => {
+                inbound.pending.extend_from_slice(&chunk[..n]);
+                inbound.decode(&mut data, &mut replies)
             }
-            if closing {
-                break Ok(());
-            }
-            let read = inbound
-                .read_into(viewer.stream, &mut data, &mut replies)
-                .await;
-            heard.set(std::time::Instant::now());
-            match read {
-                Ok(true) => {}
-                Ok(false) if replies.is_empty() => break Ok(()),
-                Ok(false) => {}
-                Err(kind) => {
-                    let _ = tx.send(Control::Fail(kind)).await;
-                    break Err(kind);
-                }
-            }
-        }
-    };
-    // Whichever side ends first ends the session; a viewer's close or protocol error is
-    // answered by the writer before the streams drop.
-    let up = async {
-        let r = up.await;
-        Timer::after(Duration::from_millis(100)).await;
-        r
-    };
-    future::or(down, up).await
+        };
+    }
+}
+
+fn stalled(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason.as_bytes());
+    p
 }
 
 /// Adds `GET /console/vnc/{server_id}` and `POST /console/vnc/{server_id}/listen`.
