@@ -653,6 +653,25 @@ fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     p
 }
 
+/// The BMC a console request names, once its token checks out; else the answer (401, counted,
+/// or 404).
+fn admit<'f>(
+    req: &conduit_http::http::Request,
+    fleet: &'f Fleet,
+    token: Option<&str>,
+) -> Result<&'f Arc<crate::bmc::Bmc>, Response> {
+    if !authorized(req, token) {
+        fleet.metrics().vnc_connection_errors.inc(&ErrorType {
+            error_type: "unauthenticated",
+        });
+        return Err(Response::text(401, "missing or invalid token\n"));
+    }
+    let id = req.param("server_id").unwrap_or_default();
+    fleet
+        .get(id)
+        .ok_or_else(|| Response::text(404, "no server with that id\n"))
+}
+
 /// Adds `GET /console/vnc/{server_id}` and `POST /console/vnc/{server_id}/listen`.
 pub fn routes(
     router: Router,
@@ -665,15 +684,9 @@ pub fn routes(
     router
         .route(Method::Get, "/console/vnc/{server_id}", move |req| {
             let metrics = fleet.metrics().clone();
-            if !authorized(req, token.as_deref()) {
-                metrics.vnc_connection_errors.inc(&ErrorType {
-                    error_type: "unauthenticated",
-                });
-                return Response::text(401, "missing or invalid token\n");
-            }
-            let id = req.param("server_id").unwrap_or_default();
-            let Some(bmc) = fleet.get(id) else {
-                return Response::text(404, "no server with that id\n");
+            let bmc = match admit(req, &fleet, token.as_deref()) {
+                Ok(bmc) => bmc,
+                Err(refused) => return refused,
             };
             let resp = match ws::handshake(req, Some("binary")) {
                 Ok(r) => r,
@@ -699,15 +712,9 @@ pub fn routes(
             "/console/vnc/{server_id}/listen",
             move |req| {
                 let metrics = f2.metrics().clone();
-                if !authorized(req, t2.as_deref()) {
-                    metrics.vnc_connection_errors.inc(&ErrorType {
-                        error_type: "unauthenticated",
-                    });
-                    return Response::text(401, "missing or invalid token\n");
-                }
-                let id = req.param("server_id").unwrap_or_default();
-                let Some(bmc) = f2.get(id) else {
-                    return Response::text(404, "no server with that id\n");
+                let bmc = match admit(req, &f2, t2.as_deref()) {
+                    Ok(bmc) => bmc,
+                    Err(refused) => return refused,
                 };
                 match listen(bmc.config.clone(), c2.clone(), metrics, listeners.clone()) {
                     Ok(addr) => Response::json(
