@@ -23,6 +23,7 @@ use crate::ipmi::wire::{
     emit_request, emit_v15_packet, parse_v15_packet, presence_ping, IpmiResponse, PresencePong,
 };
 use crate::metrics::{AgentMetrics, BmcType};
+use conduit_http::http::with_timeout;
 use conduit_http::labels::{ErrorType, Status};
 
 /// A BMC found by a scan.
@@ -127,11 +128,7 @@ async fn ipmi_sweep(
         let deadline = Instant::now() + timeout;
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());
-            let got = future::or(async { Some(sock.recv_from(&mut buf).await) }, async {
-                Timer::after(wait).await;
-                None
-            })
-            .await;
+            let got = with_timeout(wait, sock.recv_from(&mut buf)).await;
             let Some(Ok((n, from))) = got else {
                 if got.is_none() {
                     break;
@@ -176,14 +173,7 @@ pub async fn redfish_probe(
     timeout: Duration,
 ) -> Result<Option<String>, &'static str> {
     // Connect first, asynchronously: silent addresses cost a timer, not a thread.
-    let connected = future::or(
-        async { Some(Async::<TcpStream>::connect(addr).await) },
-        async {
-            Timer::after(timeout).await;
-            None
-        },
-    )
-    .await;
+    let connected = with_timeout(timeout, Async::<TcpStream>::connect(addr)).await;
     match connected {
         // Closed before asking: some servers (Python's ssl socketserver among them) do the TLS
         // handshake in their accept loop and would wait on an idle connection.

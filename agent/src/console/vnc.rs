@@ -33,12 +33,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_io::{Async, Timer};
+use async_io::Async;
 use conduit_http::http::router::Router;
-use conduit_http::http::{Method, Response, Upgrade};
+use conduit_http::http::{with_timeout, Method, Response, Upgrade};
 use conduit_http::labels::{Direction, ErrorType, ServerId};
 use conduit_http::ws::{self, Opcode};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use prometheus_client::metrics::counter::Counter;
 
 use super::{authorized, close, send, MAX_FRAME, PING_EVERY};
@@ -70,14 +70,6 @@ impl std::fmt::Display for VncError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.detail)
     }
-}
-
-async fn with_timeout<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
-    future::or(async { Some(fut.await) }, async {
-        Timer::after(limit).await;
-        None
-    })
-    .await
 }
 
 /// The BMC side, handshake done: the stream, what it said, and bytes it sent past ServerInit.

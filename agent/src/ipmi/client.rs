@@ -7,8 +7,8 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use async_io::{Async, Timer};
-use futures_lite::future;
+use async_io::Async;
+use conduit_http::http::with_timeout;
 
 use super::crypto::CipherSuite;
 use super::rakp::{Credentials, Handshake, HandshakeError};
@@ -164,11 +164,7 @@ async fn recv_until(
     buf: &mut [u8],
 ) -> Option<std::io::Result<usize>> {
     let wait = deadline.saturating_duration_since(Instant::now());
-    future::or(async { Some(sock.recv(buf).await) }, async {
-        Timer::after(wait).await;
-        None
-    })
-    .await
+    with_timeout(wait, sock.recv(buf)).await
 }
 
 /// Sends `datagram` and waits for a reply `accept` takes, retransmitting on timeouts.

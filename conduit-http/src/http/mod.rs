@@ -23,6 +23,18 @@ use std::net::SocketAddr;
 
 pub use head::Method;
 
+/// `f`'s output, or `None` when `d` passes first (`f` is dropped then).
+pub async fn with_timeout<T>(
+    d: std::time::Duration,
+    f: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        async_io::Timer::after(d).await;
+        None
+    })
+    .await
+}
+
 /// A request, as handlers see it: head parsed, body read in full (bounded).
 #[derive(Debug, Clone, Default)]
 pub struct Request {

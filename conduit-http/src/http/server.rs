@@ -19,7 +19,7 @@
 //! Refused requests are counted in the request metrics with `endpoint="other"`.
 
 use std::collections::BTreeMap;
-use std::future::Future;
+
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +32,7 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use super::head::{head_len, overflow_error, RequestHead};
 use super::metrics::HttpService;
-use super::{Method, Request, Response};
+use super::{with_timeout, Method, Request, Response};
 
 /// Connection and request limits.
 #[derive(Debug, Clone)]
@@ -411,14 +411,6 @@ async fn linger(stream: &Async<TcpStream>) {
         }
     };
     with_timeout(Duration::from_millis(500), drain).await;
-}
-
-async fn with_timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
-    future::or(async { Some(f.await) }, async {
-        Timer::after(d).await;
-        None
-    })
-    .await
 }
 
 /// Reads more bytes into `buf`, waiting at most until `deadline` (or `idle` when none is set).
