@@ -52,9 +52,14 @@ pub async fn send(stream: &Async<std::net::TcpStream>, op: Opcode, payload: &[u8
 
 /// Closes the WebSocket with status `code` and `reason` (a short error type).
 pub async fn close(stream: &Async<std::net::TcpStream>, code: u16, reason: &str) {
+    send(stream, Opcode::Close, &close_payload(code, reason)).await;
+}
+
+/// A Close frame's payload: the status code, then the reason.
+pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     let mut payload = code.to_be_bytes().to_vec();
     payload.extend_from_slice(reason.as_bytes());
-    send(stream, Opcode::Close, &payload).await;
+    payload
 }
 
 /// Adds the console routes.

@@ -41,7 +41,7 @@ use conduit_http::ws::{self, Opcode};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use prometheus_client::metrics::counter::Counter;
 
-use super::{authorized, close, send, MAX_FRAME, PING_EVERY};
+use super::{authorized, close, close_payload, send, MAX_FRAME, PING_EVERY};
 use crate::bmc::Fleet;
 use crate::config::{BmcConfig, ConsoleConfig};
 use crate::metrics::AgentMetrics;
@@ -52,7 +52,7 @@ const MAX_TCP_LISTENERS: usize = 16;
 /// Relay buffer: one read from the BMC becomes one WebSocket frame.
 const CHUNK: usize = 256 * 1024;
 /// Longest a write to a viewer may take (a viewer that stopped reading, not a slow link: at
-/// 64 KiB per write this allows about 2 KiB/s).
+/// one full chunk per write this allows about 9 KiB/s).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A viewer that has sent nothing, pongs included, for this many ping intervals is gone.
 const PINGS_UNANSWERED: u32 = 3;
@@ -183,12 +183,27 @@ impl Inbound {
         if n == 0 {
             return Ok(false);
         }
-        if self.transport == Transport::Raw {
-            out.extend_from_slice(&chunk[..n]);
-            return Ok(true);
+        self.take(&chunk[..n], out, replies)
+    }
+
+    /// Takes bytes read from the viewer: console bytes go to `out`, frames needing an answer
+    /// to `replies`. `Ok(false)`: the viewer closed.
+    fn take(
+        &mut self,
+        read: &[u8],
+        out: &mut Vec<u8>,
+        replies: &mut Vec<Control>,
+    ) -> Result<bool, &'static str> {
+        match self.transport {
+            Transport::Raw => {
+                out.extend_from_slice(read);
+                Ok(true)
+            }
+            Transport::WebSocket => {
+                self.pending.extend_from_slice(read);
+                self.decode(out, replies)
+            }
         }
-        self.pending.extend_from_slice(&chunk[..n]);
-        self.decode(out, replies)
     }
 
     /// Decodes the whole frames in `pending`, unmasking in place: console bytes are copied
@@ -590,10 +605,7 @@ fn upstream(
     let mut replies = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     // Frames that arrived together with the handshake come first.
-    let mut open = match inbound.transport {
-        Transport::WebSocket => inbound.decode(&mut data, &mut replies),
-        Transport::Raw => Ok(true),
-    };
+    let mut open = inbound.take(&[], &mut data, &mut replies);
     loop {
         if !data.is_empty() {
             if bmc.write_all(&data).is_err() {
@@ -619,16 +631,7 @@ fn upstream(
         };
         let now = sh.epoch.elapsed().as_millis() as u64;
         sh.heard.store(now, Ordering::Relaxed);
-        open = match inbound.transport {
-            Transport::Raw => {
-                data.extend_from_slice(&chunk[..n]);
-                Ok(true)
-            }
-            Transport::WebSocket => {
-                inbound.pending.extend_from_slice(&chunk[..n]);
-                inbound.decode(&mut data, &mut replies)
-            }
-        };
+        open = inbound.take(&chunk[..n], &mut data, &mut replies);
     }
 }
 
@@ -637,12 +640,6 @@ fn stalled(e: &std::io::Error) -> bool {
         e.kind(),
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
     )
-}
-
-fn close_payload(code: u16, reason: &str) -> Vec<u8> {
-    let mut p = code.to_be_bytes().to_vec();
-    p.extend_from_slice(reason.as_bytes());
-    p
 }
 
 /// The BMC a console request names, once its token checks out; else the answer (401, counted,
