@@ -81,7 +81,7 @@ use std::time::{Duration, Instant};
 use async_channel::TrySendError;
 use async_io::{Async, Timer};
 use conduit_http::http::router::Router;
-use conduit_http::http::{Method, Response, Upgrade};
+use conduit_http::http::{with_timeout, Method, Response, Upgrade};
 use conduit_http::labels::ErrorType;
 use conduit_http::ws::{self, Opcode};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -389,15 +389,7 @@ async fn relay(
                 Opcode::Ping => ws::encode_server_frame_into(Opcode::Pong, &f.payload, &mut frame),
                 Opcode::Close => {
                     // The echo, bounded like every close frame; then the viewer is done.
-                    future::or(
-                        async {
-                            send(&stream, Opcode::Close, &f.payload).await;
-                        },
-                        async {
-                            Timer::after(CLOSE_TIMEOUT).await;
-                        },
-                    )
-                    .await;
+                    with_timeout(CLOSE_TIMEOUT, send(&stream, Opcode::Close, &f.payload)).await;
                     break 'relay None;
                 }
             }
@@ -474,12 +466,9 @@ async fn relay(
                     // The hub ended (its seat is gone): what it said last goes out first.
                     while let Ok(data) = viewer.output.try_recv() {
                         ws::encode_server_frame_into(Opcode::Binary, &data, &mut frame);
-                        let write = async { (&stream).write_all(&frame).await.is_ok() };
-                        let timeout = async {
-                            Timer::after(CLOSE_TIMEOUT).await;
-                            false
-                        };
-                        if !future::or(write, timeout).await {
+                        let mut to = &stream;
+                        let written = with_timeout(CLOSE_TIMEOUT, to.write_all(&frame)).await;
+                        if !matches!(written, Some(Ok(()))) {
                             break;
                         }
                     }
@@ -508,10 +497,7 @@ async fn relay(
     };
     if let Some(e) = end {
         // Counted where it was decided; the viewer may not be reading any more.
-        future::or(close(&stream, e.code, e.reason), async {
-            Timer::after(CLOSE_TIMEOUT).await;
-        })
-        .await;
+        with_timeout(CLOSE_TIMEOUT, close(&stream, e.code, e.reason)).await;
     }
 }
 
