@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender, TrySendError};
 use async_io::Timer;
+use conduit_http::http::with_timeout;
 use conduit_http::labels::{Direction, ErrorType, ServerId};
 use futures_lite::future;
 use prometheus_client::metrics::counter::Counter;
@@ -314,16 +315,12 @@ async fn connect(
     previous: Option<Receiver<()>>,
 ) -> Result<SolConsole, Failure> {
     if let Some(previous) = previous {
-        future::or(
-            async {
-                let _ = previous.recv().await;
-            },
-            async {
-                Timer::after(PREDECESSOR_WAIT).await;
-                log::warn!("sol {server_id}: the previous console is slow to end");
-            },
-        )
-        .await;
+        if with_timeout(PREDECESSOR_WAIT, previous.recv())
+            .await
+            .is_none()
+        {
+            log::warn!("sol {server_id}: the previous console is slow to end");
+        }
     }
     let (Some(ipmi), Some(bmc)) = (fleet.ipmi(&server_id), fleet.get(&server_id)) else {
         return Err(Failure {
@@ -657,12 +654,8 @@ impl Hub {
                 return true;
             }
             let tick = (until - now).min(TICK);
-            let event = future::or(self.event(), async {
-                Timer::after(tick).await;
-                Event::Tick
-            })
-            .await;
-            self.offline(event);
+            let event = with_timeout(tick, self.event()).await;
+            self.offline(event.unwrap_or(Event::Tick));
         }
     }
 
