@@ -52,3 +52,28 @@ ensure_peer_venv() {
   "$venv/bin/pip" install -q --disable-pip-version-check sushy-tools==2.2.0 vncdotool==1.4.2 \
     || die "pip install sushy-tools vncdotool failed"
 }
+
+# start_ipmi_sim DIR NAME ADDR PORT [SOL_PORT [CONSOLE_PORT]] — a simulated IPMI BMC (OpenIPMI's
+# ipmi_sim, user admin/password) listening on ADDR:PORT, in the background ($! is its pid),
+# with its configuration, state, power file and log in DIR. With SOL_PORT it dials
+# 127.0.0.1:SOL_PORT for the host side of its serial port; with CONSOLE_PORT it serves its
+# telnet console there.
+start_ipmi_sim() {
+  local d=$1 name=$2 addr=$3 port=$4 sol=${5:-} console=${6:-}
+  mkdir -p "$d/state"; echo 0 > "$d/power"
+  d=$(realpath "$d")
+  {
+    printf 'name "%s"\nset_working_mc 0x20\n  startlan 1\n    addr %s %s\n    priv_limit admin\n' \
+      "$name" "$addr" "$port"
+    for who in callback user operator admin; do
+      printf '    allowed_auths_%s none md2 md5 straight\n' "$who"
+    done
+    printf '    guid a123456789abcdefa123456789ab%04x\n  endlan\n' "$port"
+    [ -n "$sol" ] && printf '  sol "tcp:127.0.0.1:%s" 115200\n' "$sol"
+    printf '  chassis_control "%s %s 0x20"\n' "$PWD/tests/peers/ipmi/chassis.sh" "$d"
+    [ -n "$console" ] && printf '  console 127.0.0.1 %s\n' "$console"
+    printf 'user 2  true    "admin"  "password" admin    10        none md2 md5 straight\n'
+  } > "$d/lan.conf"
+  # -n: no console on stdin (ipmi_sim exits at EOF otherwise).
+  ipmi_sim -c "$d/lan.conf" -f tests/peers/ipmi/bmc.emu -s "$d/state" -n < /dev/null > "$d/ipmi_sim.log" 2>&1 &
+}
