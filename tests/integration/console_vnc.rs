@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use conduit_tests::vnc::{handshake, venv_bin, view, Handshake, Link, VncServer, PASSWORD};
+use conduit_tests::vnc::{handshake, view, Handshake, Link, VncServer, PASSWORD};
 use conduit_tests::{
-    get, metric, request, start_component, wait_for, workspace_root, Component, TempDir,
+    get, metric, request, start_component, venv_bin, wait_for, workspace_root, Component, TempDir,
 };
 
 const TOKEN: &str = "vnc-console-token-0123456789";

@@ -447,6 +447,18 @@ pub fn wait_for<T>(
     }
 }
 
+/// Program `name` of the virtualenv holding the test peers from PyPI (sushy-tools,
+/// vncdotool), which `scripts/test` makes in `target/peers/venv`.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let p = workspace_root().join("target/peers/venv/bin").join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: scripts/test installs the PyPI test peers there",
+        p.display()
+    );
+    p
+}
+
 /// Finds a system tool, or fails the test saying how the test command installs it.
 pub fn tool(name: &str) -> PathBuf {
     for dir in std::env::var("PATH").unwrap_or_default().split(':') {

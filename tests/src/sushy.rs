@@ -131,13 +131,7 @@ fn python() -> PathBuf {
     if let Ok(p) = std::env::var("CONDUIT_SUSHY_PYTHON") {
         return p.into();
     }
-    let p = workspace_root().join("target/peers/venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: scripts/test installs sushy-tools there",
-        p.display()
-    );
-    p
+    crate::venv_bin("python")
 }
 
 impl Sushy {

@@ -11,7 +11,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -309,17 +308,4 @@ pub fn view(link: &mut Link) -> Screen {
         sent,
         received,
     }
-}
-
-/// Where the Python venv with the peers' PyPI tools lives (scripts/test makes it).
-pub fn venv_bin(name: &str) -> PathBuf {
-    let p = crate::workspace_root()
-        .join("target/peers/venv/bin")
-        .join(name);
-    assert!(
-        p.is_file(),
-        "{} missing: scripts/test installs it",
-        p.display()
-    );
-    p
 }
