@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use conduit_http::http::router::Router;
-use conduit_http::http::{Method, Request, Response};
-use conduit_http::labels::ServerId;
+use conduit_api::agent::*;
+use conduit_http::router::Router;
 use conduit_http::rpc::{check_bearer, unary, Code, RpcError};
-use conduit_http::wire::agent::*;
+use conduit_http::{Method, Request, Response};
+use conduit_metrics::labels::ServerId;
 use futures_lite::future::block_on;
 
 use crate::bmc::{Fleet, OpError, OpFailure, PowerAction};
@@ -124,7 +124,7 @@ fn sensors(fleet: &Fleet, id: &str) -> Result<GetSensorsResponse, RpcError> {
     })
 }
 
-fn fleet_rpc_metrics(fleet: &Fleet) -> Arc<conduit_http::http::metrics::RpcMetrics> {
+fn fleet_rpc_metrics(fleet: &Fleet) -> Arc<conduit_http::middleware::RpcMetrics> {
     fleet.metrics().rpc.clone()
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use board::identity::Identity;
 use board::thermal::ThermalZone;
 use board::watchdog::Watchdog;
-use conduit_http::labels::sanitize_value;
+use conduit_metrics::labels::sanitize_value;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -99,9 +99,8 @@ impl WatchdogPetter {
                     if stop2.load(Ordering::Relaxed) {
                         break;
                     }
-                    let ok =
-                        conduit_http::http::client::get_status(health, "/health", interval / 2)
-                            == Some(200);
+                    let ok = conduit_http::probe::get_status(health, "/health", interval / 2)
+                        == Some(200);
                     if ok {
                         if let Err(e) = wd.pet() {
                             log::error!("pet watchdog {}: {e}", wd.path().display());

@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 use async_io::{Async, Timer};
 use futures_lite::future;
 
-use crate::background::{every, Background};
 use crate::config::{Config, DiscoveryConfig, Protocol};
 use crate::ipmi::wire::{
     emit_request, emit_v15_packet, parse_v15_packet, presence_ping, IpmiResponse, PresencePong,
 };
 use crate::metrics::{AgentMetrics, BmcType};
-use conduit_http::http::with_timeout;
-use conduit_http::labels::{ErrorType, Status};
+use conduit_metrics::labels::{ErrorType, Status};
+use conduit_runtime::with_timeout;
+use conduit_runtime::{every, Background};
 
 /// A BMC found by a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]

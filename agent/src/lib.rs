@@ -9,8 +9,6 @@
 #[cfg(feature = "ipmi")]
 pub mod api;
 #[cfg(feature = "ipmi")]
-pub mod background;
-#[cfg(feature = "ipmi")]
 pub mod bmc;
 #[cfg(feature = "board")]
 pub mod board;
@@ -29,7 +27,7 @@ pub mod redfish;
 #[cfg(feature = "vnc")]
 pub mod rfb;
 
-use conduit_http::service::ComponentInfo;
+use conduit_service::ComponentInfo;
 
 /// What the agent is, for the shared service code.
 pub const INFO: ComponentInfo = ComponentInfo {

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use conduit_agent::config::Config;
 use conduit_agent::metrics::AgentMetrics;
-use conduit_http::service::{self, ServeArgs, Stack};
+use conduit_service::{self as service, ServeArgs, Stack};
 
 #[global_allocator]
-static ALLOC: conduit_http::heap::CountingAllocator = conduit_http::heap::CountingAllocator;
+static ALLOC: conduit_metrics::heap::CountingAllocator = conduit_metrics::heap::CountingAllocator;
 
 const INTRO: &str = "\
 Usage: conduit-agent [OPTIONS]           Serve /metrics, /health, the API and the consoles
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
         Ok(parsed) => parsed,
         Err(code) => return code,
     };
-    conduit_http::logging::init(info.binary, serve.log_level);
+    conduit_service::logging::init(info.binary, serve.log_level);
     match words.first().map(String::as_str) {
         None => service::exit_with(run(serve, agent)),
         #[cfg(feature = "ipmi")]
@@ -108,7 +108,7 @@ mod cli {
 
     use anyhow::Context;
     use conduit_agent::bmc::{Fleet, PowerAction};
-    use conduit_http::catalog::CatalogBuilder;
+    use conduit_metrics::catalog::CatalogBuilder;
 
     use super::*;
 
@@ -193,7 +193,7 @@ mod cli {
         let metrics = Arc::new(AgentMetrics::register(&mut CatalogBuilder::new(
             &mut registry,
             "agent",
-            conduit_http::catalog::DEFAULT_SERIES_LIMIT,
+            conduit_metrics::catalog::DEFAULT_SERIES_LIMIT,
         )));
         let fleet = Fleet::new(Some(&config), metrics).map_err(anyhow::Error::msg)?;
         futures_lite::future::block_on(async {
@@ -341,7 +341,7 @@ fn start_watchdog(
         .watchdog_interval
         .or(config.map(|c| c.watchdog_interval))
         .unwrap_or(Duration::from_secs(10));
-    let health = conduit_http::http::client::local_target(bound);
+    let health = conduit_http::probe::local_target(bound);
     conduit_agent::board::WatchdogPetter::start(&device, health, interval).map(Some)
 }
 

@@ -4,10 +4,10 @@
 //! BMC layer (issue 4), console families by the SOL/VNC proxies (issue 6), uplink families by
 //! the gateway uplink; until then they expose `# HELP`/`# TYPE` only.
 
-use conduit_http::buckets;
-use conduit_http::catalog::{Buckets, CappedFamily, CatalogBuilder, FloatGauge};
-use conduit_http::http::metrics::RpcMetrics;
-use conduit_http::labels::{Direction, ErrorType, ServerId, Status};
+use conduit_http::middleware::RpcMetrics;
+use conduit_metrics::buckets;
+use conduit_metrics::catalog::{Buckets, CappedFamily, CatalogBuilder, FloatGauge};
+use conduit_metrics::labels::{Direction, ErrorType, ServerId, Status};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -196,7 +196,7 @@ mod tests {
             root
         };
         // One sample in every family, so that label names and buckets are visible.
-        let problems = conduit_http::reference::check_component_catalog(
+        let problems = conduit_reference::check_component_catalog(
             include_str!("../../docs/metrics.md"),
             "agent",
             |b| {

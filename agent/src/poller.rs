@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_lite::future;
 
-use crate::background::{every, Background};
 use crate::bmc::{Bmc, Fleet};
 use crate::metrics::{AgentMetrics, SensorLabels};
-use conduit_http::labels::sanitize_value;
-use conduit_http::labels::ServerId;
+use conduit_metrics::labels::sanitize_value;
+use conduit_metrics::labels::ServerId;
+use conduit_runtime::{every, Background};
 
 /// Most BMCs polled at once.
 const CONCURRENCY: usize = 64;

@@ -251,9 +251,7 @@ impl RedfishBmc {
                 "Authorization",
                 format!(
                     "Basic {}",
-                    conduit_http::ws::base64(
-                        format!("{}:{}", self.username, self.password).as_bytes()
-                    )
+                    conduit_ws::base64(format!("{}:{}", self.username, self.password).as_bytes())
                 ),
             )),
             Auth::Unknown => {
@@ -638,7 +636,7 @@ pub fn probe(
         .get("Vendor")
         .or_else(|| root.get("Product"))
         .and_then(Value::as_str)
-        .map(conduit_http::labels::sanitize_value)
+        .map(conduit_metrics::labels::sanitize_value)
         .unwrap_or_else(|| "unknown".into());
     Ok(Some(vendor))
 }
@@ -649,11 +647,11 @@ mod tests {
     /// required on every resource, can be expired by the test, and resets are counted.
     mod fake_session_service {
         use super::super::*;
-        use conduit_http::catalog::CatalogBuilder;
-        use conduit_http::http::metrics::{HttpMetrics, HttpService};
-        use conduit_http::http::router::Router;
-        use conduit_http::http::server::{Limits, Server};
-        use conduit_http::http::{Method, Request, Response};
+        use conduit_http::middleware::{HttpMetrics, HttpService};
+        use conduit_http::router::Router;
+        use conduit_http::server::{Limits, Server};
+        use conduit_http::{Method, Request, Response};
+        use conduit_metrics::catalog::CatalogBuilder;
         use std::sync::atomic::{AtomicUsize, Ordering};
 
         #[derive(Default)]
@@ -681,7 +679,7 @@ mod tests {
         fn start() -> (
             std::net::SocketAddr,
             Arc<State>,
-            conduit_http::http::server::Shutdown,
+            conduit_http::server::Shutdown,
         ) {
             let st = Arc::new(State::default());
             let (a, b, c, d) = (st.clone(), st.clone(), st.clone(), st.clone());

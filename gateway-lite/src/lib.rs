@@ -8,7 +8,7 @@
 
 pub mod metrics;
 
-use conduit_http::service::ComponentInfo;
+use conduit_service::ComponentInfo;
 
 /// What the gateway is, for the shared service code.
 pub const INFO: ComponentInfo = ComponentInfo {

@@ -4,10 +4,10 @@
 //! operation routing and console brokering, which later issues build. Until then they expose
 //! `# HELP`/`# TYPE` only.
 
-use conduit_http::buckets;
-use conduit_http::catalog::{Buckets, CappedFamily, CatalogBuilder, FloatGauge};
-use conduit_http::http::metrics::RpcMetrics;
-use conduit_http::labels::{DatacenterStatus, ErrorType, Operation, OperationStatus};
+use conduit_http::middleware::RpcMetrics;
+use conduit_metrics::buckets;
+use conduit_metrics::catalog::{Buckets, CappedFamily, CatalogBuilder, FloatGauge};
+use conduit_metrics::labels::{DatacenterStatus, ErrorType, Operation, OperationStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn catalog_matches_the_reference() {
         // One sample in every family, so that label names and buckets are visible.
-        let problems = conduit_http::reference::check_component_catalog(
+        let problems = conduit_reference::check_component_catalog(
             include_str!("../../docs/metrics.md"),
             "gateway",
             GatewayMetrics::register,

@@ -28,9 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use conduit_http::ws::{encode_client_frame, Opcode};
 use conduit_tests::{bin_dir, free_port, metric, start_component, start_until, tool};
 use conduit_tests::{wait_for, workspace_root, Running, TempDir};
+use conduit_ws::{encode_client_frame, Opcode};
 
 /// The fake server's write size.
 const CHUNK: usize = 64 * 1024;
@@ -405,8 +405,7 @@ fn start_relays(server: SocketAddr, dir: &TempDir) -> [Relay; 3] {
     let bin = bin_dir().join("conduit-agent");
     let built = std::fs::metadata(&bin).and_then(|m| m.modified());
     let built = built.unwrap_or_else(|_| panic!("{} is missing; {FIX}", bin.display()));
-    let newest =
-        ["agent", "board", "conduit-http"].map(|c| newest_source(&workspace_root().join(c)));
+    let newest = ["agent", "board", "crates"].map(|c| newest_source(&workspace_root().join(c)));
     assert!(bin_dir().ends_with("release"), "not a release build; {FIX}");
     assert!(
         newest.iter().all(|t| built >= *t),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use conduit_http::reference::parse_exposition;
+use conduit_reference::parse_exposition;
 use conduit_tests::{get, start_component, wait_for, TempDir};
 
 fn write(root: &std::path::Path, rel: &str, data: &[u8]) {

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conduit_http::ws::Opcode;
 use conduit_tests::ipmi_sim::IpmiSim;
 use conduit_tests::ws_client::Link;
 use conduit_tests::{get, start_component, wait_for, Component, TempDir};
+use conduit_ws::Opcode;
 
 const TOKEN: &str = "console-token-0123456789";
 
@@ -123,7 +123,7 @@ fn serial_console_through_the_agent() {
     );
 
     // An unmasked frame is a protocol error: the session ends, counted, the agent lives on.
-    ws.send_raw(&conduit_http::ws::encode_server_frame(Opcode::Binary, b"x"));
+    ws.send_raw(&conduit_ws::encode_server_frame(Opcode::Binary, b"x"));
     assert_eq!(ws.wait_close().0, 1002);
     let until = Instant::now() + Duration::from_secs(5);
     let text = loop {

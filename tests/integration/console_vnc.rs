@@ -147,8 +147,8 @@ fn qemu_through_the_websocket_and_the_raw_listener() {
     assert!(screen.non_black() > 500, "SeaBIOS text is on the screen");
 
     // A malformed frame (unmasked) ends this viewer's session with a counted error.
-    link.send_raw(&conduit_http::ws::encode_server_frame(
-        conduit_http::ws::Opcode::Binary,
+    link.send_raw(&conduit_ws::encode_server_frame(
+        conduit_ws::Opcode::Binary,
         b"x",
     ));
     link.drain(Duration::from_millis(500));

@@ -1,7 +1,7 @@
 //! Content negotiation on a live component: what Prometheus asks for, what text-only clients
 //! ask for, gzip, HEAD.
 
-use conduit_http::reference::parse_exposition;
+use conduit_reference::parse_exposition;
 use conduit_tests::{get, request, start_component};
 
 /// The Accept header Debian's Prometheus 2.42 sends on every scrape.

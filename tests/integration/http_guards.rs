@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use conduit_http::reference::parse_exposition;
+use conduit_reference::parse_exposition;
 use conduit_tests::{get, parse_response, raw_exchange, request, start_component, Component};
 
 const READ_TIMEOUT: f64 = 0.5;

@@ -1,7 +1,7 @@
 //! docs/metrics.md against the live expositions of the three binaries, against promtool, and
 //! against RFD 021's text when `../shared/spec/` is present.
 
-use conduit_http::reference::{
+use conduit_reference::{
     check_against_rfd, check_exposition, parse_exposition, parse_reference, promtool_check,
     unexpected_lint, Reference,
 };

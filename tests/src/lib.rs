@@ -24,9 +24,13 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The directory holding the workspace binaries built for the same target and profile as this
-/// test (`target/[triple/]debug`).
+/// The directory holding the workspace binaries: `CONDUIT_BIN_DIR` when set (the test command
+/// points it at `target/release`, the binaries we ship), else those built for the same target
+/// and profile as this test (`target/[triple/]debug`).
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CONDUIT_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/integration-<hash>
     exe.parent()
@@ -61,16 +65,16 @@ pub fn bin(name: &str) -> PathBuf {
         .unwrap_or_else(|_| {
             panic!(
                 "{} is missing: build the binaries first (`cargo build --workspace --bins`, \
-                 which scripts/test does)",
+                 or `--release` with CONDUIT_BIN_DIR=target/release, as scripts/test does)",
                 path.display()
             )
         });
     // The binary's own crate and what it is built from.
     let crates: &[&str] = match name {
-        "conduit-agent" => &["agent", "board", "conduit-http"],
-        "conduit-gateway" => &["gateway-lite", "conduit-http"],
-        "conduit-manager" => &["manager-lite", "conduit-http"],
-        _ => &["conduit-http"],
+        "conduit-agent" => &["agent", "board", "crates"],
+        "conduit-gateway" => &["gateway-lite", "crates"],
+        "conduit-manager" => &["manager-lite", "crates"],
+        _ => &["crates"],
     };
     let mut newest = SystemTime::UNIX_EPOCH;
     for crate_dir in crates {
@@ -478,7 +482,7 @@ pub fn tool(name: &str) -> PathBuf {
 
 /// The value of the first sample of `family` carrying all of `labels`, from an exposition.
 pub fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let fams = conduit_http::reference::parse_exposition(text).expect("a valid exposition");
+    let fams = conduit_reference::parse_exposition(text).expect("a valid exposition");
     fams.get(family)?
         .samples
         .iter()

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use conduit_http::ws::{decode_server_frame, encode_client_frame, Opcode};
+use conduit_ws::{decode_server_frame, encode_client_frame, Opcode};
 
 /// A connection to one of the agent's consoles.
 #[derive(Debug)]

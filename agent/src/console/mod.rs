@@ -9,10 +9,10 @@
 use std::sync::Arc;
 
 use async_io::Async;
-use conduit_http::http::router::Router;
-use conduit_http::http::Request;
+use conduit_http::router::Router;
 use conduit_http::rpc::check_bearer;
-use conduit_http::ws::{self, Opcode};
+use conduit_http::Request;
+use conduit_ws::{self as ws, Opcode};
 use futures_lite::AsyncWriteExt;
 
 use crate::bmc::Fleet;

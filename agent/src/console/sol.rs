@@ -80,10 +80,11 @@ use std::time::{Duration, Instant};
 
 use async_channel::TrySendError;
 use async_io::{Async, Timer};
-use conduit_http::http::router::Router;
-use conduit_http::http::{with_timeout, Method, Response, Upgrade};
-use conduit_http::labels::ErrorType;
-use conduit_http::ws::{self, Opcode};
+use conduit_http::router::Router;
+use conduit_http::{Method, Response, Upgrade};
+use conduit_metrics::labels::ErrorType;
+use conduit_runtime::with_timeout;
+use conduit_ws::{self as ws, Opcode};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use super::{authorized, close, send, MAX_FRAME, PING_EVERY};
@@ -144,7 +145,7 @@ pub fn routes(
         let Some(ipmi) = fleet.ipmi(&id) else {
             return Response::text(404, "no IPMI server with that id\n");
         };
-        let resp = match ws::handshake(req, Some("binary")) {
+        let resp = match conduit_http::upgrade::websocket(req, Some("binary")) {
             Ok(r) => r,
             Err(e) => {
                 error("bad_handshake");
@@ -172,7 +173,7 @@ pub fn routes(
 }
 
 /// `(takeover, force)` from the query: `mode=takeover` or `takeover=1`; `force=1`.
-fn mode(req: &conduit_http::http::Request) -> (bool, bool) {
+fn mode(req: &conduit_http::Request) -> (bool, bool) {
     let flag = |name| req.query_param(name).is_some_and(|v| yes(&v));
     let takeover = req.query_param("mode").as_deref() == Some("takeover") || flag("takeover");
     (takeover, flag("force"))
@@ -504,7 +505,7 @@ async fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conduit_http::catalog::CatalogBuilder;
+    use conduit_metrics::catalog::CatalogBuilder;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::OnceLock;
@@ -726,7 +727,7 @@ mod tests {
 
     #[test]
     fn query_parameters() {
-        let req = |q: &str| conduit_http::http::Request {
+        let req = |q: &str| conduit_http::Request {
             query: Some(q.into()),
             ..Default::default()
         };

@@ -34,10 +34,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_io::Async;
-use conduit_http::http::router::Router;
-use conduit_http::http::{with_timeout, Method, Response, Upgrade};
-use conduit_http::labels::{Direction, ErrorType, ServerId};
-use conduit_http::ws::{self, Opcode};
+use conduit_http::router::Router;
+use conduit_http::{Method, Response, Upgrade};
+use conduit_metrics::labels::{Direction, ErrorType, ServerId};
+use conduit_runtime::with_timeout;
+use conduit_ws::{self as ws, Opcode};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use prometheus_client::metrics::counter::Counter;
 
@@ -645,7 +646,7 @@ fn stalled(e: &std::io::Error) -> bool {
 /// The BMC a console request names, once its token checks out; else the answer (401, counted,
 /// or 404).
 fn admit<'f>(
-    req: &conduit_http::http::Request,
+    req: &conduit_http::Request,
     fleet: &'f Fleet,
     token: Option<&str>,
 ) -> Result<&'f Arc<crate::bmc::Bmc>, Response> {
@@ -677,7 +678,7 @@ pub fn routes(
                 Ok(bmc) => bmc,
                 Err(refused) => return refused,
             };
-            let resp = match ws::handshake(req, Some("binary")) {
+            let resp = match conduit_http::upgrade::websocket(req, Some("binary")) {
                 Ok(r) => r,
                 Err(e) => {
                     metrics.vnc_connection_errors.inc(&ErrorType {

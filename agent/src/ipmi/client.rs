@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use async_io::Async;
-use conduit_http::http::with_timeout;
+use conduit_runtime::with_timeout;
 
 use super::crypto::CipherSuite;
 use super::rakp::{Credentials, Handshake, HandshakeError};

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender, TrySendError};
 use async_io::Timer;
-use conduit_http::http::with_timeout;
-use conduit_http::labels::{Direction, ErrorType, ServerId};
+use conduit_metrics::labels::{Direction, ErrorType, ServerId};
+use conduit_runtime::with_timeout;
 use futures_lite::future;
 use prometheus_client::metrics::counter::Counter;
 
@@ -866,7 +866,7 @@ fn too_slow(seat: &Seat, metrics: &AgentMetrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conduit_http::catalog::CatalogBuilder;
+    use conduit_metrics::catalog::CatalogBuilder;
 
     fn hubs() -> Arc<Hubs> {
         let mut registry = prometheus_client::registry::Registry::default();

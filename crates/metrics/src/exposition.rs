@@ -1,7 +1,7 @@
 //! Content negotiation and encoding of one registry.
 //!
 //! Both formats come from the same [`Registry`] through [`encode`]; the HTTP handler in
-//! [`crate::service`] only negotiates ([`Format::from_accept`], [`wants_gzip`]) and serves.
+//! The `conduit-service` crate only negotiates ([`Format::from_accept`], [`wants_gzip`]) and serves.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! exposition in the Prometheus text format, parsed independently of the code that registers
 //! the metrics, so that the code and the document cannot drift together.
 //!
-//! Only built with the `reference` feature (tests and benches).
+//! A dev-dependency only: no shipped binary links it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -362,15 +362,15 @@ pub fn check_exposition(
 pub fn check_component_catalog<T>(
     reference_md: &str,
     prefix: &'static str,
-    register: impl FnOnce(&mut crate::catalog::CatalogBuilder) -> T,
+    register: impl FnOnce(&mut conduit_metrics::catalog::CatalogBuilder) -> T,
     touch: impl FnOnce(&T),
 ) -> Vec<String> {
     let mut registry = prometheus_client::registry::Registry::default();
-    let mut b = crate::catalog::CatalogBuilder::new(&mut registry, prefix, 100);
-    let http = crate::http::metrics::HttpMetrics::register(&mut b);
+    let mut b = conduit_metrics::catalog::CatalogBuilder::new(&mut registry, prefix, 100);
+    let http = conduit_http::middleware::HttpMetrics::register(&mut b);
     let component = register(&mut b);
     http.observe(
-        crate::http::Method::Get,
+        conduit_http::Method::Get,
         "/metrics",
         200,
         std::time::Duration::ZERO,
@@ -392,7 +392,11 @@ pub fn check_touched_registry(
         Err(e) => return vec![e],
     };
     let mut text = String::new();
-    crate::exposition::encode(&mut text, registry, crate::exposition::Format::Text);
+    conduit_metrics::exposition::encode(
+        &mut text,
+        registry,
+        conduit_metrics::exposition::Format::Text,
+    );
     let fams = match parse_exposition(&text) {
         Ok(f) => f,
         Err(e) => return vec![e],
@@ -419,7 +423,7 @@ pub fn check_touched_registry(
         Err(e) => problems.push(e),
     }
     for (name, f) in &fams {
-        // The guard's own family is exercised by the catalog tests of conduit-http.
+        // The guard's own family is exercised by the catalog tests of conduit-metrics.
         if f.samples.is_empty() && !name.ends_with("_metrics_series_dropped_total") {
             problems.push(format!("{name} has no sample: touch it in the test"));
         }

@@ -2,9 +2,9 @@
 //! `go_memstats_alloc_bytes` / `go_memstats_heap_inuse_bytes` (see `docs/metrics.md`).
 //!
 //! Each binary installs it with
-//! `#[global_allocator] static ALLOC: conduit_http::heap::CountingAllocator = CountingAllocator;`.
+//! `#[global_allocator] static ALLOC: conduit_metrics::heap::CountingAllocator = CountingAllocator;`.
 //! The cost is one relaxed atomic add or sub per allocation and free (measured in
-//! `cargo bench -p conduit-http`).
+//! `cargo bench -p conduit-tests --bench exposition`).
 
 #![allow(unsafe_code)] // GlobalAlloc is an unsafe trait; this module only forwards to System.
 

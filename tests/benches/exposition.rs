@@ -1,4 +1,4 @@
-//! `cargo bench -p conduit-http`: exposition cost of a large registry (~60 families, 5,000
+//! `cargo bench -p conduit-tests --bench exposition`: exposition cost of a large registry (~60 families, 5,000
 //! series) in both formats, with and without gzip; a full scrape over HTTP through the real
 //! server; and the cost of the counting allocator. Reports medians and p99s; not a CI gate.
 
@@ -9,13 +9,13 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conduit_http::catalog::CatalogBuilder;
-use conduit_http::exposition::{Encoder, Format};
-use conduit_http::heap::CountingAllocator;
-use conduit_http::http::metrics::{HttpMetrics, HttpService};
-use conduit_http::http::router::Router;
-use conduit_http::http::server::{Limits, Server};
-use conduit_http::http::{Method, Response};
+use conduit_http::middleware::{HttpMetrics, HttpService};
+use conduit_http::router::Router;
+use conduit_http::server::{Limits, Server};
+use conduit_http::{Method, Response};
+use conduit_metrics::catalog::CatalogBuilder;
+use conduit_metrics::exposition::{Encoder, Format};
+use conduit_metrics::heap::CountingAllocator;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::registry::Registry;
 
@@ -49,7 +49,7 @@ fn big_registry() -> (Registry, usize) {
             let h = b.histogram_family::<Labels>(
                 &format!("hist_{f}_seconds"),
                 "A histogram family",
-                conduit_http::buckets::HTTP_RPC,
+                conduit_metrics::buckets::HTTP_RPC,
             );
             for s in 0..17 {
                 let l = Labels {
@@ -155,7 +155,7 @@ fn main() {
     let enc = Arc::new(Encoder::default());
     let router = Router::new().route(Method::Get, "/metrics", move |req| {
         let format = Format::from_accept(req.header("Accept"));
-        let gzip = conduit_http::exposition::wants_gzip(req.header("Accept-Encoding"));
+        let gzip = conduit_metrics::exposition::wants_gzip(req.header("Accept-Encoding"));
         Response::new(200)
             .with_header("Content-Type", format.content_type())
             .with_header("Content-Encoding", if gzip { "gzip" } else { "identity" })

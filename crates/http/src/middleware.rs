@@ -11,10 +11,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::router::{Match, Router, UNMATCHED};
-use super::{Method, Request, Response};
-use crate::buckets;
-use crate::catalog::{Buckets, CappedFamily, CatalogBuilder};
+use crate::router::{Match, Router, UNMATCHED};
+use crate::{Method, Request, Response};
+use conduit_metrics::buckets;
+use conduit_metrics::catalog::{Buckets, CappedFamily, CatalogBuilder};
 
 /// Labels of `*_http_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

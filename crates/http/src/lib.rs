@@ -10,30 +10,27 @@
 //!
 //! - [`head`]: parsing a request head into typed values (pure);
 //! - [`router`]: route templates and method dispatch (pure);
-//! - [`metrics`]: the request metrics middleware;
-//! - [`server`]: sockets, limits and workers.
+//! - [`middleware`]: the request and RPC metrics around every handler;
+//! - [`rpc`]: the Connect JSON unary dispatcher every component's API uses;
+//! - [`upgrade`]: the WebSocket upgrade answer (the codec is `conduit-ws`);
+//! - [`server`]: sockets, limits and workers;
+//! - [`probe`]: a tiny liveness client (`GET /health` of a local component).
+//!
+//! Metric definitions and encoding are not here: they are `conduit-metrics`.
 
-pub mod client;
+#![forbid(unsafe_code)]
+
 pub mod head;
-pub mod metrics;
+pub mod middleware;
+pub mod probe;
 pub mod router;
+pub mod rpc;
 pub mod server;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 
 pub use head::Method;
-
-/// `f`'s output, or `None` when `d` passes first (`f` is dropped then).
-pub async fn with_timeout<T>(
-    d: std::time::Duration,
-    f: impl std::future::Future<Output = T>,
-) -> Option<T> {
-    futures_lite::future::or(async { Some(f.await) }, async {
-        async_io::Timer::after(d).await;
-        None
-    })
-    .await
-}
 
 /// A request, as handlers see it: head parsed, body read in full (bounded).
 #[derive(Debug, Clone, Default)]

@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 use async_io::{Async, Timer};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
-use super::head::{head_len, overflow_error, RequestHead};
-use super::metrics::HttpService;
-use super::{with_timeout, Method, Request, Response};
+use crate::head::{head_len, overflow_error, RequestHead};
+use crate::middleware::HttpService;
+use crate::{Method, Request, Response};
+use conduit_runtime::with_timeout;
 
 /// Connection and request limits.
 #[derive(Debug, Clone)]

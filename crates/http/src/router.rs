@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Method, Request, Response};
+use crate::{Method, Request, Response};
 
 /// A request handler. Handlers run on the server's worker threads.
 pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;

@@ -63,12 +63,12 @@ impl Method {
     }
 }
 
-impl crate::catalog::LabelName for Method {
+impl conduit_metrics::catalog::LabelName for Method {
     fn label_name(&self) -> &'static str {
         self.as_str()
     }
 }
-crate::impl_label_value!(Method);
+conduit_metrics::impl_label_value!(Method);
 
 /// Why a head was refused; each maps to one status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,8 @@
-//! Background threads that repeat a round of work on an interval until stopped: the BMC
-//! poller and discovery.
+//! The small async-runtime pieces every Conduit crate shares (on smol's `async-io`):
+//! [`with_timeout`] bounds a future, [`Background`] and [`every`] run a round of work on an
+//! interval on a thread of its own until stopped (the agent's poller and discovery).
+
+#![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::thread::JoinHandle;
@@ -7,6 +10,15 @@ use std::time::Duration;
 
 use async_io::Timer;
 use futures_lite::future;
+
+/// `f`'s output, or `None` when `d` passes first (`f` is dropped then).
+pub async fn with_timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(f.await) }, async {
+        Timer::after(d).await;
+        None
+    })
+    .await
+}
 
 /// A background thread, stopped (and joined) by [`Background::stop`].
 #[derive(Debug)]

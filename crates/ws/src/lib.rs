@@ -1,10 +1,10 @@
 //! WebSocket (RFC 6455), the pieces both console proxies (agent) and the gateway's streams
-//! use: the opening handshake and the frame codec. Pure: bytes in, values or bytes out.
+//! use: the opening handshakes (server and client side) and the frame codec. Pure: bytes in,
+//! values or bytes out; no sockets, no HTTP serving (`conduit-http` turns [`Accepted`] into its
+//! 101 response).
 //!
 //! Frames from clients must be masked (§5.1); frames we send are not. Payloads are bounded
 //! by the caller's limit: an oversized frame is an error before any of it is buffered.
-
-use crate::http::{Method, Request, Response};
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -65,35 +65,82 @@ pub fn accept_key(key: &str) -> String {
     base64(&h.finalize())
 }
 
-/// Validates an upgrade request and builds the `101 Switching Protocols` answer. When the
-/// client offers subprotocols, `protocol` (e.g. `binary`, what noVNC asks for) is chosen if
-/// offered.
-pub fn handshake(req: &Request, protocol: Option<&str>) -> Result<Response, WsError> {
-    let has = |name: &str, token: &str| {
-        req.header(name)
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
-    if req.method != Method::Get {
+/// A valid upgrade request, as the server answers it: `Sec-WebSocket-Accept` and the chosen
+/// subprotocol. The HTTP layer turns it into the `101 Switching Protocols` response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// `Sec-WebSocket-Accept`.
+    pub accept: String,
+    /// `Sec-WebSocket-Protocol`, when the client offered the one we speak.
+    pub protocol: Option<String>,
+}
+
+fn has_token(value: Option<&str>, token: &str) -> bool {
+    value.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Validates a client's opening handshake (§4.2.1): `is_get` and the request's header lookup
+/// (case-insensitive names). When the client offers subprotocols, `protocol` (e.g. `binary`,
+/// what noVNC asks for) is chosen if offered.
+pub fn accept<'h>(
+    is_get: bool,
+    header: impl Fn(&str) -> Option<&'h str>,
+    protocol: Option<&str>,
+) -> Result<Accepted, WsError> {
+    if !is_get {
         return Err(WsError::BadHandshake("method is not GET"));
     }
-    if !has("Upgrade", "websocket") || !has("Connection", "upgrade") {
+    if !has_token(header("Upgrade"), "websocket") || !has_token(header("Connection"), "upgrade") {
         return Err(WsError::BadHandshake("not an upgrade to websocket"));
     }
-    if req.header("Sec-WebSocket-Version").map(str::trim) != Some("13") {
+    if header("Sec-WebSocket-Version").map(str::trim) != Some("13") {
         return Err(WsError::BadHandshake("unsupported version"));
     }
-    let key = req
-        .header("Sec-WebSocket-Key")
-        .ok_or(WsError::BadHandshake("no key"))?;
-    let mut resp = Response::new(101)
-        .with_header("Upgrade", "websocket")
-        .with_header("Sec-WebSocket-Accept", accept_key(key));
+    let key = header("Sec-WebSocket-Key").ok_or(WsError::BadHandshake("no key"))?;
+    Ok(Accepted {
+        accept: accept_key(key),
+        protocol: protocol
+            .filter(|p| has_token(header("Sec-WebSocket-Protocol"), p))
+            .map(str::to_owned),
+    })
+}
+
+/// The client's opening handshake (§4.1): the request head for `path` on `host`, with `key`
+/// (16 random bytes, base64; see [`client_key`]) and an optional subprotocol.
+pub fn client_request(host: &str, path: &str, key: &str, protocol: Option<&str>) -> String {
+    let mut head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
+    );
     if let Some(p) = protocol {
-        if has("Sec-WebSocket-Protocol", p) {
-            resp = resp.with_header("Sec-WebSocket-Protocol", p);
-        }
+        head.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
     }
-    Ok(resp)
+    head.push_str("\r\n");
+    head
+}
+
+/// A `Sec-WebSocket-Key` from 16 bytes the caller drew from the OS random source.
+pub fn client_key(random: [u8; 16]) -> String {
+    base64(&random)
+}
+
+/// Checks the server's answer to [`client_request`]: status 101, the upgrade headers and the
+/// accept value for `key`.
+pub fn check_server_answer<'h>(
+    status: u16,
+    header: impl Fn(&str) -> Option<&'h str>,
+    key: &str,
+) -> Result<(), WsError> {
+    if status != 101 {
+        return Err(WsError::BadHandshake("server did not switch protocols"));
+    }
+    if !has_token(header("Upgrade"), "websocket") || !has_token(header("Connection"), "upgrade") {
+        return Err(WsError::BadHandshake("not an upgrade to websocket"));
+    }
+    if header("Sec-WebSocket-Accept").map(str::trim) != Some(accept_key(key).as_str()) {
+        return Err(WsError::BadHandshake("wrong Sec-WebSocket-Accept"));
+    }
+    Ok(())
 }
 
 /// Frame opcodes.
@@ -424,35 +471,52 @@ mod tests {
     }
 
     #[test]
-    fn handshake_checks_and_subprotocol() {
-        let mut req = Request {
-            method: Method::Get,
-            path: "/console/vnc/n1".into(),
-            headers: vec![
-                ("Upgrade".into(), "websocket".into()),
-                ("Connection".into(), "keep-alive, Upgrade".into()),
-                ("Sec-WebSocket-Version".into(), "13".into()),
-                (
-                    "Sec-WebSocket-Key".into(),
-                    "dGhlIHNhbXBsZSBub25jZQ==".into(),
-                ),
-                ("Sec-WebSocket-Protocol".into(), "binary, base64".into()),
-            ],
-            ..Request::default()
+    fn server_accepts_and_client_checks() {
+        let key = client_key(*b"the sample nonce");
+        assert_eq!(key, "dGhlIHNhbXBsZSBub25jZQ==");
+        let head = client_request("bmc:8090", "/console/sol/n1", &key, Some("binary"));
+        let headers: Vec<(&str, &str)> = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(": "))
+            .collect();
+        let lookup = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v)
         };
-        let r = handshake(&req, Some("binary")).unwrap();
-        assert_eq!(r.status, 101);
-        assert!(r
-            .headers
-            .contains(&("Sec-WebSocket-Protocol", "binary".into())));
-        assert!(r.headers.contains(&(
-            "Sec-WebSocket-Accept",
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into()
-        )));
-        req.headers.retain(|(n, _)| n != "Sec-WebSocket-Key");
-        assert_eq!(handshake(&req, None), Err(WsError::BadHandshake("no key")));
-        req.method = Method::Post;
-        assert!(handshake(&req, None).is_err());
+        let a = accept(true, lookup, Some("binary")).unwrap();
+        assert_eq!(a.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(a.protocol.as_deref(), Some("binary"));
+        assert_eq!(accept(true, lookup, Some("text")).unwrap().protocol, None);
+        assert_eq!(
+            accept(false, lookup, None),
+            Err(WsError::BadHandshake("method is not GET"))
+        );
+        let no_key = |name: &str| lookup(name).filter(|_| name != "Sec-WebSocket-Key");
+        assert_eq!(
+            accept(true, no_key, None),
+            Err(WsError::BadHandshake("no key"))
+        );
+
+        let answer = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ];
+        let reply = |name: &str| {
+            answer
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(check_server_answer(101, reply, &key), Ok(()));
+        assert!(check_server_answer(200, reply, &key).is_err());
+        assert_eq!(
+            check_server_answer(101, reply, "AAAAAAAAAAAAAAAAAAAAAA=="),
+            Err(WsError::BadHandshake("wrong Sec-WebSocket-Accept"))
+        );
     }
 
     #[test]

@@ -12,13 +12,15 @@ use anyhow::{bail, Context};
 use log::LevelFilter;
 use prometheus_client::registry::Registry;
 
-use crate::catalog::{CatalogBuilder, DEFAULT_SERIES_LIMIT};
-use crate::exposition::{wants_gzip, Encoder, Format};
-use crate::http::metrics::{HttpMetrics, HttpService};
-use crate::http::router::Router;
-use crate::http::server::{Limits, Server};
-use crate::http::{Method, Response};
-use crate::process::ProcessCollector;
+use conduit_http::middleware::{HttpMetrics, HttpService};
+use conduit_http::router::Router;
+use conduit_http::server::{Limits, Server};
+use conduit_http::{Method, Response};
+use conduit_metrics::catalog::{CatalogBuilder, DEFAULT_SERIES_LIMIT};
+use conduit_metrics::exposition::{wants_gzip, Encoder, Format};
+use conduit_metrics::process::ProcessCollector;
+
+pub mod logging;
 
 /// What distinguishes one component binary.
 #[derive(Debug, Clone, Copy)]

@@ -1,7 +1,7 @@
 //! Unary RPCs in the Connect protocol's JSON form (`POST /<package>.<Service>/<Method>`,
 //! `Content-Type: application/json`, errors as `{"code": "...", "message": "..."}` with
 //! Connect's code → HTTP status mapping), the bearer-token guard, and the RPC metrics.
-//! One dispatcher for all three components; messages live in [`crate::wire`].
+//! One dispatcher for all three components; messages live in the `conduit-api` crate.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,8 +9,8 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::http::metrics::RpcMetrics;
-use crate::http::{Request, Response};
+use crate::middleware::RpcMetrics;
+use crate::{Request, Response};
 
 /// Connect error codes (the `status` label of `*_rpc_calls_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
