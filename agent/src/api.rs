@@ -14,7 +14,7 @@ use futures_lite::future::block_on;
 
 use crate::bmc::{Fleet, OpError, OpFailure, PowerAction};
 use crate::discovery::Discovery;
-use crate::ipmi::client::IpmiError;
+use conduit_ipmi::client::IpmiError;
 
 fn rpc_error(e: OpError) -> RpcError {
     let code = match &e.failure {

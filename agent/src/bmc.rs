@@ -13,15 +13,15 @@ use ipmi_rs_core::app::GetDeviceId;
 #[cfg(feature = "redfish")]
 use crate::config::RedfishTls;
 use crate::config::{BmcConfig, Config};
-use crate::ipmi::client::{IpmiError, Timing};
-use crate::ipmi::commands::{ChassisControl, GetChassisStatus};
-use crate::ipmi::crypto::CipherSuite;
-use crate::ipmi::rakp::Credentials;
-use crate::ipmi::sdr::{self, SensorReading, SensorRecord};
-use crate::ipmi::IpmiBmc;
 use crate::metrics::{AgentMetrics, BmcError, BmcOperation, BmcOperationKind};
 #[cfg(feature = "redfish")]
 use crate::redfish::{RedfishBmc, RedfishError, Tls};
+use conduit_ipmi::client::{IpmiError, Timing};
+use conduit_ipmi::commands::{ChassisControl, GetChassisStatus};
+use conduit_ipmi::crypto::CipherSuite;
+use conduit_ipmi::rakp::Credentials;
+use conduit_ipmi::sdr::{self, SensorReading, SensorRecord};
+use conduit_ipmi::IpmiBmc;
 
 /// A power action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +211,7 @@ impl Auto {
     async fn detect(&self) -> Result<Backend, OpFailure> {
         let c = &self.config;
         let probe = (self.timeout / 4).max(Duration::from_millis(200));
-        if crate::ipmi::client::presence(c.addr, probe).await {
+        if conduit_ipmi::client::presence(c.addr, probe).await {
             log::info!("bmc {} ({}): detected IPMI", c.id, c.addr);
             let ipmi = BmcConfig {
                 protocol: crate::config::Protocol::Ipmi,

@@ -18,10 +18,10 @@ use async_io::{Async, Timer};
 use futures_lite::future;
 
 use crate::config::{Config, DiscoveryConfig, Protocol};
-use crate::ipmi::wire::{
+use crate::metrics::{AgentMetrics, BmcType};
+use conduit_ipmi::wire::{
     emit_request, emit_v15_packet, parse_v15_packet, presence_ping, IpmiResponse, PresencePong,
 };
-use crate::metrics::{AgentMetrics, BmcType};
 use conduit_metrics::labels::{ErrorType, Status};
 use conduit_runtime::with_timeout;
 use conduit_runtime::{every, Background};

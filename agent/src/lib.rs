@@ -17,15 +17,11 @@ pub mod config;
 pub mod console;
 #[cfg(feature = "ipmi")]
 pub mod discovery;
-#[cfg(feature = "ipmi")]
-pub mod ipmi;
 pub mod metrics;
 #[cfg(feature = "ipmi")]
 pub mod poller;
 #[cfg(feature = "redfish")]
 pub mod redfish;
-#[cfg(feature = "vnc")]
-pub mod rfb;
 
 use conduit_service::ComponentInfo;
 

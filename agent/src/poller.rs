@@ -54,7 +54,7 @@ async fn poll_all(ex: &smol::LocalExecutor<'_>, fleet: &Arc<Fleet>, metrics: &Ar
 fn publish_sensors(
     metrics: &AgentMetrics,
     server_id: &str,
-    readings: &[crate::ipmi::sdr::SensorReading],
+    readings: &[conduit_ipmi::sdr::SensorReading],
 ) {
     for r in readings {
         let labels = SensorLabels {

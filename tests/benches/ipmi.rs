@@ -14,11 +14,11 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use conduit_agent::ipmi::client::Timing;
-use conduit_agent::ipmi::commands::GetChassisStatus;
-use conduit_agent::ipmi::crypto::CipherSuite;
-use conduit_agent::ipmi::rakp::Credentials;
-use conduit_agent::ipmi::IpmiBmc;
+use conduit_ipmi::client::Timing;
+use conduit_ipmi::commands::GetChassisStatus;
+use conduit_ipmi::crypto::CipherSuite;
+use conduit_ipmi::rakp::Credentials;
+use conduit_ipmi::IpmiBmc;
 use conduit_tests::ipmi_sim::IpmiSim;
 use conduit_tests::{tool, workspace_root, TempDir};
 use futures_lite::future::block_on;

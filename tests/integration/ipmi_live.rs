@@ -6,11 +6,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use conduit_agent::ipmi::client::{IpmiError, Timing};
-use conduit_agent::ipmi::commands::{ChassisControl, GetChassisStatus};
-use conduit_agent::ipmi::crypto::CipherSuite;
-use conduit_agent::ipmi::rakp::Credentials;
-use conduit_agent::ipmi::IpmiBmc;
+use conduit_ipmi::client::{IpmiError, Timing};
+use conduit_ipmi::commands::{ChassisControl, GetChassisStatus};
+use conduit_ipmi::crypto::CipherSuite;
+use conduit_ipmi::rakp::Credentials;
+use conduit_ipmi::IpmiBmc;
 use conduit_tests::ipmi_sim::{IpmiSim, ADMIN};
 use futures_lite::future::block_on;
 use ipmi_rs_core::app::GetDeviceId;
@@ -78,7 +78,7 @@ fn device_id_and_power_round_trip() {
 
 #[test]
 fn sdr_repository_and_sensor_readings() {
-    use conduit_agent::ipmi::sdr;
+    use conduit_ipmi::sdr;
     let sim = IpmiSim::start();
     let b = bmc(sim.addr, ADMIN.0, ADMIN.1);
     block_on(async {
@@ -184,8 +184,8 @@ fn unreachable_and_silent_bmcs_fail_fast_with_distinct_errors() {
 
 #[test]
 fn serial_over_lan_both_ways() {
-    use conduit_agent::ipmi::client::Connection;
-    use conduit_agent::ipmi::sol::SolConsole;
+    use conduit_ipmi::client::Connection;
+    use conduit_ipmi::sol::SolConsole;
     use std::io::{Read, Write};
 
     // The host side of the serial port: ipmi_sim connects to it at start.

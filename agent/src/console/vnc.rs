@@ -1,5 +1,5 @@
 //! Graphical consoles: the agent dials the BMC's VNC/KVM port, performs the BMC side of the RFB
-//! handshake itself (`crate::rfb`: 3.3/3.7/3.8, None or VNC Authentication with the configured
+//! handshake itself (`conduit_rfb`: 3.3/3.7/3.8, None or VNC Authentication with the configured
 //! `vnc_password`), presents security None to the viewer, replays the BMC's ServerInit and then
 //! relays bytes both ways without parsing them.
 //!
@@ -46,7 +46,7 @@ use super::{authorized, close, close_payload, send, MAX_FRAME, PING_EVERY};
 use crate::bmc::Fleet;
 use crate::config::{BmcConfig, ConsoleConfig};
 use crate::metrics::AgentMetrics;
-use crate::rfb::{BmcHandshake, RfbError, ServerInit, ViewerHandshake, ViewerOutcome};
+use conduit_rfb::{BmcHandshake, RfbError, ServerInit, ViewerHandshake, ViewerOutcome};
 
 /// Most raw TCP listeners waiting for a viewer at once.
 const MAX_TCP_LISTENERS: usize = 16;

@@ -37,9 +37,9 @@ use prometheus_client::metrics::counter::Counter;
 use super::session_log::SessionLog;
 use crate::bmc::Fleet;
 use crate::config::ConsoleConfig;
-use crate::ipmi::client::IpmiError;
-use crate::ipmi::sol::{self, SolConsole};
 use crate::metrics::{AgentMetrics, Reconnection};
+use conduit_ipmi::client::IpmiError;
+use conduit_ipmi::sol::{self, SolConsole};
 
 /// How long a console stays connected to its BMC after its last viewer left (a reloaded
 /// browser tab finds it still there, and misses no output).

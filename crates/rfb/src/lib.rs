@@ -8,6 +8,8 @@
 //! sockets. After the handshakes the agent relays bytes opaquely: it does not parse RFB
 //! messages, which keeps the proxy compatible with every encoding.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 /// An RFB protocol version the agent speaks.
@@ -553,7 +555,7 @@ mod tests {
     #[test]
     fn vnc_auth_known_answer() {
         // openssl enc -des-ecb -nopad -provider legacy -K <mirrored "password"> on the
-        // challenge 00 01 .. 0f (see agent/tests/kat/vnc_auth.sh).
+        // challenge 00 01 .. 0f (see tests/kat/vnc_auth.sh).
         let challenge: [u8; 16] = std::array::from_fn(|i| i as u8);
         let got = vnc_auth_response(b"password", &challenge);
         assert_eq!(hex(&got), "b866924125c8eebb9debc1db61c538e2");

@@ -5,6 +5,8 @@
 //! Layers: [`wire`] (bytes) → [`rakp`] (handshake) and [`session`] (established session) →
 //! [`client`] (UDP I/O, retransmits) → [`IpmiBmc`] (session reuse) → [`commands`].
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod commands;
 pub mod crypto;

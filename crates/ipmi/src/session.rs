@@ -133,7 +133,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipmi::crypto::{CipherSuite, SessionKeys};
+    use crate::crypto::{CipherSuite, SessionKeys};
 
     fn pair(suite: CipherSuite) -> (Session, Session) {
         let keys = SessionKeys {
