@@ -25,8 +25,8 @@ fn rpc_error(e: OpError) -> RpcError {
         OpFailure::Ipmi(_) => Code::Unavailable,
         #[cfg(feature = "redfish")]
         OpFailure::Redfish(
-            crate::redfish::RedfishError::NotAdvertised { .. }
-            | crate::redfish::RedfishError::Rejected { .. },
+            conduit_redfish::RedfishError::NotAdvertised { .. }
+            | conduit_redfish::RedfishError::Rejected { .. },
         ) => Code::FailedPrecondition,
         #[cfg(feature = "redfish")]
         OpFailure::Redfish(_) => Code::Unavailable,

@@ -14,14 +14,14 @@ use ipmi_rs_core::app::GetDeviceId;
 use crate::config::RedfishTls;
 use crate::config::{BmcConfig, Config};
 use crate::metrics::{AgentMetrics, BmcError, BmcOperation, BmcOperationKind};
-#[cfg(feature = "redfish")]
-use crate::redfish::{RedfishBmc, RedfishError, Tls};
 use conduit_ipmi::client::{IpmiError, Timing};
 use conduit_ipmi::commands::{ChassisControl, GetChassisStatus};
 use conduit_ipmi::crypto::CipherSuite;
 use conduit_ipmi::rakp::Credentials;
 use conduit_ipmi::sdr::{self, SensorReading, SensorRecord};
 use conduit_ipmi::IpmiBmc;
+#[cfg(feature = "redfish")]
+use conduit_redfish::{RedfishBmc, RedfishError, ResetType, Tls};
 
 /// A power action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,20 @@ impl PowerAction {
             PowerAction::Soft => "power_soft",
             PowerAction::Diag => "power_diag",
         }
+    }
+
+    /// The Redfish reset type; `None` for a cycle, which the client composes when the service
+    /// does not advertise `PowerCycle`.
+    #[cfg(feature = "redfish")]
+    fn reset_type(self) -> Option<ResetType> {
+        Some(match self {
+            PowerAction::On => ResetType::On,
+            PowerAction::Off => ResetType::ForceOff,
+            PowerAction::Soft => ResetType::GracefulShutdown,
+            PowerAction::Reset => ResetType::ForceRestart,
+            PowerAction::Diag => ResetType::Nmi,
+            PowerAction::Cycle => return None,
+        })
     }
 
     fn chassis(self) -> ChassisControl {
@@ -211,7 +225,7 @@ impl Auto {
     async fn detect(&self) -> Result<Backend, OpFailure> {
         let c = &self.config;
         let probe = (self.timeout / 4).max(Duration::from_millis(200));
-        if conduit_ipmi::client::presence(c.addr, probe).await {
+        if crate::probe::ipmi(c.addr, probe).await {
             log::info!("bmc {} ({}): detected IPMI", c.id, c.addr);
             let ipmi = BmcConfig {
                 protocol: crate::config::Protocol::Ipmi,
@@ -221,7 +235,7 @@ impl Auto {
         }
         let redfish_addr = std::net::SocketAddr::new(c.addr.ip(), c.redfish_port);
         #[cfg(feature = "redfish")]
-        if let Ok(Some(_)) = crate::discovery::redfish_probe(redfish_addr, probe).await {
+        if let Ok(Some(_)) = crate::probe::redfish(redfish_addr, probe).await {
             if c.tls == RedfishTls::NotApplicable {
                 return Err(OpFailure::Undetected(format!(
                     "Redfish answers on {redfish_addr}, but neither tls_ca_file nor insecure_skip_verify is configured"
@@ -497,7 +511,11 @@ impl Fleet {
                     .await?),
                 #[cfg(feature = "redfish")]
                 Backend::Redfish(r, lock) => {
-                    redfish(r, lock, move |r| r.power_action(action)).await
+                    redfish(r, lock, move |r| match action.reset_type() {
+                        Some(t) => r.reset(t),
+                        None => r.power_cycle(),
+                    })
+                    .await
                 }
             }
         })

@@ -10,7 +10,7 @@
 //! Authentication Capabilities (IPMI, session-less).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -167,31 +167,6 @@ async fn ipmi_sweep(
     answered
 }
 
-/// Probes one `ip:port` for a Redfish service; returns its vendor if it is one.
-pub async fn redfish_probe(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<Option<String>, &'static str> {
-    // Connect first, asynchronously: silent addresses cost a timer, not a thread.
-    let connected = with_timeout(timeout, Async::<TcpStream>::connect(addr)).await;
-    match connected {
-        // Closed before asking: some servers (Python's ssl socketserver among them) do the TLS
-        // handshake in their accept loop and would wait on an idle connection.
-        Some(Ok(stream)) => drop(stream),
-        _ => return Ok(None),
-    }
-    // Only hosts that accepted the connection get this far, so the HTTPS exchange can have
-    // longer: BMC web servers are often slow (seconds) to answer a first request.
-    #[cfg(feature = "redfish")]
-    {
-        smol::unblock(move || crate::redfish::probe(addr, timeout * 3)).await
-    }
-    #[cfg(not(feature = "redfish"))]
-    {
-        Ok(None)
-    }
-}
-
 /// The finding for `addr`'s IP, created empty on first sight (ranges are IPv4).
 fn entry(by_ip: &mut BTreeMap<Ipv4Addr, Found>, addr: SocketAddr) -> Option<&mut Found> {
     match addr.ip() {
@@ -244,7 +219,7 @@ pub async fn scan(cfg: &DiscoveryConfig) -> Report {
                     let timeout = cfg.probe_timeout;
                     ex.spawn(async move {
                         let _permit = permits.acquire().await;
-                        (addr, redfish_probe(addr, timeout).await)
+                        (addr, crate::probe::redfish(addr, timeout).await)
                     })
                 })
                 .collect();

@@ -20,8 +20,8 @@ pub mod discovery;
 pub mod metrics;
 #[cfg(feature = "ipmi")]
 pub mod poller;
-#[cfg(feature = "redfish")]
-pub mod redfish;
+#[cfg(feature = "ipmi")]
+pub mod probe;
 
 use conduit_service::ComponentInfo;
 

@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use conduit_agent::bmc::PowerAction;
-use conduit_agent::redfish::{RedfishBmc, RedfishError, Tls};
+use conduit_redfish::{RedfishBmc, RedfishError, ResetType, Tls};
 use conduit_tests::sushy::{other_ca, Sushy};
 use conduit_tests::{get, start_component, wait_for, TempDir};
 
@@ -27,20 +26,20 @@ fn power_identity_and_sensors_over_https() {
         !r.power_on().expect("power state"),
         "the fake system starts off"
     );
-    r.power_action(PowerAction::On).expect("on");
+    r.reset(ResetType::On).expect("on");
     assert!(r.power_on().unwrap());
-    r.power_action(PowerAction::Off).expect("off (ForceOff)");
+    r.reset(ResetType::ForceOff).expect("off (ForceOff)");
     assert!(!r.power_on().unwrap());
     // PowerCycle is not advertised by sushy: ForceOff, wait for Off, then On.
-    r.power_action(PowerAction::On).unwrap();
-    r.power_action(PowerAction::Cycle)
-        .expect("cycle via ForceOff + On");
+    r.reset(ResetType::On).unwrap();
+    r.power_cycle().expect("cycle via ForceOff + On");
     assert!(r.power_on().unwrap());
-    r.power_action(PowerAction::Reset).expect("ForceRestart");
-    r.power_action(PowerAction::Soft).expect("GracefulShutdown");
+    r.reset(ResetType::ForceRestart).expect("ForceRestart");
+    r.reset(ResetType::GracefulShutdown)
+        .expect("GracefulShutdown");
 
     // Advertised, but sushy answers 501.
-    let err = r.power_action(PowerAction::Diag).unwrap_err();
+    let err = r.reset(ResetType::Nmi).unwrap_err();
     assert!(
         matches!(
             &err,

@@ -6,6 +6,8 @@
 //! Operations: power state, `ComputerSystem.Reset` limited to the reset types the service
 //! advertises, system and manager identity, thermal sensors.
 
+#![forbid(unsafe_code)]
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,37 @@ pub enum Tls {
     Insecure,
     /// Plain HTTP (explicitly configured `scheme = "http"`, for labs and tests).
     PlainHttp,
+}
+
+/// The `ResetType`s of `ComputerSystem.Reset` the agent uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetType {
+    /// `On`.
+    On,
+    /// `ForceOff`.
+    ForceOff,
+    /// `GracefulShutdown`.
+    GracefulShutdown,
+    /// `ForceRestart`.
+    ForceRestart,
+    /// `Nmi`.
+    Nmi,
+    /// `PowerCycle`.
+    PowerCycle,
+}
+
+impl ResetType {
+    /// The value as Redfish writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetType::On => "On",
+            ResetType::ForceOff => "ForceOff",
+            ResetType::GracefulShutdown => "GracefulShutdown",
+            ResetType::ForceRestart => "ForceRestart",
+            ResetType::Nmi => "Nmi",
+            ResetType::PowerCycle => "PowerCycle",
+        }
+    }
 }
 
 /// What went wrong talking Redfish; [`RedfishError::kind`] is the metric's `error_type`.
@@ -420,7 +453,7 @@ impl RedfishBmc {
         }
     }
 
-    fn reset(&self, sys: &Value, reset_type: &'static str) -> Result<(), RedfishError> {
+    fn reset_system(&self, sys: &Value, reset_type: &'static str) -> Result<(), RedfishError> {
         let action =
             sys.pointer("/Actions/#ComputerSystem.Reset")
                 .ok_or(RedfishError::NotAdvertised {
@@ -466,40 +499,35 @@ impl RedfishBmc {
         })
     }
 
-    /// Runs a power action: on → On, off → ForceOff, soft → GracefulShutdown, reset →
-    /// ForceRestart, diag → Nmi, cycle → PowerCycle when advertised, else ForceOff and, once PowerState
-    /// reads Off, On.
-    pub fn power_action(&self, action: crate::bmc::PowerAction) -> Result<(), RedfishError> {
-        use crate::bmc::PowerAction::*;
+    /// Runs `ComputerSystem.Reset` with `reset_type`, when the service advertises it (or
+    /// advertises no list at all).
+    pub fn reset(&self, reset_type: ResetType) -> Result<(), RedfishError> {
         let (_, sys) = self.system()?;
-        let reset_type = match action {
-            On => "On",
-            Off => "ForceOff",
-            Soft => "GracefulShutdown",
-            Reset => "ForceRestart",
-            Diag => "Nmi",
-            Cycle => {
-                let advertised = sys
-                    .pointer("/Actions/#ComputerSystem.Reset/ResetType@Redfish.AllowableValues")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| a.iter().any(|v| v == "PowerCycle"));
-                if advertised {
-                    return self.reset(&sys, "PowerCycle");
-                }
-                self.reset(&sys, "ForceOff")?;
-                // Half the operation's bound for the BMC to report Off, leaving time for On.
-                let until = Instant::now() + self.timeout / 2;
-                while self.power_on()? {
-                    if Instant::now() >= until {
-                        return Err(RedfishError::Timeout("power cycle: waiting for Off"));
-                    }
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-                let (_, sys) = self.system()?;
-                return self.reset(&sys, "On");
+        self.reset_system(&sys, reset_type.as_str())
+    }
+
+    /// A power cycle: `PowerCycle` when advertised, else `ForceOff` and, once `PowerState`
+    /// reads Off (within half the request bound), `On`.
+    pub fn power_cycle(&self) -> Result<(), RedfishError> {
+        let (_, sys) = self.system()?;
+        let advertised = sys
+            .pointer("/Actions/#ComputerSystem.Reset/ResetType@Redfish.AllowableValues")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v == "PowerCycle"));
+        if advertised {
+            return self.reset_system(&sys, "PowerCycle");
+        }
+        self.reset_system(&sys, "ForceOff")?;
+        // Half the operation's bound for the BMC to report Off, leaving time for On.
+        let until = Instant::now() + self.timeout / 2;
+        while self.power_on()? {
+            if Instant::now() >= until {
+                return Err(RedfishError::Timeout("power cycle: waiting for Off"));
             }
-        };
-        self.reset(&sys, reset_type)
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let (_, sys) = self.system()?;
+        self.reset_system(&sys, "On")
     }
 
     /// System manufacturer and model, and the manager's firmware version.
@@ -601,7 +629,7 @@ impl RedfishBmc {
 
 /// Discovery's probe: `GET /redfish/v1/` over HTTPS, without credentials and without checking
 /// the certificate (it identifies, it does not trust). `Some(vendor)` when a Redfish service
-/// root answers.
+/// root answers: its `Vendor` (or `Product`) as the service writes it, untrusted text.
 pub fn probe(
     addr: std::net::SocketAddr,
     timeout: Duration,
@@ -636,8 +664,8 @@ pub fn probe(
         .get("Vendor")
         .or_else(|| root.get("Product"))
         .and_then(Value::as_str)
-        .map(conduit_metrics::labels::sanitize_value)
-        .unwrap_or_else(|| "unknown".into());
+        .unwrap_or("unknown")
+        .to_owned();
     Ok(Some(vendor))
 }
 
@@ -785,7 +813,7 @@ mod tests {
                 0,
                 "no Basic auth when sessions work"
             );
-            r.power_action(crate::bmc::PowerAction::Off).unwrap();
+            r.reset(ResetType::ForceOff).unwrap();
             assert_eq!(st.resets.load(Ordering::Relaxed), 1);
             stop.stop();
         }
@@ -794,7 +822,7 @@ mod tests {
         fn unadvertised_reset_types_are_refused_without_calling() {
             let (addr, st, stop) = start();
             let r = client(addr, "secret");
-            let err = r.power_action(crate::bmc::PowerAction::Soft).unwrap_err();
+            let err = r.reset(ResetType::GracefulShutdown).unwrap_err();
             assert_eq!(
                 err,
                 RedfishError::NotAdvertised {
