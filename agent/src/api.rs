@@ -12,8 +12,9 @@ use conduit_http::{Method, Request, Response};
 use conduit_metrics::labels::ServerId;
 use futures_lite::future::block_on;
 
-use crate::bmc::{Fleet, OpError, OpFailure, PowerAction};
 use crate::discovery::Discovery;
+use crate::fleet::{Fleet, OpError, OpFailure, PowerAction};
+#[cfg(feature = "ipmi")]
 use conduit_ipmi::client::IpmiError;
 
 fn rpc_error(e: OpError) -> RpcError {
@@ -21,7 +22,9 @@ fn rpc_error(e: OpError) -> RpcError {
         OpFailure::UnknownServer => Code::NotFound,
         OpFailure::TimedOut(_) => Code::DeadlineExceeded,
         OpFailure::Undetected(_) => Code::Unavailable,
+        #[cfg(feature = "ipmi")]
         OpFailure::Ipmi(IpmiError::Completion { .. }) => Code::FailedPrecondition,
+        #[cfg(feature = "ipmi")]
         OpFailure::Ipmi(_) => Code::Unavailable,
         #[cfg(feature = "redfish")]
         OpFailure::Redfish(

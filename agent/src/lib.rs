@@ -6,21 +6,16 @@
 
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "ipmi")]
 pub mod api;
-#[cfg(feature = "ipmi")]
-pub mod bmc;
 #[cfg(feature = "board")]
 pub mod board;
 pub mod config;
 #[cfg(any(feature = "sol", feature = "vnc"))]
 pub mod console;
-#[cfg(feature = "ipmi")]
 pub mod discovery;
+pub mod fleet;
 pub mod metrics;
-#[cfg(feature = "ipmi")]
 pub mod poller;
-#[cfg(feature = "ipmi")]
 pub mod probe;
 
 use conduit_service::ComponentInfo;

@@ -90,24 +90,20 @@ fn main() -> ExitCode {
     conduit_service::logging::init(info.binary, serve.log_level);
     match words.first().map(String::as_str) {
         None => service::exit_with(run(serve, agent)),
-        #[cfg(feature = "ipmi")]
         Some(_) => match cli::command(&words) {
             Ok(cmd) => cli::exit(cli::run(cmd, &agent)),
             Err(msg) => service::usage_error(&info, &msg),
         },
-        #[cfg(not(feature = "ipmi"))]
-        Some(w) => service::usage_error(&info, &format!("unknown command {w:?}")),
     }
 }
 
-#[cfg(feature = "ipmi")]
 mod cli {
     //! The technician's commands, on the same code paths as the service.
 
     use std::sync::Arc;
 
     use anyhow::Context;
-    use conduit_agent::bmc::{Fleet, PowerAction};
+    use conduit_agent::fleet::{Fleet, PowerAction};
     use conduit_metrics::catalog::CatalogBuilder;
 
     use super::*;
@@ -229,11 +225,8 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
         Some(c) => log::info!("{}: {} BMCs configured", c.path.display(), c.bmcs.len()),
         None => log::info!("no configuration file: serving with an empty inventory"),
     }
-    #[cfg(feature = "ipmi")]
     let mut fleet = None;
-    #[cfg(feature = "ipmi")]
     let mut fleet_error: Option<String> = None;
-    #[cfg(feature = "ipmi")]
     let mut discovery = None;
     let (stack, metrics) = Stack::build(
         conduit_agent::INFO,
@@ -246,52 +239,39 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
             std::sync::Arc::new(AgentMetrics::register(b))
         },
         |router, metrics| {
-            #[cfg(feature = "ipmi")]
-            {
-                let f = match conduit_agent::bmc::Fleet::new(config.as_ref(), metrics.clone()) {
-                    Ok(f) => std::sync::Arc::new(f),
-                    Err(e) => {
-                        fleet_error = Some(e);
-                        return router;
-                    }
-                };
-                fleet = Some(f.clone());
-                let d = config.as_ref().map(|c| {
-                    std::sync::Arc::new(conduit_agent::discovery::Discovery::new(
-                        c,
-                        metrics.clone(),
-                    ))
-                });
-                discovery = d.clone();
-                let token = config
+            let f = match conduit_agent::fleet::Fleet::new(config.as_ref(), metrics.clone()) {
+                Ok(f) => std::sync::Arc::new(f),
+                Err(e) => {
+                    fleet_error = Some(e);
+                    return router;
+                }
+            };
+            fleet = Some(f.clone());
+            let d = config.as_ref().map(|c| {
+                std::sync::Arc::new(conduit_agent::discovery::Discovery::new(c, metrics.clone()))
+            });
+            discovery = d.clone();
+            let token = config
+                .as_ref()
+                .and_then(|c| c.api_token.as_ref())
+                .map(|t| std::sync::Arc::from(t.expose()));
+            #[cfg(any(feature = "sol", feature = "vnc"))]
+            let router = conduit_agent::console::routes(
+                router,
+                f.clone(),
+                config
                     .as_ref()
-                    .and_then(|c| c.api_token.as_ref())
-                    .map(|t| std::sync::Arc::from(t.expose()));
-                #[cfg(any(feature = "sol", feature = "vnc"))]
-                let router = conduit_agent::console::routes(
-                    router,
-                    f.clone(),
-                    config
-                        .as_ref()
-                        .map(|c| c.console.clone())
-                        .unwrap_or_default(),
-                    token.clone(),
-                );
-                conduit_agent::api::routes(router, f, d, token)
-            }
-            #[cfg(not(feature = "ipmi"))]
-            {
-                let _ = metrics;
-                router
-            }
+                    .map(|c| c.console.clone())
+                    .unwrap_or_default(),
+                token.clone(),
+            );
+            conduit_agent::api::routes(router, f, d, token)
         },
     );
-    #[cfg(feature = "ipmi")]
     if let Some(e) = fleet_error {
         anyhow::bail!(e);
     }
     let server = stack.bind()?;
-    #[cfg(feature = "ipmi")]
     let poller = match (&config, fleet) {
         (Some(c), Some(fleet)) if !c.bmcs.is_empty() => Some(
             conduit_agent::poller::start(fleet, metrics.clone(), c.poll_interval)
@@ -299,7 +279,6 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
         ),
         _ => None,
     };
-    #[cfg(feature = "ipmi")]
     let discovering = match discovery {
         Some(d) => Some(
             conduit_agent::discovery::start(d)
@@ -307,15 +286,11 @@ fn run(serve: ServeArgs, agent: AgentArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    #[cfg(not(feature = "ipmi"))]
-    let _ = (&config, &metrics);
     let petter = start_watchdog(&agent, config.as_ref(), server.local_addr()?)?;
     let result = stack.run(server);
-    #[cfg(feature = "ipmi")]
     if let Some(p) = poller {
         p.stop();
     }
-    #[cfg(feature = "ipmi")]
     if let Some(d) = discovering {
         d.stop();
     }

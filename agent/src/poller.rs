@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_lite::future;
 
-use crate::bmc::{Bmc, Fleet};
+use crate::fleet::{Bmc, Fleet};
 use crate::metrics::{AgentMetrics, SensorLabels};
 use conduit_metrics::labels::sanitize_value;
 use conduit_metrics::labels::ServerId;
@@ -54,7 +54,7 @@ async fn poll_all(ex: &smol::LocalExecutor<'_>, fleet: &Arc<Fleet>, metrics: &Ar
 fn publish_sensors(
     metrics: &AgentMetrics,
     server_id: &str,
-    readings: &[conduit_ipmi::sdr::SensorReading],
+    readings: &[crate::fleet::SensorReading],
 ) {
     for r in readings {
         let labels = SensorLabels {

@@ -9,6 +9,7 @@ use async_io::Async;
 use conduit_metrics::labels::sanitize_value;
 use conduit_runtime::with_timeout;
 
+#[cfg(feature = "ipmi")]
 pub use conduit_ipmi::client::presence as ipmi;
 
 /// Probes one `ip:port` for a Redfish service; returns its vendor (sanitized: it

@@ -15,8 +15,8 @@ use conduit_http::Request;
 use conduit_ws::{self as ws, Opcode};
 use futures_lite::AsyncWriteExt;
 
-use crate::bmc::Fleet;
 use crate::config::ConsoleConfig;
+use crate::fleet::Fleet;
 
 #[cfg(feature = "sol")]
 pub mod sol;

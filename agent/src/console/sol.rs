@@ -88,8 +88,8 @@ use conduit_ws::{self as ws, Opcode};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use super::{authorized, close, send, MAX_FRAME, PING_EVERY};
-use crate::bmc::Fleet;
 use crate::config::ConsoleConfig;
+use crate::fleet::Fleet;
 use crate::metrics::AgentMetrics;
 use hub::{Command, Ending, Hubs, Viewer, TOO_SLOW};
 

@@ -43,8 +43,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use prometheus_client::metrics::counter::Counter;
 
 use super::{authorized, close, close_payload, send, MAX_FRAME, PING_EVERY};
-use crate::bmc::Fleet;
 use crate::config::{BmcConfig, ConsoleConfig};
+use crate::fleet::Fleet;
 use crate::metrics::AgentMetrics;
 use conduit_rfb::{BmcHandshake, RfbError, ServerInit, ViewerHandshake, ViewerOutcome};
 
@@ -649,7 +649,7 @@ fn admit<'f>(
     req: &conduit_http::Request,
     fleet: &'f Fleet,
     token: Option<&str>,
-) -> Result<&'f Arc<crate::bmc::Bmc>, Response> {
+) -> Result<&'f Arc<crate::fleet::Bmc>, Response> {
     if !authorized(req, token) {
         fleet.metrics().vnc_connection_errors.inc(&ErrorType {
             error_type: "unauthenticated",

@@ -35,8 +35,8 @@ use futures_lite::future;
 use prometheus_client::metrics::counter::Counter;
 
 use super::session_log::SessionLog;
-use crate::bmc::Fleet;
 use crate::config::ConsoleConfig;
+use crate::fleet::Fleet;
 use crate::metrics::{AgentMetrics, Reconnection};
 use conduit_ipmi::client::IpmiError;
 use conduit_ipmi::sol::{self, SolConsole};

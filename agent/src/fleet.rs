@@ -8,20 +8,40 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use ipmi_rs_core::app::GetDeviceId;
 
 #[cfg(feature = "redfish")]
 use crate::config::RedfishTls;
-use crate::config::{BmcConfig, Config};
+use crate::config::{BmcConfig, Config, Protocol};
 use crate::metrics::{AgentMetrics, BmcError, BmcOperation, BmcOperationKind};
-use conduit_ipmi::client::{IpmiError, Timing};
-use conduit_ipmi::commands::{ChassisControl, GetChassisStatus};
-use conduit_ipmi::crypto::CipherSuite;
-use conduit_ipmi::rakp::Credentials;
-use conduit_ipmi::sdr::{self, SensorReading, SensorRecord};
-use conduit_ipmi::IpmiBmc;
+#[cfg(feature = "ipmi")]
+use conduit_ipmi::{
+    client::{IpmiError, Timing},
+    commands::{ChassisControl, GetChassisStatus},
+    crypto::CipherSuite,
+    rakp::Credentials,
+    sdr::{self, SensorRecord},
+    IpmiBmc,
+};
 #[cfg(feature = "redfish")]
 use conduit_redfish::{RedfishBmc, RedfishError, ResetType, Tls};
+#[cfg(feature = "ipmi")]
+use ipmi_rs_core::app::GetDeviceId;
+
+#[cfg(not(any(feature = "ipmi", feature = "redfish")))]
+compile_error!("the agent needs at least one BMC protocol: feature `ipmi` or `redfish`");
+
+/// One sensor reading, whichever protocol it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorReading {
+    /// Sensor name as the BMC reports it (untrusted text).
+    pub name: String,
+    /// Unit label, from a fixed set (`celsius`, `rpm`, `volts`, `watts`, `percent`, …).
+    pub unit: &'static str,
+    /// Converted value; `None` when the BMC says the reading is unavailable.
+    pub value: Option<f64>,
+    /// `ok`, `non_critical`, `critical`, `non_recoverable` or `unavailable`.
+    pub state: &'static str,
+}
 
 /// A power action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +100,7 @@ impl PowerAction {
         })
     }
 
+    #[cfg(feature = "ipmi")]
     fn chassis(self) -> ChassisControl {
         match self {
             PowerAction::On => ChassisControl::PowerUp,
@@ -111,6 +132,7 @@ pub enum OpFailure {
     /// The BMC did not complete the operation within the configured bound.
     TimedOut(Duration),
     /// The IPMI layer's error.
+    #[cfg(feature = "ipmi")]
     Ipmi(IpmiError),
     /// The Redfish client's error.
     #[cfg(feature = "redfish")]
@@ -124,7 +146,9 @@ impl OpFailure {
     /// `agent_bmc_connection_errors_total`), rather than the BMC refusing a command.
     fn is_connection(&self) -> bool {
         match self {
-            OpFailure::UnknownServer | OpFailure::Ipmi(IpmiError::Completion { .. }) => false,
+            OpFailure::UnknownServer => false,
+            #[cfg(feature = "ipmi")]
+            OpFailure::Ipmi(IpmiError::Completion { .. }) => false,
             #[cfg(feature = "redfish")]
             OpFailure::Redfish(
                 RedfishError::NotAdvertised { .. }
@@ -136,6 +160,7 @@ impl OpFailure {
     }
 }
 
+#[cfg(feature = "ipmi")]
 impl From<IpmiError> for OpFailure {
     fn from(e: IpmiError) -> Self {
         OpFailure::Ipmi(e)
@@ -169,6 +194,7 @@ impl OpError {
             OpFailure::UnknownServer => "unknown_server",
             OpFailure::TimedOut(_) => "timeout",
             OpFailure::Undetected(_) => "undetected",
+            #[cfg(feature = "ipmi")]
             OpFailure::Ipmi(e) => e.kind(),
             #[cfg(feature = "redfish")]
             OpFailure::Redfish(e) => e.kind(),
@@ -187,6 +213,7 @@ impl std::fmt::Display for OpError {
             OpFailure::UnknownServer => f.write_str("no such server in the inventory"),
             OpFailure::TimedOut(d) => write!(f, "timed out after {d:?}"),
             OpFailure::Undetected(why) => f.write_str(why),
+            #[cfg(feature = "ipmi")]
             OpFailure::Ipmi(e) => e.fmt(f),
             #[cfg(feature = "redfish")]
             OpFailure::Redfish(e) => e.fmt(f),
@@ -214,24 +241,32 @@ enum BmcBackend {
 #[derive(Debug)]
 struct Auto {
     config: BmcConfig,
-    timing: Timing,
-    timeout: Duration,
+    pace: Pace,
     detected: async_lock::OnceCell<Backend>,
+}
+
+/// How long operations may take, and (IPMI) how requests are retransmitted within that.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    timeout: Duration,
+    #[cfg(feature = "ipmi")]
+    timing: Timing,
 }
 
 impl Auto {
     /// IPMI first (a presence ping on `port`), then Redfish (`GET /redfish/v1` on
-    /// `redfish_port`).
+    /// `redfish_port`), each as far as this build speaks it.
     async fn detect(&self) -> Result<Backend, OpFailure> {
         let c = &self.config;
-        let probe = (self.timeout / 4).max(Duration::from_millis(200));
+        let probe = (self.pace.timeout / 4).max(Duration::from_millis(200));
+        #[cfg(feature = "ipmi")]
         if crate::probe::ipmi(c.addr, probe).await {
             log::info!("bmc {} ({}): detected IPMI", c.id, c.addr);
             let ipmi = BmcConfig {
-                protocol: crate::config::Protocol::Ipmi,
+                protocol: Protocol::Ipmi,
                 ..c.clone()
             };
-            return Backend::new(&ipmi, self.timing, self.timeout).map_err(OpFailure::Undetected);
+            return Backend::new(&ipmi, self.pace).map_err(OpFailure::Undetected);
         }
         let redfish_addr = std::net::SocketAddr::new(c.addr.ip(), c.redfish_port);
         #[cfg(feature = "redfish")]
@@ -243,13 +278,13 @@ impl Auto {
             }
             log::info!("bmc {} ({redfish_addr}): detected Redfish", c.id);
             let redfish = BmcConfig {
-                protocol: crate::config::Protocol::Redfish,
+                protocol: Protocol::Redfish,
                 addr: redfish_addr,
                 ..c.clone()
             };
-            return Backend::new(&redfish, self.timing, self.timeout)
-                .map_err(OpFailure::Undetected);
+            return Backend::new(&redfish, self.pace).map_err(OpFailure::Undetected);
         }
+        let _ = probe;
         Err(OpFailure::Undetected(format!(
             "no IPMI presence pong from {} and no Redfish service on {redfish_addr}",
             c.addr
@@ -266,17 +301,23 @@ impl Bmc {
         }
     }
 
+    /// The backend if it is known without talking to the BMC.
+    fn known_backend(&self) -> Option<&Backend> {
+        match &self.backend {
+            BmcBackend::Known(k) => Some(k),
+            BmcBackend::Auto(a) => a.detected.get(),
+        }
+    }
+
     /// The `bmc_type` label: the configured protocol, or the detected one (`auto` before).
     pub fn bmc_type(&self) -> &'static str {
-        match &self.backend {
-            BmcBackend::Known(b) => b.label(),
-            BmcBackend::Auto(a) => a.detected.get().map_or("auto", Backend::label),
-        }
+        self.known_backend().map_or("auto", Backend::label)
     }
 }
 
 #[derive(Debug)]
 enum Backend {
+    #[cfg(feature = "ipmi")]
     Ipmi {
         ipmi: Box<IpmiBmc>,
         // The threshold sensors of its SDR repository, read once and kept (re-read after a
@@ -291,31 +332,33 @@ enum Backend {
 impl Backend {
     fn label(&self) -> &'static str {
         match self {
+            #[cfg(feature = "ipmi")]
             Backend::Ipmi { .. } => "ipmi",
             #[cfg(feature = "redfish")]
             Backend::Redfish(..) => "redfish",
         }
     }
 
-    #[cfg_attr(not(feature = "redfish"), allow(unused_variables))]
-    fn new(c: &BmcConfig, timing: Timing, timeout: Duration) -> Result<Backend, String> {
+    fn new(c: &BmcConfig, pace: Pace) -> Result<Backend, String> {
         match c.protocol {
             #[cfg(feature = "redfish")]
-            crate::config::Protocol::Redfish => {
+            Protocol::Redfish => {
                 let tls = match &c.tls {
                     RedfishTls::CaPem(pem) => Tls::CaPem(pem.clone()),
                     RedfishTls::Insecure => Tls::Insecure,
                     RedfishTls::PlainHttp => Tls::PlainHttp,
                     RedfishTls::NotApplicable => Tls::Insecure,
                 };
-                let r = RedfishBmc::new(c.addr, &c.username, c.password.expose(), tls, timeout)
-                    .map_err(|e| format!("bmc {}: {e}", c.id))?;
+                let r =
+                    RedfishBmc::new(c.addr, &c.username, c.password.expose(), tls, pace.timeout)
+                        .map_err(|e| format!("bmc {}: {e}", c.id))?;
                 Ok(Backend::Redfish(
                     Arc::new(r),
                     Arc::new(async_lock::Mutex::new(())),
                 ))
             }
-            _ => {
+            #[cfg(feature = "ipmi")]
+            Protocol::Ipmi => {
                 let suite = CipherSuite::from_id(c.cipher_suite).unwrap_or(CipherSuite::Suite3);
                 let creds = Credentials {
                     username: c.username.as_bytes().to_vec(),
@@ -323,10 +366,15 @@ impl Backend {
                     privilege: c.privilege,
                 };
                 Ok(Backend::Ipmi {
-                    ipmi: Box::new(IpmiBmc::new(c.addr, suite, creds, timing)),
+                    ipmi: Box::new(IpmiBmc::new(c.addr, suite, creds, pace.timing)),
                     sensors: async_lock::Mutex::new(None),
                 })
             }
+            other => Err(format!(
+                "bmc {}: protocol {:?} is not built into this agent",
+                c.id,
+                other.label()
+            )),
         }
     }
 }
@@ -362,26 +410,30 @@ impl Fleet {
     /// The BMCs of `config` (none without one); nothing is sent until an operation runs.
     pub fn new(config: Option<&Config>, metrics: Arc<AgentMetrics>) -> Result<Fleet, String> {
         let timeout = config.map_or(Duration::from_secs(5), |c| c.operation_timeout);
-        // Retransmits fit inside the operation bound: a silent BMC is reported as such (no
-        // reply after 3 tries) rather than as the operation's deadline.
-        let timing = Timing {
-            reply_timeout: (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)),
-            retries: 2,
+        let pace = Pace {
+            timeout,
+            // Retransmits fit inside the operation bound: a silent BMC is reported as such (no
+            // reply after 3 tries) rather than as the operation's deadline.
+            #[cfg(feature = "ipmi")]
+            timing: Timing {
+                reply_timeout: (timeout / 4)
+                    .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+                retries: 2,
+            },
         };
         let bmcs = config
             .map(|c| c.bmcs.as_slice())
             .unwrap_or_default()
             .iter()
             .map(|c| {
-                let backend = if c.protocol == crate::config::Protocol::Auto {
+                let backend = if c.protocol == Protocol::Auto {
                     BmcBackend::Auto(Box::new(Auto {
                         config: c.clone(),
-                        timing,
-                        timeout,
+                        pace,
                         detected: async_lock::OnceCell::new(),
                     }))
                 } else {
-                    BmcBackend::Known(Backend::new(c, timing, timeout)?)
+                    BmcBackend::Known(Backend::new(c, pace)?)
                 };
                 Ok(Arc::new(Bmc {
                     config: c.clone(),
@@ -403,16 +455,12 @@ impl Fleet {
 
     /// The IPMI side of BMC `id`, for consoles that open sessions of their own: `None` for an
     /// unknown id, a Redfish BMC or an auto BMC not yet detected as IPMI.
+    #[cfg(feature = "ipmi")]
     pub fn ipmi(&self, id: &str) -> Option<&IpmiBmc> {
-        let bmc = self.get(id)?;
-        let backend = match &bmc.backend {
-            BmcBackend::Known(k) => k,
-            BmcBackend::Auto(a) => a.detected.get()?,
-        };
-        match backend {
+        match self.get(id)?.known_backend()? {
             Backend::Ipmi { ipmi, .. } => Some(ipmi),
-            #[allow(unreachable_patterns)] // without the redfish feature
-            _ => None,
+            #[cfg(feature = "redfish")]
+            Backend::Redfish(..) => None,
         }
     }
 
@@ -489,6 +537,7 @@ impl Fleet {
         let bmc = self.find(id, "power_status")?;
         self.run(bmc, "power_status", async {
             match bmc.backend().await? {
+                #[cfg(feature = "ipmi")]
                 Backend::Ipmi { ipmi, .. } => Ok(ipmi
                     .execute("chassis status", GetChassisStatus)
                     .await?
@@ -506,6 +555,7 @@ impl Fleet {
         let bmc = self.find(id, op)?;
         self.run(bmc, op, async {
             match bmc.backend().await? {
+                #[cfg(feature = "ipmi")]
                 Backend::Ipmi { ipmi, .. } => Ok(ipmi
                     .execute_once("chassis control", action.chassis())
                     .await?),
@@ -527,6 +577,7 @@ impl Fleet {
         let bmc = self.find(id, "device_id")?;
         self.run(bmc, "device_id", async {
             match bmc.backend().await? {
+                #[cfg(feature = "ipmi")]
                 Backend::Ipmi { ipmi, .. } => {
                     let d = ipmi.execute("get device id", GetDeviceId).await?;
                     Ok(BmcIdentity {
@@ -555,6 +606,7 @@ impl Fleet {
         let bmc = self.find(id, "sensors")?;
         self.run(bmc, "sensors", async {
             match bmc.backend().await? {
+                #[cfg(feature = "ipmi")]
                 Backend::Ipmi { ipmi, sensors } => {
                     let mut cache = sensors.lock().await;
                     if cache.is_none() {
@@ -564,7 +616,12 @@ impl Fleet {
                     let mut readings = Vec::new();
                     for s in cache.as_deref().unwrap_or_default() {
                         match sdr::read_sensor(ipmi, s).await {
-                            Ok(r) => readings.push(r),
+                            Ok(r) => readings.push(SensorReading {
+                                name: r.name,
+                                unit: r.unit,
+                                value: r.value,
+                                state: r.state,
+                            }),
                             Err(e) => {
                                 *cache = None;
                                 return Err(e.into());
@@ -595,17 +652,14 @@ impl Fleet {
     /// without waiting on each BMC in turn).
     pub async fn close_all(&self) {
         let ex = smol::LocalExecutor::new();
-        let tasks: Vec<_> = self
+        let tasks: Vec<smol::Task<()>> = self
             .bmcs
             .iter()
-            .filter_map(|b| match &b.backend {
-                BmcBackend::Known(k) => Some(k),
-                BmcBackend::Auto(a) => a.detected.get(),
-            })
-            .filter_map(|backend| match backend {
+            .filter_map(|b| match b.known_backend()? {
+                #[cfg(feature = "ipmi")]
                 Backend::Ipmi { ipmi, .. } => Some(ex.spawn(ipmi.close())),
-                #[allow(unreachable_patterns)] // without the redfish feature
-                _ => None,
+                #[cfg(feature = "redfish")]
+                Backend::Redfish(..) => None,
             })
             .collect();
         ex.run(async {
