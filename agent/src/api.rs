@@ -9,7 +9,6 @@ use conduit_api::agent::*;
 use conduit_http::router::Router;
 use conduit_http::rpc::{check_bearer, unary, Code, RpcError};
 use conduit_http::{Method, Request, Response};
-use conduit_metrics::labels::ServerId;
 use futures_lite::future::block_on;
 
 use crate::discovery::Discovery;
@@ -39,25 +38,12 @@ fn rpc_error(e: OpError) -> RpcError {
 
 fn server_info(fleet: &Fleet, id: &str) -> Option<Server> {
     let bmc = fleet.get(id)?;
-    let m = fleet.metrics();
-    let labels = ServerId {
-        server_id: id.to_owned(),
-    };
-    // Read the poller's cache without creating series.
-    let up = m
-        .bmc_up
-        .contains(&labels)
-        .then(|| m.bmc_up.with(&labels, |g| g.get() == 1))
-        .flatten();
-    let power = m
-        .bmc_power_on
-        .contains(&labels)
-        .then(|| {
-            m.bmc_power_on.with(&labels, |g| {
-                if g.get() == 1 { "on" } else { "off" }.to_owned()
-            })
-        })
-        .flatten();
+    // The poller's cache, not the metrics: a capped family must not blank the answer.
+    let health = fleet.health().get(id);
+    let up = health.as_ref().map(|h| h.up);
+    let power = health
+        .and_then(|h| h.power_on)
+        .map(|on| if on { "on" } else { "off" }.to_owned());
     Some(Server {
         server_id: id.to_owned(),
         address: bmc.config.addr.to_string(),

@@ -402,6 +402,7 @@ async fn redfish<T: Send + 'static>(
 #[derive(Debug)]
 pub struct Fleet {
     bmcs: Vec<Arc<Bmc>>,
+    health: crate::health::HealthCache,
     metrics: Arc<AgentMetrics>,
     timeout: Duration,
 }
@@ -443,6 +444,7 @@ impl Fleet {
             .collect::<Result<_, String>>()?;
         Ok(Fleet {
             bmcs,
+            health: Default::default(),
             metrics,
             timeout,
         })
@@ -462,6 +464,11 @@ impl Fleet {
             #[cfg(feature = "redfish")]
             Backend::Redfish(..) => None,
         }
+    }
+
+    /// What the poller last learnt of each BMC.
+    pub fn health(&self) -> &crate::health::HealthCache {
+        &self.health
     }
 
     /// The metrics the operations record into.

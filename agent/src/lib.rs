@@ -14,6 +14,7 @@ pub mod config;
 pub mod console;
 pub mod discovery;
 pub mod fleet;
+pub mod health;
 pub mod metrics;
 pub mod poller;
 pub mod probe;

@@ -1,6 +1,7 @@
-//! The health poller: refreshes every BMC's power state on an interval and publishes it in the
-//! `agent_bmc_*` gauges. `/metrics` reads those gauges, so a scrape never waits on a BMC and a
-//! dead BMC cannot slow or fail it.
+//! The health poller: refreshes every BMC's power state and sensors on an interval into the
+//! fleet's [`HealthCache`](crate::health::HealthCache), which the API answers from, and
+//! publishes the same values in the `agent_bmc_*` gauges. `/metrics` reads those gauges, so a
+//! scrape never waits on a BMC and a dead BMC cannot slow or fail it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -75,40 +76,40 @@ fn publish_sensors(
 }
 
 async fn poll_one(fleet: &Fleet, metrics: &AgentMetrics, bmc: &Bmc) {
+    let id = &bmc.config.id;
     let server = ServerId {
-        server_id: bmc.config.id.clone(),
+        server_id: id.clone(),
     };
-    let first = !metrics.bmc_up.contains(&server);
-    let was_up = metrics
-        .bmc_up
-        .with(&server, |g| g.get() == 1)
-        .unwrap_or(false);
-    match fleet.power_status(&bmc.config.id).await {
+    match fleet.power_status(id).await {
         Ok(on) => {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0);
+            let previous = fleet.health().record_up(id, on, now);
             metrics.bmc_up.with(&server, |g| g.set(1));
             metrics.bmc_power_on.with(&server, |g| g.set(i64::from(on)));
             metrics.bmc_last_poll_success.with(&server, |g| g.set(now));
-            if !was_up {
+            if !previous.is_some_and(|h| h.up) {
                 log::info!(
-                    "bmc {} ({}) is up; power {}",
-                    bmc.config.id,
+                    "bmc {id} ({}) is up; power {}",
                     bmc.config.addr,
                     if on { "on" } else { "off" }
                 );
             }
-            match fleet.sensors(&bmc.config.id).await {
-                Ok(readings) => publish_sensors(metrics, &bmc.config.id, &readings),
+            match fleet.sensors(id).await {
+                Ok(readings) => {
+                    publish_sensors(metrics, id, &readings);
+                    fleet.health().record_sensors(id, readings);
+                }
                 Err(e) => log::debug!("{e}"),
             }
         }
         Err(e) => {
+            let previous = fleet.health().record_down(id);
             metrics.bmc_up.with(&server, |g| g.set(0));
             // Logged on the transition to down (and on a first failure), not every round.
-            if was_up || first {
+            if previous.is_none_or(|h| h.up) {
                 log::warn!("{e}");
             }
         }

@@ -274,3 +274,51 @@ fn invalid_config_names_file_line_and_field_and_nothing_starts() {
     );
     assert!(!err.contains("listening on"), "{err}");
 }
+
+/// The API answers from the poller's cache, not from the metrics: with every `agent_bmc_*`
+/// family capped at one series, the exposition drops the second BMC, the API still knows it.
+#[test]
+fn a_full_series_cap_does_not_blank_the_api() {
+    let sim = IpmiSim::start();
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = TempDir::new("agent-cap");
+    let cfg = config(&dir, &sim, &silent);
+    let agent = start_component(
+        "conduit-agent",
+        &["--config", cfg.to_str().unwrap(), "--series-limit", "1"],
+    );
+    let servers = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        let (status, v) = rpc(agent.addr, "ListServers", "{}", Some(TOKEN));
+        assert_eq!(status, 200);
+        let servers = v["servers"].as_array()?.clone();
+        servers
+            .iter()
+            .all(|s| s["up"].is_boolean())
+            .then_some(servers)
+    })
+    .expect("both BMCs polled, as the API tells");
+    let up = |id: &str| {
+        servers
+            .iter()
+            .find(|s| s["serverId"] == id)
+            .map(|s| s["up"].clone())
+    };
+    assert_eq!(up("sim1"), Some(serde_json::json!(true)));
+    assert_eq!(up("silent1"), Some(serde_json::json!(false)));
+    // The exposition, meanwhile, holds one series of agent_bmc_up and counts the drop.
+    let text = get(agent.addr, "/metrics", &[]).text();
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("agent_bmc_up{"))
+        .count();
+    assert_eq!(series, 1, "{text}");
+    assert!(
+        sample(
+            &text,
+            "agent_metrics_series_dropped_total",
+            &[("family", "agent_bmc_up")]
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+}
