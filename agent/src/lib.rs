@@ -9,6 +9,7 @@
 pub mod api;
 #[cfg(feature = "board")]
 pub mod board;
+pub mod cli;
 pub mod config;
 #[cfg(any(feature = "sol", feature = "vnc"))]
 pub mod console;
@@ -18,6 +19,7 @@ pub mod health;
 pub mod metrics;
 pub mod poller;
 pub mod probe;
+pub mod serve;
 
 use conduit_service::ComponentInfo;
 

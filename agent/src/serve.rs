@@ -1,0 +1,149 @@
+//! The agent as a service: wires the fleet, its API and consoles, the poller, discovery and
+//! the watchdog petter onto the shared HTTP stack, and stops them in order.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use conduit_service::{ServeArgs, Stack};
+
+use crate::config::Config;
+use crate::metrics::AgentMetrics;
+
+/// What the agent serves with, beyond the common flags.
+#[derive(Debug)]
+pub struct Options {
+    /// The configuration, if any (without one the inventory is empty).
+    pub config: Option<Config>,
+    /// Root of the sysfs/procfs tree board metrics are read from.
+    pub board_root: PathBuf,
+    /// `--watchdog DEVICE`, over the configuration's `watchdog_device`.
+    pub watchdog: Option<PathBuf>,
+    /// `--watchdog-interval`, over the configuration's.
+    pub watchdog_interval: Option<Duration>,
+}
+
+/// Serves with `options` until SIGTERM or SIGINT: the HTTP stack, the fleet's API and
+/// consoles, the poller, discovery and the watchdog petter; stops them in reverse order.
+pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
+    let config = options.config.as_ref();
+    let agent = &options;
+    match config {
+        Some(c) => log::info!("{}: {} BMCs configured", c.path.display(), c.bmcs.len()),
+        None => log::info!("no configuration file: serving with an empty inventory"),
+    }
+    let mut fleet = None;
+    let mut fleet_error: Option<String> = None;
+    let mut discovery = None;
+    let (stack, metrics) = Stack::build(
+        crate::INFO,
+        serve,
+        |b| {
+            #[cfg(feature = "board")]
+            b.collector(Box::new(crate::board::BoardCollector::new(
+                agent.board_root.clone(),
+            )));
+            std::sync::Arc::new(AgentMetrics::register(b))
+        },
+        |router, metrics| {
+            let f = match crate::fleet::Fleet::new(config, metrics.clone()) {
+                Ok(f) => std::sync::Arc::new(f),
+                Err(e) => {
+                    fleet_error = Some(e);
+                    return router;
+                }
+            };
+            fleet = Some(f.clone());
+            let d = config
+                .map(|c| std::sync::Arc::new(crate::discovery::Discovery::new(c, metrics.clone())));
+            discovery = d.clone();
+            let token = config
+                .as_ref()
+                .and_then(|c| c.api_token.as_ref())
+                .map(|t| std::sync::Arc::from(t.expose()));
+            #[cfg(any(feature = "sol", feature = "vnc"))]
+            let router = crate::console::routes(
+                router,
+                f.clone(),
+                config
+                    .as_ref()
+                    .map(|c| c.console.clone())
+                    .unwrap_or_default(),
+                token.clone(),
+            );
+            crate::api::routes(router, f, d, token)
+        },
+    );
+    if let Some(e) = fleet_error {
+        anyhow::bail!(e);
+    }
+    let server = stack.bind()?;
+    let poller = match (config, fleet) {
+        (Some(c), Some(fleet)) if !c.bmcs.is_empty() => Some(
+            crate::poller::start(fleet, metrics.clone(), c.poll_interval)
+                .map_err(|e| anyhow::anyhow!("start the BMC poller: {e}"))?,
+        ),
+        _ => None,
+    };
+    let discovering = match discovery {
+        Some(d) => {
+            Some(crate::discovery::start(d).map_err(|e| anyhow::anyhow!("start discovery: {e}"))?)
+        }
+        None => None,
+    };
+    let petter = start_watchdog(agent, config, server.local_addr()?)?;
+    let result = stack.run(server);
+    if let Some(p) = poller {
+        p.stop();
+    }
+    if let Some(d) = discovering {
+        d.stop();
+    }
+    stop_watchdog(petter);
+    result
+}
+
+/// The watchdog from `--watchdog` (with `--watchdog-interval`), else from the configuration.
+#[cfg(feature = "board")]
+fn start_watchdog(
+    agent: &Options,
+    config: Option<&Config>,
+    bound: SocketAddr,
+) -> anyhow::Result<Option<crate::board::WatchdogPetter>> {
+    let Some(device) = agent
+        .watchdog
+        .clone()
+        .or_else(|| config.and_then(|c| c.watchdog_device.clone()))
+    else {
+        return Ok(None);
+    };
+    let interval = agent
+        .watchdog_interval
+        .or(config.map(|c| c.watchdog_interval))
+        .unwrap_or(Duration::from_secs(10));
+    let health = conduit_http::probe::local_target(bound);
+    crate::board::WatchdogPetter::start(&device, health, interval).map(Some)
+}
+
+#[cfg(feature = "board")]
+fn stop_watchdog(petter: Option<crate::board::WatchdogPetter>) {
+    if let Some(p) = petter {
+        p.disarm();
+    }
+}
+
+#[cfg(not(feature = "board"))]
+fn start_watchdog(
+    agent: &Options,
+    config: Option<&Config>,
+    _bound: SocketAddr,
+) -> anyhow::Result<Option<()>> {
+    anyhow::ensure!(
+        agent.watchdog.is_none() && config.is_none_or(|c| c.watchdog_device.is_none()),
+        "a watchdog needs an agent built with the `board` feature"
+    );
+    Ok(None)
+}
+
+#[cfg(not(feature = "board"))]
+fn stop_watchdog(_: Option<()>) {}
