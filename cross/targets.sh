@@ -52,3 +52,11 @@ cross_env() {
   # The integration harness starts the target's binaries through the same runner.
   export CONDUIT_TEST_RUNNER
 }
+
+# The crates that ship on the appliance: the only ones whose tests run under qemu. The
+# integration suite (conduit-tests) runs there too, less the tests that exist for the manager
+# and the gateway (QEMU_SKIP, test-name filters).
+APPLIANCE_CRATES=(-p conduit-agent -p conduit-board -p conduit-ipmi -p conduit-redfish
+  -p conduit-rfb -p conduit-ws -p conduit-http -p conduit-metrics -p conduit-runtime
+  -p conduit-service -p conduit-api -p conduit-tests)
+QEMU_SKIP=(--skip exposition:: --skip metrics_reference:: --skip prometheus_e2e::)

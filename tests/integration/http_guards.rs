@@ -14,7 +14,7 @@ const MAX_CONNECTIONS: usize = 8;
 
 fn guarded() -> Component {
     start_component(
-        "conduit-manager",
+        "conduit-agent",
         &[
             "--http.read-timeout",
             &READ_TIMEOUT.to_string(),
@@ -28,11 +28,12 @@ fn guarded() -> Component {
     )
 }
 
-/// Value of `manager_http_requests_total{...}` with exactly these labels (0 when absent).
+/// The agent: its HTTP server is the one shipped on the appliance (and run under qemu).
+/// Value of `agent_http_requests_total{...}` with exactly these labels (0 when absent).
 fn requests_counted(addr: SocketAddr, method: &str, endpoint: &str, status: &str) -> f64 {
     let text = get(addr, "/metrics", &[]).text();
     let fams = parse_exposition(&text).expect("exposition parses");
-    fams["manager_http_requests_total"]
+    fams["agent_http_requests_total"]
         .samples
         .iter()
         .find(|s| {
@@ -52,8 +53,8 @@ fn requests_counted(addr: SocketAddr, method: &str, endpoint: &str, status: &str
 fn series_count(addr: SocketAddr) -> usize {
     let text = get(addr, "/metrics", &[]).text();
     let fams = parse_exposition(&text).expect("exposition parses");
-    fams["manager_http_requests_total"].samples.len()
-        + fams["manager_http_request_duration_seconds"].samples.len()
+    fams["agent_http_requests_total"].samples.len()
+        + fams["agent_http_request_duration_seconds"].samples.len()
 }
 
 #[test]
