@@ -1,4 +1,5 @@
-//! Redfish over HTTPS: a blocking client (ureq 3 on rustls with the ring provider), run off the
+//! Redfish over HTTPS: a blocking client (`conduit-http-client`: HTTP/1.1 on rustls with the ring
+//! provider; redirects are never followed), run off the
 //! async threads by the caller. Session authentication (`SessionService`, `X-Auth-Token`) where
 //! the service offers it, Basic otherwise; a CA file or an explicit insecure mode for the BMC's
 //! certificate.
@@ -8,7 +9,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -188,7 +189,7 @@ enum Auth {
 
 /// One Redfish service.
 pub struct RedfishBmc {
-    agent: ureq::Agent,
+    http: http_client::Client,
     base: String,
     username: String,
     password: String,
@@ -207,22 +208,17 @@ impl std::fmt::Debug for RedfishBmc {
     }
 }
 
-fn transport_error(what: &'static str, e: ureq::Error) -> RedfishError {
-    let text = e.to_string();
+fn transport_error(what: &'static str, e: http_client::Error) -> RedfishError {
+    use http_client::Error as E;
     match e {
-        ureq::Error::Timeout(_) => RedfishError::Timeout(what),
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => RedfishError::Tls(text),
-        ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
-            RedfishError::Timeout(what)
-        }
-        ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::InvalidData => {
-            RedfishError::Tls(text)
-        }
-        _ => RedfishError::Unreachable(text),
+        E::Timeout => RedfishError::Timeout(what),
+        E::Tls(m) => RedfishError::Tls(m),
+        E::Protocol(_) | E::TooLarge => RedfishError::Malformed(what),
+        e @ (E::Connect(_) | E::Io(_)) => RedfishError::Unreachable(e.to_string()),
     }
 }
 
-const MAX_BODY: u64 = 4 * 1024 * 1024;
+const MAX_BODY: usize = 4 * 1024 * 1024;
 
 impl RedfishBmc {
     /// A client for the service at `host:port`, with `timeout` per request.
@@ -233,40 +229,19 @@ impl RedfishBmc {
         tls: Tls,
         timeout: Duration,
     ) -> Result<RedfishBmc, RedfishError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls_config = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(provider);
-        let scheme = match &tls {
-            Tls::CaPem(pem) => {
-                let certs: Vec<_> = ureq::tls::parse_pem(pem)
-                    .filter_map(|item| match item {
-                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                        _ => None,
-                    })
-                    .collect();
-                if certs.is_empty() {
-                    return Err(RedfishError::Tls("the CA file holds no certificate".into()));
-                }
-                tls_config = tls_config.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
-                "https"
-            }
-            Tls::Insecure => {
-                tls_config = tls_config.disable_verification(true);
-                "https"
-            }
-            Tls::PlainHttp => "http",
+        let (scheme, tls) = match tls {
+            Tls::CaPem(pem) => ("https", http_client::Tls::CaPem(pem)),
+            Tls::Insecure => ("https", http_client::Tls::Insecure),
+            Tls::PlainHttp => ("http", http_client::Tls::Plain),
         };
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls_config.build())
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .max_redirects(5)
-            .user_agent("conduit-agent")
-            .build()
-            .new_agent();
+        let http = http_client::Client::new(addr, None, tls, timeout)
+            .map_err(|e| match e {
+                http_client::Error::Tls(m) => RedfishError::Tls(m),
+                other => RedfishError::Tls(other.to_string()),
+            })?
+            .with_user_agent("conduit-agent");
         Ok(RedfishBmc {
-            agent,
+            http,
             base: format!("{scheme}://{addr}"),
             username: username.to_owned(),
             password: password.to_owned(),
@@ -312,20 +287,21 @@ impl RedfishBmc {
             if !path.starts_with('/') || path.starts_with("//") || path.contains('@') {
                 return Err(RedfishError::Malformed("service root Sessions link"));
             }
-            let body = serde_json::json!({"UserName": self.username, "Password": self.password});
-            let url = format!("{}{path}", self.base);
+            let body = serde_json::json!({"UserName": self.username, "Password": self.password})
+                .to_string();
             let resp = self
-                .agent
-                .post(&url)
-                .header("Content-Type", "application/json")
-                .send(body.to_string())
+                .http
+                .request(&http_client::Request {
+                    headers: &[("Content-Type", "application/json")],
+                    body: body.as_bytes(),
+                    max_body: MAX_BODY,
+                    ..http_client::Request::new("POST", &path)
+                })
                 .map_err(|e| transport_error("create session", e))?;
-            match resp.status().as_u16() {
+            match resp.status {
                 200 | 201 | 204 => {
                     let token = resp
-                        .headers()
-                        .get("X-Auth-Token")
-                        .and_then(|v| v.to_str().ok())
+                        .header("X-Auth-Token")
                         .ok_or(RedfishError::Malformed("create session"))?;
                     auth = Auth::Session(token.to_owned());
                 }
@@ -351,7 +327,6 @@ impl RedfishBmc {
         if !path.starts_with('/') || path.starts_with("//") || path.contains('@') {
             return Err(RedfishError::Malformed(what));
         }
-        let url = format!("{}{path}", self.base);
         let mut tries = 0;
         loop {
             let auth = if authenticated {
@@ -359,27 +334,25 @@ impl RedfishBmc {
             } else {
                 None
             };
-            let result = match method {
-                "POST" => {
-                    let mut req = self
-                        .agent
-                        .post(&url)
-                        .header("Content-Type", "application/json");
-                    if let Some((k, v)) = &auth {
-                        req = req.header(*k, v);
-                    }
-                    req.send(body.map(Value::to_string).unwrap_or_default())
-                }
-                _ => {
-                    let mut req = self.agent.get(&url).header("Accept", "application/json");
-                    if let Some((k, v)) = &auth {
-                        req = req.header(*k, v);
-                    }
-                    req.call()
-                }
-            };
-            let mut resp = result.map_err(|e| transport_error(what, e))?;
-            let status = resp.status().as_u16();
+            let body_text = body.map(Value::to_string).unwrap_or_default();
+            let mut headers = vec![if method == "POST" {
+                ("Content-Type", "application/json")
+            } else {
+                ("Accept", "application/json")
+            }];
+            if let Some((k, v)) = &auth {
+                headers.push((k, v.as_str()));
+            }
+            let resp = self
+                .http
+                .request(&http_client::Request {
+                    headers: &headers,
+                    body: body_text.as_bytes(),
+                    max_body: MAX_BODY,
+                    ..http_client::Request::new(method, path)
+                })
+                .map_err(|e| transport_error(what, e))?;
+            let status = resp.status;
             if (status == 401 || status == 403) && authenticated {
                 // An expired session gets one fresh login; refused credentials are final.
                 let was_session = matches!(
@@ -393,12 +366,7 @@ impl RedfishBmc {
                 }
                 return Err(RedfishError::Auth(what));
             }
-            let bytes = resp
-                .body_mut()
-                .with_config()
-                .limit(MAX_BODY)
-                .read_to_vec()
-                .map_err(|e| transport_error(what, e))?;
+            let bytes = resp.body;
             let value = if bytes.is_empty() {
                 Value::Null
             } else {
@@ -637,23 +605,19 @@ pub fn probe(
     let Ok(client) = RedfishBmc::new(addr, "", "", Tls::Insecure, timeout) else {
         return Ok(None);
     };
-    let url = format!("{}/redfish/v1/", client.base);
-    let mut resp = match client
-        .agent
-        .get(&url)
-        .header("Accept", "application/json")
-        .call()
-    {
+    let resp = match client.http.request(&http_client::Request {
+        headers: &[("Accept", "application/json")],
+        max_body: 1 << 20,
+        ..http_client::Request::new("GET", "/redfish/v1/")
+    }) {
         Ok(r) => r,
-        Err(ureq::Error::Timeout(_)) => return Err("probe_timeout"),
+        Err(http_client::Error::Timeout) => return Err("probe_timeout"),
         Err(_) => return Ok(None), // something listens, but it is not HTTPS we can talk to
     };
-    if resp.status().as_u16() != 200 {
+    if resp.status != 200 {
         return Ok(None);
     }
-    let Ok(bytes) = resp.body_mut().with_config().limit(1 << 20).read_to_vec() else {
-        return Ok(None);
-    };
+    let bytes = resp.body;
     let Ok(root) = serde_json::from_slice::<Value>(&bytes) else {
         return Ok(None);
     };
@@ -681,6 +645,7 @@ mod tests {
         use conduit_http::{Method, Request, Response};
         use conduit_metrics::catalog::CatalogBuilder;
         use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
 
         #[derive(Default)]
         struct State {
