@@ -2,7 +2,7 @@
 """Known-answer vectors for the agent's RMCP+ crypto, computed independently of the Rust code.
 
 IPMI 2.0 §13.31-13.32 formulas, with Python's hmac/hashlib for RAKP and key derivation and the
-openssl command line for AES-CBC-128. The Rust test (agent/src/ipmi/rakp.rs, `kat`) runs this
+openssl command line for AES-CBC-128. The Rust test (crates/ipmi/src/rakp.rs, `kat`) runs this
 script and compares every value. Prints one JSON object per cipher suite (3 and 17).
 """
 import hashlib

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Known answer for VNC Authentication (agent/src/rfb.rs, vnc_auth_known_answer), made with
+# Known answer for VNC Authentication (crates/rfb/src/lib.rs, vnc_auth_known_answer), made with
 # OpenSSL rather than our code: DES-ECB of the challenge 00..0f under the password "password"
 # with each key byte's bits mirrored.
 set -eu
