@@ -387,7 +387,7 @@ async fn redfish<T: Send + 'static>(
     f: impl FnOnce(&RedfishBmc) -> Result<T, RedfishError> + Send + 'static,
 ) -> Result<T, OpFailure> {
     // The guard goes into the blocking call: if the operation times out, the call runs on to
-    // its own (ureq) timeout still holding the BMC, so a retry cannot overlap it.
+    // its own request deadline (conduit-http-client) still holding the BMC, so a retry cannot overlap it.
     let one_at_a_time = lock.lock_arc().await;
     let r = r.clone();
     smol::unblock(move || {

@@ -352,11 +352,12 @@ fn tls_config(tls: Tls) -> Result<Option<Arc<ClientConfig>>, Error> {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCert(algs))),
         Tls::CaPem(pem) => {
+            // A CA file may hold entries rustls cannot use (an old or odd certificate): those
+            // are skipped, as long as one certificate is usable.
             let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| Error::Tls(format!("bad ca pem: {e}")))?;
-                roots.add(cert).map_err(terr)?;
-            }
+            roots.add_parsable_certificates(
+                CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok),
+            );
             if roots.is_empty() {
                 return Err(Error::Tls("no certificate in ca pem".into()));
             }
@@ -375,8 +376,13 @@ pub struct Client {
     tls: Option<Arc<ClientConfig>>,
     timeout: Duration,
     user_agent: String,
-    idle: Mutex<Option<Stream>>,
+    // The idle keep-alive connection and when it went idle.
+    idle: Mutex<Option<(Stream, Instant)>>,
 }
+
+/// How long an idle connection is kept: past that, a middlebox may have dropped it silently
+/// (no FIN), and a request on it would wait out its whole deadline.
+const MAX_IDLE: Duration = Duration::from_secs(10);
 
 impl Client {
     /// `server_name` is used for SNI, certificate checks and `Host` (`None`: the IP address);
@@ -488,7 +494,8 @@ impl Client {
         );
         if idempotent {
             let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(mut s) = idle.and_then(|mut s| s.idle_ok().then_some(s)) {
+            let fresh_enough = idle.filter(|(_, since)| since.elapsed() < MAX_IDLE);
+            if let Some(mut s) = fresh_enough.and_then(|(mut s, _)| s.idle_ok().then_some(s)) {
                 match exchange(&mut s, req, &head, deadline) {
                     Ok((resp, reuse)) => return Ok(self.keep(s, reuse, resp)),
                     Err((Error::Io(_), false)) => {} // stale connection: retry once, fresh
@@ -503,7 +510,7 @@ impl Client {
 
     fn keep(&self, s: Stream, reuse: bool, resp: Response) -> Response {
         if reuse {
-            *self.idle.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+            *self.idle.lock().unwrap_or_else(|p| p.into_inner()) = Some((s, Instant::now()));
         }
         resp
     }

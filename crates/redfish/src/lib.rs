@@ -213,8 +213,9 @@ fn transport_error(what: &'static str, e: http_client::Error) -> RedfishError {
     match e {
         E::Timeout => RedfishError::Timeout(what),
         E::Tls(m) => RedfishError::Tls(m),
-        E::Protocol(_) | E::TooLarge => RedfishError::Malformed(what),
-        e @ (E::Connect(_) | E::Io(_)) => RedfishError::Unreachable(e.to_string()),
+        e @ (E::Connect(_) | E::Io(_) | E::Protocol(_) | E::TooLarge) => {
+            RedfishError::Unreachable(e.to_string())
+        }
     }
 }
 
@@ -292,7 +293,10 @@ impl RedfishBmc {
             let resp = self
                 .http
                 .request(&http_client::Request {
-                    headers: &[("Content-Type", "application/json")],
+                    headers: &[
+                        ("Accept", "application/json"),
+                        ("Content-Type", "application/json"),
+                    ],
                     body: body.as_bytes(),
                     max_body: MAX_BODY,
                     ..http_client::Request::new("POST", &path)
@@ -335,11 +339,10 @@ impl RedfishBmc {
                 None
             };
             let body_text = body.map(Value::to_string).unwrap_or_default();
-            let mut headers = vec![if method == "POST" {
-                ("Content-Type", "application/json")
-            } else {
-                ("Accept", "application/json")
-            }];
+            let mut headers = vec![("Accept", "application/json")];
+            if method == "POST" {
+                headers.push(("Content-Type", "application/json"));
+            }
             if let Some((k, v)) = &auth {
                 headers.push((k, v.as_str()));
             }
