@@ -494,8 +494,21 @@ impl Config {
             if !seen.insert(id.to_owned()) {
                 return ctx.err(b.id.span(), &field("id"), format!("duplicate id {id:?}"));
             }
+            // A defaulted protocol has no span of its own: point at the BMC's id instead.
+            let protocol_span = if b.protocol.span().is_empty() {
+                b.id.span()
+            } else {
+                b.protocol.span()
+            };
             let protocol = match b.protocol.get_ref().as_str() {
-                "ipmi" => Protocol::Ipmi,
+                "ipmi" if cfg!(feature = "ipmi") => Protocol::Ipmi,
+                "ipmi" => {
+                    return ctx.err(
+                        protocol_span,
+                        &field("protocol"),
+                        "this agent was built without the ipmi feature (protocol defaults to \"ipmi\"; set protocol = \"redfish\")",
+                    )
+                }
                 "redfish" if cfg!(feature = "redfish") => Protocol::Redfish,
                 "redfish" => {
                     return ctx.err(
@@ -781,6 +794,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "ipmi")] // IPMI BMCs (the default protocol)
     fn example_file_is_valid() {
         std::env::set_var("CONDUIT_EXAMPLE_BMC_PASSWORD", "password");
         let path = Path::new(concat!(
@@ -808,6 +822,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "ipmi")] // IPMI BMCs (the default protocol)
     fn defaults() {
         let c = parse("[[bmc]]\nid = \"n1\"\naddress = \"10.0.0.7\"\nusername = \"admin\"\npassword = \"pw\"\n").unwrap();
         let b = &c.bmcs[0];
@@ -822,6 +837,19 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "ipmi"))]
+    fn a_redfish_only_agent_refuses_ipmi_bmcs_at_their_line() {
+        let e = parse("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2: bmc[0].protocol: this agent was built without the ipmi feature"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "ipmi")] // IPMI BMCs (the default protocol)
     fn errors_name_file_line_and_field() {
         let cases = [
             ("[[bmc]]\nid = \"a\"\naddress = \"10.0.0.1\"\ncipher_suite = 5\n", "line 4: bmc[0].cipher_suite: supported suites are 3 and 17"),

@@ -268,6 +268,7 @@ impl Auto {
             };
             return Backend::new(&ipmi, self.pace).map_err(OpFailure::Undetected);
         }
+        #[cfg(feature = "redfish")]
         let redfish_addr = std::net::SocketAddr::new(c.addr.ip(), c.redfish_port);
         #[cfg(feature = "redfish")]
         if let Ok(Some(_)) = crate::probe::redfish(redfish_addr, probe).await {
@@ -284,11 +285,13 @@ impl Auto {
             };
             return Backend::new(&redfish, self.pace).map_err(OpFailure::Undetected);
         }
-        let _ = probe;
-        Err(OpFailure::Undetected(format!(
-            "no IPMI presence pong from {} and no Redfish service on {redfish_addr}",
-            c.addr
-        )))
+        let tried: &[String] = &[
+            #[cfg(feature = "ipmi")]
+            format!("no IPMI presence pong from {}", c.addr),
+            #[cfg(feature = "redfish")]
+            format!("no Redfish service on {redfish_addr}"),
+        ];
+        Err(OpFailure::Undetected(tried.join(" and ")))
     }
 }
 
