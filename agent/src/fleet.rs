@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
+use conduit_runtime::with_timeout;
 
 #[cfg(feature = "redfish")]
 use crate::config::RedfishTls;
@@ -505,11 +505,9 @@ impl Fleet {
     ) -> Result<T, OpError> {
         let start = Instant::now();
         let timeout = self.timeout;
-        let result = future::or(op, async {
-            async_io::Timer::after(timeout).await;
-            Err(OpFailure::TimedOut(timeout))
-        })
-        .await;
+        let result = with_timeout(timeout, op)
+            .await
+            .unwrap_or(Err(OpFailure::TimedOut(timeout)));
         let bmc_type = bmc.bmc_type();
         let m = &self.metrics;
         m.bmc_operation_duration.observe(
