@@ -218,12 +218,6 @@ impl Discovery {
         for e in &report.errors {
             m.discovery_errors.inc(&ErrorType { error_type: e });
         }
-        let status = if report.errors.is_empty() {
-            "success"
-        } else {
-            "partial"
-        };
-        m.discovery_cycles.inc(&Status { status });
         // Every BMC known: each inventory entry as configured, plus what the scan found at
         // addresses the inventory does not name.
         let configured: HashSet<IpAddr> = self.inventory.iter().map(|(ip, _)| *ip).collect();
@@ -251,6 +245,13 @@ impl Discovery {
             report.errors.len()
         );
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = report.found.clone();
+        // Counted last: a scrape that sees the cycle also sees what it found.
+        let status = if report.errors.is_empty() {
+            "success"
+        } else {
+            "partial"
+        };
+        m.discovery_cycles.inc(&Status { status });
         report
     }
 }
