@@ -482,8 +482,15 @@ impl Hub {
     /// The first session; on failure every viewer is closed with the error type.
     async fn first_session(&mut self) -> Option<SolConsole> {
         loop {
+            // Joins already waiting count before the attempt reads the force flag, and those
+            // that arrived while it ran count before its outcome does: the attempt may finish
+            // before it serves any join (a quick refusal), and a viewer asking to force must
+            // then get a forced attempt, not the refusal.
+            self.seat_waiting();
             let force = self.force;
-            let failure = match self.attempt(force).await {
+            let attempt = self.attempt(force).await;
+            self.seat_waiting();
+            let failure = match attempt {
                 Ok(sol) => {
                     self.force = false;
                     return Some(sol);
@@ -607,6 +614,7 @@ impl Hub {
             if !self.wait(delay).await {
                 return None;
             }
+            self.seat_waiting();
             let force = self.force;
             let attempt = self.attempt(force).await;
             let label = |status| Reconnection {
@@ -713,6 +721,13 @@ impl Hub {
             },
         )
         .await
+    }
+
+    /// Seats every viewer waiting to join.
+    fn seat_waiting(&mut self) {
+        while let Ok(j) = self.join.try_recv() {
+            self.seat(j);
+        }
     }
 
     fn seat(&mut self, j: Join) {
