@@ -499,6 +499,14 @@ impl Hub {
                 Err(f) if f.error_type == "sol_in_use" && self.force && !force => continue,
                 Err(f) => f,
             };
+            // The hub refuses only once it takes no more joins (closed under the registry's
+            // lock): a viewer that joined since the drain above may be asking to force.
+            if failure.error_type == "sol_in_use" && !force && !self.hubs.retire(&self.join, true) {
+                self.seat_waiting();
+                if self.force {
+                    continue;
+                }
+            }
             log::warn!("sol {}: {}", self.server_id, failure.detail);
             self.error(failure.error_type);
             let line = if failure.error_type == "sol_in_use" {
