@@ -92,7 +92,19 @@ fn serial_console_through_the_agent() {
     }
     assert_eq!(got, typed);
 
-    let text = get(agent.addr, "/metrics", &[]).text();
+    // Keystrokes count once the BMC acknowledges them, which can be after the host has them:
+    // scrape until they are (the assertions below stay exact).
+    let keys_counted = |t: &String| {
+        sample(
+            t,
+            "agent_sol_bytes_total",
+            &[("direction", "viewer_to_bmc")],
+        ) == typed.len() as f64
+    };
+    let text = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+        Some(get(agent.addr, "/metrics", &[]).text()).filter(keys_counted)
+    })
+    .unwrap_or_else(|| get(agent.addr, "/metrics", &[]).text());
     assert_eq!(
         sample(&text, "agent_sol_sessions_total", &[("server_id", "sim1")]),
         1.0
