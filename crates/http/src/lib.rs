@@ -136,7 +136,39 @@ pub struct Response {
     /// For a `101 Switching Protocols`: what takes the connection over once the response is
     /// written (a WebSocket relay). It then owns the socket, with no HTTP timeouts.
     pub upgrade: Option<Upgrade>,
+    /// The real response, still being computed elsewhere (a BMC operation on the agent's
+    /// operations executor): the server's I/O task awaits it, so no worker thread waits.
+    pub deferred: Option<Deferred>,
 }
+
+/// A response to come: a `Send` future the server awaits on its I/O thread. It must only wait
+/// (on a channel, a task running elsewhere), never do the work itself.
+pub type DeferredFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>;
+
+/// A handle on a [`DeferredFuture`], taken once by the middleware or the server.
+#[derive(Clone)]
+pub struct Deferred(std::sync::Arc<std::sync::Mutex<Option<DeferredFuture>>>);
+
+impl Deferred {
+    /// The future, once.
+    pub fn take(&self) -> Option<DeferredFuture> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred(..)")
+    }
+}
+
+impl PartialEq for Deferred {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Deferred {}
 
 /// A connection's new owner after `101 Switching Protocols`: called with the socket and any
 /// bytes the client sent after its request, on the server's I/O thread.
@@ -195,7 +227,20 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             upgrade: None,
+            deferred: None,
         }
+    }
+
+    /// A response that `later` computes: the handler returns at once and its worker is free;
+    /// the connection waits for `later` (status 0 until then, never written).
+    pub fn deferred(
+        later: impl std::future::Future<Output = Response> + Send + 'static,
+    ) -> Response {
+        let mut r = Response::new(0);
+        r.deferred = Some(Deferred(std::sync::Arc::new(std::sync::Mutex::new(Some(
+            Box::pin(later),
+        )))));
+        r
     }
 
     /// A `text/plain` response.

@@ -130,13 +130,16 @@ impl RpcMetrics {
 #[derive(Debug)]
 pub struct HttpService {
     router: Router,
-    metrics: HttpMetrics,
+    metrics: std::sync::Arc<HttpMetrics>,
 }
 
 impl HttpService {
     /// Wraps `router`.
     pub fn new(router: Router, metrics: HttpMetrics) -> Self {
-        HttpService { router, metrics }
+        HttpService {
+            router,
+            metrics: std::sync::Arc::new(metrics),
+        }
     }
 
     /// Dispatches one request and records it.
@@ -157,6 +160,15 @@ impl HttpService {
             ),
             Match::NotFound => (UNMATCHED, Response::text(404, "not found\n")),
         };
+        // A deferred answer is recorded when it is ready, with its real status and duration.
+        if let Some(later) = resp.deferred.as_ref().and_then(|d| d.take()) {
+            let (metrics, method) = (self.metrics.clone(), req.method);
+            return Response::deferred(async move {
+                let resp = later.await;
+                metrics.observe(method, endpoint, resp.status, start.elapsed());
+                resp
+            });
+        }
         self.metrics
             .observe(req.method, endpoint, resp.status, start.elapsed());
         resp

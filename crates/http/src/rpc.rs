@@ -3,6 +3,8 @@
 //! Connect's code → HTTP status mapping), the bearer-token guard, and the RPC metrics.
 //! One dispatcher for all three components; messages live in the `conduit-api` crate.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,6 +37,8 @@ pub enum Code {
     Unauthenticated,
     /// Denied.
     PermissionDenied,
+    /// Too many calls in flight; retry later (`Retry-After` says when).
+    ResourceExhausted,
 }
 
 impl Code {
@@ -51,6 +55,7 @@ impl Code {
             Code::Unavailable => "unavailable",
             Code::Unauthenticated => "unauthenticated",
             Code::PermissionDenied => "permission_denied",
+            Code::ResourceExhausted => "resource_exhausted",
         }
     }
 
@@ -67,6 +72,7 @@ impl Code {
             Code::Unavailable => 503,
             Code::Unauthenticated => 401,
             Code::PermissionDenied => 403,
+            Code::ResourceExhausted => 429,
         }
     }
 }
@@ -78,6 +84,8 @@ pub struct RpcError {
     pub code: Code,
     /// Human-readable message (never secrets).
     pub message: String,
+    /// For `resource_exhausted`: when to try again (`Retry-After`, whole seconds).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl RpcError {
@@ -86,6 +94,15 @@ impl RpcError {
         RpcError {
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// `resource_exhausted`, to be retried after `after`.
+    pub fn exhausted(message: impl Into<String>, after: std::time::Duration) -> Self {
+        RpcError {
+            retry_after: Some(after),
+            ..RpcError::new(Code::ResourceExhausted, message)
         }
     }
 
@@ -95,6 +112,10 @@ impl RpcError {
         let mut r = Response::json(self.code.http_status(), &body);
         if self.code == Code::Unauthenticated {
             r = r.with_header("WWW-Authenticate", "Bearer");
+        }
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            r = r.with_header("Retry-After", secs.max(1).to_string());
         }
         r
     }
@@ -141,40 +162,83 @@ where
 {
     move |req| {
         let start = Instant::now();
-        let result = check_bearer(req, token.as_deref())
-            .and_then(|()| {
-                let ct = req.header("Content-Type").unwrap_or("");
-                if !ct.to_ascii_lowercase().starts_with("application/json") {
-                    return Err(RpcError::new(
-                        Code::InvalidArgument,
-                        "Content-Type must be application/json",
-                    ));
-                }
-                let body = if req.body.is_empty() {
-                    &b"{}"[..]
-                } else {
-                    &req.body
-                };
-                serde_json::from_slice::<Req>(body)
-                    .map_err(|e| RpcError::new(Code::InvalidArgument, format!("request body: {e}")))
-            })
-            .and_then(&call);
-        let (code, resp) = match result {
-            Ok(v) => match serde_json::to_vec(&v) {
-                Ok(body) => (
-                    Code::Ok,
-                    Response::new(200)
-                        .with_header("Content-Type", "application/json")
-                        .with_body(body),
-                ),
-                Err(e) => {
-                    let e = RpcError::new(Code::Internal, format!("encode response: {e}"));
-                    (e.code, e.response())
-                }
-            },
-            Err(e) => (e.code, e.response()),
-        };
+        let (code, resp) = encode(decode(req, token.as_deref()).and_then(&call));
         metrics.observe(service, method, code.as_str(), start.elapsed());
         resp
+    }
+}
+
+/// What a deferred call returns: the answer to come, computed elsewhere.
+pub type RpcFuture<T> = Pin<Box<dyn Future<Output = Result<T, RpcError>> + Send>>;
+
+/// A unary handler whose call waits on something slow (a BMC): `call` starts the work
+/// elsewhere and returns at once (refusing, e.g. `resource_exhausted`, if it cannot), so the
+/// worker is free while the connection waits for the answer. Metrics are recorded when it
+/// comes.
+pub fn unary_deferred<Req, Resp>(
+    service: &'static str,
+    method: &'static str,
+    token: Option<Arc<str>>,
+    metrics: Arc<RpcMetrics>,
+    call: impl Fn(Req) -> RpcFuture<Resp> + Send + Sync + 'static,
+) -> impl Fn(&Request) -> Response + Send + Sync + 'static
+where
+    Req: DeserializeOwned,
+    Resp: Serialize + 'static,
+{
+    move |req| {
+        let start = Instant::now();
+        let later = match decode(req, token.as_deref()) {
+            Ok(r) => call(r),
+            Err(e) => {
+                let (code, resp) = encode::<Resp>(Err(e));
+                metrics.observe(service, method, code.as_str(), start.elapsed());
+                return resp;
+            }
+        };
+        let metrics = metrics.clone();
+        Response::deferred(async move {
+            let (code, resp) = encode(later.await);
+            metrics.observe(service, method, code.as_str(), start.elapsed());
+            resp
+        })
+    }
+}
+
+/// The bearer check, then the JSON request body.
+fn decode<Req: DeserializeOwned>(req: &Request, token: Option<&str>) -> Result<Req, RpcError> {
+    check_bearer(req, token)?;
+    let ct = req.header("Content-Type").unwrap_or("");
+    if !ct.to_ascii_lowercase().starts_with("application/json") {
+        return Err(RpcError::new(
+            Code::InvalidArgument,
+            "Content-Type must be application/json",
+        ));
+    }
+    let body = if req.body.is_empty() {
+        &b"{}"[..]
+    } else {
+        &req.body
+    };
+    serde_json::from_slice::<Req>(body)
+        .map_err(|e| RpcError::new(Code::InvalidArgument, format!("request body: {e}")))
+}
+
+/// The call's result as a Connect response, with its code.
+fn encode<Resp: Serialize>(result: Result<Resp, RpcError>) -> (Code, Response) {
+    match result {
+        Ok(v) => match serde_json::to_vec(&v) {
+            Ok(body) => (
+                Code::Ok,
+                Response::new(200)
+                    .with_header("Content-Type", "application/json")
+                    .with_body(body),
+            ),
+            Err(e) => {
+                let e = RpcError::new(Code::Internal, format!("encode response: {e}"));
+                (e.code, e.response())
+            }
+        },
+        Err(e) => (e.code, e.response()),
     }
 }

@@ -16,6 +16,10 @@
 //! - a keep-alive connection idle for `idle_timeout` is closed; a response that cannot be
 //!   written within `write_timeout` is abandoned.
 //!
+//! A handler that waits on something slow (a BMC) answers with [`Response::deferred`]: its
+//! worker is free at once and the connection's task awaits the answer, so a few slow calls
+//! never hold up `/metrics` and `/health`.
+//!
 //! Refused requests are counted in the request metrics with `endpoint="other"`.
 
 use std::collections::BTreeMap;
@@ -54,6 +58,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Handler threads.
     pub workers: usize,
+    /// Longest wait for a deferred response (a handler's own bound should end it first).
+    pub deferred_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -67,6 +73,7 @@ impl Default for Limits {
             max_head_bytes: 8 * 1024,
             max_body_bytes: 1024 * 1024,
             workers: 4,
+            deferred_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -368,9 +375,21 @@ async fn connection(
         {
             break;
         }
-        let Ok(resp) = reply_rx.recv().await else {
+        let Ok(mut resp) = reply_rx.recv().await else {
             break;
         };
+        if let Some(later) = resp.deferred.take().and_then(|d| d.take()) {
+            // The worker is already free; this connection alone waits (a shutdown ends it).
+            let waited = future::or(with_timeout(ctx.limits.deferred_timeout, later), async {
+                let _ = kill.recv().await;
+                None
+            });
+            resp = match waited.await {
+                Some(r) => r,
+                None if kill.is_closed() => break,
+                None => Response::text(504, "the handler did not answer in time\n"),
+            };
+        }
         let upgrade = (resp.status == 101)
             .then(|| resp.upgrade.as_ref().and_then(|u| u.take()))
             .flatten();
