@@ -1,8 +1,12 @@
 //! The small async-runtime pieces every Conduit crate shares (on smol's `async-io`):
 //! [`with_timeout`] bounds a future, [`Background`] and [`every`] run a round of work on an
-//! interval on a thread of its own until stopped (the agent's poller and discovery).
+//! interval on a thread of its own until stopped (the agent's poller and discovery),
+//! [`heartbeat`] proves such loops progress, [`job_thread`] runs jobs on an executor thread.
 
 #![forbid(unsafe_code)]
+
+pub mod heartbeat;
+pub mod job_thread;
 
 use std::future::Future;
 use std::thread::JoinHandle;
@@ -52,14 +56,18 @@ impl Background {
     }
 }
 
-/// Runs `round` now and then every `interval` until `stopped` closes.
+/// Runs `round` now and then every `interval` until `stopped` closes. `beat` is ticked after
+/// each round and told of each wait; the round ticks it itself as it progresses.
 pub async fn every<F: Future<Output = ()>>(
     interval: Duration,
     stopped: &async_channel::Receiver<()>,
+    beat: &heartbeat::Heartbeat,
     mut round: impl FnMut() -> F,
 ) {
     loop {
+        beat.tick();
         round().await;
+        beat.sleeping(interval);
         let sleep = async {
             Timer::after(interval).await;
             true

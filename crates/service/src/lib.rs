@@ -19,6 +19,7 @@ use conduit_http::{Method, Response};
 use conduit_metrics::catalog::{CatalogBuilder, DEFAULT_SERIES_LIMIT};
 use conduit_metrics::exposition::{wants_gzip, Encoder, Format};
 use conduit_metrics::process::ProcessCollector;
+use conduit_runtime::heartbeat::Heartbeats;
 
 pub mod logging;
 
@@ -162,6 +163,18 @@ impl Stack {
         catalog: impl FnOnce(&mut CatalogBuilder) -> T,
         routes: impl FnOnce(Router, &T) -> Router,
     ) -> (Stack, T) {
+        Stack::build_with_health(info, args, Arc::default(), catalog, routes)
+    }
+
+    /// [`Stack::build`] with the heartbeats `/health` checks: it answers 503, naming the
+    /// stalled loops, when one of them has made no progress for several expected periods.
+    pub fn build_with_health<T>(
+        info: ComponentInfo,
+        args: ServeArgs,
+        heartbeats: Arc<Heartbeats>,
+        catalog: impl FnOnce(&mut CatalogBuilder) -> T,
+        routes: impl FnOnce(Router, &T) -> Router,
+    ) -> (Stack, T) {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(ProcessCollector::current()));
         let mut builder = CatalogBuilder::new(&mut registry, info.prefix, args.series_limit);
@@ -183,7 +196,13 @@ impl Stack {
                 }
                 resp
             })
-            .route(Method::Get, "/health", |_| Response::text(200, "ok\n"));
+            .route(Method::Get, "/health", move |_| match heartbeats.check() {
+                Ok(()) => Response::text(200, "ok\n"),
+                Err(stalled) => {
+                    log::warn!("health check failing: {stalled}");
+                    Response::text(503, format!("{stalled}\n"))
+                }
+            });
         let index = format!(
             "{} — {}\n\n{}\n",
             info.binary,
