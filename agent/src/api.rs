@@ -1,18 +1,19 @@
 //! The agent's API: `conduit.agent.v1.BmcService` in Connect JSON form, plus REST-style routes
 //! for operators, all behind the bearer token from the configuration (`/metrics` and `/health`
-//! stay open). Handlers run on the HTTP workers and wait for the BMC (bounded by the operation
-//! timeout); the poller's cached state answers ListServers without touching a BMC.
+//! stay open). BMC operations run on the operations executor (`operations.rs`), bounded per
+//! server and overall; the HTTP workers never wait for a BMC. The poller's cached state
+//! answers ListServers without touching a BMC.
 
 use std::sync::Arc;
 
 use conduit_api::agent::*;
 use conduit_http::router::Router;
-use conduit_http::rpc::{check_bearer, unary, Code, RpcError};
+use conduit_http::rpc::{check_bearer, unary, unary_deferred, Code, RpcError, RpcFuture};
 use conduit_http::{Method, Request, Response};
-use futures_lite::future::block_on;
 
 use crate::discovery::Discovery;
 use crate::fleet::{Fleet, OpError, OpFailure, PowerAction};
+use crate::operations::Operations;
 #[cfg(feature = "ipmi")]
 use conduit_ipmi::client::IpmiError;
 
@@ -63,32 +64,40 @@ fn list(fleet: &Fleet) -> ListServersResponse {
     }
 }
 
-fn power_status(fleet: &Fleet, id: &str) -> Result<PowerStatusResponse, RpcError> {
-    let on = block_on(fleet.power_status(id)).map_err(rpc_error)?;
+async fn power_status(fleet: Arc<Fleet>, id: String) -> Result<PowerStatusResponse, RpcError> {
+    let on = fleet.power_status(&id).await.map_err(rpc_error)?;
     Ok(PowerStatusResponse {
-        server_id: id.to_owned(),
+        server_id: id,
         power: if on { "on" } else { "off" }.to_owned(),
     })
 }
 
-fn power_action(fleet: &Fleet, id: &str, action: &str) -> Result<PowerActionResponse, RpcError> {
-    let a = PowerAction::parse(action).ok_or_else(|| {
+fn parse_action(action: &str) -> Result<PowerAction, RpcError> {
+    PowerAction::parse(action).ok_or_else(|| {
         RpcError::new(
             Code::InvalidArgument,
             format!("unknown action {action:?}: on, off, cycle, reset, soft or diag"),
         )
-    })?;
-    block_on(fleet.power(id, a)).map_err(rpc_error)?;
-    Ok(PowerActionResponse {
-        server_id: id.to_owned(),
-        action: action.to_owned(),
     })
 }
 
-fn get_server(fleet: &Fleet, id: &str) -> Result<GetServerResponse, RpcError> {
-    let server = server_info(fleet, id)
+async fn power_action(
+    fleet: Arc<Fleet>,
+    id: String,
+    action: PowerAction,
+    word: String,
+) -> Result<PowerActionResponse, RpcError> {
+    fleet.power(&id, action).await.map_err(rpc_error)?;
+    Ok(PowerActionResponse {
+        server_id: id,
+        action: word,
+    })
+}
+
+async fn get_server(fleet: Arc<Fleet>, id: String) -> Result<GetServerResponse, RpcError> {
+    let server = server_info(&fleet, &id)
         .ok_or_else(|| RpcError::new(Code::NotFound, format!("no server {id:?}")))?;
-    let ident = block_on(fleet.identity(id)).map_err(rpc_error)?;
+    let ident = fleet.identity(&id).await.map_err(rpc_error)?;
     Ok(GetServerResponse {
         server,
         manufacturer: ident.manufacturer,
@@ -97,10 +106,10 @@ fn get_server(fleet: &Fleet, id: &str) -> Result<GetServerResponse, RpcError> {
     })
 }
 
-fn sensors(fleet: &Fleet, id: &str) -> Result<GetSensorsResponse, RpcError> {
-    let readings = block_on(fleet.sensors(id)).map_err(rpc_error)?;
+async fn sensors(fleet: Arc<Fleet>, id: String) -> Result<GetSensorsResponse, RpcError> {
+    let readings = fleet.sensors(&id).await.map_err(rpc_error)?;
     Ok(GetSensorsResponse {
-        server_id: id.to_owned(),
+        server_id: id,
         sensors: readings
             .into_iter()
             .map(|r| Sensor {
@@ -113,8 +122,32 @@ fn sensors(fleet: &Fleet, id: &str) -> Result<GetSensorsResponse, RpcError> {
     })
 }
 
-fn fleet_rpc_metrics(fleet: &Fleet) -> Arc<conduit_http::middleware::RpcMetrics> {
-    fleet.metrics().rpc.clone()
+/// The BMC operations of the API, each submitted to the operations executor.
+#[derive(Clone)]
+struct Bmcs {
+    fleet: Arc<Fleet>,
+    ops: Arc<Operations>,
+}
+
+impl Bmcs {
+    fn submit<T, F>(&self, id: &str, op: fn(Arc<Fleet>, String) -> F) -> RpcFuture<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, RpcError>> + 'static,
+    {
+        let (fleet, owned) = (self.fleet.clone(), id.to_owned());
+        self.ops.submit(id, move || op(fleet, owned))
+    }
+
+    fn power(&self, id: &str, word: &str) -> RpcFuture<PowerActionResponse> {
+        let action = match parse_action(word) {
+            Ok(a) => a,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let (fleet, owned, word) = (self.fleet.clone(), id.to_owned(), word.to_owned());
+        self.ops
+            .submit(id, move || power_action(fleet, owned, action, word))
+    }
 }
 
 /// A REST handler: token check, then `f`, JSON either way.
@@ -124,6 +157,26 @@ fn rest<T: serde::Serialize>(
 ) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
     move |req| match check_bearer(req, token.as_deref()).and_then(|()| f(req)) {
         Ok(v) => Response::json(200, &v),
+        Err(e) => e.response(),
+    }
+}
+
+/// A REST handler for a BMC operation: token check, then the operation `f` starts, JSON when
+/// it ends (the worker does not wait for it).
+fn rest_deferred<T: serde::Serialize + 'static>(
+    token: Option<Arc<str>>,
+    f: impl Fn(&Request) -> RpcFuture<T> + Send + Sync + 'static,
+) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
+    move |req| match check_bearer(req, token.as_deref()) {
+        Ok(()) => {
+            let later = f(req);
+            Response::deferred(async move {
+                match later.await {
+                    Ok(v) => Response::json(200, &v),
+                    Err(e) => e.response(),
+                }
+            })
+        }
         Err(e) => e.response(),
     }
 }
@@ -146,23 +199,30 @@ fn discovered(discovery: &Option<Arc<Discovery>>) -> ListDiscoveredResponse {
     }
 }
 
-/// Adds the API routes for `fleet` and `discovery`, protected by `token`.
+/// Adds the API routes for `fleet` and `discovery`, protected by `token`; BMC operations run
+/// on `ops`.
 pub fn routes(
     router: Router,
     fleet: Arc<Fleet>,
+    ops: Arc<Operations>,
     discovery: Option<Arc<Discovery>>,
     token: Option<Arc<str>>,
 ) -> Router {
     let (d1, d2) = (discovery.clone(), discovery);
     let rpc = fleet.metrics().rpc.clone();
-    let (f1, f2, f3, f4, f5) = (
-        fleet.clone(),
-        fleet.clone(),
-        fleet.clone(),
-        fleet.clone(),
-        fleet.clone(),
+    let bmcs = Bmcs {
+        fleet: fleet.clone(),
+        ops,
+    };
+    let (b1, b2, b3, b4, b5, b6) = (
+        bmcs.clone(),
+        bmcs.clone(),
+        bmcs.clone(),
+        bmcs.clone(),
+        bmcs.clone(),
+        bmcs,
     );
-    let (r1, r2, r3, r4) = (fleet.clone(), fleet.clone(), fleet.clone(), fleet);
+    let (f1, f2) = (fleet.clone(), fleet);
     router
         .route(
             Method::Post,
@@ -178,52 +238,52 @@ pub fn routes(
         .route(
             Method::Post,
             "/conduit.agent.v1.BmcService/GetServer",
-            unary(
+            unary_deferred(
                 BMC_SERVICE,
                 "GetServer",
                 token.clone(),
                 rpc.clone(),
-                move |r: ServerRequest| get_server(&f2, &r.server_id),
+                move |r: ServerRequest| b1.submit(&r.server_id, get_server),
             ),
         )
         .route(
             Method::Post,
             "/conduit.agent.v1.BmcService/PowerStatus",
-            unary(
+            unary_deferred(
                 BMC_SERVICE,
                 "PowerStatus",
                 token.clone(),
                 rpc.clone(),
-                move |r: ServerRequest| power_status(&f3, &r.server_id),
+                move |r: ServerRequest| b2.submit(&r.server_id, power_status),
             ),
         )
         .route(
             Method::Post,
             "/conduit.agent.v1.BmcService/PowerAction",
-            unary(
+            unary_deferred(
                 BMC_SERVICE,
                 "PowerAction",
                 token.clone(),
                 rpc.clone(),
-                move |r: PowerActionRequest| power_action(&f4, &r.server_id, &r.action),
+                move |r: PowerActionRequest| b3.power(&r.server_id, &r.action),
             ),
         )
         .route(
             Method::Post,
             "/conduit.agent.v1.BmcService/GetSensors",
-            unary(
+            unary_deferred(
                 BMC_SERVICE,
                 "GetSensors",
                 token.clone(),
-                rpc,
-                move |r: ServerRequest| sensors(&f5, &r.server_id),
+                rpc.clone(),
+                move |r: ServerRequest| b4.submit(&r.server_id, sensors),
             ),
         )
         .route(
             Method::Get,
             "/api/v1/servers/{id}/sensors",
-            rest(token.clone(), move |req| {
-                sensors(&r4, req.param("id").unwrap_or_default())
+            rest_deferred(token.clone(), move |req| {
+                b5.submit(req.param("id").unwrap_or_default(), sensors)
             }),
         )
         .route(
@@ -233,7 +293,7 @@ pub fn routes(
                 BMC_SERVICE,
                 "ListDiscovered",
                 token.clone(),
-                fleet_rpc_metrics(&r1),
+                rpc,
                 move |_: ListServersRequest| Ok(discovered(&d1)),
             ),
         )
@@ -245,21 +305,21 @@ pub fn routes(
         .route(
             Method::Get,
             "/api/v1/servers",
-            rest(token.clone(), move |_| Ok(list(&r1))),
+            rest(token.clone(), move |_| Ok(list(&f2))),
         )
         .route(
             Method::Get,
             "/api/v1/servers/{id}/power",
-            rest(token.clone(), move |req| {
-                power_status(&r2, req.param("id").unwrap_or_default())
+            rest_deferred(token.clone(), {
+                let b = b6.clone();
+                move |req| b.submit(req.param("id").unwrap_or_default(), power_status)
             }),
         )
         .route(
             Method::Post,
             "/api/v1/servers/{id}/power/{action}",
-            rest(token, move |req| {
-                power_action(
-                    &r3,
+            rest_deferred(token, move |req| {
+                b6.power(
                     req.param("id").unwrap_or_default(),
                     req.param("action").unwrap_or_default(),
                 )

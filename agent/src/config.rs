@@ -88,6 +88,8 @@ struct RawConsole {
     vnc_connect_timeout_secs: Option<Spanned<f64>>,
     vnc_tcp_bind: Option<Spanned<String>>,
     vnc_tcp_accept_secs: Option<Spanned<f64>>,
+    max_sessions: Option<Spanned<i64>>,
+    max_sessions_per_server: Option<Spanned<i64>>,
 }
 
 /// Console settings (`[console]`).
@@ -107,6 +109,10 @@ pub struct ConsoleConfig {
     pub vnc_tcp_bind: IpAddr,
     /// How long such a listener waits for its one viewer.
     pub vnc_tcp_accept: Duration,
+    /// Console sessions (SOL viewers, VNC sessions, waiting raw VNC listeners) at most.
+    pub max_sessions: usize,
+    /// Console sessions on one server at most.
+    pub max_sessions_per_server: usize,
 }
 
 impl Default for ConsoleConfig {
@@ -119,6 +125,8 @@ impl Default for ConsoleConfig {
             vnc_connect_timeout: Duration::from_secs(5),
             vnc_tcp_bind: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             vnc_tcp_accept: Duration::from_secs(30),
+            max_sessions: 32,
+            max_sessions_per_server: 4,
         }
     }
 }
@@ -227,6 +235,8 @@ struct RawAgent {
     operation_timeout_secs: Option<Spanned<f64>>,
     watchdog_device: Option<Spanned<String>>,
     watchdog_interval_secs: Option<Spanned<f64>>,
+    max_operations: Option<Spanned<i64>>,
+    max_operations_per_server: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,7 +332,18 @@ pub struct Config {
     pub watchdog_interval: Duration,
     /// Consoles.
     pub console: ConsoleConfig,
+    /// API operations in flight at most (`agent.max_operations`); past it, `resource_exhausted`.
+    pub max_operations: usize,
+    /// API operations in flight on one server at most.
+    pub max_operations_per_server: usize,
 }
+
+/// Upper bounds of the operation and console caps: together they stay below the HTTP
+/// connection cap's default (256), so an open console or a waiting API call can never take the
+/// last connection slots a scrape or the watchdog's health probe needs.
+pub const MAX_OPERATIONS: usize = 128;
+/// See [`MAX_OPERATIONS`].
+pub const MAX_CONSOLES: usize = 64;
 
 struct Ctx<'a> {
     path: &'a Path,
@@ -763,6 +784,20 @@ impl Config {
                 "console.vnc_tcp_accept_secs",
                 30.0,
             )?,
+            max_sessions: count(
+                &ctx,
+                &c.max_sessions,
+                "console.max_sessions",
+                defaults.max_sessions,
+                MAX_CONSOLES as i64,
+            )?,
+            max_sessions_per_server: count(
+                &ctx,
+                &c.max_sessions_per_server,
+                "console.max_sessions_per_server",
+                defaults.max_sessions_per_server,
+                MAX_CONSOLES as i64,
+            )?,
         };
         Ok(Config {
             console,
@@ -782,6 +817,20 @@ impl Config {
                 &a.operation_timeout_secs,
                 "agent.operation_timeout_secs",
                 5.0,
+            )?,
+            max_operations: count(
+                &ctx,
+                &a.max_operations,
+                "agent.max_operations",
+                64,
+                MAX_OPERATIONS as i64,
+            )?,
+            max_operations_per_server: count(
+                &ctx,
+                &a.max_operations_per_server,
+                "agent.max_operations_per_server",
+                4,
+                MAX_OPERATIONS as i64,
             )?,
             bmcs,
         })

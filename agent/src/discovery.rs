@@ -19,6 +19,7 @@ use futures_lite::future;
 use crate::config::{Config, DiscoveryConfig, Protocol};
 use crate::metrics::{AgentMetrics, BmcType};
 use conduit_metrics::labels::{ErrorType, Status};
+use conduit_runtime::heartbeat::{Heartbeat, Heartbeats};
 use conduit_runtime::{every, Background};
 
 #[cfg(feature = "ipmi")]
@@ -74,6 +75,11 @@ fn entry(by_ip: &mut BTreeMap<Ipv4Addr, Found>, addr: SocketAddr) -> Option<&mut
 
 /// Scans the configured ranges once.
 pub async fn scan(cfg: &DiscoveryConfig) -> Report {
+    scan_beating(cfg, None).await
+}
+
+/// [`scan`], ticking `beat` as probes complete: a long sweep that progresses stays healthy.
+async fn scan_beating(cfg: &DiscoveryConfig, beat: Option<&Heartbeat>) -> Report {
     let start = Instant::now();
     let mut errors = Vec::new();
     let in_range = |ip: Ipv4Addr| cfg.ranges.iter().any(|r| r.contains(ip));
@@ -94,7 +100,7 @@ pub async fn scan(cfg: &DiscoveryConfig) -> Report {
         })
         .collect();
     #[cfg(feature = "ipmi")]
-    let ipmi = ipmi_sweep::sweep(&ipmi_targets, cfg.probe_timeout, &mut errors).await;
+    let ipmi = ipmi_sweep::sweep(&ipmi_targets, cfg.probe_timeout, &mut errors, beat).await;
     // An agent without IPMI does not ping: nothing answers.
     #[cfg(not(feature = "ipmi"))]
     let ipmi: Vec<(SocketAddr, String)> = {
@@ -125,6 +131,9 @@ pub async fn scan(cfg: &DiscoveryConfig) -> Report {
             let mut out = Vec::new();
             for t in tasks {
                 out.push(t.await);
+                if let Some(b) = beat {
+                    b.tick();
+                }
             }
             out
         })
@@ -212,7 +221,11 @@ impl Discovery {
 
     /// One cycle: scan, then publish `agent_discovery_*` and `agent_servers_discovered`.
     pub async fn cycle(&self) -> Report {
-        let report = scan(&self.cfg).await;
+        self.cycle_beating(None).await
+    }
+
+    async fn cycle_beating(&self, beat: Option<&Heartbeat>) -> Report {
+        let report = scan_beating(&self.cfg, beat).await;
         let m = &self.metrics;
         m.discovery_duration.observe(report.duration.as_secs_f64());
         for e in &report.errors {
@@ -257,11 +270,13 @@ impl Discovery {
 }
 
 /// Runs a discovery cycle now and then every configured interval, on the `discovery` thread.
-pub fn start(discovery: Arc<Discovery>) -> std::io::Result<Background> {
+/// Its heartbeat expects a probe to complete at least every two probe timeouts.
+pub fn start(discovery: Arc<Discovery>, heartbeats: &Heartbeats) -> std::io::Result<Background> {
     let interval = discovery.cfg.interval;
+    let beat = heartbeats.register("discovery", discovery.cfg.probe_timeout * 2);
     Background::spawn("discovery", move |stopped| {
-        future::block_on(every(interval, &stopped, || async {
-            discovery.cycle().await;
+        future::block_on(every(interval, &stopped, &beat, || async {
+            discovery.cycle_beating(Some(&beat)).await;
         }))
     })
 }

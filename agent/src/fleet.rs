@@ -469,6 +469,11 @@ impl Fleet {
         }
     }
 
+    /// The bound on one operation.
+    pub fn operation_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// What the poller last learnt of each BMC.
     pub fn health(&self) -> &crate::health::HealthCache {
         &self.health

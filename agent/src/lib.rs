@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod fleet;
 pub mod health;
 pub mod metrics;
+pub mod operations;
 pub mod poller;
 pub mod probe;
 pub mod serve;

@@ -12,6 +12,7 @@ use crate::fleet::{Bmc, Fleet};
 use crate::metrics::{AgentMetrics, SensorLabels};
 use conduit_metrics::labels::sanitize_value;
 use conduit_metrics::labels::ServerId;
+use conduit_runtime::heartbeat::{Heartbeat, Heartbeats};
 use conduit_runtime::{every, Background};
 
 /// Most BMCs polled at once.
@@ -23,27 +24,45 @@ pub fn start(
     fleet: Arc<Fleet>,
     metrics: Arc<AgentMetrics>,
     interval: Duration,
+    heartbeats: &Heartbeats,
 ) -> std::io::Result<Background> {
+    // Each BMC's poll ends within two operation timeouts (power, then sensors), and with up to
+    // CONCURRENCY in flight one ends at least that often while a round runs.
+    let beat = heartbeats.register("bmc poller", fleet.operation_timeout() * 2);
     Background::spawn("bmc-poller", move |stopped| {
         let ex = smol::LocalExecutor::new();
         future::block_on(ex.run(async {
-            every(interval, &stopped, || poll_all(&ex, &fleet, &metrics)).await;
+            every(interval, &stopped, &beat, || {
+                poll_all(&ex, &fleet, &metrics, &beat)
+            })
+            .await;
             fleet.close_all().await;
         }));
     })
 }
 
-async fn poll_all(ex: &smol::LocalExecutor<'_>, fleet: &Arc<Fleet>, metrics: &Arc<AgentMetrics>) {
+async fn poll_all(
+    ex: &smol::LocalExecutor<'_>,
+    fleet: &Arc<Fleet>,
+    metrics: &Arc<AgentMetrics>,
+    beat: &Arc<Heartbeat>,
+) {
     let permits = Arc::new(async_lock::Semaphore::new(CONCURRENCY));
     let tasks: Vec<_> = fleet
         .bmcs()
         .iter()
         .map(|bmc| {
-            let (fleet, metrics, bmc, permits) =
-                (fleet.clone(), metrics.clone(), bmc.clone(), permits.clone());
+            let (fleet, metrics, bmc, permits, beat) = (
+                fleet.clone(),
+                metrics.clone(),
+                bmc.clone(),
+                permits.clone(),
+                beat.clone(),
+            );
             ex.spawn(async move {
                 let _permit = permits.acquire().await;
                 poll_one(&fleet, &metrics, &bmc).await;
+                beat.tick();
             })
         })
         .collect();

@@ -5,10 +5,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use conduit_http::router::Router;
+use conduit_runtime::heartbeat::Heartbeats;
 use conduit_service::{ServeArgs, Stack};
 
 use crate::config::Config;
 use crate::metrics::AgentMetrics;
+use crate::operations::Operations;
+
+/// Connections kept free of operations and consoles, for scrapes and health probes.
+const RESERVED_CONNECTIONS: usize = 16;
 
 /// What the agent serves with, beyond the common flags.
 #[derive(Debug)]
@@ -35,9 +41,33 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
     let mut fleet = None;
     let mut fleet_error: Option<String> = None;
     let mut discovery = None;
-    let (stack, metrics) = Stack::build(
+    if let Some(c) = config {
+        let held = c.max_operations + c.console.max_sessions;
+        if held + RESERVED_CONNECTIONS > serve.limits.max_connections {
+            log::warn!(
+                "--http.max-connections {} leaves fewer than {RESERVED_CONNECTIONS} connections for scrapes and /health when {} operations and {} consoles are open",
+                serve.limits.max_connections,
+                c.max_operations,
+                c.console.max_sessions
+            );
+        }
+    }
+    let heartbeats = std::sync::Arc::new(Heartbeats::default());
+    let ops = std::sync::Arc::new(
+        Operations::start(
+            config
+                .iter()
+                .flat_map(|c| c.bmcs.iter().map(|b| b.id.as_str())),
+            config.map_or(64, |c| c.max_operations),
+            config.map_or(4, |c| c.max_operations_per_server),
+            &heartbeats,
+        )
+        .map_err(|e| anyhow::anyhow!("start the operations thread: {e}"))?,
+    );
+    let (stack, metrics) = Stack::build_with_health(
         crate::INFO,
         serve,
+        heartbeats.clone(),
         |b| {
             #[cfg(feature = "board")]
             b.collector(Box::new(crate::board::BoardCollector::new(
@@ -70,8 +100,17 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
                     .map(|c| c.console.clone())
                     .unwrap_or_default(),
                 token.clone(),
+                &heartbeats,
             );
-            crate::api::routes(router, f, d, token)
+            #[cfg(any(feature = "sol", feature = "vnc"))]
+            let router = match router {
+                Ok(r) => r,
+                Err(e) => {
+                    fleet_error = Some(format!("start the console thread: {e}"));
+                    return Router::new();
+                }
+            };
+            crate::api::routes(router, f, ops.clone(), d, token)
         },
     );
     if let Some(e) = fleet_error {
@@ -80,15 +119,16 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
     let server = stack.bind()?;
     let poller = match (config, fleet) {
         (Some(c), Some(fleet)) if !c.bmcs.is_empty() => Some(
-            crate::poller::start(fleet, metrics.clone(), c.poll_interval)
+            crate::poller::start(fleet, metrics.clone(), c.poll_interval, &heartbeats)
                 .map_err(|e| anyhow::anyhow!("start the BMC poller: {e}"))?,
         ),
         _ => None,
     };
     let discovering = match discovery {
-        Some(d) => {
-            Some(crate::discovery::start(d).map_err(|e| anyhow::anyhow!("start discovery: {e}"))?)
-        }
+        Some(d) => Some(
+            crate::discovery::start(d, &heartbeats)
+                .map_err(|e| anyhow::anyhow!("start discovery: {e}"))?,
+        ),
         None => None,
     };
     let petter = start_watchdog(agent, config, server.local_addr()?)?;
@@ -100,6 +140,9 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
         d.stop();
     }
     stop_watchdog(petter);
+    if let Ok(ops) = std::sync::Arc::try_unwrap(ops) {
+        ops.stop();
+    }
     result
 }
 

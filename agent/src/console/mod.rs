@@ -17,7 +17,12 @@ use futures_lite::AsyncWriteExt;
 
 use crate::config::ConsoleConfig;
 use crate::fleet::Fleet;
+use conduit_runtime::heartbeat::Heartbeats;
+#[cfg(feature = "sol")]
+use conduit_runtime::job_thread::{self, JobThread};
+use slots::ConsoleSlots;
 
+pub mod slots;
 #[cfg(feature = "sol")]
 pub mod sol;
 #[cfg(feature = "vnc")]
@@ -62,18 +67,37 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     payload
 }
 
-/// Adds the console routes.
+/// Adds the console routes; the SOL hubs run on a `sol-consoles` thread beating
+/// `heartbeats`.
 pub fn routes(
     router: Router,
     fleet: Arc<Fleet>,
     config: ConsoleConfig,
     token: Option<Arc<str>>,
-) -> Router {
-    let _ = &config;
+    heartbeats: &Heartbeats,
+) -> std::io::Result<Router> {
+    let slots = ConsoleSlots::new(config.max_sessions, config.max_sessions_per_server);
     #[cfg(feature = "sol")]
-    let router = sol::routes(router, fleet.clone(), config.clone(), token.clone());
+    let router = {
+        let beat = heartbeats.register("sol console executor", job_thread::TICK);
+        let thread = JobThread::start("sol-consoles", Some(beat))?;
+        sol::routes(
+            router,
+            fleet.clone(),
+            config.clone(),
+            token.clone(),
+            slots.clone(),
+            thread,
+        )
+    };
     #[cfg(feature = "vnc")]
-    let router = vnc::routes(router, fleet.clone(), config.clone(), token.clone());
-    let _ = (fleet, token);
-    router
+    let router = vnc::routes(
+        router,
+        fleet.clone(),
+        config.clone(),
+        token.clone(),
+        slots.clone(),
+    );
+    let _ = (fleet, token, config, slots, heartbeats);
+    Ok(router)
 }

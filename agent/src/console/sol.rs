@@ -87,10 +87,12 @@ use conduit_runtime::with_timeout;
 use conduit_ws::{self as ws, Opcode};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
+use super::slots::ConsoleSlots;
 use super::{authorized, close, send, MAX_FRAME, PING_EVERY};
 use crate::config::ConsoleConfig;
 use crate::fleet::Fleet;
 use crate::metrics::AgentMetrics;
+use conduit_runtime::job_thread::JobThread;
 use hub::{Command, Ending, Hubs, Viewer, TOO_SLOW};
 
 /// Commands decoded from a viewer and not yet taken by its hub; reading from the viewer
@@ -130,8 +132,10 @@ pub fn routes(
     fleet: Arc<Fleet>,
     config: ConsoleConfig,
     token: Option<Arc<str>>,
+    slots: Arc<ConsoleSlots>,
+    thread: JobThread,
 ) -> Router {
-    let hubs = Arc::new(Hubs::new(fleet.clone(), config));
+    let hubs = Arc::new(Hubs::new(fleet.clone(), config, thread));
     router.route(Method::Get, "/console/sol/{server_id}", move |req| {
         let metrics = fleet.metrics().clone();
         let error = |e: &'static str| {
@@ -142,7 +146,7 @@ pub fn routes(
             return Response::text(401, "missing or invalid token\n");
         }
         let id = req.param("server_id").unwrap_or_default().to_owned();
-        let Some(ipmi) = fleet.ipmi(&id) else {
+        if fleet.ipmi(&id).is_none() {
             return Response::text(404, "no IPMI server with that id\n");
         };
         let resp = match conduit_http::upgrade::websocket(req, Some("binary")) {
@@ -152,12 +156,20 @@ pub fn routes(
                 return Response::text(400, format!("{e}\n"));
             }
         };
+        let slot = match slots.take(&id) {
+            Ok(s) => s,
+            Err(full) => {
+                error("session_limit");
+                return full.response();
+            }
+        };
         let (takeover, force) = mode(req);
         // Joined before the 101 goes out: a viewer sees the console from the moment its
         // WebSocket is open (a client that leaves at once just drops its seat).
         let attached = hubs.attach(&id, takeover, force);
         resp.with_upgrade(Upgrade::new(move |stream, leftover| {
             Box::pin(async move {
+                let _slot = slot;
                 match attached {
                     Ok(viewer) => relay(stream, leftover, viewer, &metrics, TIMING).await,
                     Err(error_type) => {
@@ -168,7 +180,6 @@ pub fn routes(
             })
         }))
         .with_header("Cache-Control", "no-store")
-        .with_header("X-Conduit-Bmc", ipmi.addr().to_string())
     })
 }
 

@@ -42,6 +42,7 @@ use conduit_ws::{self as ws, Opcode};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use prometheus_client::metrics::counter::Counter;
 
+use super::slots::{ConsoleSlots, Slot};
 use super::{authorized, close, close_payload, send, MAX_FRAME, PING_EVERY};
 use crate::config::{BmcConfig, ConsoleConfig};
 use crate::fleet::Fleet;
@@ -649,17 +650,27 @@ fn admit<'f>(
     req: &conduit_http::Request,
     fleet: &'f Fleet,
     token: Option<&str>,
-) -> Result<&'f Arc<crate::fleet::Bmc>, Response> {
+    slots: &Arc<ConsoleSlots>,
+) -> Result<(&'f Arc<crate::fleet::Bmc>, Slot), Response> {
+    let refused = |error_type| {
+        fleet
+            .metrics()
+            .vnc_connection_errors
+            .inc(&ErrorType { error_type });
+    };
     if !authorized(req, token) {
-        fleet.metrics().vnc_connection_errors.inc(&ErrorType {
-            error_type: "unauthenticated",
-        });
+        refused("unauthenticated");
         return Err(Response::text(401, "missing or invalid token\n"));
     }
     let id = req.param("server_id").unwrap_or_default();
-    fleet
+    let bmc = fleet
         .get(id)
-        .ok_or_else(|| Response::text(404, "no server with that id\n"))
+        .ok_or_else(|| Response::text(404, "no server with that id\n"))?;
+    let slot = slots.take(id).map_err(|full| {
+        refused("session_limit");
+        full.response()
+    })?;
+    Ok((bmc, slot))
 }
 
 /// Adds `GET /console/vnc/{server_id}` and `POST /console/vnc/{server_id}/listen`.
@@ -668,14 +679,15 @@ pub fn routes(
     fleet: Arc<Fleet>,
     config: ConsoleConfig,
     token: Option<Arc<str>>,
+    slots: Arc<ConsoleSlots>,
 ) -> Router {
     let listeners = Arc::new(AtomicUsize::new(0));
-    let (f2, c2, t2) = (fleet.clone(), config.clone(), token.clone());
+    let (f2, c2, t2, s2) = (fleet.clone(), config.clone(), token.clone(), slots.clone());
     router
         .route(Method::Get, "/console/vnc/{server_id}", move |req| {
             let metrics = fleet.metrics().clone();
-            let bmc = match admit(req, &fleet, token.as_deref()) {
-                Ok(bmc) => bmc,
+            let (bmc, slot) = match admit(req, &fleet, token.as_deref(), &slots) {
+                Ok(admitted) => admitted,
                 Err(refused) => return refused,
             };
             let resp = match conduit_http::upgrade::websocket(req, Some("binary")) {
@@ -693,7 +705,10 @@ pub fn routes(
                     transport: Transport::WebSocket,
                     pending: leftover,
                 };
-                Box::pin(session(stream, inbound, bmc, config, metrics))
+                Box::pin(async move {
+                    let _slot = slot;
+                    session(stream, inbound, bmc, config, metrics).await
+                })
             }))
             .with_header("Cache-Control", "no-store")
         })
@@ -702,11 +717,17 @@ pub fn routes(
             "/console/vnc/{server_id}/listen",
             move |req| {
                 let metrics = f2.metrics().clone();
-                let bmc = match admit(req, &f2, t2.as_deref()) {
-                    Ok(bmc) => bmc,
+                let (bmc, slot) = match admit(req, &f2, t2.as_deref(), &s2) {
+                    Ok(admitted) => admitted,
                     Err(refused) => return refused,
                 };
-                match listen(bmc.config.clone(), c2.clone(), metrics, listeners.clone()) {
+                match listen(
+                    bmc.config.clone(),
+                    c2.clone(),
+                    metrics,
+                    listeners.clone(),
+                    slot,
+                ) {
                     Ok(addr) => Response::json(
                         201,
                         &serde_json::json!({
@@ -738,6 +759,7 @@ fn listen(
     config: ConsoleConfig,
     metrics: Arc<AgentMetrics>,
     waiting: Arc<AtomicUsize>,
+    slot: Slot,
 ) -> Result<SocketAddr, ListenError> {
     if waiting.fetch_add(1, Ordering::AcqRel) >= MAX_TCP_LISTENERS {
         waiting.fetch_sub(1, Ordering::AcqRel);
@@ -757,6 +779,8 @@ fn listen(
         .spawn({
             let waiting = waiting.clone();
             move || {
+                // Held while the listener waits and for the session it serves.
+                let _slot = slot;
                 let accepted =
                     smol::block_on(with_timeout(config.vnc_tcp_accept, listener.accept()));
                 drop(listener);

@@ -10,6 +10,7 @@ use async_io::{Async, Timer};
 use conduit_ipmi::wire::{
     emit_request, emit_v15_packet, parse_v15_packet, presence_ping, IpmiResponse, PresencePong,
 };
+use conduit_runtime::heartbeat::Heartbeat;
 use conduit_runtime::with_timeout;
 
 /// A few IANA enterprise numbers of BMC vendors (IPMI OEM IDs).
@@ -32,7 +33,13 @@ pub(super) async fn sweep(
     targets: &[SocketAddr],
     timeout: Duration,
     errors: &mut Vec<&'static str>,
+    beat: Option<&Heartbeat>,
 ) -> HashMap<SocketAddr, String> {
+    let tick = || {
+        if let Some(b) = beat {
+            b.tick();
+        }
+    };
     let mut answered: HashMap<SocketAddr, String> = HashMap::new();
     if targets.is_empty() {
         return answered;
@@ -70,6 +77,7 @@ pub(super) async fn sweep(
             }
             // Pace large ranges a little.
             if sent % 256 == 255 {
+                tick();
                 Timer::after(Duration::from_millis(1)).await;
             }
         }
@@ -77,6 +85,7 @@ pub(super) async fn sweep(
             continue;
         }
         let deadline = Instant::now() + timeout;
+        tick();
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());
             let got = with_timeout(wait, sock.recv_from(&mut buf)).await;

@@ -21,8 +21,6 @@
 //! remain.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -30,6 +28,7 @@ use std::time::{Duration, Instant};
 use async_channel::{Receiver, Sender, TrySendError};
 use async_io::Timer;
 use conduit_metrics::labels::{Direction, ErrorType, ServerId};
+use conduit_runtime::job_thread::JobThread;
 use conduit_runtime::with_timeout;
 use futures_lite::future;
 use prometheus_client::metrics::counter::Counter;
@@ -144,45 +143,19 @@ struct HubHandle {
 pub struct Hubs {
     fleet: Arc<Fleet>,
     config: ConsoleConfig,
+    // The `sol-consoles` thread: its executor runs every hub. The IPMI session futures are
+    // not `Send`, so hubs are built on the thread from a `Send` job.
+    thread: JobThread,
     hubs: Mutex<HashMap<String, HubHandle>>,
 }
 
-type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
-
-/// The `sol-consoles` thread, started on first use: its executor runs every hub. The IPMI
-/// session futures are not `Send`, so hubs are created on the thread from a `Send` job.
-fn console_thread() -> Option<&'static Sender<Job>> {
-    static THREAD: OnceLock<Option<Sender<Job>>> = OnceLock::new();
-    THREAD
-        .get_or_init(|| {
-            let (jobs, incoming) = async_channel::unbounded::<Job>();
-            let started = std::thread::Builder::new()
-                .name("sol-consoles".into())
-                .spawn(move || {
-                    let ex = smol::LocalExecutor::new();
-                    future::block_on(ex.run(async {
-                        while let Ok(job) = incoming.recv().await {
-                            ex.spawn(job()).detach();
-                        }
-                    }));
-                });
-            match started {
-                Ok(_) => Some(jobs),
-                Err(e) => {
-                    log::error!("cannot start the SOL console thread: {e}");
-                    None
-                }
-            }
-        })
-        .as_ref()
-}
-
 impl Hubs {
-    /// No hub yet; they come with their first viewer.
-    pub fn new(fleet: Arc<Fleet>, config: ConsoleConfig) -> Hubs {
+    /// No hub yet; they come with their first viewer, on `thread`.
+    pub fn new(fleet: Arc<Fleet>, config: ConsoleConfig, thread: JobThread) -> Hubs {
         Hubs {
             fleet,
             config,
+            thread,
             hubs: Mutex::new(HashMap::new()),
         }
     }
@@ -232,7 +205,6 @@ impl Hubs {
             // Retiring: its session may not be deactivated yet.
             previous = Some(h.done.clone());
         }
-        let jobs = console_thread().ok_or("internal")?;
         let (join_tx, join_rx) = async_channel::unbounded();
         let (commands_tx, commands_rx) = async_channel::bounded(COMMAND_QUEUE);
         let (done_tx, done) = async_channel::bounded(1);
@@ -240,15 +212,15 @@ impl Hubs {
         let _ = join_tx.try_send(join);
         let hubs_ref = self.clone();
         let server = server_id.to_owned();
-        let start: Job = Box::new(move || {
-            Box::pin(async move {
-                let mut hub = Hub::new(hubs_ref, server, generation, join_rx, commands_rx);
-                hub.previous = previous;
-                hub.done = Some(done_tx);
-                hub.run().await
-            })
+        let started = self.thread.detach(move || async move {
+            let mut hub = Hub::new(hubs_ref, server, generation, join_rx, commands_rx);
+            hub.previous = previous;
+            hub.done = Some(done_tx);
+            hub.run().await
         });
-        jobs.try_send(start).map_err(|_| "internal")?;
+        if !started {
+            return Err("internal");
+        }
         hubs.insert(
             server_id.to_owned(),
             HubHandle {
@@ -899,7 +871,8 @@ mod tests {
             100,
         )));
         let fleet = Arc::new(Fleet::new(None, metrics).unwrap());
-        Arc::new(Hubs::new(fleet, ConsoleConfig::default()))
+        let thread = JobThread::start("sol-consoles", None).unwrap();
+        Arc::new(Hubs::new(fleet, ConsoleConfig::default(), thread))
     }
 
     fn hub() -> Hub {
