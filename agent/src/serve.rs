@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use conduit_http::router::Router;
 use conduit_runtime::heartbeat::Heartbeats;
 use conduit_service::{ServeArgs, Stack};
 
@@ -107,7 +106,7 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
                 Ok(r) => r,
                 Err(e) => {
                     fleet_error = Some(format!("start the console thread: {e}"));
-                    return Router::new();
+                    return conduit_http::router::Router::new();
                 }
             };
             crate::api::routes(router, f, ops.clone(), d, token)

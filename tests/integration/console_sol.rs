@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use conduit_tests::ipmi_sim::IpmiSim;
 use conduit_tests::ws_client::Link;
-use conduit_tests::{get, start_component, wait_for, Component, TempDir};
+use conduit_tests::{
+    console_ticket_path, get, request, start_component, wait_for, Component, TempDir,
+};
 use conduit_ws::Opcode;
 
 const TOKEN: &str = "console-token-0123456789";
@@ -55,15 +57,46 @@ fn serial_console_through_the_agent() {
         ],
     );
 
-    let (_, status) =
-        Link::try_websocket(agent.addr, "/console/sol/sim1?token=wrong-token-0123456");
+    // The API token is never taken from a URL; a ticket is, once, for its own console.
+    let (_, status) = Link::try_websocket(agent.addr, &format!("/console/sol/sim1?token={TOKEN}"));
     assert!(status.starts_with("HTTP/1.1 401"), "{status}");
-    let (_, status) = Link::try_websocket(agent.addr, &format!("/console/sol/nope?token={TOKEN}"));
-    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    let (_, status) = Link::try_websocket(agent.addr, "/console/sol/sim1?ticket=00ff");
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    let auth = format!("Bearer {TOKEN}");
+    let nope = request(
+        agent.addr,
+        "POST",
+        "/api/v1/servers/nope/console/sol/ticket",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(nope.status, 404, "{}", nope.text());
+    let unauthenticated = request(
+        agent.addr,
+        "POST",
+        "/api/v1/servers/sim1/console/sol/ticket",
+        &[],
+        b"",
+    );
+    assert_eq!(unauthenticated.status, 401);
+    let vnc_ticket = console_ticket_path(agent.addr, TOKEN, "vnc", "sim1");
+    let (_, status) = Link::try_websocket(
+        agent.addr,
+        &vnc_ticket.replace("/console/vnc/", "/console/sol/"),
+    );
+    assert!(
+        status.starts_with("HTTP/1.1 401"),
+        "a VNC ticket opened SOL: {status}"
+    );
 
-    let (mut ws, status) =
-        Link::try_websocket(agent.addr, &format!("/console/sol/sim1?token={TOKEN}"));
+    let path = console_ticket_path(agent.addr, TOKEN, "sol", "sim1");
+    let (mut ws, status) = Link::try_websocket(agent.addr, &path);
     assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    let (_, again) = Link::try_websocket(agent.addr, &path);
+    assert!(
+        again.starts_with("HTTP/1.1 401"),
+        "a ticket worked twice: {again}"
+    );
     assert!(
         status.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
         "{status}"
@@ -131,7 +164,8 @@ fn serial_console_through_the_agent() {
             "agent_sol_errors_total",
             &[("error_type", "unauthenticated")]
         ),
-        1.0
+        // The token in the URL, a made-up ticket, a VNC ticket, a used-up ticket.
+        4.0
     );
 
     // An unmasked frame is a protocol error: the session ends, counted, the agent lives on.
@@ -290,8 +324,8 @@ fn wait_sessions(agent: &Component, n: f64) {
     );
 }
 
-fn console_path(query: &str) -> String {
-    format!("/console/sol/sim1?token={TOKEN}{query}")
+fn console_path(addr: std::net::SocketAddr, query: &str) -> String {
+    format!("{}{query}", console_ticket_path(addr, TOKEN, "sol", "sim1"))
 }
 
 #[test]
@@ -303,9 +337,9 @@ fn viewers_share_one_session_and_one_keyboard() {
     let dir = TempDir::new("console-share");
     let agent = agent_for(&sim, &dir, "");
 
-    let mut a = Link::websocket(agent.addr, &console_path(""));
+    let mut a = Link::websocket(agent.addr, &console_path(agent.addr, ""));
     wait_sessions(&agent, 1.0);
-    let mut b = Link::websocket(agent.addr, &console_path(""));
+    let mut b = Link::websocket(agent.addr, &console_path(agent.addr, ""));
 
     // Both see the host's output.
     serial.write(b"hello-both\r\n");
@@ -332,7 +366,7 @@ fn viewers_share_one_session_and_one_keyboard() {
     serial.wait_received(b"b3\r");
 
     // A third joins with ?mode=takeover and takes it on arrival.
-    let mut c = Link::websocket(agent.addr, &console_path("&mode=takeover"));
+    let mut c = Link::websocket(agent.addr, &console_path(agent.addr, "&mode=takeover"));
     c.wait_for("[conduit: you have the keyboard]", 0);
     b.wait_for("another viewer took the keyboard", b_at);
     c.send(b"from-c\r");
@@ -391,9 +425,9 @@ fn viewers_ride_out_a_bmc_restart() {
     let dir = TempDir::new("console-restart");
     let agent = agent_for(&sim, &dir, "[console]\nsol_reconnect_max_secs = 1\n");
 
-    let mut a = Link::websocket(agent.addr, &console_path(""));
+    let mut a = Link::websocket(agent.addr, &console_path(agent.addr, ""));
     wait_sessions(&agent, 1.0);
-    let mut b = Link::websocket(agent.addr, &console_path(""));
+    let mut b = Link::websocket(agent.addr, &console_path(agent.addr, ""));
     serial.write(b"before\r\n");
     let a_at = a.wait_for("before\r\n", 0);
     let b_at = b.wait_for("before\r\n", 0);
@@ -465,17 +499,17 @@ fn sol_held_by_another_session_is_refused_unless_forced() {
     // into the gap between the forcing side's deactivate and activate on a loaded machine.)
     let first = agent_for(&sim, &dir, "[console]\nsol_reconnect_max_secs = 2\n");
     let second = agent_for(&sim, &dir, "");
-    let mut holder = Link::websocket(first.addr, &console_path(""));
+    let mut holder = Link::websocket(first.addr, &console_path(first.addr, ""));
     wait_sessions(&first, 1.0);
     // A viewer asking for force joins the first agent's console while it is up: that
     // changes nothing, also not later.
-    let mut late = Link::websocket(first.addr, &console_path("&force=1"));
+    let mut late = Link::websocket(first.addr, &console_path(first.addr, "&force=1"));
     serial.write(b"seen-by-both\r\n");
     holder.wait_for("seen-by-both\r\n", 0);
     late.wait_for("seen-by-both\r\n", 0);
 
     // Without force: refused, said, counted.
-    let mut refused = Link::websocket(second.addr, &console_path(""));
+    let mut refused = Link::websocket(second.addr, &console_path(second.addr, ""));
     assert_eq!(refused.wait_close(), (1011, "sol_in_use".to_owned()));
     refused.wait_for("in use by another session; connect with ?force=1", 0);
     assert_eq!(
@@ -496,7 +530,7 @@ fn sol_held_by_another_session_is_refused_unless_forced() {
     );
 
     // With force: the second agent takes SOL over, both ways.
-    let mut forced = Link::websocket(second.addr, &console_path("&force=1"));
+    let mut forced = Link::websocket(second.addr, &console_path(second.addr, "&force=1"));
     wait_sessions(&second, 1.0);
     serial.write(b"to-the-new-holder\r\n");
     forced.wait_for("to-the-new-holder\r\n", 0);
@@ -549,7 +583,7 @@ fn session_log_records_the_console_and_rotates() {
             logs.display()
         ),
     );
-    let mut v = Link::websocket(agent.addr, &console_path(""));
+    let mut v = Link::websocket(agent.addr, &console_path(agent.addr, ""));
     wait_sessions(&agent, 1.0);
     let lines: Vec<u8> = (0..10)
         .flat_map(|i| format!("boot line {i:02}\r\n").into_bytes())
@@ -577,7 +611,7 @@ fn a_paste_reaches_the_host_once_and_is_counted_exactly() {
     serial.wait_connections(1);
     let dir = TempDir::new("console-paste");
     let agent = agent_for(&sim, &dir, "");
-    let mut v = Link::websocket(agent.addr, &console_path(""));
+    let mut v = Link::websocket(agent.addr, &console_path(agent.addr, ""));
     wait_sessions(&agent, 1.0);
     // One frame, many SOL packets (ipmi_sim takes 28 characters a packet into a 32-byte
     // buffer): partially accepted packets are completed, nothing is doubled.
@@ -608,7 +642,7 @@ fn a_viewer_coming_back_finds_a_working_console() {
     // A browser tab reloaded at different moments: while the console lingers (1 s after the
     // last viewer left), while it is being deactivated, after.
     for (round, pause_ms) in [0, 700, 1000, 1200, 1400, 1700].into_iter().enumerate() {
-        let mut v = Link::websocket(agent.addr, &console_path(""));
+        let mut v = Link::websocket(agent.addr, &console_path(agent.addr, ""));
         // Output reaches the viewer once its console is up (the BMC drops it before).
         let marker = format!("round-{round}\r\n");
         let until = Instant::now() + Duration::from_secs(10);

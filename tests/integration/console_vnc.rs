@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use conduit_tests::vnc::{handshake, view, Handshake, Link, VncServer, PASSWORD};
 use conduit_tests::{
-    get, metric, request, start_component, venv_bin, wait_for, workspace_root, Component, TempDir,
+    console_ticket_path, get, metric, request, start_component, venv_bin, wait_for, workspace_root,
+    Component, TempDir,
 };
 
 const TOKEN: &str = "vnc-console-token-0123456789";
@@ -67,14 +68,17 @@ fn tigervnc_with_vnc_auth_through_the_websocket() {
     let dir = TempDir::new("vnc-tiger");
     let agent = agent(&dir, &[("tiger", tiger.addr.port(), Some(PASSWORD))]);
 
-    let (_, status) =
-        Link::try_websocket(agent.addr, "/console/vnc/tiger?token=not-the-token-at-all");
+    // The API token is never taken from a URL.
+    let (_, status) = Link::try_websocket(agent.addr, &format!("/console/vnc/tiger?token={TOKEN}"));
     assert!(status.starts_with("HTTP/1.1 401"), "{status}");
-    let (_, status) = Link::try_websocket(agent.addr, &format!("/console/vnc/nope?token={TOKEN}"));
-    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
-    assert_eq!(errors(agent.addr, "unauthenticated"), 1.0);
+    let (_, status) = Link::try_websocket(agent.addr, "/console/vnc/tiger?ticket=not-a-ticket");
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    assert_eq!(errors(agent.addr, "unauthenticated"), 2.0);
 
-    let mut link = Link::websocket(agent.addr, &format!("/console/vnc/tiger?token={TOKEN}"));
+    let mut link = Link::websocket(
+        agent.addr,
+        &console_ticket_path(agent.addr, TOKEN, "vnc", "tiger"),
+    );
     let screen = view(&mut link);
     assert_eq!((screen.width, screen.height), (1024, 768));
     assert!(
@@ -119,7 +123,10 @@ fn wrong_bmc_password_is_an_auth_failure_the_viewer_can_read() {
         ("nopass", "auth_failed"),
         ("down", "refused"),
     ] {
-        let mut link = Link::websocket(agent.addr, &format!("/console/vnc/{id}?token={TOKEN}"));
+        let mut link = Link::websocket(
+            agent.addr,
+            &console_ticket_path(agent.addr, TOKEN, "vnc", id),
+        );
         match handshake(&mut link) {
             Handshake::Refused(why) => assert!(why.contains(kind), "{id}: {why}"),
             other => panic!("{id}: {other:?}"),
@@ -136,7 +143,10 @@ fn qemu_through_the_websocket_and_the_raw_listener() {
     let dir = TempDir::new("vnc-qemu");
     let agent = agent(&dir, &[("qemu", qemu.addr.port(), None)]);
 
-    let mut link = Link::websocket(agent.addr, &format!("/console/vnc/qemu?token={TOKEN}"));
+    let mut link = Link::websocket(
+        agent.addr,
+        &console_ticket_path(agent.addr, TOKEN, "vnc", "qemu"),
+    );
     let screen = view(&mut link);
     assert_eq!(
         (screen.width, screen.height),
@@ -204,7 +214,10 @@ fn qemu_through_the_websocket_and_the_raw_listener() {
 
     // A console in use does not hold up a clean stop (no waiting out the grace period).
     let mut agent = agent;
-    let mut link = Link::websocket(agent.addr, &format!("/console/vnc/qemu?token={TOKEN}"));
+    let mut link = Link::websocket(
+        agent.addr,
+        &console_ticket_path(agent.addr, TOKEN, "vnc", "qemu"),
+    );
     assert!(matches!(handshake(&mut link), Handshake::Ready(..)));
     let started = std::time::Instant::now();
     let status = agent.proc.terminate(Duration::from_secs(10));
@@ -230,7 +243,11 @@ fn novnc_in_chromium_shows_the_screen() {
     let dir = TempDir::new("vnc-novnc");
     let agent = agent(&dir, &[("qemu", qemu.addr.port(), None)]);
     let png = dir.0.join("novnc.png");
-    let url = format!("ws://{}/console/vnc/qemu?token={TOKEN}", agent.addr);
+    let url = format!(
+        "ws://{}{}",
+        agent.addr,
+        console_ticket_path(agent.addr, TOKEN, "vnc", "qemu")
+    );
     let out = Command::new(conduit_tests::tool("node"))
         .arg(novnc.join("check.mjs"))
         .arg(&url)

@@ -421,6 +421,27 @@ pub fn request(
         .unwrap_or_else(|e| panic!("{method} {path} at {addr}: {e}"))
 }
 
+/// Mints a one-time console ticket as the holder of `token` and returns the console's path
+/// with it (`/console/{kind}/{server}?ticket=…`): what a browser opens.
+pub fn console_ticket_path(addr: SocketAddr, token: &str, kind: &str, server: &str) -> String {
+    let auth = format!("Bearer {token}");
+    let r = request(
+        addr,
+        "POST",
+        &format!("/api/v1/servers/{server}/console/{kind}/ticket"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(
+        r.status,
+        201,
+        "mint a {kind} ticket for {server}: {}",
+        r.text()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("ticket JSON");
+    v["path"].as_str().expect("ticket path").to_owned()
+}
+
 /// Percent-encodes a query parameter value.
 pub fn urlencode(s: &str) -> String {
     s.bytes()

@@ -1,7 +1,8 @@
 //! Consoles over WebSocket: serial (IPMI SOL, `sol.rs`) and graphical (the BMC's VNC, `vnc.rs`).
 //!
-//! Both upgrade a token-protected `GET` to a WebSocket (subprotocol `binary` when offered) and
-//! then leave the HTTP server's short deadlines behind: a console connection lives as long as
+//! Both upgrade a `GET` to a WebSocket (subprotocol `binary` when offered), allowed by the API
+//! token or a one-time ticket ([`ConsoleAuth`]), and then leave the HTTP server's short
+//! deadlines behind: a console connection lives as long as
 //! its viewer, kept alive by pings. Bytes are counted as console payload only (no WebSocket
 //! framing, no BMC-side handshake), in counter handles resolved once per session, so the hot
 //! path is one atomic add per chunk.
@@ -9,9 +10,11 @@
 use std::sync::Arc;
 
 use async_io::Async;
+use conduit_api::agent::{CreateConsoleTicketRequest, CreateConsoleTicketResponse, BMC_SERVICE};
 use conduit_http::router::Router;
-use conduit_http::rpc::check_bearer;
-use conduit_http::Request;
+use conduit_http::rpc::{check_bearer, unary, Code, RpcError};
+use conduit_http::ticket::{MintError, Tickets};
+use conduit_http::{Method, Request, Response};
 use conduit_ws::{self as ws, Opcode};
 use futures_lite::AsyncWriteExt;
 
@@ -33,18 +36,121 @@ pub const MAX_FRAME: usize = 64 * 1024;
 /// Keep-alive ping to an idle viewer.
 pub const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The token from `Authorization: Bearer` or, for browsers (which cannot set headers on a
-/// WebSocket), from the `token` query parameter.
-pub fn authorized(req: &Request, token: Option<&str>) -> bool {
-    if check_bearer(req, token).is_ok() {
-        return true;
+/// Who may open a console: a holder of the API token (`Authorization: Bearer`: the CLI,
+/// scripts), or of a one-time ticket minted by one (`?ticket=`: browsers, which cannot set
+/// headers on a WebSocket). The token itself is never accepted in a URL.
+#[derive(Debug, Clone)]
+pub struct ConsoleAuth {
+    token: Option<Arc<str>>,
+    tickets: Arc<Tickets>,
+}
+
+/// How long a console ticket is valid: long enough to open the URL it came with.
+pub const TICKET_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Unredeemed tickets at most (a client minting without opening cannot grow memory).
+const MAX_TICKETS: usize = 256;
+
+impl ConsoleAuth {
+    /// Tickets for holders of `token`.
+    pub fn new(token: Option<Arc<str>>) -> ConsoleAuth {
+        ConsoleAuth {
+            token,
+            tickets: Arc::new(Tickets::new(TICKET_TTL, MAX_TICKETS)),
+        }
     }
-    let Some(from_query) = req.query_param("token") else {
-        return false;
-    };
-    let mut probe = req.clone();
-    probe.headers = vec![("Authorization".into(), format!("Bearer {from_query}"))];
-    check_bearer(&probe, token).is_ok()
+
+    /// Whether `req` may open console `kind` (`sol`, `vnc`) of `server`; a ticket it carries
+    /// is used up either way.
+    pub fn allows(&self, req: &Request, kind: &str, server: &str) -> bool {
+        if check_bearer(req, self.token.as_deref()).is_ok() {
+            return true;
+        }
+        req.query_param("ticket")
+            .is_some_and(|t| self.tickets.redeem(&t, &scope(kind, server)))
+    }
+}
+
+fn scope(kind: &str, server: &str) -> String {
+    format!("{kind}/{server}")
+}
+
+/// The consoles this build has.
+const KINDS: &[&str] = &[
+    #[cfg(feature = "sol")]
+    "sol",
+    #[cfg(feature = "vnc")]
+    "vnc",
+];
+
+fn mint(
+    auth: &ConsoleAuth,
+    fleet: &Fleet,
+    server: &str,
+    kind: &str,
+) -> Result<CreateConsoleTicketResponse, RpcError> {
+    if !KINDS.contains(&kind) {
+        return Err(RpcError::new(
+            Code::InvalidArgument,
+            format!("unknown console {kind:?}: {}", KINDS.join(" or ")),
+        ));
+    }
+    if fleet.get(server).is_none() {
+        return Err(RpcError::new(
+            Code::NotFound,
+            format!("no server {server:?} in the inventory"),
+        ));
+    }
+    let ticket = auth
+        .tickets
+        .mint(&scope(kind, server))
+        .map_err(|e| match e {
+            MintError::Full(_) => {
+                RpcError::exhausted(format!("no console ticket: {e}"), TICKET_TTL)
+            }
+            MintError::Random => RpcError::new(Code::Internal, format!("no console ticket: {e}")),
+        })?;
+    Ok(CreateConsoleTicketResponse {
+        path: format!("/console/{kind}/{server}?ticket={ticket}"),
+        ticket,
+        expires_in_secs: auth.tickets.ttl().as_secs_f64(),
+    })
+}
+
+/// `CreateConsoleTicket` (Connect) and `POST /api/v1/servers/{id}/console/{kind}/ticket`,
+/// both behind the API token.
+fn ticket_routes(router: Router, fleet: Arc<Fleet>, auth: ConsoleAuth) -> Router {
+    let (f2, a2) = (fleet.clone(), auth.clone());
+    let token = auth.token.clone();
+    router
+        .route(
+            Method::Post,
+            "/conduit.agent.v1.BmcService/CreateConsoleTicket",
+            unary(
+                BMC_SERVICE,
+                "CreateConsoleTicket",
+                token.clone(),
+                fleet.metrics().rpc.clone(),
+                move |r: CreateConsoleTicketRequest| mint(&auth, &fleet, &r.server_id, &r.console),
+            ),
+        )
+        .route(
+            Method::Post,
+            "/api/v1/servers/{id}/console/{kind}/ticket",
+            move |req| {
+                let minted = check_bearer(req, token.as_deref()).and_then(|()| {
+                    mint(
+                        &a2,
+                        &f2,
+                        req.param("id").unwrap_or_default(),
+                        req.param("kind").unwrap_or_default(),
+                    )
+                });
+                match minted {
+                    Ok(t) => Response::json(201, &t).with_header("Cache-Control", "no-store"),
+                    Err(e) => e.response(),
+                }
+            },
+        )
 }
 
 /// Sends one unmasked (server) frame; false when the viewer is gone.
@@ -77,6 +183,8 @@ pub fn routes(
     heartbeats: &Heartbeats,
 ) -> std::io::Result<Router> {
     let slots = ConsoleSlots::new(config.max_sessions, config.max_sessions_per_server);
+    let auth = ConsoleAuth::new(token);
+    let router = ticket_routes(router, fleet.clone(), auth.clone());
     #[cfg(feature = "sol")]
     let router = {
         let beat = heartbeats.register("sol console executor", job_thread::TICK);
@@ -85,7 +193,7 @@ pub fn routes(
             router,
             fleet.clone(),
             config.clone(),
-            token.clone(),
+            auth.clone(),
             slots.clone(),
             thread,
         )
@@ -95,9 +203,9 @@ pub fn routes(
         router,
         fleet.clone(),
         config.clone(),
-        token.clone(),
+        auth.clone(),
         slots.clone(),
     );
-    let _ = (fleet, token, config, slots, heartbeats);
+    let _ = (fleet, auth, config, slots, heartbeats);
     Ok(router)
 }

@@ -88,7 +88,7 @@ use conduit_ws::{self as ws, Opcode};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use super::slots::ConsoleSlots;
-use super::{authorized, close, send, MAX_FRAME, PING_EVERY};
+use super::{close, send, ConsoleAuth, MAX_FRAME, PING_EVERY};
 use crate::config::ConsoleConfig;
 use crate::fleet::Fleet;
 use crate::metrics::AgentMetrics;
@@ -131,7 +131,7 @@ pub fn routes(
     router: Router,
     fleet: Arc<Fleet>,
     config: ConsoleConfig,
-    token: Option<Arc<str>>,
+    auth: ConsoleAuth,
     slots: Arc<ConsoleSlots>,
     thread: JobThread,
 ) -> Router {
@@ -141,11 +141,11 @@ pub fn routes(
         let error = |e: &'static str| {
             metrics.sol_errors.inc(&ErrorType { error_type: e });
         };
-        if !authorized(req, token.as_deref()) {
-            error("unauthenticated");
-            return Response::text(401, "missing or invalid token\n");
-        }
         let id = req.param("server_id").unwrap_or_default().to_owned();
+        if !auth.allows(req, "sol", &id) {
+            error("unauthenticated");
+            return Response::text(401, "missing or invalid token or ticket\n");
+        }
         if fleet.ipmi(&id).is_none() {
             return Response::text(404, "no IPMI server with that id\n");
         };
@@ -742,7 +742,7 @@ mod tests {
             query: Some(q.into()),
             ..Default::default()
         };
-        assert_eq!(mode(&req("token=abc&mode=takeover&force=1")), (true, true));
+        assert_eq!(mode(&req("ticket=abc&mode=takeover&force=1")), (true, true));
         assert_eq!(mode(&req("takeover=yes")), (true, false));
         assert_eq!(mode(&req("takeover&force=0&mode=view")), (false, false));
         assert!(yes("1") && yes("true") && yes("yes"));

@@ -5,7 +5,7 @@
 //!
 //! Viewers reach it two ways:
 //! - `GET /console/vnc/{server_id}` upgraded to a WebSocket (subprotocol `binary`, as noVNC
-//!   asks), token by bearer header or `?token=`;
+//!   asks), allowed by the bearer header or a one-time ticket (`?ticket=`);
 //! - `POST /console/vnc/{server_id}/listen` (bearer token) opens a one-shot raw TCP listener on
 //!   `[console] vnc_tcp_bind` and an ephemeral port for a native VNC viewer, answered as
 //!   `{"address": "127.0.0.1:40123", "expires_in_secs": 30}`; the first connection within that
@@ -43,7 +43,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use prometheus_client::metrics::counter::Counter;
 
 use super::slots::{ConsoleSlots, Slot};
-use super::{authorized, close, close_payload, send, MAX_FRAME, PING_EVERY};
+use super::{close, close_payload, send, ConsoleAuth, MAX_FRAME, PING_EVERY};
 use crate::config::{BmcConfig, ConsoleConfig};
 use crate::fleet::Fleet;
 use crate::metrics::AgentMetrics;
@@ -649,7 +649,7 @@ fn stalled(e: &std::io::Error) -> bool {
 fn admit<'f>(
     req: &conduit_http::Request,
     fleet: &'f Fleet,
-    token: Option<&str>,
+    auth: &ConsoleAuth,
     slots: &Arc<ConsoleSlots>,
 ) -> Result<(&'f Arc<crate::fleet::Bmc>, Slot), Response> {
     let refused = |error_type| {
@@ -658,11 +658,11 @@ fn admit<'f>(
             .vnc_connection_errors
             .inc(&ErrorType { error_type });
     };
-    if !authorized(req, token) {
-        refused("unauthenticated");
-        return Err(Response::text(401, "missing or invalid token\n"));
-    }
     let id = req.param("server_id").unwrap_or_default();
+    if !auth.allows(req, "vnc", id) {
+        refused("unauthenticated");
+        return Err(Response::text(401, "missing or invalid token or ticket\n"));
+    }
     let bmc = fleet
         .get(id)
         .ok_or_else(|| Response::text(404, "no server with that id\n"))?;
@@ -678,15 +678,15 @@ pub fn routes(
     router: Router,
     fleet: Arc<Fleet>,
     config: ConsoleConfig,
-    token: Option<Arc<str>>,
+    auth: ConsoleAuth,
     slots: Arc<ConsoleSlots>,
 ) -> Router {
     let listeners = Arc::new(AtomicUsize::new(0));
-    let (f2, c2, t2, s2) = (fleet.clone(), config.clone(), token.clone(), slots.clone());
+    let (f2, c2, t2, s2) = (fleet.clone(), config.clone(), auth.clone(), slots.clone());
     router
         .route(Method::Get, "/console/vnc/{server_id}", move |req| {
             let metrics = fleet.metrics().clone();
-            let (bmc, slot) = match admit(req, &fleet, token.as_deref(), &slots) {
+            let (bmc, slot) = match admit(req, &fleet, &auth, &slots) {
                 Ok(admitted) => admitted,
                 Err(refused) => return refused,
             };
@@ -717,7 +717,7 @@ pub fn routes(
             "/console/vnc/{server_id}/listen",
             move |req| {
                 let metrics = f2.metrics().clone();
-                let (bmc, slot) = match admit(req, &f2, t2.as_deref(), &s2) {
+                let (bmc, slot) = match admit(req, &f2, &t2, &s2) {
                     Ok(admitted) => admitted,
                     Err(refused) => return refused,
                 };

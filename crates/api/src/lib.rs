@@ -39,6 +39,29 @@ pub mod agent {
         pub servers: Vec<Server>,
     }
 
+    /// CreateConsoleTicket request: a one-time ticket to open one console.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct CreateConsoleTicketRequest {
+        /// Server id.
+        pub server_id: String,
+        /// `sol` or `vnc`.
+        pub console: String,
+    }
+
+    /// CreateConsoleTicket response.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct CreateConsoleTicketResponse {
+        /// The ticket: valid once, for this console only.
+        pub ticket: String,
+        /// Seconds the ticket stays valid.
+        pub expires_in_secs: f64,
+        /// The console's path with the ticket (`/console/sol/n1?ticket=…`): open it as a
+        /// WebSocket.
+        pub path: String,
+    }
+
     /// A request naming one server (GetServer, PowerStatus).
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]

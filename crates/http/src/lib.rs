@@ -26,6 +26,7 @@ pub mod probe;
 pub mod router;
 pub mod rpc;
 pub mod server;
+pub mod ticket;
 pub mod upgrade;
 
 use std::net::SocketAddr;
