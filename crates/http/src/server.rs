@@ -178,15 +178,11 @@ fn spawn_workers(
             std::thread::Builder::new()
                 .name(format!("http-worker-{i}"))
                 .spawn(move || {
+                    // No catch_unwind: the binaries abort on panic (see conduit-service's
+                    // logging), so a handler bug ends the process, logged, for its supervisor
+                    // to restart, instead of leaving a half-working one.
                     while let Ok(job) = jobs.recv_blocking() {
-                        let req = job.req;
-                        let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            service.handle(req)
-                        }))
-                        .unwrap_or_else(|_| {
-                            log::error!("request handler panicked");
-                            Response::text(500, "internal error\n")
-                        });
+                        let resp = service.handle(job.req);
                         let _ = job.reply.send_blocking(resp);
                     }
                 })

@@ -34,10 +34,23 @@ impl Log for StderrLogger {
     fn flush(&self) {}
 }
 
-/// Installs the logger for binary `name` at `level` (once; later calls are ignored).
+/// Installs the logger for binary `name` at `level` (once; later calls are ignored), and a
+/// panic hook that logs the panic as one line before the process aborts.
+///
+/// Our panic strategy is `abort` (every profile of the shipped binaries): a panic is a bug, and
+/// half a process (a poller thread gone, a lock poisoned) is worse than none. The supervisor
+/// (systemd `Restart=`, the appliance's watchdog) starts a fresh one, which recovers its
+/// consoles (a forced takeover of its own stale SOL payload). Nothing catches unwinds.
 pub fn init(name: &'static str, level: LevelFilter) {
     if log::set_boxed_logger(Box::new(StderrLogger { name })).is_ok() {
         log::set_max_level(level);
+        std::panic::set_hook(Box::new(|info| {
+            let thread = std::thread::current();
+            log::error!(
+                "panic in thread {}: {info}; aborting",
+                thread.name().unwrap_or("unnamed")
+            );
+        }));
     }
 }
 
