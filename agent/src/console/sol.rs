@@ -84,7 +84,7 @@ use conduit_http::router::Router;
 use conduit_http::{Method, Response, Upgrade};
 use conduit_metrics::labels::ErrorType;
 use conduit_runtime::with_timeout;
-use conduit_ws::{self as ws, Opcode};
+use conduit_ws::{self as ws, close_code, Opcode};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use super::slots::ConsoleSlots;
@@ -205,11 +205,6 @@ fn control(id: u64, text: &[u8]) -> Option<Command> {
 }
 
 /// A message being received in fragments.
-enum Partial {
-    Binary,
-    Text(Vec<u8>),
-}
-
 /// What woke the viewer's task up.
 enum Event {
     Stop,
@@ -339,7 +334,9 @@ async fn relay(
     // One frame buffer for the connection: no allocation per forwarded chunk once grown.
     let mut frame = Vec::with_capacity(512);
     let mut pending: VecDeque<Command> = VecDeque::new();
-    let mut partial: Option<Partial> = None;
+    // RFC 6455 fragmentation; a text (control) message is gathered whole, then checked.
+    let mut fragments = ws::Fragments::default();
+    let mut text = Vec::new();
     let mut live = Liveness::new(timing.ping_every, Instant::now());
     let protocol_error = |code: u16| {
         metrics.sol_errors.inc(&ErrorType {
@@ -357,36 +354,32 @@ async fn relay(
                 Err(_) => break 'relay protocol_error(1002),
             };
             inbuf.drain(..used);
-            let op = match (f.opcode, &mut partial) {
-                (Opcode::Continuation, Some(Partial::Binary)) => Opcode::Binary,
-                (Opcode::Continuation, Some(Partial::Text(buf))) => {
-                    if buf.len() + f.payload.len() > MAX_FRAME {
-                        break 'relay protocol_error(1009);
-                    }
-                    buf.extend_from_slice(&f.payload);
-                    Opcode::Text
-                }
-                (Opcode::Continuation, None) => break 'relay protocol_error(1002),
-                (Opcode::Text, _) => {
-                    partial = Some(Partial::Text(f.payload.clone()));
-                    Opcode::Text
-                }
-                (op, _) => op,
-            };
             // A frame for the viewer, if this one asks for one.
-            match op {
-                Opcode::Binary => {
-                    partial = (!f.fin).then_some(Partial::Binary);
-                    if !f.payload.is_empty() {
-                        pending.push_back(Command::Input(viewer.id, f.payload));
-                    }
-                    continue;
-                }
-                Opcode::Text if f.fin => {
-                    let Some(Partial::Text(text)) = partial.take() else {
-                        continue;
+            match f.opcode {
+                Opcode::Binary | Opcode::Text | Opcode::Continuation => {
+                    let kind = match fragments.data(f.opcode, f.fin) {
+                        Ok(kind) => kind,
+                        Err(code) => break 'relay protocol_error(code),
                     };
-                    match control(viewer.id, &text) {
+                    if kind == Opcode::Binary {
+                        if !f.payload.is_empty() {
+                            pending.push_back(Command::Input(viewer.id, f.payload));
+                        }
+                        continue;
+                    }
+                    // Text: a control message, whole before it is read.
+                    if text.len() + f.payload.len() > MAX_FRAME {
+                        break 'relay protocol_error(close_code::TOO_BIG);
+                    }
+                    text.extend_from_slice(&f.payload);
+                    if !f.fin {
+                        continue;
+                    }
+                    let message = std::mem::take(&mut text);
+                    if std::str::from_utf8(&message).is_err() {
+                        break 'relay protocol_error(close_code::INVALID_DATA);
+                    }
+                    match control(viewer.id, &message) {
                         Some(c) => {
                             pending.push_back(c);
                             continue;
@@ -397,9 +390,12 @@ async fn relay(
                         }
                     }
                 }
-                Opcode::Text | Opcode::Continuation | Opcode::Pong => continue,
+                Opcode::Pong => continue,
                 Opcode::Ping => ws::encode_server_frame_into(Opcode::Pong, &f.payload, &mut frame),
                 Opcode::Close => {
+                    if let Err(code) = ws::check_close_payload(&f.payload) {
+                        break 'relay protocol_error(code);
+                    }
                     // The echo, bounded like every close frame; then the viewer is done.
                     with_timeout(CLOSE_TIMEOUT, send(&stream, Opcode::Close, &f.payload)).await;
                     break 'relay None;
@@ -598,6 +594,76 @@ mod tests {
             frames.push((f.opcode, f.payload));
         }
         frames
+    }
+
+    /// A masked client frame (zero mask) with FIN as given: `opcode` 0 continuation, 1 text,
+    /// 2 binary, 8 close.
+    fn raw_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        assert!(payload.len() < 126);
+        let mut f = vec![
+            u8::from(fin) << 7 | opcode,
+            0x80 | payload.len() as u8,
+            0,
+            0,
+            0,
+            0,
+        ];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// The close code a relay answers `frames` with.
+    fn close_code_for(frames: &[Vec<u8>]) -> (u16, u64) {
+        let seat = seat();
+        let metrics = metrics();
+        let mut client = seat.client.try_clone().unwrap();
+        for f in frames {
+            client.write_all(f).unwrap();
+        }
+        let timing = Timing {
+            ping_every: Duration::from_secs(3600),
+            write: Duration::from_secs(1),
+        };
+        let (mut client, _) = run(seat, &metrics, timing);
+        let frames = received(&mut client);
+        let (op, payload) = frames.last().expect("a close frame");
+        assert_eq!(*op, Opcode::Close, "{frames:?}");
+        (
+            u16::from_be_bytes([payload[0], payload[1]]),
+            errors(&metrics, "protocol_error"),
+        )
+    }
+
+    #[test]
+    fn fragmentation_and_utf8_follow_rfc_6455() {
+        // A binary frame inside a fragmented text message; a continuation of nothing.
+        let text_then_binary = [raw_frame(false, 1, b"{\"ty"), raw_frame(true, 2, b"x")];
+        assert_eq!(close_code_for(&text_then_binary), (1002, 1));
+        assert_eq!(close_code_for(&[raw_frame(true, 0, b"x")]), (1002, 1));
+        // A text message that is not UTF-8, whole or split inside a character.
+        assert_eq!(
+            close_code_for(&[raw_frame(true, 1, b"\xC3\x28")]),
+            (1007, 1)
+        );
+        let split = [
+            raw_frame(false, 1, b"\xE2\x82"),
+            raw_frame(true, 0, b"\xAC\xFF"),
+        ];
+        assert_eq!(close_code_for(&split), (1007, 1));
+        // A close frame with a reason that is not UTF-8.
+        assert_eq!(
+            close_code_for(&[raw_frame(true, 8, b"\x03\xE8\xFF")]),
+            (1007, 1)
+        );
+        // A fragmented control message with a ping between its fragments is fine: the
+        // viewer then leaves with a normal close, echoed.
+        let fine = [
+            raw_frame(false, 1, b"{\"type\":"),
+            raw_frame(true, 9, b"p"),
+            raw_frame(true, 0, b"\"nope\"}"),
+            raw_frame(true, 8, b"\x03\xE8bye"),
+        ];
+        assert_eq!(close_code_for(&fine), (1000, 0));
     }
 
     #[test]

@@ -169,6 +169,8 @@ struct Inbound {
     transport: Transport,
     /// Raw bytes read but not yet decoded (WebSocket).
     pending: Vec<u8>,
+    /// RFC 6455 fragmentation state of the viewer's messages.
+    fragments: ws::Fragments,
 }
 
 impl Inbound {
@@ -225,12 +227,19 @@ impl Inbound {
             };
             let payload = &self.pending[at + frame.payload.start..at + frame.payload.end];
             match frame.opcode {
-                Opcode::Binary | Opcode::Continuation => out.extend_from_slice(payload),
+                Opcode::Binary | Opcode::Continuation => {
+                    // Binary fragments stream on as they come; out of order is an error.
+                    self.fragments
+                        .data(frame.opcode, frame.fin)
+                        .map_err(|_| "viewer_protocol_error")?;
+                    out.extend_from_slice(payload)
+                }
                 // RFB is binary; a text frame is a confused client.
                 Opcode::Text => return Err("viewer_protocol_error"),
                 Opcode::Ping => replies.push(Control::Pong(payload.to_vec())),
                 Opcode::Pong => {}
                 Opcode::Close => {
+                    ws::check_close_payload(payload).map_err(|_| "viewer_protocol_error")?;
                     replies.push(Control::Close(payload.to_vec()));
                     open = false;
                 }
@@ -704,6 +713,7 @@ pub fn routes(
                 let inbound = Inbound {
                     transport: Transport::WebSocket,
                     pending: leftover,
+                    fragments: ws::Fragments::default(),
                 };
                 Box::pin(async move {
                     let _slot = slot;
@@ -791,6 +801,7 @@ fn listen(
                         let inbound = Inbound {
                             transport: Transport::Raw,
                             pending: Vec::new(),
+                            fragments: ws::Fragments::default(),
                         };
                         smol::block_on(session(stream, inbound, bmc, config, metrics));
                     }

@@ -399,9 +399,91 @@ pub fn encode_client_frame(opcode: Opcode, payload: &[u8], mask: [u8; 4]) -> Vec
     out
 }
 
+/// The close codes a relay answers protocol violations with (RFC 6455 §7.4.1).
+pub mod close_code {
+    /// A protocol error: bad framing, fragmentation out of order.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Data inconsistent with its type: a text message that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
+    /// A message too big to process.
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// Which message a connection's data frames belong to: the fragmentation rules of RFC 6455
+/// §5.4. A message is one Text or Binary frame, then Continuation frames until one has FIN set;
+/// control frames may come in between (they are not data and are not fed here). A
+/// Continuation with no message open, or a new Text/Binary while one is open, is a protocol
+/// error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fragments {
+    open: Option<Opcode>,
+}
+
+impl Fragments {
+    /// Feeds one data frame (`opcode` Text, Binary or Continuation, in arrival order); returns
+    /// the type of the message its payload belongs to (Text or Binary), or the close code.
+    pub fn data(&mut self, opcode: Opcode, fin: bool) -> Result<Opcode, u16> {
+        let kind = match (opcode, self.open) {
+            (Opcode::Continuation, Some(kind)) => kind,
+            (Opcode::Text | Opcode::Binary, None) => opcode,
+            _ => return Err(close_code::PROTOCOL_ERROR),
+        };
+        self.open = (!fin).then_some(kind);
+        Ok(kind)
+    }
+}
+
+/// Checks a Close frame's payload (§5.5.1, §7.4): empty, or a code we may receive and a UTF-8
+/// reason. `Err` is the close code to answer with.
+pub fn check_close_payload(payload: &[u8]) -> Result<(), u16> {
+    match payload {
+        [] => Ok(()),
+        [_] => Err(close_code::PROTOCOL_ERROR),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            let allowed = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            if !allowed {
+                Err(close_code::PROTOCOL_ERROR)
+            } else if std::str::from_utf8(reason).is_err() {
+                Err(close_code::INVALID_DATA)
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fragmentation_rules() {
+        let mut f = Fragments::default();
+        assert_eq!(f.data(Opcode::Text, false), Ok(Opcode::Text));
+        assert_eq!(f.data(Opcode::Continuation, false), Ok(Opcode::Text));
+        // A new message inside one: refused.
+        assert_eq!(f.clone().data(Opcode::Binary, true), Err(1002));
+        assert_eq!(f.data(Opcode::Continuation, true), Ok(Opcode::Text));
+        assert_eq!(
+            f.data(Opcode::Continuation, true),
+            Err(1002),
+            "nothing open"
+        );
+        assert_eq!(f.data(Opcode::Binary, true), Ok(Opcode::Binary));
+        assert_eq!(f.data(Opcode::Binary, false), Ok(Opcode::Binary));
+        assert_eq!(f.data(Opcode::Text, true), Err(1002));
+    }
+
+    #[test]
+    fn close_payloads() {
+        assert_eq!(check_close_payload(b""), Ok(()));
+        assert_eq!(check_close_payload(&[0x03, 0xE8]), Ok(())); // 1000
+        assert_eq!(check_close_payload(&[0x03]), Err(1002));
+        assert_eq!(check_close_payload(&[0x03, 0xED]), Err(1002)); // 1005 is never sent
+        assert_eq!(check_close_payload(&[0x03, 0xE8, 0xC3, 0x28]), Err(1007));
+        assert_eq!(check_close_payload(&[0x0F, 0xA0, b'o', b'k']), Ok(())); // 4000
+    }
 
     #[test]
     fn in_place_decoding_matches_the_copying_decoder() {
