@@ -1342,5 +1342,47 @@ mod tests {
             let mut v = ViewerHandshake::start(Ok(vec![0; 24]), &mut out);
             let _ = v.step(&mut input, &mut out);
         }
+
+        // The password handshake, fed in random chunks, with bmc_ready called at random
+        // points (mostly wrong ones): never a panic, never past the password without it, and
+        // never more output than one handshake's worth.
+        for i in 0..20_000 {
+            let challenge: [u8; 16] = std::array::from_fn(|_| next() as u8);
+            let right = vnc_auth_response(b"pw", &challenge);
+            let version = VERSIONS[i % 3];
+            let script = auth_script(version, &right);
+            // Nothing, the version, the version and the choice, all up to the response.
+            let kept = [0, 1, script.len() - 2, script.len() - 1][(i / 3) % 4];
+            let knows = kept == script.len() - 1;
+            let mut input = script[..kept].concat();
+            let len = (next() % 64) as usize;
+            input.extend((0..len).map(|_| next() as u8));
+
+            let mut out = Vec::new();
+            let mut hs = ViewerAuthHandshake::with_password(b"pw", challenge, &mut out);
+            let (mut fed, mut rest, mut authenticated) = (Vec::new(), &input[..], false);
+            while !rest.is_empty() {
+                let n = (1 + next() % 8).min(rest.len() as u64) as usize;
+                fed.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                if next() % 16 == 0 {
+                    let _ = hs.bmc_ready(Ok(server_init("early")), &mut out);
+                }
+                if let Ok(Some(ViewerAuthOutcome::Authenticated)) = hs.step(&mut fed, &mut out) {
+                    authenticated = true;
+                    let bmc = if next() % 2 == 0 {
+                        Ok(server_init("x"))
+                    } else {
+                        Err("down".to_owned())
+                    };
+                    let _ = hs.bmc_ready(bmc, &mut out);
+                }
+            }
+            assert!(
+                knows || !authenticated,
+                "authenticated without the password"
+            );
+            assert!(out.len() <= 128, "{} bytes out", out.len());
+        }
     }
 }
