@@ -1,11 +1,22 @@
 //! RFB (the VNC protocol, RFC 6143) handshakes, without I/O: the agent is the *client* of the
 //! BMC's VNC server ([`BmcHandshake`]: versions 3.3/3.7/3.8, security None or VNC
-//! Authentication) and the *server* of its own viewers ([`ViewerHandshake`]: security None
-//! only, then the BMC's ServerInit replayed). A viewer never needs the BMC's VNC password.
+//! Authentication) and the *server* of its own viewers, in all three versions, in one of two
+//! ways:
+//! - [`ViewerHandshake`] offers security None only, for viewers already authenticated by
+//!   other means (the WebSocket upgrade): the BMC is dialed first and its ServerInit (or the
+//!   reason it failed) is given at the start;
+//! - [`ViewerAuthHandshake`] offers VNC Authentication only, against a one-time password and
+//!   a challenge the caller supplies (the crate has no randomness), for viewers that arrive
+//!   unauthenticated (the raw TCP listener): it reports [`ViewerAuthOutcome::Authenticated`]
+//!   and waits, and only then is the BMC dialed and its result given
+//!   ([`ViewerAuthHandshake::bmc_ready`]).
 //!
-//! Both are stepped state machines: the caller feeds the bytes it read, sends what they ask it
-//! to send and reads more when they need more, so the logic is tested (and fuzzed) without
-//! sockets. After the handshakes the agent relays bytes opaquely: it does not parse RFB
+//! Either way the BMC's ServerInit is replayed, and a viewer never needs the BMC's VNC
+//! password.
+//!
+//! All three are stepped state machines: the caller feeds the bytes it read, sends what they
+//! ask it to send and reads more when they need more, so the logic is tested (and fuzzed)
+//! without sockets. After the handshakes the agent relays bytes opaquely: it does not parse RFB
 //! messages, which keeps the proxy compatible with every encoding.
 
 #![forbid(unsafe_code)]
@@ -394,6 +405,8 @@ enum ViewerState {
 
 /// The agent's side of a handshake with a viewer: security None, then the BMC's ServerInit
 /// (or, when the BMC side failed, a failure with its reason, which viewers show to the user).
+/// Only for viewers authenticated before the handshake; [`ViewerAuthHandshake`] is the one
+/// for viewers that must prove a password first.
 #[derive(Debug)]
 pub struct ViewerHandshake {
     state: ViewerState,
