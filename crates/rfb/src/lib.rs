@@ -1,11 +1,22 @@
 //! RFB (the VNC protocol, RFC 6143) handshakes, without I/O: the agent is the *client* of the
 //! BMC's VNC server ([`BmcHandshake`]: versions 3.3/3.7/3.8, security None or VNC
-//! Authentication) and the *server* of its own viewers ([`ViewerHandshake`]: security None
-//! only, then the BMC's ServerInit replayed). A viewer never needs the BMC's VNC password.
+//! Authentication) and the *server* of its own viewers, in all three versions, in one of two
+//! ways:
+//! - [`ViewerHandshake`] offers security None only, for viewers already authenticated by
+//!   other means (the WebSocket upgrade): the BMC is dialed first and its ServerInit (or the
+//!   reason it failed) is given at the start;
+//! - [`ViewerAuthHandshake`] offers VNC Authentication only, against a one-time password and
+//!   a challenge the caller supplies (the crate has no randomness), for viewers that arrive
+//!   unauthenticated (the raw TCP listener): it reports [`ViewerAuthOutcome::Authenticated`]
+//!   and waits, and only then is the BMC dialed and its result given
+//!   ([`ViewerAuthHandshake::bmc_ready`]).
 //!
-//! Both are stepped state machines: the caller feeds the bytes it read, sends what they ask it
-//! to send and reads more when they need more, so the logic is tested (and fuzzed) without
-//! sockets. After the handshakes the agent relays bytes opaquely: it does not parse RFB
+//! Either way the BMC's ServerInit is replayed, and a viewer never needs the BMC's VNC
+//! password.
+//!
+//! All three are stepped state machines: the caller feeds the bytes it read, sends what they
+//! ask it to send and reads more when they need more, so the logic is tested (and fuzzed)
+//! without sockets. After the handshakes the agent relays bytes opaquely: it does not parse RFB
 //! messages, which keeps the proxy compatible with every encoding.
 
 #![forbid(unsafe_code)]
@@ -394,6 +405,8 @@ enum ViewerState {
 
 /// The agent's side of a handshake with a viewer: security None, then the BMC's ServerInit
 /// (or, when the BMC side failed, a failure with its reason, which viewers show to the user).
+/// Only for viewers authenticated before the handshake; [`ViewerAuthHandshake`] is the one
+/// for viewers that must prove a password first.
 #[derive(Debug)]
 pub struct ViewerHandshake {
     state: ViewerState,
@@ -495,6 +508,239 @@ impl ViewerHandshake {
             input.drain(..used);
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthState {
+    Version,
+    /// 3.7/3.8: the viewer's choice; only VNC Authentication was offered.
+    Choice(Version),
+    /// The viewer's 16-byte response to the challenge.
+    Response(Version),
+    /// Authenticated; nothing more is sent until the caller reports the BMC side.
+    AwaitBmc(Version),
+    /// SecurityResult OK sent: the viewer's ClientInit, then the BMC's ServerInit.
+    ClientInit,
+    Done,
+}
+
+/// The agent's side of a handshake with a viewer who must prove it knows a one-time password:
+/// VNC Authentication (security type 2, the only type offered) against a challenge the caller
+/// supplies, and only then the BMC's ServerInit — so the BMC is dialed only for a viewer that
+/// has authenticated.
+///
+/// The sequence, with the usual step/send/read loop of [`ViewerHandshake`]:
+/// 1. [`ViewerAuthHandshake::with_password`] writes the version (3.8);
+/// 2. [`step`](Self::step) until it returns an outcome: [`ViewerAuthOutcome::AuthFailed`]
+///    (write the output, close) or [`ViewerAuthOutcome::Authenticated`] (nothing has been
+///    sent about the result yet: the viewer waits for its SecurityResult);
+/// 3. dial the BMC, then [`bmc_ready`](Self::bmc_ready) with its ServerInit bytes or the
+///    reason it failed: a failure gives [`ViewerAuthOutcome::Refused`] (write, close);
+///    success writes SecurityResult OK and returns `Ok(None)`;
+/// 4. step again (the viewer's ClientInit) until [`ViewerAuthOutcome::Ready`]: relay from
+///    there, bytes left in the input first.
+///
+/// A call in the wrong state (`step` while waiting for `bmc_ready`, `bmc_ready` twice or
+/// before authentication, anything after an outcome that ends the handshake) is an
+/// [`RfbError::Protocol`]. Every error ends the handshake: later calls fail too.
+pub struct ViewerAuthHandshake {
+    state: AuthState,
+    challenge: [u8; 16],
+    /// The only response accepted; the password itself is not kept.
+    expected: [u8; 16],
+    /// The BMC's ServerInit, between `bmc_ready` and the viewer's ClientInit.
+    server_init: Vec<u8>,
+}
+
+impl fmt::Debug for ViewerAuthHandshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ViewerAuthHandshake")
+            .field("state", &self.state)
+            .field("expected", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How far a [`ViewerAuthHandshake`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerAuthOutcome {
+    /// The viewer's response is right: dial the BMC, then call
+    /// [`ViewerAuthHandshake::bmc_ready`].
+    Authenticated,
+    /// The viewer's response is wrong: SecurityResult failed (with the reason
+    /// "authentication failed" for 3.8) is in the output. Write it and close; count it apart
+    /// from protocol errors.
+    AuthFailed,
+    /// ServerInit sent: relay from here.
+    Ready,
+    /// The BMC side failed after the viewer authenticated: SecurityResult failed (with the
+    /// reason for 3.8; RFB 3.3 and 3.7 have no place for one) is in the output. Write it and
+    /// close.
+    Refused,
+}
+
+/// The reason a 3.8 viewer is shown for a wrong password.
+pub const AUTH_FAILED_REASON: &str = "authentication failed";
+
+impl ViewerAuthHandshake {
+    /// The first bytes to send (the agent's version, 3.8) and the handshake that follows,
+    /// accepting only the VNC Authentication response for `password` (its first 8 bytes, as
+    /// VNC uses) to `challenge`. The challenge is sent as given: take it fresh from a
+    /// cryptographic random source for every connection (the crate does no I/O and has no
+    /// randomness of its own).
+    pub fn with_password(
+        password: &[u8],
+        challenge: [u8; 16],
+        out: &mut Vec<u8>,
+    ) -> ViewerAuthHandshake {
+        out.extend_from_slice(Version::V3_8.message());
+        ViewerAuthHandshake {
+            state: AuthState::Version,
+            challenge,
+            expected: vnc_auth_response(password, &challenge),
+            server_init: Vec::new(),
+        }
+    }
+
+    /// Advances as far as `input` allows (it consumes what it used).
+    pub fn step(
+        &mut self,
+        input: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<ViewerAuthOutcome>, RfbError> {
+        let r = self.advance(input, out);
+        if r.is_err() {
+            self.state = AuthState::Done;
+        }
+        r
+    }
+
+    fn advance(
+        &mut self,
+        input: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<ViewerAuthOutcome>, RfbError> {
+        loop {
+            let used = match self.state {
+                AuthState::Version => {
+                    let Some(msg) = input.get(..12) else {
+                        return Ok(None);
+                    };
+                    let v = Version::parse(msg)?;
+                    if v == Version::V3_3 {
+                        // 3.3: the server chooses, and the challenge follows at once.
+                        out.extend_from_slice(&u32::from(SECURITY_VNC_AUTH).to_be_bytes());
+                        out.extend_from_slice(&self.challenge);
+                        self.state = AuthState::Response(v);
+                    } else {
+                        out.extend_from_slice(&[1, SECURITY_VNC_AUTH]);
+                        self.state = AuthState::Choice(v);
+                    }
+                    12
+                }
+                AuthState::Choice(v) => {
+                    let Some(&t) = input.first() else {
+                        return Ok(None);
+                    };
+                    if t != SECURITY_VNC_AUTH {
+                        return Err(RfbError::Protocol(format!(
+                            "the viewer chose security type {t}, offered only VNC Authentication ({})",
+                            v.text()
+                        )));
+                    }
+                    out.extend_from_slice(&self.challenge);
+                    self.state = AuthState::Response(v);
+                    1
+                }
+                AuthState::Response(v) => {
+                    let Some(response) = input.get(..16) else {
+                        return Ok(None);
+                    };
+                    let right = response
+                        .try_into()
+                        .is_ok_and(|r: &[u8; 16]| ct_eq(r, &self.expected));
+                    input.drain(..16);
+                    if right {
+                        self.state = AuthState::AwaitBmc(v);
+                        return Ok(Some(ViewerAuthOutcome::Authenticated));
+                    }
+                    put_security_failure(v, AUTH_FAILED_REASON, out);
+                    self.state = AuthState::Done;
+                    return Ok(Some(ViewerAuthOutcome::AuthFailed));
+                }
+                AuthState::AwaitBmc(_) => {
+                    return Err(RfbError::Protocol(
+                        "step while waiting for bmc_ready".into(),
+                    ))
+                }
+                AuthState::ClientInit => {
+                    if input.is_empty() {
+                        return Ok(None);
+                    }
+                    // The shared flag is the BMC connection's business, already set.
+                    input.drain(..1);
+                    out.extend_from_slice(&std::mem::take(&mut self.server_init));
+                    self.state = AuthState::Done;
+                    return Ok(Some(ViewerAuthOutcome::Ready));
+                }
+                AuthState::Done => {
+                    return Err(RfbError::Protocol("handshake already complete".into()))
+                }
+            };
+            input.drain(..used);
+        }
+    }
+
+    /// Reports the BMC side once the viewer has authenticated: its ServerInit bytes (replayed
+    /// to the viewer after its ClientInit) or the reason it failed (shown to 3.8 viewers,
+    /// truncated to [`MAX_TEXT`] bytes). Success writes SecurityResult OK and returns
+    /// `Ok(None)`: go on stepping. Failure returns [`ViewerAuthOutcome::Refused`].
+    pub fn bmc_ready(
+        &mut self,
+        bmc: Result<Vec<u8>, String>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<ViewerAuthOutcome>, RfbError> {
+        let AuthState::AwaitBmc(v) = self.state else {
+            let when = if self.state == AuthState::Done {
+                "after the handshake ended"
+            } else {
+                "before the viewer authenticated"
+            };
+            self.state = AuthState::Done;
+            return Err(RfbError::Protocol(format!("bmc_ready {when}")));
+        };
+        match bmc {
+            Ok(init) => {
+                out.extend_from_slice(&0u32.to_be_bytes());
+                self.server_init = init;
+                self.state = AuthState::ClientInit;
+                Ok(None)
+            }
+            Err(why) => {
+                put_security_failure(v, &why, out);
+                self.state = AuthState::Done;
+                Ok(Some(ViewerAuthOutcome::Refused))
+            }
+        }
+    }
+}
+
+/// SecurityResult failed, with the reason where the version has room for one (3.8).
+fn put_security_failure(v: Version, why: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&1u32.to_be_bytes());
+    if v == Version::V3_8 {
+        put_reason(why, out);
+    }
+}
+
+/// Compares two responses in a time that does not depend on where they differ, so a viewer
+/// learns nothing from how fast a wrong guess is refused.
+fn ct_eq(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
+    diff == 0
 }
 
 fn put_reason(why: &str, out: &mut Vec<u8>) {
@@ -767,6 +1013,328 @@ mod tests {
         assert_eq!(&out[12..], b"\0\0\0\0\0\0\0\x01x");
     }
 
+    /// What a run of a [`ViewerAuthHandshake`] produced.
+    #[derive(Debug)]
+    struct AuthRun {
+        out: Vec<u8>,
+        outcomes: Vec<ViewerAuthOutcome>,
+        error: Option<RfbError>,
+    }
+
+    /// Runs a password viewer handshake, feeding `chunks` one after the other and answering
+    /// `Authenticated` with `bmc` at once, as the agent does once it has dialed the BMC.
+    fn auth_viewer(
+        password: &[u8],
+        challenge: [u8; 16],
+        bmc: Result<Vec<u8>, String>,
+        chunks: &[&[u8]],
+    ) -> AuthRun {
+        let mut out = Vec::new();
+        let mut hs = ViewerAuthHandshake::with_password(password, challenge, &mut out);
+        let (mut input, mut outcomes, mut bmc) = (Vec::new(), Vec::new(), Some(bmc));
+        let mut error = None;
+        'feed: for chunk in chunks {
+            input.extend_from_slice(chunk);
+            loop {
+                let step = match hs.step(&mut input, &mut out) {
+                    Ok(Some(ViewerAuthOutcome::Authenticated)) => {
+                        outcomes.push(ViewerAuthOutcome::Authenticated);
+                        hs.bmc_ready(bmc.take().expect("authenticated once"), &mut out)
+                    }
+                    Ok(None) => break,
+                    other => other,
+                };
+                match step {
+                    Ok(None) => {}
+                    Ok(Some(o)) => {
+                        outcomes.push(o);
+                        break 'feed;
+                    }
+                    Err(e) => {
+                        error = Some(e);
+                        break 'feed;
+                    }
+                }
+            }
+        }
+        AuthRun {
+            out,
+            outcomes,
+            error,
+        }
+    }
+
+    /// The known answer of `vnc_auth_known_answer`: "password" on the challenge 00..0f.
+    fn kat() -> ([u8; 16], Vec<u8>) {
+        let response = "b866924125c8eebb9debc1db61c538e2";
+        let response = (0..32)
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&response[i..i + 2], 16).unwrap())
+            .collect();
+        (std::array::from_fn(|i| i as u8), response)
+    }
+
+    const VERSIONS: [&[u8; 12]; 3] = [b"RFB 003.008\n", b"RFB 003.007\n", b"RFB 003.003\n"];
+
+    /// A viewer's bytes: its version, its choice (not in 3.3), `response`, ClientInit.
+    fn auth_script<'a>(version: &'a [u8; 12], response: &'a [u8]) -> Vec<&'a [u8]> {
+        let mut s: Vec<&[u8]> = vec![version];
+        if version != b"RFB 003.003\n" {
+            s.push(&[2]);
+        }
+        s.extend([response, &[1][..]]);
+        s
+    }
+
+    /// What the agent sends up to and including the challenge.
+    fn auth_offer(version: &[u8; 12], challenge: &[u8; 16]) -> Vec<u8> {
+        let mut want = b"RFB 003.008\n".to_vec();
+        if version == b"RFB 003.003\n" {
+            want.extend_from_slice(&2u32.to_be_bytes()); // the server's choice
+        } else {
+            want.extend_from_slice(&[1, 2]); // VNC Authentication only
+        }
+        want.extend_from_slice(challenge);
+        want
+    }
+
+    #[test]
+    fn password_viewers_get_the_replayed_server_init_in_every_version() {
+        let (challenge, response) = kat();
+        let init = server_init("tiger1");
+        for version in VERSIONS {
+            let run = auth_viewer(
+                b"password",
+                challenge,
+                Ok(init.clone()),
+                &auth_script(version, &response),
+            );
+            assert_eq!(run.error, None, "{version:?}");
+            assert_eq!(
+                run.outcomes,
+                [ViewerAuthOutcome::Authenticated, ViewerAuthOutcome::Ready]
+            );
+            let mut want = auth_offer(version, &challenge);
+            want.extend_from_slice(&0u32.to_be_bytes()); // SecurityResult OK
+            want.extend_from_slice(&init);
+            assert_eq!(run.out, want, "{version:?}");
+        }
+        // Only the first 8 bytes of the password count, as in VNC.
+        let run = auth_viewer(
+            b"password-and-more",
+            challenge,
+            Ok(init),
+            &auth_script(b"RFB 003.008\n", &response),
+        );
+        assert_eq!(run.outcomes.last(), Some(&ViewerAuthOutcome::Ready));
+    }
+
+    #[test]
+    fn nothing_is_said_about_the_result_until_the_bmc_is_ready() {
+        let (challenge, response) = kat();
+        let mut out = Vec::new();
+        let mut hs = ViewerAuthHandshake::with_password(b"password", challenge, &mut out);
+        let mut input = b"RFB 003.008\n\x02".to_vec();
+        input.extend_from_slice(&response);
+        assert_eq!(
+            hs.step(&mut input, &mut out),
+            Ok(Some(ViewerAuthOutcome::Authenticated))
+        );
+        assert_eq!(out, auth_offer(b"RFB 003.008\n", &challenge));
+        assert!(input.is_empty());
+        out.clear();
+        let init = server_init("q");
+        assert_eq!(hs.bmc_ready(Ok(init.clone()), &mut out), Ok(None));
+        assert_eq!(out, 0u32.to_be_bytes());
+        out.clear();
+        assert_eq!(hs.step(&mut input, &mut out), Ok(None)); // the ClientInit is still to come
+        let mut input = b"\x01session".to_vec();
+        assert_eq!(
+            hs.step(&mut input, &mut out),
+            Ok(Some(ViewerAuthOutcome::Ready))
+        );
+        assert_eq!(out, init);
+        assert_eq!(input, b"session"); // for the relay
+    }
+
+    #[test]
+    fn a_wrong_response_gets_security_result_failed() {
+        let (challenge, right) = kat();
+        let mut last_bit = right.clone();
+        last_bit[15] ^= 1;
+        let wrong = [
+            vnc_auth_response(b"passwore", &challenge).to_vec(),
+            last_bit,
+            challenge.to_vec(),
+            vec![0; 16],
+        ];
+        for version in VERSIONS {
+            for response in &wrong {
+                let run = auth_viewer(
+                    b"password",
+                    challenge,
+                    Ok(server_init("never")),
+                    &auth_script(version, response),
+                );
+                assert_eq!(run.error, None);
+                assert_eq!(run.outcomes, [ViewerAuthOutcome::AuthFailed]);
+                let mut want = auth_offer(version, &challenge);
+                want.extend_from_slice(&[0, 0, 0, 1]);
+                if version == b"RFB 003.008\n" {
+                    want.extend_from_slice(&[0, 0, 0, 21]);
+                    want.extend_from_slice(b"authentication failed");
+                }
+                assert_eq!(run.out, want, "{version:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_viewer_must_choose_vnc_authentication() {
+        let challenge = [5u8; 16];
+        for version in [b"RFB 003.008\n", b"RFB 003.007\n"] {
+            for choice in [SECURITY_NONE, 0, 16, 19, 255] {
+                let mut out = Vec::new();
+                let mut hs = ViewerAuthHandshake::with_password(b"pw", challenge, &mut out);
+                let mut input = version.to_vec();
+                input.push(choice);
+                let r = hs.step(&mut input, &mut out);
+                assert_eq!(r.unwrap_err().kind(), "protocol_error", "{choice}");
+                // No challenge went out, and the handshake stays failed.
+                assert_eq!(out, b"RFB 003.008\n\x01\x02");
+                input = vec![2];
+                input.extend_from_slice(&vnc_auth_response(b"pw", &challenge));
+                assert!(hs.step(&mut input, &mut out).is_err());
+                assert!(hs.bmc_ready(Ok(server_init("x")), &mut out).is_err());
+                assert_eq!(out, b"RFB 003.008\n\x01\x02");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bmc_failure_after_authentication_reaches_the_viewer() {
+        let (challenge, response) = kat();
+        let why = "conduit agent: timeout: VNC 10.0.4.17:5900: connect timed out";
+        for version in VERSIONS {
+            let run = auth_viewer(
+                b"password",
+                challenge,
+                Err(why.into()),
+                &auth_script(version, &response),
+            );
+            assert_eq!(run.error, None);
+            assert_eq!(
+                run.outcomes,
+                [ViewerAuthOutcome::Authenticated, ViewerAuthOutcome::Refused]
+            );
+            let mut want = auth_offer(version, &challenge);
+            want.extend_from_slice(&[0, 0, 0, 1]);
+            if version == b"RFB 003.008\n" {
+                want.extend_from_slice(&(why.len() as u32).to_be_bytes());
+                want.extend_from_slice(why.as_bytes());
+            }
+            assert_eq!(run.out, want, "{version:?}");
+        }
+        // Reasons are bounded as the BMC's own are.
+        let run = auth_viewer(
+            b"password",
+            challenge,
+            Err("x".repeat(3 * MAX_TEXT)),
+            &auth_script(b"RFB 003.008\n", &response),
+        );
+        let tail = auth_offer(b"RFB 003.008\n", &challenge).len() + 4;
+        assert_eq!(run.out[tail..tail + 4], (MAX_TEXT as u32).to_be_bytes()[..]);
+        assert_eq!(run.out.len(), tail + 4 + MAX_TEXT);
+    }
+
+    #[test]
+    fn password_handshakes_split_anywhere_are_the_same() {
+        let (challenge, right) = kat();
+        let wrong = [0u8; 16];
+        for version in VERSIONS {
+            for response in [&right[..], &wrong] {
+                for bmc in [Ok(server_init("split")), Err("down".to_owned())] {
+                    let script = auth_script(version, response).concat();
+                    let whole = auth_viewer(b"password", challenge, bmc.clone(), &[&script]);
+                    assert_eq!(whole.error, None);
+                    let mut runs: Vec<AuthRun> = (0..=script.len())
+                        .map(|i| {
+                            let (a, b) = script.split_at(i);
+                            auth_viewer(b"password", challenge, bmc.clone(), &[a, b])
+                        })
+                        .collect();
+                    let bytes: Vec<&[u8]> = script.chunks(1).collect();
+                    runs.push(auth_viewer(b"password", challenge, bmc.clone(), &bytes));
+                    for run in runs {
+                        assert_eq!(run.error, None);
+                        assert_eq!(run.outcomes, whole.outcomes, "{version:?}");
+                        assert_eq!(run.out, whole.out, "{version:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn password_handshake_calls_in_the_wrong_state_are_errors() {
+        let (challenge, response) = kat();
+        let fresh =
+            |out: &mut Vec<u8>| ViewerAuthHandshake::with_password(b"password", challenge, out);
+        let good = auth_script(b"RFB 003.008\n", &response).concat();
+
+        // bmc_ready before authentication sends nothing and ends the handshake: it cannot
+        // stand in for the password.
+        let mut out = Vec::new();
+        let mut hs = fresh(&mut out);
+        out.clear();
+        assert!(hs.bmc_ready(Ok(server_init("x")), &mut out).is_err());
+        assert!(hs.step(&mut good.clone(), &mut out).is_err());
+        assert!(out.is_empty());
+
+        // Stepping while the BMC is dialed, bmc_ready twice, anything after Ready or after a
+        // wrong password.
+        let mut hs = fresh(&mut out);
+        let mut input = good[..29].to_vec(); // version, choice, response
+        assert_eq!(
+            hs.step(&mut input, &mut out),
+            Ok(Some(ViewerAuthOutcome::Authenticated))
+        );
+        assert!(hs.step(&mut vec![1], &mut out).is_err());
+        assert!(hs.bmc_ready(Ok(server_init("x")), &mut out).is_err());
+
+        let mut hs = fresh(&mut out);
+        let mut input = good.clone();
+        assert_eq!(
+            hs.step(&mut input, &mut out),
+            Ok(Some(ViewerAuthOutcome::Authenticated))
+        );
+        assert_eq!(hs.bmc_ready(Ok(server_init("x")), &mut out), Ok(None));
+        assert!(hs.bmc_ready(Ok(server_init("x")), &mut out).is_err());
+
+        let mut hs = fresh(&mut out);
+        let mut input = good.clone();
+        assert!(hs.step(&mut input, &mut out).is_ok());
+        assert_eq!(hs.bmc_ready(Ok(server_init("x")), &mut out), Ok(None));
+        assert_eq!(
+            hs.step(&mut input, &mut out),
+            Ok(Some(ViewerAuthOutcome::Ready))
+        );
+        assert!(hs.step(&mut vec![1], &mut out).is_err());
+        assert!(hs.bmc_ready(Err("x".into()), &mut out).is_err());
+
+        let mut hs = fresh(&mut out);
+        let mut input = b"RFB 003.008\n\x02".to_vec();
+        input.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            hs.step(&mut input, &mut out),
+            Ok(Some(ViewerAuthOutcome::AuthFailed))
+        );
+        let before = out.len();
+        assert!(hs.bmc_ready(Ok(server_init("x")), &mut out).is_err());
+        assert!(hs.step(&mut input, &mut out).is_err());
+        assert_eq!(out.len(), before);
+    }
+
     #[test]
     fn random_input_never_panics() {
         let mut rng = 0x9e3779b97f4a7c15u64;
@@ -786,6 +1354,48 @@ mod tests {
             let mut out = Vec::new();
             let mut v = ViewerHandshake::start(Ok(vec![0; 24]), &mut out);
             let _ = v.step(&mut input, &mut out);
+        }
+
+        // The password handshake, fed in random chunks, with bmc_ready called at random
+        // points (mostly wrong ones): never a panic, never past the password without it, and
+        // never more output than one handshake's worth.
+        for i in 0..20_000 {
+            let challenge: [u8; 16] = std::array::from_fn(|_| next() as u8);
+            let right = vnc_auth_response(b"pw", &challenge);
+            let version = VERSIONS[i % 3];
+            let script = auth_script(version, &right);
+            // Nothing, the version, the version and the choice, all up to the response.
+            let kept = [0, 1, script.len() - 2, script.len() - 1][(i / 3) % 4];
+            let knows = kept == script.len() - 1;
+            let mut input = script[..kept].concat();
+            let len = (next() % 64) as usize;
+            input.extend((0..len).map(|_| next() as u8));
+
+            let mut out = Vec::new();
+            let mut hs = ViewerAuthHandshake::with_password(b"pw", challenge, &mut out);
+            let (mut fed, mut rest, mut authenticated) = (Vec::new(), &input[..], false);
+            while !rest.is_empty() {
+                let n = (1 + next() % 8).min(rest.len() as u64) as usize;
+                fed.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                if next() % 16 == 0 {
+                    let _ = hs.bmc_ready(Ok(server_init("early")), &mut out);
+                }
+                if let Ok(Some(ViewerAuthOutcome::Authenticated)) = hs.step(&mut fed, &mut out) {
+                    authenticated = true;
+                    let bmc = if next() % 2 == 0 {
+                        Ok(server_init("x"))
+                    } else {
+                        Err("down".to_owned())
+                    };
+                    let _ = hs.bmc_ready(bmc, &mut out);
+                }
+            }
+            assert!(
+                knows || !authenticated,
+                "authenticated without the password"
+            );
+            assert!(out.len() <= 128, "{} bytes out", out.len());
         }
     }
 }
