@@ -183,11 +183,15 @@ fn qemu_through_the_websocket_and_the_raw_listener() {
     assert_eq!(r.status, 201, "{}", r.text());
     let body: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
     let listen: SocketAddr = body["address"].as_str().unwrap().parse().unwrap();
+    let password = body["password"].as_str().unwrap().to_owned();
+    assert_eq!(password.len(), 8, "{body}");
     assert!(listen.ip().is_loopback());
-    // vncdotool, a third-party RFB client, takes a screenshot through it.
+    // vncdotool, a third-party RFB client, takes a screenshot through it, with the
+    // listener's one-time password (VNC Authentication).
     let png = dir.0.join("qemu.png");
     let out = Command::new(venv_bin("vncdo"))
         .args(["-s", &format!("{}::{}", listen.ip(), listen.port())])
+        .args(["--password", &password])
         .args(["--timeout", "20", "capture"])
         .arg(&png)
         .output()
@@ -271,4 +275,80 @@ fn novnc_in_chromium_shows_the_screen() {
     assert!(Path::new(&png).is_file());
     // noVNC asks for compressed encodings: far fewer bytes than Raw, but not none.
     assert!(bytes(agent.addr, "bmc_to_viewer") > 1_000.0);
+}
+
+/// The raw listener's viewer must answer VNC Authentication with the listener's one-time
+/// password before the BMC is dialed: a stranger who connects first (wrong response, or
+/// asking for security None) gets a failure and the BMC never sees a connection.
+#[test]
+fn the_raw_listener_takes_only_its_requester() {
+    use std::io::{Read, Write};
+    // The "BMC": a listener that counts who connects to it.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let dir = TempDir::new("vnc-listener-auth");
+    let agent = agent(&dir, &[("trap", trap.local_addr().unwrap().port(), None)]);
+    let open = || {
+        let r = request(
+            agent.addr,
+            "POST",
+            "/console/vnc/trap/listen",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            b"",
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let body: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+        body["address"]
+            .as_str()
+            .unwrap()
+            .parse::<SocketAddr>()
+            .unwrap()
+    };
+    let greet = |addr: SocketAddr| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut version = [0u8; 12];
+        s.read_exact(&mut version).unwrap();
+        s.write_all(b"RFB 003.008\n").unwrap();
+        let mut types = [0u8; 2];
+        s.read_exact(&mut types).unwrap();
+        assert_eq!(
+            types,
+            [1, 2],
+            "one security type offered: VNC Authentication"
+        );
+        s
+    };
+
+    // A wrong response to the challenge.
+    let mut s = greet(open());
+    s.write_all(&[2]).unwrap();
+    let mut challenge = [0u8; 16];
+    s.read_exact(&mut challenge).unwrap();
+    s.write_all(&[0u8; 16]).unwrap();
+    let mut result = Vec::new();
+    let _ = s.read_to_end(&mut result);
+    assert_eq!(&result[..4], &[0, 0, 0, 1], "SecurityResult failed");
+    assert!(String::from_utf8_lossy(&result[8..]).contains("authentication failed"));
+
+    // Security None, which the listener does not offer.
+    let mut s = greet(open());
+    s.write_all(&[1]).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "no challenge, no session: {rest:?}");
+
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        matches!(trap.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the BMC was dialed for a viewer that never authenticated"
+    );
+    assert_eq!(
+        metric(
+            agent.addr,
+            "agent_vnc_connection_errors_total",
+            &[("error_type", "viewer_auth_failed")]
+        ),
+        1.0
+    );
 }

@@ -1,15 +1,17 @@
 //! Graphical consoles: the agent dials the BMC's VNC/KVM port, performs the BMC side of the RFB
 //! handshake itself (`conduit_rfb`: 3.3/3.7/3.8, None or VNC Authentication with the configured
-//! `vnc_password`), presents security None to the viewer, replays the BMC's ServerInit and then
-//! relays bytes both ways without parsing them.
+//! `vnc_password`), presents its own security to the viewer (None on the WebSocket, which is
+//! authorized before the upgrade; VNC Authentication with a one-time password on a raw
+//! listener), replays the BMC's ServerInit and then relays bytes both ways without parsing them.
 //!
 //! Viewers reach it two ways:
 //! - `GET /console/vnc/{server_id}` upgraded to a WebSocket (subprotocol `binary`, as noVNC
 //!   asks), allowed by the bearer header or a one-time ticket (`?ticket=`);
 //! - `POST /console/vnc/{server_id}/listen` (bearer token) opens a one-shot raw TCP listener on
 //!   `[console] vnc_tcp_bind` and an ephemeral port for a native VNC viewer, answered as
-//!   `{"address": "127.0.0.1:40123", "expires_in_secs": 30}`; the first connection within that
-//!   time gets the session, the listener then closes.
+//!   `{"address": "127.0.0.1:40123", "password": "…", "expires_in_secs": 30}`. Its first
+//!   connection within that time must answer VNC Authentication with that one-time password
+//!   before the BMC is dialed; the listener then closes, whatever the outcome.
 //!
 //! Each viewer gets its own connection to the BMC (shared flag set, so viewers coexist). The
 //! handshakes are asynchronous (bounded by `vnc_connect_timeout_secs`); the relay that follows
@@ -47,7 +49,10 @@ use super::{close, close_payload, send, ConsoleAuth, MAX_FRAME, PING_EVERY};
 use crate::config::{BmcConfig, ConsoleConfig};
 use crate::fleet::Fleet;
 use crate::metrics::AgentMetrics;
-use conduit_rfb::{BmcHandshake, RfbError, ServerInit, ViewerHandshake, ViewerOutcome};
+use conduit_rfb::{
+    BmcHandshake, RfbError, ServerInit, ViewerAuthHandshake, ViewerAuthOutcome, ViewerHandshake,
+    ViewerOutcome,
+};
 
 /// Most raw TCP listeners waiting for a viewer at once.
 const MAX_TCP_LISTENERS: usize = 16;
@@ -317,13 +322,64 @@ impl Drop for Active<'_> {
     }
 }
 
-/// Runs one console session for a viewer: BMC handshake, viewer handshake, relay.
+/// How a viewer proves it may use the console before the BMC is dialed.
+#[derive(Debug, Clone, Copy)]
+enum Gate {
+    /// Already allowed (a WebSocket opened with the token or a ticket): security None.
+    Open,
+    /// A raw listener's viewer: VNC Authentication with the listener's one-time password;
+    /// the BMC is dialed only once it has answered the challenge.
+    Password([u8; 8]),
+}
+
+/// Runs the handshake steps `step` takes with the viewer until one has an outcome: writes
+/// what they ask to send, reads more when they need it.
+async fn drive<O>(
+    stream: &Async<TcpStream>,
+    inbound: &mut Inbound,
+    from_viewer: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    mut step: impl FnMut(&mut Vec<u8>, &mut Vec<u8>) -> Result<Option<O>, RfbError>,
+) -> Result<O, &'static str> {
+    let viewer = Outbound {
+        stream,
+        transport: inbound.transport,
+    };
+    let mut replies = Vec::new();
+    loop {
+        let stepped = step(from_viewer, out);
+        if !out.is_empty() {
+            if !viewer.write(out).await {
+                return Err("connection_lost");
+            }
+            out.clear();
+        }
+        match stepped {
+            Ok(Some(outcome)) => return Ok(outcome),
+            Ok(None) => {}
+            Err(_) => return Err("viewer_protocol_error"),
+        }
+        let more = inbound.read_into(stream, from_viewer, &mut replies).await;
+        for r in replies.drain(..) {
+            viewer.control(r).await;
+        }
+        match more {
+            Ok(true) => {}
+            Ok(false) => return Err("viewer_closed"),
+            Err(kind) => return Err(kind),
+        }
+    }
+}
+
+/// Runs one console session for a viewer: BMC handshake, viewer handshake, relay (for a
+/// password gate: viewer authentication first, then the BMC).
 async fn session(
     stream: Async<TcpStream>,
     mut inbound: Inbound,
     bmc: BmcConfig,
     config: ConsoleConfig,
     metrics: Arc<AgentMetrics>,
+    gate: Gate,
 ) {
     let error = |kind: &'static str| {
         metrics
@@ -336,63 +392,105 @@ async fn session(
     };
     let addr = SocketAddr::new(bmc.addr.ip(), bmc.vnc_port);
     let password = bmc.vnc_password.as_ref().map(|p| p.expose().as_bytes());
-    let bmc_side = connect_bmc(addr, password, config.vnc_connect_timeout).await;
-    if let Err(e) = &bmc_side {
-        log::warn!("bmc {}: {e}", bmc.id);
-        error(e.kind);
-    }
+    let dial = || async {
+        let side = connect_bmc(addr, password, config.vnc_connect_timeout).await;
+        if let Err(e) = &side {
+            log::warn!("bmc {}: {e}", bmc.id);
+            error(e.kind);
+        }
+        side
+    };
     // The viewer learns why the BMC side failed through RFB's own failure message.
-    let mut out = Vec::new();
-    let mut hs = ViewerHandshake::start(
-        bmc_side
-            .as_ref()
-            .map(|b| b.init.raw.clone())
-            .map_err(|e| format!("conduit agent: {}: {}", e.kind, e.detail)),
-        &mut out,
-    );
-    let mut from_viewer = Vec::new();
-    let handshake = async {
-        let mut replies = Vec::new();
-        loop {
-            let step = hs.step(&mut from_viewer, &mut out);
-            if !out.is_empty() {
-                if !viewer.write(&out).await {
+    let reason = |e: &VncError| format!("conduit agent: {}: {}", e.kind, e.detail);
+    let (mut out, mut from_viewer) = (Vec::new(), Vec::new());
+    let bmc_side = match gate {
+        Gate::Open => {
+            let bmc_side = dial().await;
+            let mut hs = ViewerHandshake::start(
+                bmc_side
+                    .as_ref()
+                    .map(|b| b.init.raw.clone())
+                    .map_err(reason),
+                &mut out,
+            );
+            let handshake = drive(&stream, &mut inbound, &mut from_viewer, &mut out, |i, o| {
+                hs.step(i, o)
+            });
+            let outcome = with_timeout(config.vnc_connect_timeout, handshake)
+                .await
+                .unwrap_or(Err("viewer_timeout"));
+            match (outcome, bmc_side) {
+                (Ok(ViewerOutcome::Ready), Ok(b)) => b,
+                (Ok(_), Err(e)) => {
+                    viewer.close(1011, e.kind).await;
+                    return;
+                }
+                (Ok(ViewerOutcome::Refused), Ok(_)) | (Err("viewer_closed"), _) => return,
+                (Err(kind), _) => {
+                    error(kind);
+                    viewer.close(1002, kind).await;
+                    return;
+                }
+            }
+        }
+        Gate::Password(one_time) => {
+            let mut challenge = [0u8; 16];
+            if getrandom::fill(&mut challenge).is_err() {
+                // No challenge rather than a guessable one.
+                error("rng_failure");
+                return;
+            }
+            let mut hs = ViewerAuthHandshake::with_password(&one_time, challenge, &mut out);
+            // A person may be typing the password: the listener's wait, not the dial bound.
+            let auth = drive(&stream, &mut inbound, &mut from_viewer, &mut out, |i, o| {
+                hs.step(i, o)
+            });
+            match with_timeout(config.vnc_tcp_accept, auth).await {
+                Some(Ok(ViewerAuthOutcome::Authenticated)) => {}
+                Some(Ok(ViewerAuthOutcome::AuthFailed)) => {
+                    log::warn!(
+                        "bmc {}: a VNC viewer failed the listener's password",
+                        bmc.id
+                    );
+                    error("viewer_auth_failed");
+                    return;
+                }
+                Some(Ok(_)) | Some(Err("viewer_closed")) => return,
+                Some(Err(kind)) => return error(kind),
+                None => return error("viewer_timeout"),
+            }
+            let bmc_side = dial().await;
+            let ready = hs.bmc_ready(
+                bmc_side
+                    .as_ref()
+                    .map(|b| b.init.raw.clone())
+                    .map_err(reason),
+                &mut out,
+            );
+            let finish = async {
+                if !out.is_empty() && !viewer.write(&out).await {
                     return Err("connection_lost");
                 }
                 out.clear();
+                match ready {
+                    Ok(Some(outcome)) => Ok(outcome),
+                    Ok(None) => {
+                        drive(&stream, &mut inbound, &mut from_viewer, &mut out, |i, o| {
+                            hs.step(i, o)
+                        })
+                        .await
+                    }
+                    Err(_) => Err("viewer_protocol_error"),
+                }
+            };
+            let outcome = with_timeout(config.vnc_connect_timeout, finish)
+                .await
+                .unwrap_or(Err("viewer_timeout"));
+            match (outcome, bmc_side) {
+                (Ok(ViewerAuthOutcome::Ready), Ok(b)) => b,
+                (Ok(_), _) | (Err("viewer_closed"), _) => return,
+                (Err(kind), _) => return error(kind),
             }
-            match step {
-                Ok(Some(outcome)) => return Ok(outcome),
-                Ok(None) => {}
-                Err(_) => return Err("viewer_protocol_error"),
-            }
-            let more = inbound
-                .read_into(&stream, &mut from_viewer, &mut replies)
-                .await;
-            for r in replies.drain(..) {
-                viewer.control(r).await;
-            }
-            match more {
-                Ok(true) => {}
-                Ok(false) => return Err("viewer_closed"),
-                Err(kind) => return Err(kind),
-            }
-        }
-    };
-    let outcome = with_timeout(config.vnc_connect_timeout, handshake)
-        .await
-        .unwrap_or(Err("viewer_timeout"));
-    let bmc_side = match (outcome, bmc_side) {
-        (Ok(ViewerOutcome::Ready), Ok(b)) => b,
-        (Ok(_), Err(e)) => {
-            viewer.close(1011, e.kind).await;
-            return;
-        }
-        (Ok(ViewerOutcome::Refused), Ok(_)) | (Err("viewer_closed"), _) => return,
-        (Err(kind), _) => {
-            error(kind);
-            viewer.close(1002, kind).await;
-            return;
         }
     };
     let (Some(to_viewer), Some(to_bmc)) = (
@@ -717,7 +815,7 @@ pub fn routes(
                 };
                 Box::pin(async move {
                     let _slot = slot;
-                    session(stream, inbound, bmc, config, metrics).await
+                    session(stream, inbound, bmc, config, metrics, Gate::Open).await
                 })
             }))
             .with_header("Cache-Control", "no-store")
@@ -738,13 +836,18 @@ pub fn routes(
                     listeners.clone(),
                     slot,
                 ) {
-                    Ok(addr) => Response::json(
+                    Ok((addr, password)) => Response::json(
                         201,
                         &serde_json::json!({
                             "address": addr.to_string(),
+                            "password": password,
                             "expires_in_secs": c2.vnc_tcp_accept.as_secs_f64(),
                         }),
-                    ),
+                    )
+                    .with_header("Cache-Control", "no-store"),
+                    Err(ListenError::Random) => {
+                        Response::text(500, "no listener: the OS random source failed\n")
+                    }
                     Err(ListenError::Busy) => Response::text(
                         503,
                         format!("{MAX_TCP_LISTENERS} VNC listeners are already waiting\n"),
@@ -760,6 +863,7 @@ pub fn routes(
 
 enum ListenError {
     Busy,
+    Random,
     Io(std::io::Error),
 }
 
@@ -770,7 +874,14 @@ fn listen(
     metrics: Arc<AgentMetrics>,
     waiting: Arc<AtomicUsize>,
     slot: Slot,
-) -> Result<SocketAddr, ListenError> {
+) -> Result<(SocketAddr, String), ListenError> {
+    // The listener's one-time VNC password: 8 characters a person can type into a viewer's
+    // prompt (VNC Authentication uses 8 bytes): 48 bits from the base64url alphabet (64
+    // characters, so no bias), good for one connection.
+    let mut raw = [0u8; 8];
+    getrandom::fill(&mut raw).map_err(|_| ListenError::Random)?;
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let password: [u8; 8] = raw.map(|b| ALPHABET[usize::from(b & 63)]);
     if waiting.fetch_add(1, Ordering::AcqRel) >= MAX_TCP_LISTENERS {
         waiting.fetch_sub(1, Ordering::AcqRel);
         return Err(ListenError::Busy);
@@ -803,7 +914,14 @@ fn listen(
                             pending: Vec::new(),
                             fragments: ws::Fragments::default(),
                         };
-                        smol::block_on(session(stream, inbound, bmc, config, metrics));
+                        smol::block_on(session(
+                            stream,
+                            inbound,
+                            bmc,
+                            config,
+                            metrics,
+                            Gate::Password(password),
+                        ));
                     }
                     Some(Err(e)) => log::warn!("bmc {}: VNC listener {addr}: {e}", bmc.id),
                     None => log::info!("bmc {}: VNC listener {addr} expired unused", bmc.id),
@@ -814,5 +932,5 @@ fn listen(
         waiting.fetch_sub(1, Ordering::AcqRel);
         return Err(ListenError::Io(e));
     }
-    Ok(addr)
+    Ok((addr, String::from_utf8_lossy(&password).into_owned()))
 }
