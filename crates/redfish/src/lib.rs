@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod sensors;
+
+pub use sensors::RedfishReading;
+
 /// How to check the BMC's certificate.
 #[derive(Debug, Clone)]
 pub enum Tls {
@@ -153,31 +157,6 @@ pub struct RedfishInfo {
     pub model: String,
     /// Manager (BMC) firmware version.
     pub firmware: String,
-}
-
-/// A reading from the chassis' Thermal resource.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RedfishReading {
-    /// Sensor name as the service reports it.
-    pub name: String,
-    /// Value.
-    pub value: Option<f64>,
-    /// `celsius`, `rpm` or `percent`.
-    pub unit: &'static str,
-    /// From the sensor's `Status.Health`: `ok`, `non_critical` (Warning), `critical`, or
-    /// `unavailable` without a reading.
-    pub state: &'static str,
-}
-
-fn health(sensor: &Value, has_value: bool) -> &'static str {
-    if !has_value {
-        return "unavailable";
-    }
-    match sensor.pointer("/Status/Health").and_then(Value::as_str) {
-        Some("Warning") => "non_critical",
-        Some("Critical") => "critical",
-        _ => "ok",
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -534,65 +513,10 @@ impl RedfishBmc {
         let ch = self.get("chassis", &chassis)?;
         let mut out = Vec::new();
         if let Some(thermal) = ch.pointer("/Thermal/@odata.id").and_then(Value::as_str) {
-            let t = self.get("thermal", thermal)?;
-            let list = |k: &str| {
-                t.get(k)
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            for s in list("Temperatures") {
-                let value = s.get("ReadingCelsius").and_then(Value::as_f64);
-                out.push(RedfishReading {
-                    name: s
-                        .get("Name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("temperature")
-                        .to_owned(),
-                    value,
-                    unit: "celsius",
-                    state: health(&s, value.is_some()),
-                });
-            }
-            for s in list("Fans") {
-                let value = s.get("Reading").and_then(Value::as_f64);
-                out.push(RedfishReading {
-                    name: s
-                        .get("Name")
-                        .or_else(|| s.get("FanName"))
-                        .and_then(Value::as_str)
-                        .unwrap_or("fan")
-                        .to_owned(),
-                    value,
-                    unit: if s.get("ReadingUnits").and_then(Value::as_str) == Some("Percent") {
-                        "percent"
-                    } else {
-                        "rpm"
-                    },
-                    state: health(&s, value.is_some()),
-                });
-            }
+            out.extend(sensors::thermal(&self.get("thermal", thermal)?));
         }
         if let Some(power) = ch.pointer("/Power/@odata.id").and_then(Value::as_str) {
-            let p = self.get("power", power)?;
-            for s in p
-                .get("PowerControl")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-            {
-                let value = s.get("PowerConsumedWatts").and_then(Value::as_f64);
-                out.push(RedfishReading {
-                    name: s
-                        .get("Name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("power")
-                        .to_owned(),
-                    value,
-                    unit: "watts",
-                    state: health(&s, value.is_some()),
-                });
-            }
+            out.extend(sensors::power(&self.get("power", power)?));
         }
         Ok(out)
     }
