@@ -1,5 +1,7 @@
-//! A Redfish service with a SessionService (sushy-tools has none), in process: tokens are
-//! required on every resource, can be expired by the test, and resets are counted.
+//! A Redfish service with a SessionService (sushy-tools has none), in process: a session token
+//! (or Basic auth) is required on the system resources, tokens can be expired by the test, and
+//! logins, resets and Basic-authenticated requests are counted. [`Opts`] picks how it answers
+//! the session login.
 
 use super::*;
 use conduit_http::middleware::{HttpMetrics, HttpService};
@@ -10,8 +12,24 @@ use conduit_metrics::catalog::CatalogBuilder;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// How the fake answers a good session login.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum LoginAnswer {
+    /// 201 with `X-Auth-Token` and `Location`, as most services do.
+    #[default]
+    Created,
+    /// 204 and no headers, as sushy-tools' static mockup server answers every POST.
+    NoContentNoToken,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Opts {
+    login: LoginAnswer,
+}
+
 #[derive(Default)]
 struct State {
+    opts: Opts,
     logins: AtomicUsize,
     resets: AtomicUsize,
     valid_token: Mutex<String>,
@@ -29,7 +47,9 @@ fn authorized(st: &State, req: &Request) -> bool {
         st.basic_seen.fetch_add(1, Ordering::Relaxed);
     }
     let valid = st.valid_token.lock().unwrap().clone();
-    !valid.is_empty() && req.header("X-Auth-Token") == Some(valid.as_str())
+    let basic = format!("Basic {}", conduit_ws::base64(b"admin:secret"));
+    (!valid.is_empty() && req.header("X-Auth-Token") == Some(valid.as_str()))
+        || req.header("Authorization") == Some(basic.as_str())
 }
 
 fn start() -> (
@@ -37,7 +57,20 @@ fn start() -> (
     Arc<State>,
     conduit_http::server::Shutdown,
 ) {
-    let st = Arc::new(State::default());
+    start_with(Opts::default())
+}
+
+fn start_with(
+    opts: Opts,
+) -> (
+    std::net::SocketAddr,
+    Arc<State>,
+    conduit_http::server::Shutdown,
+) {
+    let st = Arc::new(State {
+        opts,
+        ..State::default()
+    });
     let (a, b, c, d) = (st.clone(), st.clone(), st.clone(), st.clone());
     let router = Router::new()
         .route(Method::Get, "/redfish/v1/", |_| {
@@ -56,6 +89,9 @@ fn start() -> (
                     return Response::new(401);
                 }
                 let n = a.logins.fetch_add(1, Ordering::Relaxed) + 1;
+                if a.opts.login == LoginAnswer::NoContentNoToken {
+                    return Response::new(204);
+                }
                 let token = format!("token-{n}");
                 *a.valid_token.lock().unwrap() = token.clone();
                 Response::new(201)
@@ -192,5 +228,22 @@ fn refused_session_login_is_an_auth_error() {
     let (addr, _st, stop) = start();
     let err = client(addr, "wrong").power_on().unwrap_err();
     assert_eq!(err.kind(), "auth_failed", "{err}");
+    stop.stop();
+}
+
+#[test]
+fn a_login_answered_without_a_token_falls_back_to_basic_auth() {
+    let (addr, st, stop) = start_with(Opts {
+        login: LoginAnswer::NoContentNoToken,
+    });
+    let r = client(addr, "secret");
+    assert!(r.power_on().unwrap());
+    assert!(r.power_on().unwrap());
+    assert_eq!(
+        st.logins.load(Ordering::Relaxed),
+        1,
+        "asked once, then Basic"
+    );
+    assert!(st.basic_seen.load(Ordering::Relaxed) >= 2);
     stop.stop();
 }

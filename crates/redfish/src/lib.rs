@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod sensors;
+mod session;
 
 pub use sensors::RedfishReading;
 
@@ -281,16 +282,10 @@ impl RedfishBmc {
                     ..http_client::Request::new("POST", &path)
                 })
                 .map_err(|e| transport_error("create session", e))?;
-            match resp.status {
-                200 | 201 | 204 => {
-                    let token = resp
-                        .header("X-Auth-Token")
-                        .ok_or(RedfishError::Malformed("create session"))?;
-                    auth = Auth::Session(token.to_owned());
-                }
-                401 | 403 => return Err(RedfishError::Auth("create session")),
-                // Sessions not actually available: Basic auth it is.
-                _ => {}
+            match session::judge(resp.status, resp.header("X-Auth-Token")) {
+                session::Login::Session { token } => auth = Auth::Session(token),
+                session::Login::Refused => return Err(RedfishError::Auth("create session")),
+                session::Login::Basic => {}
             }
         }
         *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = auth;
