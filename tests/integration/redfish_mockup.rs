@@ -1,0 +1,45 @@
+//! The agent's Redfish client against sushy-static serving `tests/peers/redfish/mockup` (files
+//! after DMTF's public-rackmount1 mockup, DSP2043) over HTTPS, certificate checked against the
+//! test's own CA: what sushy-emulator does not serve. sushy-static keeps no sessions (its 204
+//! to the session POST carries no token), so the client is on Basic auth here; the request log
+//! shows what was sent.
+
+use std::time::Duration;
+
+use conduit_redfish::{RedfishBmc, Tls};
+use conduit_tests::sushy::SushyStatic;
+
+fn client(s: &SushyStatic) -> RedfishBmc {
+    let ca = Tls::CaPem(std::fs::read(&s.pki.ca).unwrap());
+    RedfishBmc::new(s.addr, "admin", "password", ca, Duration::from_secs(10)).expect("client")
+}
+
+#[test]
+fn power_and_identity_on_basic_auth_when_the_session_post_brings_no_token() {
+    let s = SushyStatic::start();
+    let r = client(&s);
+    assert!(
+        r.power_on().expect("power state"),
+        "the mockup system is on"
+    );
+    let info = r.info().expect("info");
+    assert_eq!(
+        (
+            info.manufacturer.as_str(),
+            info.model.as_str(),
+            info.firmware.as_str()
+        ),
+        ("Contoso", "3500", "4.20.7")
+    );
+    let log = s.requests();
+    assert!(
+        log.contains("\"POST /redfish/v1/SessionService/Sessions HTTP/1.1\" 204"),
+        "a session was asked for:\n{log}"
+    );
+    let basic = format!(
+        "Authorization: Basic {}",
+        conduit_ws::base64(b"admin:password")
+    );
+    assert!(log.contains(&basic), "then Basic auth:\n{log}");
+    assert!(!log.contains("X-Auth-Token"), "{log}");
+}
