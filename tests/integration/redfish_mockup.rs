@@ -43,3 +43,30 @@ fn power_and_identity_on_basic_auth_when_the_session_post_brings_no_token() {
     assert!(log.contains(&basic), "then Basic auth:\n{log}");
     assert!(!log.contains("X-Auth-Token"), "{log}");
 }
+
+#[test]
+fn sensors_from_the_chassis_sensors_collection() {
+    let s = SushyStatic::start();
+    let sensors = client(&s).sensors().expect("sensors");
+    let got: Vec<_> = sensors
+        .iter()
+        .map(|r| (r.name.as_str(), r.value, r.unit, r.state))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("Intake Temperature", Some(24.5), "celsius", "ok"),
+            ("CPU #1 Temperature", Some(81.0), "celsius", "non_critical"),
+            ("Fan Bay #1 Speed", Some(5400.0), "rpm", "ok"),
+            ("Power Supply #1 Input Voltage", Some(229.8), "volts", "ok"),
+            ("Total Power Consumption", Some(312.5), "watts", "ok"),
+            ("Power Supply #2 Input Power", None, "watts", "unavailable"),
+        ],
+        "the chassis also links a deprecated Thermal resource, which is not read"
+    );
+    assert!(
+        !s.requests().contains("GET /redfish/v1/Chassis/1U/Thermal"),
+        "{}",
+        s.requests()
+    );
+}

@@ -201,6 +201,20 @@ fn transport_error(what: &'static str, e: http_client::Error) -> RedfishError {
 
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// Most pages of one collection followed: a service that pages on forever is cut off.
+const MAX_PAGES: usize = 64;
+
+/// Most sensors read from a Sensors collection (a request each when the collection only links
+/// them).
+const MAX_SENSORS: usize = 256;
+
+/// The link to a collection's next page, by the name Redfish gives it or OData's.
+fn next_link(page: &Value) -> Option<&str> {
+    page.get("Members@odata.nextLink")
+        .or_else(|| page.get("@odata.nextLink"))
+        .and_then(Value::as_str)
+}
+
 impl RedfishBmc {
     /// A client for the service at `host:port`, with `timeout` per request.
     pub fn new(
@@ -369,6 +383,38 @@ impl RedfishBmc {
             .ok_or(RedfishError::Malformed(what))
     }
 
+    /// The members of the collection at `path` across its pages (`Members@odata.nextLink`):
+    /// at most `max` of them from at most [`MAX_PAGES`] pages; the flag says whether that was
+    /// all of them. A link back to a page already read ends the walk, as incomplete.
+    fn members(
+        &self,
+        what: &'static str,
+        path: &str,
+        max: usize,
+    ) -> Result<(Vec<Value>, bool), RedfishError> {
+        let mut out = Vec::new();
+        let mut read: Vec<String> = Vec::new();
+        let mut next = Some(path.to_owned());
+        while let Some(page_path) = next.take() {
+            if read.len() == MAX_PAGES || read.contains(&page_path) {
+                return Ok((out, false));
+            }
+            let mut page = self.get(what, &page_path)?;
+            read.push(page_path);
+            next = next_link(&page).map(str::to_owned);
+            let Some(Value::Array(members)) = page.get_mut("Members").map(Value::take) else {
+                return Err(RedfishError::Malformed(what));
+            };
+            for m in members {
+                if out.len() == max {
+                    return Ok((out, false));
+                }
+                out.push(m);
+            }
+        }
+        Ok((out, true))
+    }
+
     /// The system resource (the service's first system; cached).
     fn system(&self) -> Result<(String, Value), RedfishError> {
         let cached = self
@@ -494,8 +540,11 @@ impl RedfishBmc {
         })
     }
 
-    /// Temperatures and fans from the system's chassis Thermal resource, and power consumption
-    /// from its Power resource, where the chassis has them.
+    /// The readings of the system's chassis: from its Sensors collection where it has one (at
+    /// most 256 sensors), else temperatures and fans from its Thermal resource and power
+    /// consumption from its Power resource. A chassis with both is read from Sensors only
+    /// (Thermal and Power are deprecated there and repeat the same sensors), unless its Sensors
+    /// collection is empty.
     pub fn sensors(&self) -> Result<Vec<RedfishReading>, RedfishError> {
         let (_, sys) = self.system()?;
         let chassis = match sys
@@ -506,12 +555,40 @@ impl RedfishBmc {
             None => self.first_member("chassis", "/redfish/v1/Chassis")?,
         };
         let ch = self.get("chassis", &chassis)?;
+        if let Some(path) = ch.pointer("/Sensors/@odata.id").and_then(Value::as_str) {
+            let readings = self.sensor_collection(path)?;
+            if !readings.is_empty() {
+                return Ok(readings);
+            }
+        }
         let mut out = Vec::new();
         if let Some(thermal) = ch.pointer("/Thermal/@odata.id").and_then(Value::as_str) {
             out.extend(sensors::thermal(&self.get("thermal", thermal)?));
         }
         if let Some(power) = ch.pointer("/Power/@odata.id").and_then(Value::as_str) {
             out.extend(sensors::power(&self.get("power", power)?));
+        }
+        Ok(out)
+    }
+
+    fn sensor_collection(&self, path: &str) -> Result<Vec<RedfishReading>, RedfishError> {
+        let (members, _) = self.members("sensors", path, MAX_SENSORS)?;
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
+            if sensors::is_expanded(&m) {
+                out.push(sensors::sensor(&m));
+                continue;
+            }
+            let Some(link) = m.get("@odata.id").and_then(Value::as_str) else {
+                continue;
+            };
+            match self.get("sensor", link) {
+                Ok(s) => out.push(sensors::sensor(&s)),
+                // One sensor the service fails to serve does not blank the others; a service
+                // that stops answering does fail the whole read.
+                Err(RedfishError::Status { .. } | RedfishError::Malformed(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }
