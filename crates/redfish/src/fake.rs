@@ -1,7 +1,7 @@
 //! A Redfish service with a SessionService (sushy-tools has none), in process: a session token
-//! (or Basic auth) is required on the system resources, tokens can be expired by the test, and
-//! logins, resets and Basic-authenticated requests are counted. [`Opts`] picks how it answers
-//! the session login.
+//! (or Basic auth) is required on the system resources, tokens can be expired by the test,
+//! sessions hold slots until deleted, and logins, session deletions, resets and
+//! Basic-authenticated requests are recorded. [`Opts`] picks how it answers the session login.
 
 use super::*;
 use conduit_http::middleware::{HttpMetrics, HttpService};
@@ -18,13 +18,32 @@ enum LoginAnswer {
     /// 201 with `X-Auth-Token` and `Location`, as most services do.
     #[default]
     Created,
+    /// 204 with `X-Auth-Token` and `Location`, as some services do.
+    NoContent,
     /// 204 and no headers, as sushy-tools' static mockup server answers every POST.
     NoContentNoToken,
+}
+
+/// The `Location` the fake gives a new session `n`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Where {
+    /// `/redfish/v1/SessionService/Sessions/<n>`.
+    #[default]
+    Path,
+    /// The same as an absolute URL on the fake's own address.
+    SameOrigin,
+    /// The same path on another host (127.0.0.2, same port).
+    OtherHost,
+    /// Always `/redfish/v1/SessionService/Sessions/1`: slots handed out again.
+    SameSlot,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Opts {
     login: LoginAnswer,
+    location: Where,
+    /// DELETE answers after 1 s.
+    slow_delete: bool,
 }
 
 #[derive(Default)]
@@ -32,8 +51,29 @@ struct State {
     opts: Opts,
     logins: AtomicUsize,
     resets: AtomicUsize,
-    valid_token: Mutex<String>,
+    /// Open sessions by slot: the token, and whether it is still accepted (a test can stop
+    /// accepting tokens while the slot stays taken).
+    sessions: Mutex<std::collections::BTreeMap<usize, (String, bool)>>,
+    /// Every DELETE: path and the token it came with.
+    deletes: Mutex<Vec<(String, Option<String>)>>,
     basic_seen: AtomicUsize,
+}
+
+impl State {
+    /// The service stops accepting every token it gave (the sessions keep their slots).
+    fn expire_tokens(&self) {
+        for (_, valid) in self.sessions.lock().unwrap().values_mut() {
+            *valid = false;
+        }
+    }
+
+    fn open_slots(&self) -> Vec<usize> {
+        self.sessions.lock().unwrap().keys().copied().collect()
+    }
+
+    fn deletes(&self) -> Vec<(String, Option<String>)> {
+        self.deletes.lock().unwrap().clone()
+    }
 }
 
 fn json(v: serde_json::Value) -> Response {
@@ -46,10 +86,77 @@ fn authorized(st: &State, req: &Request) -> bool {
     if req.header("Authorization").is_some() {
         st.basic_seen.fetch_add(1, Ordering::Relaxed);
     }
-    let valid = st.valid_token.lock().unwrap().clone();
+    let token_ok = req.header("X-Auth-Token").is_some_and(|t| {
+        st.sessions
+            .lock()
+            .unwrap()
+            .values()
+            .any(|(token, valid)| *valid && token == t)
+    });
     let basic = format!("Basic {}", conduit_ws::base64(b"admin:secret"));
-    (!valid.is_empty() && req.header("X-Auth-Token") == Some(valid.as_str()))
-        || req.header("Authorization") == Some(basic.as_str())
+    token_ok || req.header("Authorization") == Some(basic.as_str())
+}
+
+/// `handler` behind the fake's authentication (401 otherwise).
+fn guarded(
+    st: &Arc<State>,
+    handler: impl Fn(&State, &Request) -> Response + Send + Sync + 'static,
+) -> impl Fn(&Request) -> Response + Send + Sync + 'static {
+    let st = st.clone();
+    move |req| {
+        if !authorized(&st, req) {
+            return Response::new(401);
+        }
+        handler(&st, req)
+    }
+}
+
+fn login(st: &State, addr: std::net::SocketAddr, req: &Request) -> Response {
+    let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+    if v["UserName"] != "admin" || v["Password"] != "secret" {
+        return Response::new(401);
+    }
+    let n = st.logins.fetch_add(1, Ordering::Relaxed) + 1;
+    let status = match st.opts.login {
+        LoginAnswer::NoContentNoToken => return Response::new(204),
+        LoginAnswer::Created => 201,
+        LoginAnswer::NoContent => 204,
+    };
+    let slot = if st.opts.location == Where::SameSlot {
+        1
+    } else {
+        n
+    };
+    let token = format!("token-{n}");
+    st.sessions
+        .lock()
+        .unwrap()
+        .insert(slot, (token.clone(), true));
+    let path = format!("/redfish/v1/SessionService/Sessions/{slot}");
+    let location = match st.opts.location {
+        Where::Path | Where::SameSlot => path,
+        Where::SameOrigin => format!("http://{addr}{path}"),
+        Where::OtherHost => format!("http://127.0.0.2:{}{path}", addr.port()),
+    };
+    Response::new(status)
+        .with_header("X-Auth-Token", token)
+        .with_header("Location", location)
+}
+
+fn delete_session(st: &State, req: &Request) -> Response {
+    st.deletes.lock().unwrap().push((
+        req.path.clone(),
+        req.header("X-Auth-Token").map(str::to_owned),
+    ));
+    if st.opts.slow_delete {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let slot = req.params.iter().find(|(k, _)| *k == "id");
+    let slot = slot.and_then(|(_, v)| v.parse::<usize>().ok());
+    match slot.and_then(|n| st.sessions.lock().unwrap().remove(&n)) {
+        Some(_) => Response::new(204),
+        None => Response::new(404),
+    }
 }
 
 fn start() -> (
@@ -71,7 +178,9 @@ fn start_with(
         opts,
         ..State::default()
     });
-    let (a, b, c, d) = (st.clone(), st.clone(), st.clone(), st.clone());
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), Limits::default()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let a = st.clone();
     let router = Router::new()
         .route(Method::Get, "/redfish/v1/", |_| {
             json(serde_json::json!({
@@ -82,45 +191,34 @@ fn start_with(
         .route(
             Method::Post,
             "/redfish/v1/SessionService/Sessions",
-            move |req| {
-                let v: serde_json::Value =
-                    serde_json::from_slice(&req.body).unwrap_or_default();
-                if v["UserName"] != "admin" || v["Password"] != "secret" {
-                    return Response::new(401);
-                }
-                let n = a.logins.fetch_add(1, Ordering::Relaxed) + 1;
-                if a.opts.login == LoginAnswer::NoContentNoToken {
-                    return Response::new(204);
-                }
-                let token = format!("token-{n}");
-                *a.valid_token.lock().unwrap() = token.clone();
-                Response::new(201)
-                    .with_header("X-Auth-Token", token)
-                    .with_header(
-                        "Location",
-                        format!("/redfish/v1/SessionService/Sessions/{n}"),
-                    )
-            },
+            move |req| login(&a, addr, req),
         )
-        .route(Method::Get, "/redfish/v1/Systems", move |req| {
-            if !authorized(&b, req) {
-                return Response::new(401);
-            }
-            json(serde_json::json!({"Members": [{"@odata.id": "/redfish/v1/Systems/1"}]}))
-        })
-        .route(Method::Get, "/redfish/v1/Systems/1", move |req| {
-            if !authorized(&c, req) {
-                return Response::new(401);
-            }
-            json(serde_json::json!({
-                "PowerState": "On",
-                "Links": {"Chassis": [{"@odata.id": "/redfish/v1/Chassis/1"}]},
-                "Actions": {"#ComputerSystem.Reset": {
-                    "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
-                    "ResetType@Redfish.AllowableValues": ["On", "ForceOff"]
-                }}
-            }))
-        })
+        .route(
+            Method::Delete,
+            "/redfish/v1/SessionService/Sessions/{id}",
+            guarded(&st, delete_session),
+        )
+        .route(
+            Method::Get,
+            "/redfish/v1/Systems",
+            guarded(&st, |_, _| {
+                json(serde_json::json!({"Members": [{"@odata.id": "/redfish/v1/Systems/1"}]}))
+            }),
+        )
+        .route(
+            Method::Get,
+            "/redfish/v1/Systems/1",
+            guarded(&st, |_, _| {
+                json(serde_json::json!({
+                    "PowerState": "On",
+                    "Links": {"Chassis": [{"@odata.id": "/redfish/v1/Chassis/1"}]},
+                    "Actions": {"#ComputerSystem.Reset": {
+                        "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
+                        "ResetType@Redfish.AllowableValues": ["On", "ForceOff"]
+                    }}
+                }))
+            }),
+        )
         .route(Method::Get, "/redfish/v1/Chassis/1", |_| {
             json(serde_json::json!({"Power": {"@odata.id": "/redfish/v1/Chassis/1/Power"}}))
         })
@@ -132,18 +230,13 @@ fn start_with(
         .route(
             Method::Post,
             "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
-            move |req| {
-                if !authorized(&d, req) {
-                    return Response::new(401);
-                }
-                d.resets.fetch_add(1, Ordering::Relaxed);
+            guarded(&st, |st, _| {
+                st.resets.fetch_add(1, Ordering::Relaxed);
                 Response::new(204)
-            },
+            }),
         );
     let mut reg = prometheus_client::registry::Registry::default();
     let http = HttpMetrics::register(&mut CatalogBuilder::new(&mut reg, "fake", 100));
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), Limits::default()).unwrap();
-    let addr = server.local_addr().unwrap();
     let (stop, _thread) = server
         .spawn(Arc::new(HttpService::new(router, http)))
         .unwrap();
@@ -168,10 +261,19 @@ fn uses_a_session_token_and_logs_in_again_when_it_expires() {
     assert!(r.power_on().unwrap());
     assert!(r.power_on().unwrap());
     assert_eq!(st.logins.load(Ordering::Relaxed), 1, "one session, reused");
-    // The service forgets the session: one new login, then the call succeeds.
-    *st.valid_token.lock().unwrap() = "something-else".into();
+    // The service stops taking the token: one new login, then the call succeeds, and the old
+    // session is deleted with the new token.
+    st.expire_tokens();
     assert!(r.power_on().unwrap());
     assert_eq!(st.logins.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        st.deletes(),
+        vec![(
+            "/redfish/v1/SessionService/Sessions/1".into(),
+            Some("token-2".into())
+        )]
+    );
+    assert_eq!(st.open_slots(), vec![2], "the old slot is free again");
     assert_eq!(
         st.basic_seen.load(Ordering::Relaxed),
         0,
@@ -235,6 +337,7 @@ fn refused_session_login_is_an_auth_error() {
 fn a_login_answered_without_a_token_falls_back_to_basic_auth() {
     let (addr, st, stop) = start_with(Opts {
         login: LoginAnswer::NoContentNoToken,
+        ..Opts::default()
     });
     let r = client(addr, "secret");
     assert!(r.power_on().unwrap());
@@ -245,5 +348,127 @@ fn a_login_answered_without_a_token_falls_back_to_basic_auth() {
         "asked once, then Basic"
     );
     assert!(st.basic_seen.load(Ordering::Relaxed) >= 2);
+    stop.stop();
+}
+
+#[test]
+fn logout_deletes_the_session_and_the_next_call_logs_in_again() {
+    for login in [LoginAnswer::Created, LoginAnswer::NoContent] {
+        let (addr, st, stop) = start_with(Opts {
+            login,
+            ..Opts::default()
+        });
+        let r = client(addr, "secret");
+        assert!(r.power_on().unwrap());
+        assert_eq!(st.open_slots(), vec![1], "{login:?}");
+        r.logout().unwrap();
+        assert_eq!(
+            st.deletes(),
+            vec![(
+                "/redfish/v1/SessionService/Sessions/1".into(),
+                Some("token-1".into())
+            )],
+            "{login:?}"
+        );
+        assert!(st.open_slots().is_empty());
+        r.logout().unwrap(); // nothing left to end: no request
+        assert_eq!(st.deletes().len(), 1);
+        assert!(r.power_on().unwrap());
+        assert_eq!(st.logins.load(Ordering::Relaxed), 2);
+        assert_eq!(st.basic_seen.load(Ordering::Relaxed), 0);
+        stop.stop();
+    }
+}
+
+#[test]
+fn an_absolute_location_on_the_same_origin_is_deleted_by_its_path() {
+    let (addr, st, stop) = start_with(Opts {
+        location: Where::SameOrigin,
+        ..Opts::default()
+    });
+    let r = client(addr, "secret");
+    assert!(r.power_on().unwrap());
+    r.logout().unwrap();
+    assert_eq!(
+        st.deletes(),
+        vec![(
+            "/redfish/v1/SessionService/Sessions/1".into(),
+            Some("token-1".into())
+        )]
+    );
+    stop.stop();
+}
+
+#[test]
+fn a_location_on_another_host_is_never_used() {
+    let (addr, st, stop) = start_with(Opts {
+        location: Where::OtherHost,
+        ..Opts::default()
+    });
+    let r = client(addr, "secret");
+    assert!(r.power_on().unwrap());
+    st.expire_tokens();
+    assert!(r.power_on().unwrap(), "logged in again");
+    r.logout().unwrap();
+    assert_eq!(st.deletes(), vec![], "neither on re-login nor on logout");
+    assert_eq!(st.open_slots(), vec![1, 2], "left to expire");
+    stop.stop();
+}
+
+#[test]
+fn a_slot_handed_out_again_is_not_deleted_on_relogin() {
+    let (addr, st, stop) = start_with(Opts {
+        location: Where::SameSlot,
+        ..Opts::default()
+    });
+    let r = client(addr, "secret");
+    assert!(r.power_on().unwrap());
+    st.expire_tokens();
+    assert!(r.power_on().unwrap());
+    assert_eq!(st.logins.load(Ordering::Relaxed), 2);
+    assert_eq!(st.deletes(), vec![], "that path is the new session now");
+    assert!(r.power_on().unwrap(), "which still works");
+    assert_eq!(st.logins.load(Ordering::Relaxed), 2);
+    stop.stop();
+}
+
+#[test]
+fn logout_is_bounded_by_the_client_timeout() {
+    let (addr, st, stop) = start_with(Opts {
+        slow_delete: true,
+        ..Opts::default()
+    });
+    let r = RedfishBmc::new(
+        addr,
+        "admin",
+        "secret",
+        Tls::PlainHttp,
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    assert!(r.power_on().unwrap());
+    let t = Instant::now();
+    let err = r.logout().unwrap_err();
+    assert_eq!(err.kind(), "timeout", "{err}");
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(st.deletes().len(), 1);
+    stop.stop();
+}
+
+#[test]
+fn logout_on_basic_auth_sends_nothing() {
+    let (addr, st, stop) = start_with(Opts {
+        login: LoginAnswer::NoContentNoToken,
+        ..Opts::default()
+    });
+    let r = client(addr, "secret");
+    r.logout().unwrap();
+    assert!(r.power_on().unwrap());
+    r.logout().unwrap();
+    assert_eq!(st.deletes(), vec![]);
     stop.stop();
 }

@@ -160,11 +160,28 @@ pub struct RedfishInfo {
     pub firmware: String,
 }
 
+/// A session this client opened.
+#[derive(Clone)]
+struct Session {
+    token: String,
+    /// Its path on this service, to delete it (see [`session::same_origin_path`]).
+    location: Option<String>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Session")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Auth {
     Unknown,
     Basic,
-    Session(String),
+    Session(Session),
 }
 
 /// One Redfish service.
@@ -249,7 +266,7 @@ impl RedfishBmc {
     fn auth_header(&self) -> Result<(&'static str, String), RedfishError> {
         let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match auth {
-            Auth::Session(token) => Ok(("X-Auth-Token", token)),
+            Auth::Session(s) => Ok(("X-Auth-Token", s.token)),
             Auth::Basic => Ok((
                 "Authorization",
                 format!(
@@ -296,14 +313,95 @@ impl RedfishBmc {
                     ..http_client::Request::new("POST", &path)
                 })
                 .map_err(|e| transport_error("create session", e))?;
-            match session::judge(resp.status, resp.header("X-Auth-Token")) {
-                session::Login::Session { token } => auth = Auth::Session(token),
+            let origin = session::Origin {
+                scheme: self.http.scheme(),
+                authority: self.http.authority(),
+            };
+            let answer = session::judge(
+                resp.status,
+                resp.header("X-Auth-Token"),
+                resp.header("Location"),
+                origin,
+            );
+            match answer {
+                session::Login::Session { token, location } => {
+                    auth = Auth::Session(Session { token, location })
+                }
                 session::Login::Refused => return Err(RedfishError::Auth("create session")),
                 session::Login::Basic => {}
             }
         }
         *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = auth;
         Ok(())
+    }
+
+    /// The session in use, if any, leaving the client to log in again.
+    fn take_session(&self) -> Option<Session> {
+        let mut auth = self.auth.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *auth, Auth::Unknown) {
+            Auth::Session(s) => Some(s),
+            other => {
+                *auth = other;
+                None
+            }
+        }
+    }
+
+    /// Deletes, best effort, a session whose token the service refused: usually it has expired
+    /// and is gone (404), but a service that still holds it frees its slot, of which BMCs have
+    /// few. Authenticated with what the client uses now, never deleting that session (a
+    /// service may hand out the same path again).
+    fn forget(&self, old: Session) {
+        let Some(path) = old.location else {
+            return;
+        };
+        let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let header = match &auth {
+            Auth::Session(now) if now.location.as_deref() == Some(path.as_str()) => return,
+            Auth::Session(now) => ("X-Auth-Token", now.token.clone()),
+            Auth::Basic => match self.auth_header() {
+                Ok(h) => h,
+                Err(_) => return,
+            },
+            Auth::Unknown => return,
+        };
+        let _ = self.delete_session(&path, header);
+    }
+
+    fn delete_session(
+        &self,
+        path: &str,
+        (name, value): (&str, String),
+    ) -> Result<u16, RedfishError> {
+        self.http
+            .request(&http_client::Request {
+                headers: &[("Accept", "application/json"), (name, value.as_str())],
+                ..http_client::Request::new("DELETE", path)
+            })
+            .map(|r| r.status)
+            .map_err(|e| transport_error("delete session", e))
+    }
+
+    /// Ends the session this client opened, if any: a `DELETE` of the session's `Location`
+    /// with its token, one request bounded by the client's timeout (for the agent's shutdown:
+    /// BMCs hold few sessions, and an abandoned one holds a slot until it expires). A session
+    /// already gone (404, or its token refused) counts as ended. The client forgets the session
+    /// whatever the outcome and logs in again on its next call. Nothing is sent on Basic auth,
+    /// before any login, or when the service gave no `Location` on its own origin.
+    pub fn logout(&self) -> Result<(), RedfishError> {
+        let Some(s) = self.take_session() else {
+            return Ok(());
+        };
+        let Some(path) = s.location else {
+            return Ok(());
+        };
+        match self.delete_session(&path, ("X-Auth-Token", s.token))? {
+            200..=299 | 401 | 404 => Ok(()),
+            status => Err(RedfishError::Status {
+                what: "delete session",
+                status,
+            }),
+        }
     }
 
     fn request_json(
@@ -346,14 +444,13 @@ impl RedfishBmc {
             let status = resp.status;
             if (status == 401 || status == 403) && authenticated {
                 // An expired session gets one fresh login; refused credentials are final.
-                let was_session = matches!(
-                    *self.auth.lock().unwrap_or_else(|e| e.into_inner()),
-                    Auth::Session(_)
-                );
-                if was_session && tries == 0 {
-                    tries += 1;
-                    *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Auth::Unknown;
-                    continue;
+                if tries == 0 {
+                    if let Some(old) = self.take_session() {
+                        tries += 1;
+                        self.login()?;
+                        self.forget(old);
+                        continue;
+                    }
                 }
                 return Err(RedfishError::Auth(what));
             }
