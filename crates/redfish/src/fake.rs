@@ -44,6 +44,8 @@ struct Opts {
     location: Where,
     /// DELETE answers after 1 s.
     slow_delete: bool,
+    /// A PATCH without `If-Match` gets 428.
+    require_if_match: bool,
 }
 
 #[derive(Default)]
@@ -57,6 +59,10 @@ struct State {
     /// Every DELETE: path and the token it came with.
     deletes: Mutex<Vec<(String, Option<String>)>>,
     basic_seen: AtomicUsize,
+    /// The system's boot override: target and enabled.
+    boot: Mutex<(String, String)>,
+    /// Every PATCH of the system: body and `If-Match`.
+    patches: Mutex<Vec<(serde_json::Value, Option<String>)>>,
 }
 
 impl State {
@@ -159,6 +165,71 @@ fn delete_session(st: &State, req: &Request) -> Response {
     }
 }
 
+/// The system's `@odata.etag`.
+const ETAG: &str = "W/\"7\"";
+
+fn system(st: &State) -> Response {
+    let (target, enabled) = st.boot.lock().unwrap().clone();
+    json(serde_json::json!({
+        "@odata.etag": ETAG,
+        "PowerState": "On",
+        "Boot": {
+            "BootSourceOverrideTarget": target,
+            "BootSourceOverrideEnabled": enabled,
+            "BootSourceOverrideTarget@Redfish.AllowableValues":
+                ["None", "Pxe", "Hdd", "Cd", "BiosSetup"]
+        },
+        "Links": {"Chassis": [{"@odata.id": "/redfish/v1/Chassis/1"}]},
+        "Actions": {"#ComputerSystem.Reset": {
+            "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
+            "ResetType@Redfish.AllowableValues": ["On", "ForceOff"]
+        }}
+    }))
+}
+
+fn error(status: u16, message: &str) -> Response {
+    Response::new(status)
+        .with_header("Content-Type", "application/json")
+        .with_body(
+            serde_json::json!({"error": {
+                "code": "Base.1.8.GeneralError",
+                "message": "See @Message.ExtendedInfo",
+                "@Message.ExtendedInfo": [{"Message": message}]
+            }})
+            .to_string()
+            .into_bytes(),
+        )
+}
+
+/// PATCH of the system: takes a boot override, except Cd ("no media"); with
+/// `require_if_match`, only with the current etag.
+fn patch_system(st: &State, req: &Request) -> Response {
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+    let if_match = req.header("If-Match").map(str::to_owned);
+    st.patches
+        .lock()
+        .unwrap()
+        .push((body.clone(), if_match.clone()));
+    if req.header("Content-Type") != Some("application/json") {
+        return error(415, "JSON only");
+    }
+    if st.opts.require_if_match && if_match.as_deref() != Some(ETAG) {
+        return error(428, "If-Match required");
+    }
+    let boot = &body["Boot"];
+    let (Some(target), Some(enabled)) = (
+        boot["BootSourceOverrideTarget"].as_str(),
+        boot["BootSourceOverrideEnabled"].as_str(),
+    ) else {
+        return error(400, "Boot properties missing");
+    };
+    if target == "Cd" {
+        return error(400, "No bootable media in the virtual drive");
+    }
+    *st.boot.lock().unwrap() = (target.to_owned(), enabled.to_owned());
+    Response::new(204)
+}
+
 fn start() -> (
     std::net::SocketAddr,
     Arc<State>,
@@ -176,6 +247,7 @@ fn start_with(
 ) {
     let st = Arc::new(State {
         opts,
+        boot: Mutex::new(("None".into(), "Disabled".into())),
         ..State::default()
     });
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), Limits::default()).unwrap();
@@ -208,16 +280,12 @@ fn start_with(
         .route(
             Method::Get,
             "/redfish/v1/Systems/1",
-            guarded(&st, |_, _| {
-                json(serde_json::json!({
-                    "PowerState": "On",
-                    "Links": {"Chassis": [{"@odata.id": "/redfish/v1/Chassis/1"}]},
-                    "Actions": {"#ComputerSystem.Reset": {
-                        "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
-                        "ResetType@Redfish.AllowableValues": ["On", "ForceOff"]
-                    }}
-                }))
-            }),
+            guarded(&st, |st, _| system(st)),
+        )
+        .route(
+            Method::Patch,
+            "/redfish/v1/Systems/1",
+            guarded(&st, patch_system),
         )
         .route(Method::Get, "/redfish/v1/Chassis/1", |_| {
             json(serde_json::json!({"Power": {"@odata.id": "/redfish/v1/Chassis/1/Power"}}))
@@ -470,5 +538,73 @@ fn logout_on_basic_auth_sends_nothing() {
     assert!(r.power_on().unwrap());
     r.logout().unwrap();
     assert_eq!(st.deletes(), vec![]);
+    stop.stop();
+}
+
+#[test]
+fn boot_override_set_and_read_back() {
+    let (addr, st, stop) = start();
+    let r = client(addr, "secret");
+    let b = r.boot().unwrap();
+    assert_eq!(
+        (b.enabled, b.target),
+        (BootEnabled::Disabled, BootSource::None)
+    );
+    assert_eq!(b.allowed, Some(BootTarget::ALL.to_vec()));
+    r.set_boot(BootTarget::BiosSetup, BootPersistence::Once)
+        .unwrap();
+    let b = r.boot().unwrap();
+    assert_eq!(
+        (b.enabled, b.target),
+        (BootEnabled::Once, BootSource::Target(BootTarget::BiosSetup))
+    );
+    let patches = st.patches.lock().unwrap().clone();
+    assert_eq!(
+        patches,
+        vec![(
+            serde_json::json!({"Boot": {"BootSourceOverrideTarget": "BiosSetup",
+                                        "BootSourceOverrideEnabled": "Once"}}),
+            None
+        )],
+        "one PATCH, no If-Match unless asked for"
+    );
+    stop.stop();
+}
+
+#[test]
+fn boot_override_refused_by_the_service_carries_its_message() {
+    let (addr, _st, stop) = start();
+    let err = client(addr, "secret")
+        .set_boot(BootTarget::Cd, BootPersistence::Continuous)
+        .unwrap_err();
+    assert_eq!(err.kind(), "action_rejected");
+    assert_eq!(
+        err.to_string(),
+        "the BMC refused boot override: HTTP 400: No bootable media in the virtual drive"
+    );
+    stop.stop();
+}
+
+#[test]
+fn boot_override_asked_again_with_if_match_when_required() {
+    let (addr, st, stop) = start_with(Opts {
+        require_if_match: true,
+        ..Opts::default()
+    });
+    let r = client(addr, "secret");
+    r.set_boot(BootTarget::Pxe, BootPersistence::Continuous)
+        .unwrap();
+    let if_matches: Vec<_> = st
+        .patches
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, m)| m.clone())
+        .collect();
+    assert_eq!(if_matches, vec![None, Some(ETAG.to_owned())]);
+    assert_eq!(
+        r.boot().unwrap().target,
+        BootSource::Target(BootTarget::Pxe)
+    );
     stop.stop();
 }

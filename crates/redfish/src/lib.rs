@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod boot;
 mod sensors;
 mod session;
 
+pub use boot::{BootEnabled, BootOverride, BootPersistence, BootSource, BootTarget};
 pub use sensors::RedfishReading;
 
 /// How to check the BMC's certificate.
@@ -61,6 +63,37 @@ impl ResetType {
     }
 }
 
+/// Something a service may not offer, or not with the value asked for.
+///
+/// A type of its own rather than text: it keeps [`RedfishError`] as small as it was (every
+/// `Result` of the crate, and the agent's errors wrapping it, carry one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// The system's `Boot` override.
+    BootOverride,
+    /// A `BootSourceOverrideTarget`.
+    BootTarget,
+    /// A `BootSourceOverrideEnabled`.
+    BootPersistence,
+}
+
+impl Capability {
+    /// How messages name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::BootOverride => "boot override",
+            Capability::BootTarget => "boot target",
+            Capability::BootPersistence => "boot persistence",
+        }
+    }
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What went wrong talking Redfish; [`RedfishError::kind`] is the metric's `error_type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedfishError {
@@ -88,6 +121,25 @@ pub enum RedfishError {
         /// What the service advertises.
         allowed: Vec<String>,
     },
+    /// The service does not offer what was asked: a resource or action it lacks (`value` is
+    /// empty), or a value outside its `@Redfish.AllowableValues`.
+    Unsupported {
+        /// What was asked.
+        what: Capability,
+        /// The value asked for, if any.
+        value: &'static str,
+        /// What the service advertises (its text, bounded).
+        allowed: Vec<String>,
+    },
+    /// The service refused a change (a PATCH, an action other than a reset).
+    Refused {
+        /// What was asked.
+        what: &'static str,
+        /// Status.
+        status: u16,
+        /// The service's message, if any (its text, bounded).
+        message: String,
+    },
     /// The service advertises the reset type but rejected it.
     Rejected {
         /// The reset type.
@@ -109,7 +161,10 @@ impl RedfishError {
             RedfishError::Timeout(_) => "timeout",
             RedfishError::Status { .. } => "http_error",
             RedfishError::Malformed(_) => "malformed_reply",
-            RedfishError::NotAdvertised { .. } => "unsupported_action",
+            RedfishError::NotAdvertised { .. } | RedfishError::Unsupported { .. } => {
+                "unsupported_action"
+            }
+            RedfishError::Refused { .. } => "action_rejected",
             RedfishError::Rejected { .. } => "action_rejected",
         }
     }
@@ -132,6 +187,29 @@ impl std::fmt::Display for RedfishError {
                 "reset type {reset_type} is not advertised by the BMC (it allows {})",
                 allowed.join(", ")
             ),
+            RedfishError::Unsupported {
+                what, value: "", ..
+            } => write!(f, "{what}: not offered by the BMC"),
+            RedfishError::Unsupported {
+                what,
+                value,
+                allowed,
+            } => write!(
+                f,
+                "{what} {value} is not advertised by the BMC (it allows {})",
+                allowed.join(", ")
+            ),
+            RedfishError::Refused {
+                what,
+                status,
+                message,
+            } => {
+                write!(f, "the BMC refused {what}: HTTP {status}")?;
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                Ok(())
+            }
             RedfishError::Rejected {
                 reset_type,
                 status,
@@ -225,6 +303,19 @@ const MAX_PAGES: usize = 64;
 /// them).
 const MAX_SENSORS: usize = 256;
 
+/// The message of a Redfish error reply (its first extended info, else its own), at most 512
+/// characters of it; empty when there is none.
+fn error_message(reply: &Value) -> String {
+    reply
+        .pointer("/error/@Message.ExtendedInfo/0/Message")
+        .or_else(|| reply.pointer("/error/message"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .chars()
+        .take(512)
+        .collect()
+}
+
 /// The link to a collection's next page, by the name Redfish gives it or OData's.
 fn next_link(page: &Value) -> Option<&str> {
     page.get("Members@odata.nextLink")
@@ -284,7 +375,7 @@ impl RedfishBmc {
     /// Opens a Redfish session when the service has a SessionService; Basic auth otherwise.
     fn login(&self) -> Result<(), RedfishError> {
         let root = self
-            .request_json("service root", "GET", "/redfish/v1/", None, false)?
+            .request_json("service root", "GET", "/redfish/v1/", None, false, &[])?
             .1;
         let sessions = root
             .pointer("/Links/Sessions/@odata.id")
@@ -411,6 +502,7 @@ impl RedfishBmc {
         path: &str,
         body: Option<&Value>,
         authenticated: bool,
+        extra: &[(&str, &str)],
     ) -> Result<(u16, Value), RedfishError> {
         // Paths come from the BMC's own JSON: only paths on this service are followed, never
         // absolute URLs or authority tricks that would send credentials elsewhere.
@@ -426,9 +518,10 @@ impl RedfishBmc {
             };
             let body_text = body.map(Value::to_string).unwrap_or_default();
             let mut headers = vec![("Accept", "application/json")];
-            if method == "POST" {
+            if body.is_some() {
                 headers.push(("Content-Type", "application/json"));
             }
+            headers.extend_from_slice(extra);
             if let Some((k, v)) = &auth {
                 headers.push((k, v.as_str()));
             }
@@ -465,7 +558,7 @@ impl RedfishBmc {
     }
 
     fn get(&self, what: &'static str, path: &str) -> Result<Value, RedfishError> {
-        match self.request_json(what, "GET", path, None, true)? {
+        match self.request_json(what, "GET", path, None, true, &[])? {
             (200, v) if v.is_object() => Ok(v),
             (200, _) => Err(RedfishError::Malformed(what)),
             (status, _) => Err(RedfishError::Status { what, status }),
@@ -570,16 +663,11 @@ impl RedfishBmc {
             }
         }
         let body = serde_json::json!({ "ResetType": reset_type });
-        let (status, reply) = self.request_json("reset", "POST", target, Some(&body), true)?;
+        let (status, reply) = self.request_json("reset", "POST", target, Some(&body), true, &[])?;
         if (200..300).contains(&status) {
             return Ok(());
         }
-        let message = reply
-            .pointer("/error/@Message.ExtendedInfo/0/Message")
-            .or_else(|| reply.pointer("/error/message"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+        let message = error_message(&reply);
         Err(RedfishError::Rejected {
             reset_type,
             status,
@@ -616,6 +704,54 @@ impl RedfishBmc {
         }
         let (_, sys) = self.system()?;
         self.reset_system(&sys, "On")
+    }
+
+    /// The system's boot override (`Boot`), as the service reports it now.
+    pub fn boot(&self) -> Result<BootOverride, RedfishError> {
+        let (_, sys) = self.system()?;
+        boot::read(&sys)
+    }
+
+    /// Sets the system's boot override: a PATCH of `Boot` on the system with
+    /// `BootSourceOverrideTarget` and `BootSourceOverrideEnabled`. Where the service lists the
+    /// values it allows (`@Redfish.AllowableValues`), a target or persistence outside them is
+    /// [`RedfishError::Unsupported`] and nothing is sent. A service that requires `If-Match`
+    /// (428) is asked once more with the system's `@odata.etag`. Success means the service
+    /// took the change; some apply it their own way (sushy-tools keeps every override
+    /// `Continuous`): read it back with [`RedfishBmc::boot`].
+    pub fn set_boot(
+        &self,
+        target: BootTarget,
+        persistence: BootPersistence,
+    ) -> Result<(), RedfishError> {
+        const WHAT: &str = "boot override";
+        let (path, sys) = self.system()?;
+        let body = boot::change(&sys, target, persistence)?;
+        let (mut status, mut reply) =
+            self.request_json(WHAT, "PATCH", &path, Some(&body), true, &[])?;
+        if status == 428 {
+            // Precondition required: the service wants the version the change applies to.
+            let etag = sys.get("@odata.etag").and_then(Value::as_str);
+            let etag = etag.filter(|e| e.len() <= 256 && !e.bytes().any(|b| b < b' ' || b == 0x7f));
+            if let Some(etag) = etag {
+                (status, reply) = self.request_json(
+                    WHAT,
+                    "PATCH",
+                    &path,
+                    Some(&body),
+                    true,
+                    &[("If-Match", etag)],
+                )?;
+            }
+        }
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        Err(RedfishError::Refused {
+            what: WHAT,
+            status,
+            message: error_message(&reply),
+        })
     }
 
     /// System manufacturer and model, and the manager's firmware version.
