@@ -4,9 +4,11 @@
 //! to the session POST carries no token), so the client is on Basic auth here; the request log
 //! shows what was sent.
 
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
-use conduit_redfish::{RedfishBmc, Tls};
+use conduit_redfish::{
+    Capability, LogEntry, LogKind, LogScope, RedfishBmc, RedfishError, Severity, Tls,
+};
 use conduit_tests::sushy::SushyStatic;
 
 fn client(s: &SushyStatic) -> RedfishBmc {
@@ -71,5 +73,112 @@ fn sensors_from_the_chassis_sensors_collection() {
         !s.requests().contains("GET /redfish/v1/Chassis/1U/Thermal"),
         "{}",
         s.requests()
+    );
+}
+
+#[test]
+fn event_logs_of_the_system_and_its_manager() {
+    let s = SushyStatic::start();
+    let r = client(&s);
+    let services = r.log_services().expect("log services");
+    let found: Vec<_> = services
+        .iter()
+        .map(|l| (l.scope, l.id.as_str(), l.kind, l.can_clear))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (LogScope::System, "SEL", LogKind::Sel, true),
+            (LogScope::Manager, "Log", LogKind::Event, false),
+        ]
+    );
+
+    // Two pages (the second by its ?$skiptoken= link), the last entry only linked.
+    let sel = r.log_entries(&services[0]).expect("SEL entries");
+    assert!(sel.complete);
+    let got: Vec<_> = sel
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.id.as_str(),
+                e.severity,
+                e.sensor_type.as_deref(),
+                e.sensor_number,
+                e.message_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "1",
+                Some(Severity::Ok),
+                Some("System Event"),
+                Some(16),
+                "0x6F0116"
+            ),
+            (
+                "2",
+                Some(Severity::Warning),
+                Some("Temperature"),
+                Some(2),
+                "0x010701"
+            ),
+            (
+                "3",
+                Some(Severity::Critical),
+                Some("Power Supply"),
+                Some(41),
+                "0x6F0800"
+            ),
+            ("4", Some(Severity::Ok), Some("Fan"), Some(48), "0x040101"),
+        ]
+    );
+    let secs = |e: &LogEntry| {
+        e.created
+            .expect("created")
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    // 2024-05-01T11:30:00+02:00 and 2024-05-01T10:15:45.5Z.
+    assert_eq!(secs(&sel.entries[1]), 1_714_555_800.0);
+    assert_eq!(secs(&sel.entries[2]), 1_714_558_545.5);
+    let lost = &sel.entries[2];
+    assert_eq!(lost.message, "Power supply #2 presence lost");
+    assert_eq!(
+        lost.origin.as_deref(),
+        Some("/redfish/v1/Chassis/1U/Sensors/PS2InputPower")
+    );
+
+    let mgr = r.log_entries(&services[1]).expect("manager entries");
+    assert_eq!(mgr.entries.len(), 1);
+    assert_eq!(mgr.entries[0].message, "The BMC was reset by a watchdog");
+
+    // The manager's log has no ClearLog: refused without asking.
+    let err = r.clear_log(&services[1]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RedfishError::Unsupported {
+                what: Capability::ClearLog,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // sushy-static answers every POST with 204 (and clears nothing): the request is what is
+    // checked here; the fake service in conduit-redfish's tests checks the outcome.
+    r.clear_log(&services[0]).expect("clear the SEL");
+    let log = s.requests();
+    let post = "\"POST /redfish/v1/Systems/437XR1138R2/LogServices/SEL/Actions/LogService.ClearLog HTTP/1.1\" 204";
+    assert!(log.contains(post), "{log}");
+    assert!(log.contains("Data: b'{}'"), "{log}");
+    assert_eq!(
+        log.matches("\"POST ").count(),
+        2,
+        "the session POST and ClearLog: {log}"
     );
 }

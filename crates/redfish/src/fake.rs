@@ -46,6 +46,12 @@ struct Opts {
     slow_delete: bool,
     /// A PATCH without `If-Match` gets 428.
     require_if_match: bool,
+    /// Entries per page of the SEL (0: 2).
+    page_size: usize,
+    /// Every SEL page links back to the first.
+    log_loop: bool,
+    /// ClearLog gets 500 with a message.
+    clear_refused: bool,
 }
 
 #[derive(Default)]
@@ -63,6 +69,12 @@ struct State {
     boot: Mutex<(String, String)>,
     /// Every PATCH of the system: body and `If-Match`.
     patches: Mutex<Vec<(serde_json::Value, Option<String>)>>,
+    /// Entries in the SEL.
+    log_len: AtomicUsize,
+    /// SEL pages served.
+    pages: AtomicUsize,
+    /// Every ClearLog body.
+    clears: Mutex<Vec<serde_json::Value>>,
 }
 
 impl State {
@@ -179,6 +191,7 @@ fn system(st: &State) -> Response {
             "BootSourceOverrideTarget@Redfish.AllowableValues":
                 ["None", "Pxe", "Hdd", "Cd", "BiosSetup"]
         },
+        "LogServices": {"@odata.id": "/redfish/v1/Systems/1/LogServices"},
         "Links": {"Chassis": [{"@odata.id": "/redfish/v1/Chassis/1"}]},
         "Actions": {"#ComputerSystem.Reset": {
             "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
@@ -230,6 +243,57 @@ fn patch_system(st: &State, req: &Request) -> Response {
     Response::new(204)
 }
 
+const SEL: &str = "/redfish/v1/Systems/1/LogServices/SEL";
+
+/// A page of the SEL: `$skip` from the query, `page_size` entries, expanded.
+fn sel_page(st: &State, req: &Request) -> Response {
+    st.pages.fetch_add(1, Ordering::Relaxed);
+    let per_page = if st.opts.page_size == 0 {
+        2
+    } else {
+        st.opts.page_size
+    };
+    let len = st.log_len.load(Ordering::Relaxed);
+    let skip = req
+        .query_param("$skip")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(0);
+    let end = len.min(skip + per_page);
+    let members: Vec<_> = (skip..end)
+        .map(|i| {
+            let n = i + 1;
+            serde_json::json!({
+                "@odata.id": format!("{SEL}/Entries/{n}"),
+                "Id": n.to_string(),
+                "EntryType": "SEL",
+                "Severity": if n % 2 == 0 { "Warning" } else { "OK" },
+                "Created": format!("2024-05-01T10:00:{:02}Z", n % 60),
+                "Message": format!("event {n}"),
+                "MessageId": "Event.1.0.Test"
+            })
+        })
+        .collect();
+    let mut page = serde_json::json!({"Members@odata.count": len, "Members": members});
+    if st.opts.log_loop {
+        page["Members@odata.nextLink"] = format!("{SEL}/Entries?$skip=0").into();
+    } else if end < len {
+        page["Members@odata.nextLink"] = format!("{SEL}/Entries?$skip={end}").into();
+    }
+    json(page)
+}
+
+fn clear_sel(st: &State, req: &Request) -> Response {
+    st.clears
+        .lock()
+        .unwrap()
+        .push(serde_json::from_slice(&req.body).unwrap_or_default());
+    if st.opts.clear_refused {
+        return error(500, "The log is being written, try again later");
+    }
+    st.log_len.store(0, Ordering::Relaxed);
+    Response::new(202)
+}
+
 fn start() -> (
     std::net::SocketAddr,
     Arc<State>,
@@ -248,6 +312,7 @@ fn start_with(
     let st = Arc::new(State {
         opts,
         boot: Mutex::new(("None".into(), "Disabled".into())),
+        log_len: AtomicUsize::new(5),
         ..State::default()
     });
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), Limits::default()).unwrap();
@@ -286,6 +351,38 @@ fn start_with(
             Method::Patch,
             "/redfish/v1/Systems/1",
             guarded(&st, patch_system),
+        )
+        .route(
+            Method::Get,
+            "/redfish/v1/Systems/1/LogServices",
+            guarded(&st, |_, _| {
+                json(serde_json::json!({"Members": [{"@odata.id": SEL}]}))
+            }),
+        )
+        .route(
+            Method::Get,
+            SEL,
+            guarded(&st, |_, _| {
+                json(serde_json::json!({
+                    "Id": "SEL",
+                    "Name": "System Event Log",
+                    "LogEntryType": "SEL",
+                    "Entries": {"@odata.id": format!("{SEL}/Entries")},
+                    "Actions": {"#LogService.ClearLog": {
+                        "target": format!("{SEL}/Actions/LogService.ClearLog")
+                    }}
+                }))
+            }),
+        )
+        .route(
+            Method::Get,
+            "/redfish/v1/Systems/1/LogServices/SEL/Entries",
+            guarded(&st, sel_page),
+        )
+        .route(
+            Method::Post,
+            "/redfish/v1/Systems/1/LogServices/SEL/Actions/LogService.ClearLog",
+            guarded(&st, clear_sel),
         )
         .route(Method::Get, "/redfish/v1/Chassis/1", |_| {
             json(serde_json::json!({"Power": {"@odata.id": "/redfish/v1/Chassis/1/Power"}}))
@@ -606,5 +703,96 @@ fn boot_override_asked_again_with_if_match_when_required() {
         r.boot().unwrap().target,
         BootSource::Target(BootTarget::Pxe)
     );
+    stop.stop();
+}
+
+fn sel(r: &RedfishBmc) -> LogService {
+    let services = r.log_services().unwrap();
+    assert_eq!(services.len(), 1, "the fake has no manager: {services:?}");
+    services.into_iter().next().unwrap()
+}
+
+#[test]
+fn log_entries_across_pages_then_cleared() {
+    let (addr, st, stop) = start();
+    let r = client(addr, "secret");
+    let log = sel(&r);
+    assert_eq!(
+        (log.scope, log.id.as_str(), log.kind, log.can_clear),
+        (LogScope::System, "SEL", LogKind::Sel, true)
+    );
+    let read = r.log_entries(&log).unwrap();
+    assert!(read.complete);
+    let ids: Vec<_> = read.entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "5"]);
+    assert_eq!(st.pages.load(Ordering::Relaxed), 3, "2 + 2 + 1 per page");
+    let second = &read.entries[1];
+    assert_eq!(
+        (second.severity, second.message.as_str()),
+        (Some(Severity::Warning), "event 2")
+    );
+    r.clear_log(&log).unwrap();
+    assert_eq!(*st.clears.lock().unwrap(), vec![serde_json::json!({})]);
+    let read = r.log_entries(&log).unwrap();
+    assert_eq!((read.entries.len(), read.complete), (0, true));
+    stop.stop();
+}
+
+#[test]
+fn a_refused_clear_carries_the_message() {
+    let (addr, _st, stop) = start_with(Opts {
+        clear_refused: true,
+        ..Opts::default()
+    });
+    let r = client(addr, "secret");
+    let err = r.clear_log(&sel(&r)).unwrap_err();
+    assert_eq!(err.kind(), "action_rejected");
+    assert_eq!(
+        err.to_string(),
+        "the BMC refused LogService.ClearLog: HTTP 500: The log is being written, try again later"
+    );
+    stop.stop();
+}
+
+#[test]
+fn log_pages_and_entries_are_bounded() {
+    // A next link back to a page already read.
+    let (addr, st, stop) = start_with(Opts {
+        log_loop: true,
+        ..Opts::default()
+    });
+    let r = client(addr, "secret");
+    let read = r.log_entries(&sel(&r)).unwrap();
+    assert!(!read.complete);
+    assert_eq!(
+        st.pages.load(Ordering::Relaxed),
+        2,
+        "the first page, then ?$skip=0 once"
+    );
+    assert_eq!(read.entries.len(), 4);
+    stop.stop();
+
+    // A long log, in small pages: the page bound.
+    let (addr, st, stop) = start();
+    st.log_len.store(1500, Ordering::Relaxed);
+    let r = client(addr, "secret");
+    let read = r.log_entries(&sel(&r)).unwrap();
+    assert_eq!((read.entries.len(), read.complete), (2 * MAX_PAGES, false));
+    assert_eq!(st.pages.load(Ordering::Relaxed), MAX_PAGES);
+    stop.stop();
+
+    // In large pages: the entry bound.
+    let (addr, st, stop) = start_with(Opts {
+        page_size: 600,
+        ..Opts::default()
+    });
+    st.log_len.store(1500, Ordering::Relaxed);
+    let r = client(addr, "secret");
+    let read = r.log_entries(&sel(&r)).unwrap();
+    assert_eq!(
+        (read.entries.len(), read.complete),
+        (MAX_LOG_ENTRIES, false)
+    );
+    assert_eq!(read.entries.last().unwrap().id, MAX_LOG_ENTRIES.to_string());
     stop.stop();
 }

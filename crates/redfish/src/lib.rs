@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod boot;
+mod logs;
 mod sensors;
 mod session;
 
 pub use boot::{BootEnabled, BootOverride, BootPersistence, BootSource, BootTarget};
+pub use logs::{LogEntries, LogEntry, LogKind, LogScope, LogService, Severity};
 pub use sensors::RedfishReading;
 
 /// How to check the BMC's certificate.
@@ -75,6 +77,8 @@ pub enum Capability {
     BootTarget,
     /// A `BootSourceOverrideEnabled`.
     BootPersistence,
+    /// A log service's `LogService.ClearLog` action.
+    ClearLog,
 }
 
 impl Capability {
@@ -84,6 +88,7 @@ impl Capability {
             Capability::BootOverride => "boot override",
             Capability::BootTarget => "boot target",
             Capability::BootPersistence => "boot persistence",
+            Capability::ClearLog => "LogService.ClearLog",
         }
     }
 }
@@ -302,6 +307,12 @@ const MAX_PAGES: usize = 64;
 /// Most sensors read from a Sensors collection (a request each when the collection only links
 /// them).
 const MAX_SENSORS: usize = 256;
+
+/// Most log services read from one system's or manager's collection.
+const MAX_LOG_SERVICES: usize = 16;
+
+/// Most entries read from one log (a request each when the collection only links them).
+const MAX_LOG_ENTRIES: usize = 1000;
 
 /// The message of a Redfish error reply (its first extended info, else its own), at most 512
 /// characters of it; empty when there is none.
@@ -754,10 +765,8 @@ impl RedfishBmc {
         })
     }
 
-    /// System manufacturer and model, and the manager's firmware version.
-    pub fn info(&self) -> Result<RedfishInfo, RedfishError> {
-        let (_, sys) = self.system()?;
-        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    /// The system's manager: the one it names, else the service's first.
+    fn manager(&self, sys: &Value) -> Result<Value, RedfishError> {
         let manager = match sys
             .pointer("/Links/ManagedBy/0/@odata.id")
             .and_then(Value::as_str)
@@ -765,11 +774,107 @@ impl RedfishBmc {
             Some(p) => p.to_owned(),
             None => self.first_member("managers", "/redfish/v1/Managers")?,
         };
-        let mgr = self.get("manager", &manager)?;
+        self.get("manager", &manager)
+    }
+
+    /// System manufacturer and model, and the manager's firmware version.
+    pub fn info(&self) -> Result<RedfishInfo, RedfishError> {
+        let (_, sys) = self.system()?;
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let mgr = self.manager(&sys)?;
         Ok(RedfishInfo {
             manufacturer: text(&sys, "Manufacturer"),
             model: text(&sys, "Model"),
             firmware: text(&mgr, "FirmwareVersion"),
+        })
+    }
+
+    /// The log services of the system, then those of its manager (at most 16 each), with an
+    /// Entries collection; pick one by [`LogService::kind`] (the SEL is [`LogKind::Sel`]) or
+    /// id. A system or manager without `LogServices`, or a manager the service fails to serve,
+    /// adds none; a service that stops answering is an error.
+    pub fn log_services(&self) -> Result<Vec<LogService>, RedfishError> {
+        let (_, sys) = self.system()?;
+        let mut out = self.scope_log_services(LogScope::System, &sys)?;
+        match self.manager(&sys) {
+            Ok(mgr) => out.extend(self.scope_log_services(LogScope::Manager, &mgr)?),
+            Err(RedfishError::Status { .. } | RedfishError::Malformed(_)) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(out)
+    }
+
+    fn scope_log_services(
+        &self,
+        scope: LogScope,
+        owner: &Value,
+    ) -> Result<Vec<LogService>, RedfishError> {
+        let Some(path) = owner
+            .pointer("/LogServices/@odata.id")
+            .and_then(Value::as_str)
+        else {
+            return Ok(Vec::new());
+        };
+        let (members, _) = self.members("log services", path, MAX_LOG_SERVICES)?;
+        let mut out = Vec::new();
+        for m in members {
+            let Some(link) = m.get("@odata.id").and_then(Value::as_str) else {
+                continue;
+            };
+            match self.get("log service", link) {
+                Ok(v) => out.extend(logs::service(scope, &v)),
+                Err(RedfishError::Status { .. } | RedfishError::Malformed(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries of a log, following its pages (`Members@odata.nextLink`), at most 1000
+    /// entries from at most 64 pages: [`LogEntries::complete`] says whether that was all.
+    /// Entries the collection only links are read one by one (within the same bound); one
+    /// the service fails to serve is skipped.
+    pub fn log_entries(&self, service: &LogService) -> Result<LogEntries, RedfishError> {
+        let (members, complete) = self.members("log entries", &service.entries, MAX_LOG_ENTRIES)?;
+        let mut entries = Vec::with_capacity(members.len());
+        for m in members {
+            if logs::is_expanded(&m) {
+                entries.push(logs::entry(&m));
+                continue;
+            }
+            let Some(link) = m.get("@odata.id").and_then(Value::as_str) else {
+                continue;
+            };
+            match self.get("log entry", link) {
+                Ok(v) => entries.push(logs::entry(&v)),
+                Err(RedfishError::Status { .. } | RedfishError::Malformed(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(LogEntries { entries, complete })
+    }
+
+    /// Clears a log: a POST to its `LogService.ClearLog` target. A service that accepts it
+    /// for later (202) counts as done. Without the action, [`RedfishError::Unsupported`] and
+    /// nothing is sent.
+    pub fn clear_log(&self, service: &LogService) -> Result<(), RedfishError> {
+        const WHAT: &str = "LogService.ClearLog";
+        let Some(target) = &service.clear else {
+            return Err(RedfishError::Unsupported {
+                what: Capability::ClearLog,
+                value: "",
+                allowed: Vec::new(),
+            });
+        };
+        let body = serde_json::json!({});
+        let (status, reply) = self.request_json(WHAT, "POST", target, Some(&body), true, &[])?;
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        Err(RedfishError::Refused {
+            what: WHAT,
+            status,
+            message: error_message(&reply),
         })
     }
 
