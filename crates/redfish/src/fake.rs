@@ -385,7 +385,11 @@ fn start_with(
             guarded(&st, clear_sel),
         )
         .route(Method::Get, "/redfish/v1/Chassis/1", |_| {
-            json(serde_json::json!({"Power": {"@odata.id": "/redfish/v1/Chassis/1/Power"}}))
+            // A Sensors link to nothing (404) beside a Power resource.
+            json(serde_json::json!({
+                "Sensors": {"@odata.id": "/redfish/v1/Chassis/1/Sensors"},
+                "Power": {"@odata.id": "/redfish/v1/Chassis/1/Power"}
+            }))
         })
         .route(Method::Get, "/redfish/v1/Chassis/1/Power", |_| {
             json(serde_json::json!({"PowerControl": [
@@ -475,7 +479,7 @@ fn unadvertised_reset_types_are_refused_without_calling() {
 }
 
 #[test]
-fn power_consumption_from_the_chassis_power_resource() {
+fn power_consumption_from_the_chassis_power_resource_when_sensors_fail() {
     let (addr, _st, stop) = start();
     let readings = client(addr, "secret").sensors().unwrap();
     assert_eq!(

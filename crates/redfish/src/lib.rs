@@ -882,7 +882,7 @@ impl RedfishBmc {
     /// most 256 sensors), else temperatures and fans from its Thermal resource and power
     /// consumption from its Power resource. A chassis with both is read from Sensors only
     /// (Thermal and Power are deprecated there and repeat the same sensors), unless its Sensors
-    /// collection is empty.
+    /// collection is empty or the service fails to serve it.
     pub fn sensors(&self) -> Result<Vec<RedfishReading>, RedfishError> {
         let (_, sys) = self.system()?;
         let chassis = match sys
@@ -893,17 +893,24 @@ impl RedfishBmc {
             None => self.first_member("chassis", "/redfish/v1/Chassis")?,
         };
         let ch = self.get("chassis", &chassis)?;
+        let thermal = ch.pointer("/Thermal/@odata.id").and_then(Value::as_str);
+        let power = ch.pointer("/Power/@odata.id").and_then(Value::as_str);
         if let Some(path) = ch.pointer("/Sensors/@odata.id").and_then(Value::as_str) {
-            let readings = self.sensor_collection(path)?;
-            if !readings.is_empty() {
-                return Ok(readings);
+            match self.sensor_collection(path) {
+                Ok(readings) if !readings.is_empty() => return Ok(readings),
+                Ok(_) => {}
+                // A Sensors link the service fails to serve, beside the older resources: those
+                // may still have the readings.
+                Err(RedfishError::Status { .. } | RedfishError::Malformed(_))
+                    if thermal.is_some() || power.is_some() => {}
+                Err(e) => return Err(e),
             }
         }
         let mut out = Vec::new();
-        if let Some(thermal) = ch.pointer("/Thermal/@odata.id").and_then(Value::as_str) {
+        if let Some(thermal) = thermal {
             out.extend(sensors::thermal(&self.get("thermal", thermal)?));
         }
-        if let Some(power) = ch.pointer("/Power/@odata.id").and_then(Value::as_str) {
+        if let Some(power) = power {
             out.extend(sensors::power(&self.get("power", power)?));
         }
         Ok(out)
