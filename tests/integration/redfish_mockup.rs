@@ -7,7 +7,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use conduit_redfish::{
-    Capability, LogEntry, LogKind, LogScope, RedfishBmc, RedfishError, Severity, Tls,
+    BootEnabled, BootPersistence, BootSource, BootTarget, Capability, LogEntry, LogKind, LogScope,
+    RedfishBmc, RedfishError, Severity, Tls,
 };
 use conduit_tests::sushy::SushyStatic;
 
@@ -181,4 +182,48 @@ fn event_logs_of_the_system_and_its_manager() {
         2,
         "the session POST and ClearLog: {log}"
     );
+}
+
+#[test]
+fn a_once_boot_override_read_and_the_patch_on_the_wire() {
+    let s = SushyStatic::start();
+    let r = client(&s);
+    // sushy-emulator reports every override Continuous; the mockup has a one-time one.
+    let b = r.boot().expect("boot");
+    assert_eq!(
+        (b.enabled, b.target),
+        (BootEnabled::Once, BootSource::Target(BootTarget::Pxe))
+    );
+    assert_eq!(
+        b.allowed,
+        Some(vec![
+            BootTarget::Pxe,
+            BootTarget::Cd,
+            BootTarget::Hdd,
+            BootTarget::BiosSetup
+        ])
+    );
+    r.set_boot(BootTarget::BiosSetup, BootPersistence::Once)
+        .expect("PATCH answered 204");
+    let log = s.requests();
+    assert!(
+        log.contains("\"PATCH /redfish/v1/Systems/437XR1138R2 HTTP/1.1\" 204"),
+        "{log}"
+    );
+    // sushy-static prints a request's headers and body, then its access line.
+    let at = log
+        .find("Data: b'{\"Boot\"")
+        .unwrap_or_else(|| panic!("no PATCH body:\n{log}"));
+    let headers = log[..at].rsplit("HTTP/1.1\" ").next().unwrap_or_default();
+    assert!(
+        headers.contains("Content-Type: application/json"),
+        "{headers}"
+    );
+    let data = log[at..].lines().next().unwrap_or_default();
+    for part in [
+        r#""BootSourceOverrideTarget":"BiosSetup""#,
+        r#""BootSourceOverrideEnabled":"Once""#,
+    ] {
+        assert!(data.contains(part), "{data}");
+    }
 }
