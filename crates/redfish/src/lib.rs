@@ -1,11 +1,20 @@
 //! Redfish over HTTPS: a blocking client (`conduit-http-client`: HTTP/1.1 on rustls with the ring
 //! provider; redirects are never followed), run off the
 //! async threads by the caller. Session authentication (`SessionService`, `X-Auth-Token`) where
-//! the service offers it, Basic otherwise; a CA file or an explicit insecure mode for the BMC's
-//! certificate.
+//! the service offers it, Basic otherwise (also when its session login brings no token); the
+//! session is deleted on re-login and by [`RedfishBmc::logout`]. A CA file or an explicit
+//! insecure mode for the BMC's certificate.
 //!
 //! Operations: power state, `ComputerSystem.Reset` limited to the reset types the service
-//! advertises, system and manager identity, thermal sensors.
+//! advertises, system and manager identity, sensors (the chassis' Sensors collection, else its
+//! Thermal and Power resources), the boot override, the system's and manager's logs (read,
+//! clear).
+//!
+//! Everything the service sends is untrusted: requests go only to paths on this service (a
+//! session `Location` only when it is on our own origin), bodies are bounded (4 MiB), and so
+//! are collections (pages, members) and the texts kept from them. Parsing lives in pure
+//! modules (`sensors`, `session`, `boot`, `logs`) tested on JSON alone; this module does the
+//! I/O.
 
 #![forbid(unsafe_code)]
 
