@@ -13,3 +13,4 @@ mod ipmi_live;
 mod metrics_reference;
 mod prometheus_e2e;
 mod redfish_live;
+mod redfish_mockup;

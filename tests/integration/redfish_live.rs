@@ -1,12 +1,15 @@
 //! The agent's Redfish client against a real Redfish implementation (sushy-emulator, fake
 //! driver) over HTTPS with Basic auth, certificate checked against the test's own CA: power
 //! actions and state, identity, thermal sensors, a reset type the BMC advertises but rejects,
-//! the cycle fallback, wrong credentials, an untrusted certificate, insecure mode. Then the
-//! agent binary polling it.
+//! the cycle fallback, the boot override, wrong credentials, an untrusted certificate, insecure
+//! mode. Then the agent binary polling it.
 
 use std::time::Duration;
 
-use conduit_redfish::{RedfishBmc, RedfishError, ResetType, Tls};
+use conduit_redfish::{
+    BootEnabled, BootPersistence, BootSource, BootTarget, Capability, RedfishBmc, RedfishError,
+    ResetType, Tls,
+};
 use conduit_tests::sushy::{other_ca, Sushy};
 use conduit_tests::{get, start_component, wait_for, TempDir};
 
@@ -71,6 +74,58 @@ fn power_identity_and_sensors_over_https() {
             .iter()
             .any(|x| x.unit == "rpm" && x.value == Some(2100.0)),
         "{sensors:?}"
+    );
+}
+
+#[test]
+fn boot_override_over_https() {
+    let s = Sushy::start();
+    let r = client(&s, "password", ca(&s));
+    let b = r.boot().expect("boot");
+    assert_eq!(
+        b.target,
+        BootSource::Target(BootTarget::Hdd),
+        "the fake driver's default"
+    );
+    assert_eq!(
+        b.allowed,
+        Some(vec![BootTarget::Pxe, BootTarget::Cd, BootTarget::Hdd]),
+        "sushy advertises Pxe, Cd, Hdd and UefiHttp (not one this client sets)"
+    );
+
+    r.set_boot(BootTarget::Pxe, BootPersistence::Once)
+        .expect("pxe once");
+    let b = r.boot().unwrap();
+    assert_eq!(b.target, BootSource::Target(BootTarget::Pxe));
+    // sushy-emulator ignores BootSourceOverrideEnabled (libvirt has no one-time boot device):
+    // every override it reports is Continuous.
+    assert_eq!(b.enabled, BootEnabled::Continuous);
+    r.set_boot(BootTarget::Cd, BootPersistence::Continuous)
+        .expect("cd");
+    assert_eq!(r.boot().unwrap().target, BootSource::Target(BootTarget::Cd));
+
+    let err = r
+        .set_boot(BootTarget::BiosSetup, BootPersistence::Once)
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RedfishError::Unsupported {
+                what: Capability::BootTarget,
+                value: "BiosSetup",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "boot target BiosSetup is not advertised by the BMC (it allows Pxe, Cd, Hdd, UefiHttp)"
+    );
+    assert_eq!(
+        r.boot().unwrap().target,
+        BootSource::Target(BootTarget::Cd),
+        "unchanged"
     );
 }
 

@@ -3,7 +3,12 @@
 //! certificate, so the peer gets a proper leaf for 127.0.0.1), and HTTP Basic auth
 //! (admin/password, `tests/peers/redfish/htpasswd`).
 //!
-//! The emulator lives in a virtualenv that `scripts/test` creates (`target/peers/venv`, or
+//! The same package's sushy-static serves a directory of mockup files
+//! ([`SushyStatic`], `tests/peers/redfish/mockup`, after DMTF's published mockups, DSP2043):
+//! what the emulator has not (a chassis Sensors collection, log services), over HTTPS with the
+//! same kind of certificate, without authentication.
+//!
+//! Both live in a virtualenv that `scripts/test` creates (`target/peers/venv`, or
 //! `CONDUIT_SUSHY_PYTHON` pointing at a python that has sushy-tools).
 
 use std::net::{SocketAddr, TcpStream};
@@ -197,4 +202,72 @@ SUSHY_EMULATOR_SSL_KEY = '{key}'
 /// A second, unrelated CA (for a certificate that must not verify).
 pub fn other_ca(dir: &Path) -> PathBuf {
     Pki::new(dir, "other").ca
+}
+
+/// The mockup sushy-static serves by default (see its README).
+pub const MOCKUP: &str = "tests/peers/redfish/mockup";
+
+/// A running sushy-static: GET answers the mockup's `<path>/index.json` (404 where there is
+/// none; query strings are part of the path, so a `?$skiptoken=` page is a directory of that
+/// name); every POST and PATCH gets 204 and no headers, whatever it asks; DELETE gets 501. No
+/// authentication: credentials are accepted and ignored.
+#[derive(Debug)]
+pub struct SushyStatic {
+    /// The process (stopped on drop).
+    pub proc: Running,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The CA that signed its certificate.
+    pub pki: Pki,
+    /// Working directory (the certificates).
+    pub dir: TempDir,
+}
+
+impl SushyStatic {
+    /// Serves [`MOCKUP`] over HTTPS on a free loopback port.
+    pub fn start() -> SushyStatic {
+        SushyStatic::start_at(
+            SocketAddr::from(([127, 0, 0, 1], free_port())),
+            &workspace_root().join(MOCKUP),
+        )
+    }
+
+    /// Serves the mockup directory `mockup` on `addr` (any loopback address).
+    pub fn start_at(addr: SocketAddr, mockup: &Path) -> SushyStatic {
+        let dir = TempDir::new("sushy-static");
+        let pki = Pki::new(&dir.0, "sushy-static");
+        let mut cmd = Command::new(python());
+        cmd.arg(workspace_root().join("tests/peers/redfish/run_sushy_static.py"))
+            .arg("--interface")
+            .arg(addr.ip().to_string())
+            .arg("--port")
+            .arg(addr.port().to_string())
+            .arg("--mockup-files")
+            .arg(mockup)
+            .arg("--ssl-certificate")
+            .arg(&pki.cert)
+            .arg("--ssl-key")
+            .arg(&pki.key);
+        let proc = spawn("sushy-static", cmd);
+        let ready = crate::wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+        });
+        assert!(
+            ready.is_some(),
+            "sushy-static not listening on {addr}; log:\n{}",
+            proc.log()
+        );
+        SushyStatic {
+            proc,
+            addr,
+            pki,
+            dir,
+        }
+    }
+
+    /// Its request log so far: an access line per request (`"POST /path HTTP/1.1" 204 -`),
+    /// then the request's headers and, when there is one, its body (`Data: b'...'`).
+    pub fn requests(&self) -> String {
+        self.proc.log()
+    }
 }

@@ -1,11 +1,20 @@
 //! Redfish over HTTPS: a blocking client (`conduit-http-client`: HTTP/1.1 on rustls with the ring
 //! provider; redirects are never followed), run off the
 //! async threads by the caller. Session authentication (`SessionService`, `X-Auth-Token`) where
-//! the service offers it, Basic otherwise; a CA file or an explicit insecure mode for the BMC's
-//! certificate.
+//! the service offers it, Basic otherwise (also when its session login brings no token); the
+//! session is deleted on re-login and by [`RedfishBmc::logout`]. A CA file or an explicit
+//! insecure mode for the BMC's certificate.
 //!
 //! Operations: power state, `ComputerSystem.Reset` limited to the reset types the service
-//! advertises, system and manager identity, thermal sensors.
+//! advertises, system and manager identity, sensors (the chassis' Sensors collection, else its
+//! Thermal and Power resources), the boot override, the system's and manager's logs (read,
+//! clear).
+//!
+//! Everything the service sends is untrusted: requests go only to paths on this service (a
+//! session `Location` only when it is on our own origin), bodies are bounded (4 MiB), and so
+//! are collections (pages, members) and the texts kept from them. Parsing lives in pure
+//! modules (`sensors`, `session`, `boot`, `logs`) tested on JSON alone; this module does the
+//! I/O.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +22,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod boot;
+mod logs;
+mod sensors;
+mod session;
+
+pub use boot::{BootEnabled, BootOverride, BootPersistence, BootSource, BootTarget};
+pub use logs::{LogEntries, LogEntry, LogKind, LogScope, LogService, Severity};
+pub use sensors::RedfishReading;
 
 /// How to check the BMC's certificate.
 #[derive(Debug, Clone)]
@@ -56,6 +74,40 @@ impl ResetType {
     }
 }
 
+/// Something a service may not offer, or not with the value asked for.
+///
+/// A type of its own rather than text: it keeps [`RedfishError`] as small as it was (every
+/// `Result` of the crate, and the agent's errors wrapping it, carry one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// The system's `Boot` override.
+    BootOverride,
+    /// A `BootSourceOverrideTarget`.
+    BootTarget,
+    /// A `BootSourceOverrideEnabled`.
+    BootPersistence,
+    /// A log service's `LogService.ClearLog` action.
+    ClearLog,
+}
+
+impl Capability {
+    /// How messages name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::BootOverride => "boot override",
+            Capability::BootTarget => "boot target",
+            Capability::BootPersistence => "boot persistence",
+            Capability::ClearLog => "LogService.ClearLog",
+        }
+    }
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What went wrong talking Redfish; [`RedfishError::kind`] is the metric's `error_type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedfishError {
@@ -83,6 +135,25 @@ pub enum RedfishError {
         /// What the service advertises.
         allowed: Vec<String>,
     },
+    /// The service does not offer what was asked: a resource or action it lacks (`value` is
+    /// empty), or a value outside its `@Redfish.AllowableValues`.
+    Unsupported {
+        /// What was asked.
+        what: Capability,
+        /// The value asked for, if any.
+        value: &'static str,
+        /// What the service advertises (its text, bounded).
+        allowed: Vec<String>,
+    },
+    /// The service refused a change (a PATCH, an action other than a reset).
+    Refused {
+        /// What was asked.
+        what: &'static str,
+        /// Status.
+        status: u16,
+        /// The service's message, if any (its text, bounded).
+        message: String,
+    },
     /// The service advertises the reset type but rejected it.
     Rejected {
         /// The reset type.
@@ -104,7 +175,10 @@ impl RedfishError {
             RedfishError::Timeout(_) => "timeout",
             RedfishError::Status { .. } => "http_error",
             RedfishError::Malformed(_) => "malformed_reply",
-            RedfishError::NotAdvertised { .. } => "unsupported_action",
+            RedfishError::NotAdvertised { .. } | RedfishError::Unsupported { .. } => {
+                "unsupported_action"
+            }
+            RedfishError::Refused { .. } => "action_rejected",
             RedfishError::Rejected { .. } => "action_rejected",
         }
     }
@@ -127,6 +201,29 @@ impl std::fmt::Display for RedfishError {
                 "reset type {reset_type} is not advertised by the BMC (it allows {})",
                 allowed.join(", ")
             ),
+            RedfishError::Unsupported {
+                what, value: "", ..
+            } => write!(f, "{what}: not offered by the BMC"),
+            RedfishError::Unsupported {
+                what,
+                value,
+                allowed,
+            } => write!(
+                f,
+                "{what} {value} is not advertised by the BMC (it allows {})",
+                allowed.join(", ")
+            ),
+            RedfishError::Refused {
+                what,
+                status,
+                message,
+            } => {
+                write!(f, "the BMC refused {what}: HTTP {status}")?;
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                Ok(())
+            }
             RedfishError::Rejected {
                 reset_type,
                 status,
@@ -155,28 +252,20 @@ pub struct RedfishInfo {
     pub firmware: String,
 }
 
-/// A reading from the chassis' Thermal resource.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RedfishReading {
-    /// Sensor name as the service reports it.
-    pub name: String,
-    /// Value.
-    pub value: Option<f64>,
-    /// `celsius`, `rpm` or `percent`.
-    pub unit: &'static str,
-    /// From the sensor's `Status.Health`: `ok`, `non_critical` (Warning), `critical`, or
-    /// `unavailable` without a reading.
-    pub state: &'static str,
+/// A session this client opened.
+#[derive(Clone)]
+struct Session {
+    token: String,
+    /// Its path on this service, to delete it (see [`session::same_origin_path`]).
+    location: Option<String>,
 }
 
-fn health(sensor: &Value, has_value: bool) -> &'static str {
-    if !has_value {
-        return "unavailable";
-    }
-    match sensor.pointer("/Status/Health").and_then(Value::as_str) {
-        Some("Warning") => "non_critical",
-        Some("Critical") => "critical",
-        _ => "ok",
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Session")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
     }
 }
 
@@ -184,7 +273,7 @@ fn health(sensor: &Value, has_value: bool) -> &'static str {
 enum Auth {
     Unknown,
     Basic,
-    Session(String),
+    Session(Session),
 }
 
 /// One Redfish service.
@@ -221,6 +310,39 @@ fn transport_error(what: &'static str, e: http_client::Error) -> RedfishError {
 
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// Most pages of one collection followed: a service that pages on forever is cut off.
+const MAX_PAGES: usize = 64;
+
+/// Most sensors read from a Sensors collection (a request each when the collection only links
+/// them).
+const MAX_SENSORS: usize = 256;
+
+/// Most log services read from one system's or manager's collection.
+const MAX_LOG_SERVICES: usize = 16;
+
+/// Most entries read from one log (a request each when the collection only links them).
+const MAX_LOG_ENTRIES: usize = 1000;
+
+/// The message of a Redfish error reply (its first extended info, else its own), at most 512
+/// characters of it; empty when there is none.
+fn error_message(reply: &Value) -> String {
+    reply
+        .pointer("/error/@Message.ExtendedInfo/0/Message")
+        .or_else(|| reply.pointer("/error/message"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .chars()
+        .take(512)
+        .collect()
+}
+
+/// The link to a collection's next page, by the name Redfish gives it or OData's.
+fn next_link(page: &Value) -> Option<&str> {
+    page.get("Members@odata.nextLink")
+        .or_else(|| page.get("@odata.nextLink"))
+        .and_then(Value::as_str)
+}
+
 impl RedfishBmc {
     /// A client for the service at `host:port`, with `timeout` per request.
     pub fn new(
@@ -255,7 +377,7 @@ impl RedfishBmc {
     fn auth_header(&self) -> Result<(&'static str, String), RedfishError> {
         let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match auth {
-            Auth::Session(token) => Ok(("X-Auth-Token", token)),
+            Auth::Session(s) => Ok(("X-Auth-Token", s.token)),
             Auth::Basic => Ok((
                 "Authorization",
                 format!(
@@ -273,7 +395,7 @@ impl RedfishBmc {
     /// Opens a Redfish session when the service has a SessionService; Basic auth otherwise.
     fn login(&self) -> Result<(), RedfishError> {
         let root = self
-            .request_json("service root", "GET", "/redfish/v1/", None, false)?
+            .request_json("service root", "GET", "/redfish/v1/", None, false, &[])?
             .1;
         let sessions = root
             .pointer("/Links/Sessions/@odata.id")
@@ -302,20 +424,95 @@ impl RedfishBmc {
                     ..http_client::Request::new("POST", &path)
                 })
                 .map_err(|e| transport_error("create session", e))?;
-            match resp.status {
-                200 | 201 | 204 => {
-                    let token = resp
-                        .header("X-Auth-Token")
-                        .ok_or(RedfishError::Malformed("create session"))?;
-                    auth = Auth::Session(token.to_owned());
+            let origin = session::Origin {
+                scheme: self.http.scheme(),
+                authority: self.http.authority(),
+            };
+            let answer = session::judge(
+                resp.status,
+                resp.header("X-Auth-Token"),
+                resp.header("Location"),
+                origin,
+            );
+            match answer {
+                session::Login::Session { token, location } => {
+                    auth = Auth::Session(Session { token, location })
                 }
-                401 | 403 => return Err(RedfishError::Auth("create session")),
-                // Sessions not actually available: Basic auth it is.
-                _ => {}
+                session::Login::Refused => return Err(RedfishError::Auth("create session")),
+                session::Login::Basic => {}
             }
         }
         *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = auth;
         Ok(())
+    }
+
+    /// The session in use, if any, leaving the client to log in again.
+    fn take_session(&self) -> Option<Session> {
+        let mut auth = self.auth.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *auth, Auth::Unknown) {
+            Auth::Session(s) => Some(s),
+            other => {
+                *auth = other;
+                None
+            }
+        }
+    }
+
+    /// Deletes, best effort, a session whose token the service refused: usually it has expired
+    /// and is gone (404), but a service that still holds it frees its slot, of which BMCs have
+    /// few. Authenticated with what the client uses now, never deleting that session (a
+    /// service may hand out the same path again).
+    fn forget(&self, old: Session) {
+        let Some(path) = old.location else {
+            return;
+        };
+        let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let header = match &auth {
+            Auth::Session(now) if now.location.as_deref() == Some(path.as_str()) => return,
+            Auth::Session(now) => ("X-Auth-Token", now.token.clone()),
+            Auth::Basic => match self.auth_header() {
+                Ok(h) => h,
+                Err(_) => return,
+            },
+            Auth::Unknown => return,
+        };
+        let _ = self.delete_session(&path, header);
+    }
+
+    fn delete_session(
+        &self,
+        path: &str,
+        (name, value): (&str, String),
+    ) -> Result<u16, RedfishError> {
+        self.http
+            .request(&http_client::Request {
+                headers: &[("Accept", "application/json"), (name, value.as_str())],
+                ..http_client::Request::new("DELETE", path)
+            })
+            .map(|r| r.status)
+            .map_err(|e| transport_error("delete session", e))
+    }
+
+    /// Ends the session this client opened, if any: a `DELETE` of the session's `Location`
+    /// with its token, one request bounded by the client's timeout (for the agent's shutdown:
+    /// BMCs hold few sessions, and an abandoned one holds a slot until it expires). A session
+    /// already gone (404, or its token refused) counts as ended. The client forgets the session
+    /// whatever the outcome and logs in again on its next call. Nothing is sent on Basic auth,
+    /// before any login, or when the service gave no `Location` on its own origin.
+    pub fn logout(&self) -> Result<(), RedfishError> {
+        let Some(s) = self.take_session() else {
+            return Ok(());
+        };
+        let Some(path) = s.location else {
+            return Ok(());
+        };
+        match self.delete_session(&path, ("X-Auth-Token", s.token))? {
+            200..=299 | 401 | 404 => Ok(()),
+            status => Err(RedfishError::Status {
+                what: "delete session",
+                status,
+            }),
+        }
     }
 
     fn request_json(
@@ -325,6 +522,7 @@ impl RedfishBmc {
         path: &str,
         body: Option<&Value>,
         authenticated: bool,
+        extra: &[(&str, &str)],
     ) -> Result<(u16, Value), RedfishError> {
         // Paths come from the BMC's own JSON: only paths on this service are followed, never
         // absolute URLs or authority tricks that would send credentials elsewhere.
@@ -340,9 +538,10 @@ impl RedfishBmc {
             };
             let body_text = body.map(Value::to_string).unwrap_or_default();
             let mut headers = vec![("Accept", "application/json")];
-            if method == "POST" {
+            if body.is_some() {
                 headers.push(("Content-Type", "application/json"));
             }
+            headers.extend_from_slice(extra);
             if let Some((k, v)) = &auth {
                 headers.push((k, v.as_str()));
             }
@@ -358,14 +557,13 @@ impl RedfishBmc {
             let status = resp.status;
             if (status == 401 || status == 403) && authenticated {
                 // An expired session gets one fresh login; refused credentials are final.
-                let was_session = matches!(
-                    *self.auth.lock().unwrap_or_else(|e| e.into_inner()),
-                    Auth::Session(_)
-                );
-                if was_session && tries == 0 {
-                    tries += 1;
-                    *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Auth::Unknown;
-                    continue;
+                if tries == 0 {
+                    if let Some(old) = self.take_session() {
+                        tries += 1;
+                        self.login()?;
+                        self.forget(old);
+                        continue;
+                    }
                 }
                 return Err(RedfishError::Auth(what));
             }
@@ -380,7 +578,7 @@ impl RedfishBmc {
     }
 
     fn get(&self, what: &'static str, path: &str) -> Result<Value, RedfishError> {
-        match self.request_json(what, "GET", path, None, true)? {
+        match self.request_json(what, "GET", path, None, true, &[])? {
             (200, v) if v.is_object() => Ok(v),
             (200, _) => Err(RedfishError::Malformed(what)),
             (status, _) => Err(RedfishError::Status { what, status }),
@@ -393,6 +591,38 @@ impl RedfishBmc {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or(RedfishError::Malformed(what))
+    }
+
+    /// The members of the collection at `path` across its pages (`Members@odata.nextLink`):
+    /// at most `max` of them from at most [`MAX_PAGES`] pages; the flag says whether that was
+    /// all of them. A link back to a page already read ends the walk, as incomplete.
+    fn members(
+        &self,
+        what: &'static str,
+        path: &str,
+        max: usize,
+    ) -> Result<(Vec<Value>, bool), RedfishError> {
+        let mut out = Vec::new();
+        let mut read: Vec<String> = Vec::new();
+        let mut next = Some(path.to_owned());
+        while let Some(page_path) = next.take() {
+            if read.len() == MAX_PAGES || read.contains(&page_path) {
+                return Ok((out, false));
+            }
+            let mut page = self.get(what, &page_path)?;
+            read.push(page_path);
+            next = next_link(&page).map(str::to_owned);
+            let Some(Value::Array(members)) = page.get_mut("Members").map(Value::take) else {
+                return Err(RedfishError::Malformed(what));
+            };
+            for m in members {
+                if out.len() == max {
+                    return Ok((out, false));
+                }
+                out.push(m);
+            }
+        }
+        Ok((out, true))
     }
 
     /// The system resource (the service's first system; cached).
@@ -453,16 +683,11 @@ impl RedfishBmc {
             }
         }
         let body = serde_json::json!({ "ResetType": reset_type });
-        let (status, reply) = self.request_json("reset", "POST", target, Some(&body), true)?;
+        let (status, reply) = self.request_json("reset", "POST", target, Some(&body), true, &[])?;
         if (200..300).contains(&status) {
             return Ok(());
         }
-        let message = reply
-            .pointer("/error/@Message.ExtendedInfo/0/Message")
-            .or_else(|| reply.pointer("/error/message"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+        let message = error_message(&reply);
         Err(RedfishError::Rejected {
             reset_type,
             status,
@@ -501,10 +726,56 @@ impl RedfishBmc {
         self.reset_system(&sys, "On")
     }
 
-    /// System manufacturer and model, and the manager's firmware version.
-    pub fn info(&self) -> Result<RedfishInfo, RedfishError> {
+    /// The system's boot override (`Boot`), as the service reports it now.
+    pub fn boot(&self) -> Result<BootOverride, RedfishError> {
         let (_, sys) = self.system()?;
-        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        boot::read(&sys)
+    }
+
+    /// Sets the system's boot override: a PATCH of `Boot` on the system with
+    /// `BootSourceOverrideTarget` and `BootSourceOverrideEnabled`. Where the service lists the
+    /// values it allows (`@Redfish.AllowableValues`), a target or persistence outside them is
+    /// [`RedfishError::Unsupported`] and nothing is sent. A service that requires `If-Match`
+    /// (428) is asked once more with the system's `@odata.etag`. Success means the service
+    /// took the change; some apply it their own way (sushy-tools keeps every override
+    /// `Continuous`): read it back with [`RedfishBmc::boot`].
+    pub fn set_boot(
+        &self,
+        target: BootTarget,
+        persistence: BootPersistence,
+    ) -> Result<(), RedfishError> {
+        const WHAT: &str = "boot override";
+        let (path, sys) = self.system()?;
+        let body = boot::change(&sys, target, persistence)?;
+        let (mut status, mut reply) =
+            self.request_json(WHAT, "PATCH", &path, Some(&body), true, &[])?;
+        if status == 428 {
+            // Precondition required: the service wants the version the change applies to.
+            let etag = sys.get("@odata.etag").and_then(Value::as_str);
+            let etag = etag.filter(|e| e.len() <= 256 && !e.bytes().any(|b| b < b' ' || b == 0x7f));
+            if let Some(etag) = etag {
+                (status, reply) = self.request_json(
+                    WHAT,
+                    "PATCH",
+                    &path,
+                    Some(&body),
+                    true,
+                    &[("If-Match", etag)],
+                )?;
+            }
+        }
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        Err(RedfishError::Refused {
+            what: WHAT,
+            status,
+            message: error_message(&reply),
+        })
+    }
+
+    /// The system's manager: the one it names, else the service's first.
+    fn manager(&self, sys: &Value) -> Result<Value, RedfishError> {
         let manager = match sys
             .pointer("/Links/ManagedBy/0/@odata.id")
             .and_then(Value::as_str)
@@ -512,7 +783,14 @@ impl RedfishBmc {
             Some(p) => p.to_owned(),
             None => self.first_member("managers", "/redfish/v1/Managers")?,
         };
-        let mgr = self.get("manager", &manager)?;
+        self.get("manager", &manager)
+    }
+
+    /// System manufacturer and model, and the manager's firmware version.
+    pub fn info(&self) -> Result<RedfishInfo, RedfishError> {
+        let (_, sys) = self.system()?;
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let mgr = self.manager(&sys)?;
         Ok(RedfishInfo {
             manufacturer: text(&sys, "Manufacturer"),
             model: text(&sys, "Model"),
@@ -520,8 +798,100 @@ impl RedfishBmc {
         })
     }
 
-    /// Temperatures and fans from the system's chassis Thermal resource, and power consumption
-    /// from its Power resource, where the chassis has them.
+    /// The log services of the system, then those of its manager (at most 16 each), with an
+    /// Entries collection; pick one by [`LogService::kind`] (the SEL is [`LogKind::Sel`]) or
+    /// id. A system or manager without `LogServices`, or a manager the service fails to serve,
+    /// adds none; a service that stops answering is an error.
+    pub fn log_services(&self) -> Result<Vec<LogService>, RedfishError> {
+        let (_, sys) = self.system()?;
+        let mut out = self.scope_log_services(LogScope::System, &sys)?;
+        match self.manager(&sys) {
+            Ok(mgr) => out.extend(self.scope_log_services(LogScope::Manager, &mgr)?),
+            Err(RedfishError::Status { .. } | RedfishError::Malformed(_)) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(out)
+    }
+
+    fn scope_log_services(
+        &self,
+        scope: LogScope,
+        owner: &Value,
+    ) -> Result<Vec<LogService>, RedfishError> {
+        let Some(path) = owner
+            .pointer("/LogServices/@odata.id")
+            .and_then(Value::as_str)
+        else {
+            return Ok(Vec::new());
+        };
+        let (members, _) = self.members("log services", path, MAX_LOG_SERVICES)?;
+        let mut out = Vec::new();
+        for m in members {
+            let Some(link) = m.get("@odata.id").and_then(Value::as_str) else {
+                continue;
+            };
+            match self.get("log service", link) {
+                Ok(v) => out.extend(logs::service(scope, &v)),
+                Err(RedfishError::Status { .. } | RedfishError::Malformed(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries of a log, following its pages (`Members@odata.nextLink`), at most 1000
+    /// entries from at most 64 pages: [`LogEntries::complete`] says whether that was all.
+    /// Entries the collection only links are read one by one (within the same bound); one
+    /// the service fails to serve is skipped.
+    pub fn log_entries(&self, service: &LogService) -> Result<LogEntries, RedfishError> {
+        let (members, complete) = self.members("log entries", &service.entries, MAX_LOG_ENTRIES)?;
+        let mut entries = Vec::with_capacity(members.len());
+        for m in members {
+            if logs::is_expanded(&m) {
+                entries.push(logs::entry(&m));
+                continue;
+            }
+            let Some(link) = m.get("@odata.id").and_then(Value::as_str) else {
+                continue;
+            };
+            match self.get("log entry", link) {
+                Ok(v) => entries.push(logs::entry(&v)),
+                Err(RedfishError::Status { .. } | RedfishError::Malformed(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(LogEntries { entries, complete })
+    }
+
+    /// Clears a log: a POST to its `LogService.ClearLog` target. A service that accepts it
+    /// for later (202) counts as done. Without the action, [`RedfishError::Unsupported`] and
+    /// nothing is sent.
+    pub fn clear_log(&self, service: &LogService) -> Result<(), RedfishError> {
+        const WHAT: &str = "LogService.ClearLog";
+        let Some(target) = &service.clear else {
+            return Err(RedfishError::Unsupported {
+                what: Capability::ClearLog,
+                value: "",
+                allowed: Vec::new(),
+            });
+        };
+        let body = serde_json::json!({});
+        let (status, reply) = self.request_json(WHAT, "POST", target, Some(&body), true, &[])?;
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        Err(RedfishError::Refused {
+            what: WHAT,
+            status,
+            message: error_message(&reply),
+        })
+    }
+
+    /// The readings of the system's chassis: from its Sensors collection where it has one (at
+    /// most 256 sensors), else temperatures and fans from its Thermal resource and power
+    /// consumption from its Power resource. A chassis with both is read from Sensors only
+    /// (Thermal and Power are deprecated there and repeat the same sensors), unless its Sensors
+    /// collection is empty or the service fails to serve it.
     pub fn sensors(&self) -> Result<Vec<RedfishReading>, RedfishError> {
         let (_, sys) = self.system()?;
         let chassis = match sys
@@ -532,66 +902,46 @@ impl RedfishBmc {
             None => self.first_member("chassis", "/redfish/v1/Chassis")?,
         };
         let ch = self.get("chassis", &chassis)?;
-        let mut out = Vec::new();
-        if let Some(thermal) = ch.pointer("/Thermal/@odata.id").and_then(Value::as_str) {
-            let t = self.get("thermal", thermal)?;
-            let list = |k: &str| {
-                t.get(k)
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            for s in list("Temperatures") {
-                let value = s.get("ReadingCelsius").and_then(Value::as_f64);
-                out.push(RedfishReading {
-                    name: s
-                        .get("Name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("temperature")
-                        .to_owned(),
-                    value,
-                    unit: "celsius",
-                    state: health(&s, value.is_some()),
-                });
-            }
-            for s in list("Fans") {
-                let value = s.get("Reading").and_then(Value::as_f64);
-                out.push(RedfishReading {
-                    name: s
-                        .get("Name")
-                        .or_else(|| s.get("FanName"))
-                        .and_then(Value::as_str)
-                        .unwrap_or("fan")
-                        .to_owned(),
-                    value,
-                    unit: if s.get("ReadingUnits").and_then(Value::as_str) == Some("Percent") {
-                        "percent"
-                    } else {
-                        "rpm"
-                    },
-                    state: health(&s, value.is_some()),
-                });
+        let thermal = ch.pointer("/Thermal/@odata.id").and_then(Value::as_str);
+        let power = ch.pointer("/Power/@odata.id").and_then(Value::as_str);
+        if let Some(path) = ch.pointer("/Sensors/@odata.id").and_then(Value::as_str) {
+            match self.sensor_collection(path) {
+                Ok(readings) if !readings.is_empty() => return Ok(readings),
+                Ok(_) => {}
+                // A Sensors link the service fails to serve, beside the older resources: those
+                // may still have the readings.
+                Err(RedfishError::Status { .. } | RedfishError::Malformed(_))
+                    if thermal.is_some() || power.is_some() => {}
+                Err(e) => return Err(e),
             }
         }
-        if let Some(power) = ch.pointer("/Power/@odata.id").and_then(Value::as_str) {
-            let p = self.get("power", power)?;
-            for s in p
-                .get("PowerControl")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-            {
-                let value = s.get("PowerConsumedWatts").and_then(Value::as_f64);
-                out.push(RedfishReading {
-                    name: s
-                        .get("Name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("power")
-                        .to_owned(),
-                    value,
-                    unit: "watts",
-                    state: health(&s, value.is_some()),
-                });
+        let mut out = Vec::new();
+        if let Some(thermal) = thermal {
+            out.extend(sensors::thermal(&self.get("thermal", thermal)?));
+        }
+        if let Some(power) = power {
+            out.extend(sensors::power(&self.get("power", power)?));
+        }
+        Ok(out)
+    }
+
+    fn sensor_collection(&self, path: &str) -> Result<Vec<RedfishReading>, RedfishError> {
+        let (members, _) = self.members("sensors", path, MAX_SENSORS)?;
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
+            if sensors::is_expanded(&m) {
+                out.push(sensors::sensor(&m));
+                continue;
+            }
+            let Some(link) = m.get("@odata.id").and_then(Value::as_str) else {
+                continue;
+            };
+            match self.get("sensor", link) {
+                Ok(s) => out.push(sensors::sensor(&s)),
+                // One sensor the service fails to serve does not blank the others; a service
+                // that stops answering does fail the whole read.
+                Err(RedfishError::Status { .. } | RedfishError::Malformed(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
@@ -637,202 +987,4 @@ pub fn probe(
 }
 
 #[cfg(test)]
-mod tests {
-    /// A Redfish service with a SessionService (sushy-tools has none), in process: tokens are
-    /// required on every resource, can be expired by the test, and resets are counted.
-    mod fake_session_service {
-        use super::super::*;
-        use conduit_http::middleware::{HttpMetrics, HttpService};
-        use conduit_http::router::Router;
-        use conduit_http::server::{Limits, Server};
-        use conduit_http::{Method, Request, Response};
-        use conduit_metrics::catalog::CatalogBuilder;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::Arc;
-
-        #[derive(Default)]
-        struct State {
-            logins: AtomicUsize,
-            resets: AtomicUsize,
-            valid_token: Mutex<String>,
-            basic_seen: AtomicUsize,
-        }
-
-        fn json(v: serde_json::Value) -> Response {
-            Response::new(200)
-                .with_header("Content-Type", "application/json")
-                .with_body(v.to_string().into_bytes())
-        }
-
-        fn authorized(st: &State, req: &Request) -> bool {
-            if req.header("Authorization").is_some() {
-                st.basic_seen.fetch_add(1, Ordering::Relaxed);
-            }
-            let valid = st.valid_token.lock().unwrap().clone();
-            !valid.is_empty() && req.header("X-Auth-Token") == Some(valid.as_str())
-        }
-
-        fn start() -> (
-            std::net::SocketAddr,
-            Arc<State>,
-            conduit_http::server::Shutdown,
-        ) {
-            let st = Arc::new(State::default());
-            let (a, b, c, d) = (st.clone(), st.clone(), st.clone(), st.clone());
-            let router = Router::new()
-                .route(Method::Get, "/redfish/v1/", |_| {
-                    json(serde_json::json!({
-                        "Systems": {"@odata.id": "/redfish/v1/Systems"},
-                        "Links": {"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}}
-                    }))
-                })
-                .route(
-                    Method::Post,
-                    "/redfish/v1/SessionService/Sessions",
-                    move |req| {
-                        let v: serde_json::Value =
-                            serde_json::from_slice(&req.body).unwrap_or_default();
-                        if v["UserName"] != "admin" || v["Password"] != "secret" {
-                            return Response::new(401);
-                        }
-                        let n = a.logins.fetch_add(1, Ordering::Relaxed) + 1;
-                        let token = format!("token-{n}");
-                        *a.valid_token.lock().unwrap() = token.clone();
-                        Response::new(201)
-                            .with_header("X-Auth-Token", token)
-                            .with_header(
-                                "Location",
-                                format!("/redfish/v1/SessionService/Sessions/{n}"),
-                            )
-                    },
-                )
-                .route(Method::Get, "/redfish/v1/Systems", move |req| {
-                    if !authorized(&b, req) {
-                        return Response::new(401);
-                    }
-                    json(serde_json::json!({"Members": [{"@odata.id": "/redfish/v1/Systems/1"}]}))
-                })
-                .route(Method::Get, "/redfish/v1/Systems/1", move |req| {
-                    if !authorized(&c, req) {
-                        return Response::new(401);
-                    }
-                    json(serde_json::json!({
-                        "PowerState": "On",
-                        "Links": {"Chassis": [{"@odata.id": "/redfish/v1/Chassis/1"}]},
-                        "Actions": {"#ComputerSystem.Reset": {
-                            "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
-                            "ResetType@Redfish.AllowableValues": ["On", "ForceOff"]
-                        }}
-                    }))
-                })
-                .route(Method::Get, "/redfish/v1/Chassis/1", |_| {
-                    json(serde_json::json!({"Power": {"@odata.id": "/redfish/v1/Chassis/1/Power"}}))
-                })
-                .route(Method::Get, "/redfish/v1/Chassis/1/Power", |_| {
-                    json(serde_json::json!({"PowerControl": [
-                        {"Name": "System Power", "PowerConsumedWatts": 212.0, "Status": {"Health": "Warning"}}
-                    ]}))
-                })
-                .route(
-                    Method::Post,
-                    "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
-                    move |req| {
-                        if !authorized(&d, req) {
-                            return Response::new(401);
-                        }
-                        d.resets.fetch_add(1, Ordering::Relaxed);
-                        Response::new(204)
-                    },
-                );
-            let mut reg = prometheus_client::registry::Registry::default();
-            let http = HttpMetrics::register(&mut CatalogBuilder::new(&mut reg, "fake", 100));
-            let server = Server::bind("127.0.0.1:0".parse().unwrap(), Limits::default()).unwrap();
-            let addr = server.local_addr().unwrap();
-            let (stop, _thread) = server
-                .spawn(Arc::new(HttpService::new(router, http)))
-                .unwrap();
-            (addr, st, stop)
-        }
-
-        fn client(addr: std::net::SocketAddr, password: &str) -> RedfishBmc {
-            RedfishBmc::new(
-                addr,
-                "admin",
-                password,
-                Tls::PlainHttp,
-                Duration::from_secs(5),
-            )
-            .unwrap()
-        }
-
-        #[test]
-        fn uses_a_session_token_and_logs_in_again_when_it_expires() {
-            let (addr, st, stop) = start();
-            let r = client(addr, "secret");
-            assert!(r.power_on().unwrap());
-            assert!(r.power_on().unwrap());
-            assert_eq!(st.logins.load(Ordering::Relaxed), 1, "one session, reused");
-            // The service forgets the session: one new login, then the call succeeds.
-            *st.valid_token.lock().unwrap() = "something-else".into();
-            assert!(r.power_on().unwrap());
-            assert_eq!(st.logins.load(Ordering::Relaxed), 2);
-            assert_eq!(
-                st.basic_seen.load(Ordering::Relaxed),
-                0,
-                "no Basic auth when sessions work"
-            );
-            r.reset(ResetType::ForceOff).unwrap();
-            assert_eq!(st.resets.load(Ordering::Relaxed), 1);
-            stop.stop();
-        }
-
-        #[test]
-        fn unadvertised_reset_types_are_refused_without_calling() {
-            let (addr, st, stop) = start();
-            let r = client(addr, "secret");
-            let err = r.reset(ResetType::GracefulShutdown).unwrap_err();
-            assert_eq!(
-                err,
-                RedfishError::NotAdvertised {
-                    reset_type: "GracefulShutdown",
-                    allowed: vec!["On".into(), "ForceOff".into()]
-                }
-            );
-            assert_eq!(
-                st.resets.load(Ordering::Relaxed),
-                0,
-                "the BMC was not asked"
-            );
-            assert!(
-                err.to_string()
-                    .contains("not advertised by the BMC (it allows On, ForceOff)"),
-                "{err}"
-            );
-            stop.stop();
-        }
-
-        #[test]
-        fn power_consumption_from_the_chassis_power_resource() {
-            let (addr, _st, stop) = start();
-            let readings = client(addr, "secret").sensors().unwrap();
-            assert_eq!(
-                readings,
-                vec![RedfishReading {
-                    name: "System Power".into(),
-                    value: Some(212.0),
-                    unit: "watts",
-                    state: "non_critical"
-                }]
-            );
-            stop.stop();
-        }
-
-        #[test]
-        fn refused_session_login_is_an_auth_error() {
-            let (addr, _st, stop) = start();
-            let err = client(addr, "wrong").power_on().unwrap_err();
-            assert_eq!(err.kind(), "auth_failed", "{err}");
-            stop.stop();
-        }
-    }
-}
+mod fake;
