@@ -237,6 +237,7 @@ struct RawAgent {
     watchdog_interval_secs: Option<Spanned<f64>>,
     max_operations: Option<Spanned<i64>>,
     max_operations_per_server: Option<Spanned<i64>>,
+    state_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,6 +337,9 @@ pub struct Config {
     pub max_operations: usize,
     /// API operations in flight on one server at most.
     pub max_operations_per_server: usize,
+    /// Where the agent keeps what must survive a crash (the SOL payloads it holds):
+    /// `agent.state_dir`, by default `state` next to the configuration file.
+    pub state_dir: PathBuf,
 }
 
 /// Upper bounds of the operation and console caps: together they stay below the HTTP
@@ -818,6 +822,10 @@ impl Config {
                 "agent.operation_timeout_secs",
                 5.0,
             )?,
+            state_dir: match &a.state_dir {
+                Some(d) => ctx.resolve(d.get_ref()),
+                None => ctx.resolve("state"),
+            },
             max_operations: count(
                 &ctx,
                 &a.max_operations,

@@ -671,8 +671,16 @@ impl Fleet {
             .filter_map(|b| match b.known_backend()? {
                 #[cfg(feature = "ipmi")]
                 Backend::Ipmi { ipmi, .. } => Some(ex.spawn(ipmi.close())),
+                // The session we created is deleted (bounded by the client's timeout); a
+                // call still running holds the BMC's lock and is waited for only as long as
+                // the caller's own bound allows.
                 #[cfg(feature = "redfish")]
-                Backend::Redfish(..) => None,
+                Backend::Redfish(r, lock) => {
+                    let (r, lock) = (r.clone(), lock.clone());
+                    Some(ex.spawn(async move {
+                        let _ = redfish(&r, &lock, |r| r.logout()).await;
+                    }))
+                }
             })
             .collect();
         ex.run(async {

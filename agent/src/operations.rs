@@ -106,8 +106,13 @@ impl Operations {
         })
     }
 
-    /// Stops the thread; operations still running are dropped (each at an await point, so
-    /// an IPMI session being opened is abandoned, not left half-open on our side).
+    /// Cancels every operation in flight (each is dropped at an await point; its caller is
+    /// answered `unavailable` at once) and refuses new ones: the agent is stopping.
+    pub fn cancel(&self) {
+        self.thread.cancel();
+    }
+
+    /// Stops the thread (after [`Operations::cancel`], at once).
     pub fn stop(self) {
         self.thread.stop();
     }

@@ -3,14 +3,28 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conduit_runtime::heartbeat::Heartbeats;
-use conduit_service::{ServeArgs, Stack};
+use conduit_service::{ServeArgs, SignalHooks, Stack};
 
 use crate::config::Config;
+#[cfg(any(feature = "sol", feature = "vnc"))]
+use crate::console::Consoles;
 use crate::metrics::AgentMetrics;
 use crate::operations::Operations;
+
+/// A build without consoles has none to stop.
+#[cfg(not(any(feature = "sol", feature = "vnc")))]
+struct Consoles;
+
+#[cfg(not(any(feature = "sol", feature = "vnc")))]
+impl Consoles {
+    fn shutdown(&self, _within: Duration) {}
+}
+
+/// SIGTERM to exit: consoles deactivated and BMC sessions closed within this.
+const STOP_WITHIN: Duration = Duration::from_millis(4500);
 
 /// Connections kept free of operations and consoles, for scrapes and health probes.
 const RESERVED_CONNECTIONS: usize = 16;
@@ -38,6 +52,8 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
         None => log::info!("no configuration file: serving with an empty inventory"),
     }
     let mut fleet = None;
+    #[allow(unused_mut)]
+    let mut consoles: Option<Consoles> = None;
     let mut fleet_error: Option<String> = None;
     let mut discovery = None;
     if let Some(c) = config {
@@ -100,10 +116,14 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
                     .unwrap_or_default(),
                 token.clone(),
                 &heartbeats,
+                config.map(|c| c.state_dir.as_path()),
             );
             #[cfg(any(feature = "sol", feature = "vnc"))]
             let router = match router {
-                Ok(r) => r,
+                Ok((r, c)) => {
+                    consoles = Some(c);
+                    r
+                }
                 Err(e) => {
                     fleet_error = Some(format!("start the console thread: {e}"));
                     return conduit_http::router::Router::new();
@@ -116,7 +136,7 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
         anyhow::bail!(e);
     }
     let server = stack.bind()?;
-    let poller = match (config, fleet) {
+    let poller = match (config, fleet.clone()) {
         (Some(c), Some(fleet)) if !c.bmcs.is_empty() => Some(
             crate::poller::start(fleet, metrics.clone(), c.poll_interval, &heartbeats)
                 .map_err(|e| anyhow::anyhow!("start the BMC poller: {e}"))?,
@@ -131,17 +151,54 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
         None => None,
     };
     let petter = start_watchdog(agent, config, server.local_addr()?)?;
-    let result = stack.run(server);
-    if let Some(p) = poller {
-        p.stop();
-    }
-    if let Some(d) = discovering {
-        d.stop();
+    let stop_asked = std::sync::Arc::new(std::sync::OnceLock::new());
+    let hooks = SignalHooks {
+        // Operations in flight are cancelled at once: their callers hear `unavailable` now,
+        // and the HTTP server has nothing left to wait for.
+        on_stop: Some(Box::new({
+            let (ops, asked) = (ops.clone(), stop_asked.clone());
+            move || {
+                let _ = asked.set(Instant::now());
+                ops.cancel();
+            }
+        })),
+        on_reload: None,
+    };
+    let result = stack.run_with(server, hooks);
+    // The HTTP server is down (consoles' connections closed). Now, all at once: the consoles
+    // deactivate SOL and close their sessions, the poller stops and closes the BMC sessions
+    // (IPMI Close Session, Redfish session DELETE), discovery stops. Bounded: SIGTERM to exit
+    // in at most STOP_WITHIN, whatever the BMCs do.
+    let started = stop_asked.get().copied().unwrap_or_else(Instant::now);
+    let left = STOP_WITHIN.saturating_sub(started.elapsed());
+    std::thread::scope(|s| {
+        if let Some(c) = &consoles {
+            s.spawn(move || c.shutdown(left.saturating_sub(Duration::from_millis(500))));
+        }
+        s.spawn(move || {
+            if let Some(p) = poller {
+                p.stop();
+            }
+        });
+        s.spawn(move || {
+            if let Some(d) = discovering {
+                d.stop();
+            }
+        });
+    });
+    // Sessions the poller's round did not get to close (a stop mid-round drops it).
+    if let Some(f) = &fleet {
+        let budget = STOP_WITHIN.saturating_sub(started.elapsed());
+        futures_lite::future::block_on(conduit_runtime::with_timeout(budget, f.close_all()));
     }
     stop_watchdog(petter);
     if let Ok(ops) = std::sync::Arc::try_unwrap(ops) {
         ops.stop();
     }
+    log::info!(
+        "consoles and BMC sessions closed {:.2} s after the stop was asked for",
+        started.elapsed().as_secs_f64()
+    );
     result
 }
 

@@ -291,11 +291,17 @@ impl Drop for SerialHost {
 
 /// An agent with one BMC, `sim1`, and `extra` config lines (sections after `[[bmc]]`).
 fn agent_for(sim: &IpmiSim, dir: &TempDir, extra: &str) -> Component {
+    // Each agent a state directory of its own: one agent's SOL markers are not another's.
+    agent_with_state(sim, dir, &format!("state-{}", next()), extra)
+}
+
+/// An agent keeping its state (the SOL payloads it holds) in `dir/state`.
+fn agent_with_state(sim: &IpmiSim, dir: &TempDir, state: &str, extra: &str) -> Component {
     let cfg = dir.0.join(format!("agent-{}.toml", next()));
     std::fs::write(
         &cfg,
         format!(
-            "[agent]\napi_token = \"{TOKEN}\"\npoll_interval_secs = 3600\n[[bmc]]\nid = \"sim1\"\naddress = \"127.0.0.1\"\nport = {}\nusername = \"admin\"\npassword = \"password\"\n{extra}",
+            "[agent]\napi_token = \"{TOKEN}\"\npoll_interval_secs = 3600\nstate_dir = \"{state}\"\n[[bmc]]\nid = \"sim1\"\naddress = \"127.0.0.1\"\nport = {}\nusername = \"admin\"\npassword = \"password\"\n{extra}",
             sim.addr.port()
         ),
     )
@@ -674,4 +680,90 @@ fn a_viewer_coming_back_finds_a_working_console() {
             "{error_type}"
         );
     }
+}
+
+/// SIGTERM with a console open: the agent tells the viewer, deactivates SOL and closes its
+/// sessions, and exits within 5 s; another tool then activates SOL without force.
+#[test]
+fn sigterm_deactivates_sol_and_exits_within_five_seconds() {
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
+    let serial = SerialHost::start(host);
+    serial.wait_connections(1);
+    let dir = TempDir::new("console-sigterm");
+    let mut first = agent_for(&sim, &dir, "");
+    let mut viewer = Link::websocket(first.addr, &console_path(first.addr, ""));
+    wait_sessions(&first, 1.0);
+    serial.write(b"before-stop\r\n");
+    viewer.wait_for("before-stop\r\n", 0);
+
+    let started = Instant::now();
+    let status = first.proc.terminate(Duration::from_secs(10));
+    let took = started.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        first.proc.log()
+    );
+    assert!(took < Duration::from_secs(5), "stopped in {took:?}");
+    assert!(
+        first
+            .proc
+            .log()
+            .contains("consoles and BMC sessions closed"),
+        "{}",
+        first.proc.log()
+    );
+
+    // SOL is free: an agent with no memory of it (no marker, no force) activates it.
+    let second = agent_for(&sim, &dir, "");
+    let mut next = Link::websocket(second.addr, &console_path(second.addr, ""));
+    wait_sessions(&second, 1.0);
+    serial.write(b"after-stop\r\n");
+    next.wait_for("after-stop\r\n", 0);
+}
+
+/// `kill -9` with a console open leaves SOL active on the BMC. An agent that is not its
+/// owner is refused (`sol_in_use`); the restarted agent (same state directory) takes its own
+/// stale payload back without being asked to force.
+#[test]
+fn after_kill_9_the_restarted_agent_gets_its_console_back() {
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
+    let serial = SerialHost::start(host);
+    serial.wait_connections(1);
+    let dir = TempDir::new("console-kill9");
+    let mut crashed = agent_with_state(&sim, &dir, "state-owner", "");
+    let mut viewer = Link::websocket(crashed.addr, &console_path(crashed.addr, ""));
+    wait_sessions(&crashed, 1.0);
+    serial.write(b"before-crash\r\n");
+    viewer.wait_for("before-crash\r\n", 0);
+    crashed.proc.kill9();
+
+    // The payload is still active on the BMC: a stranger is refused.
+    let stranger = agent_for(&sim, &dir, "");
+    let mut refused = Link::websocket(stranger.addr, &console_path(stranger.addr, ""));
+    assert_eq!(refused.wait_close(), (1011, "sol_in_use".to_owned()));
+
+    // The owner, restarted, gets it back without force.
+    let restarted = agent_with_state(&sim, &dir, "state-owner", "");
+    let mut back = Link::websocket(restarted.addr, &console_path(restarted.addr, ""));
+    wait_sessions(&restarted, 1.0);
+    serial.write(b"after-restart\r\n");
+    back.wait_for("after-restart\r\n", 0);
+    back.send(b"typed-after-restart\r");
+    serial.wait_received(b"typed-after-restart\r");
+    assert!(
+        restarted.proc.log().contains("taking back the payload"),
+        "{}",
+        restarted.proc.log()
+    );
+    assert_eq!(
+        metric(
+            &restarted,
+            "agent_sol_errors_total",
+            &[("error_type", "sol_in_use")]
+        ),
+        0.0
+    );
 }

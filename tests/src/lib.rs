@@ -145,6 +145,12 @@ impl Running {
         None
     }
 
+    /// SIGKILL (`kill -9`): no chance to clean up. Waits for the process to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The stderr output so far.
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()

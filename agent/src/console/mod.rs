@@ -173,30 +173,55 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     payload
 }
 
+/// The consoles, for a clean stop.
+#[derive(Debug, Default)]
+pub struct Consoles {
+    #[cfg(feature = "sol")]
+    hubs: Option<Arc<sol::hub::Hubs>>,
+}
+
+impl Consoles {
+    /// Ends every console within `within`: SOL deactivated, sessions closed. (VNC sessions
+    /// end with their connections, which the HTTP server closes.)
+    pub fn shutdown(&self, within: std::time::Duration) {
+        #[cfg(feature = "sol")]
+        if let Some(h) = &self.hubs {
+            h.shutdown(within);
+        }
+        let _ = within;
+    }
+}
+
 /// Adds the console routes; the SOL hubs run on a `sol-consoles` thread beating
-/// `heartbeats`.
+/// `heartbeats`, and remember the payloads they hold under `state_dir`.
 pub fn routes(
     router: Router,
     fleet: Arc<Fleet>,
     config: ConsoleConfig,
     token: Option<Arc<str>>,
     heartbeats: &Heartbeats,
-) -> std::io::Result<Router> {
+    state_dir: Option<&std::path::Path>,
+) -> std::io::Result<(Router, Consoles)> {
     let slots = ConsoleSlots::new(config.max_sessions, config.max_sessions_per_server);
     let auth = ConsoleAuth::new(token);
     let router = ticket_routes(router, fleet.clone(), auth.clone());
+    #[allow(unused_mut)]
+    let mut consoles = Consoles::default();
     #[cfg(feature = "sol")]
     let router = {
         let beat = heartbeats.register("sol console executor", job_thread::TICK);
         let thread = JobThread::start("sol-consoles", Some(beat))?;
-        sol::routes(
+        let (router, hubs) = sol::routes(
             router,
             fleet.clone(),
             config.clone(),
             auth.clone(),
             slots.clone(),
             thread,
-        )
+            sol::held::Held::new(state_dir),
+        );
+        consoles.hubs = Some(hubs);
+        router
     };
     #[cfg(feature = "vnc")]
     let router = vnc::routes(
@@ -206,6 +231,6 @@ pub fn routes(
         auth.clone(),
         slots.clone(),
     );
-    let _ = (fleet, auth, config, slots, heartbeats);
-    Ok(router)
+    let _ = (fleet, auth, config, slots, heartbeats, state_dir);
+    Ok((router, consoles))
 }

@@ -71,6 +71,7 @@
 //!   and `viewer_timeout` (per viewer), `log_write` (per failed write), `internal` (the
 //!   console thread could not start).
 
+pub mod held;
 pub mod hub;
 pub mod session_log;
 
@@ -93,6 +94,7 @@ use crate::config::ConsoleConfig;
 use crate::fleet::Fleet;
 use crate::metrics::AgentMetrics;
 use conduit_runtime::job_thread::JobThread;
+use held::Held;
 use hub::{Command, Ending, Hubs, Viewer, TOO_SLOW};
 
 /// Commands decoded from a viewer and not yet taken by its hub; reading from the viewer
@@ -134,9 +136,11 @@ pub fn routes(
     auth: ConsoleAuth,
     slots: Arc<ConsoleSlots>,
     thread: JobThread,
-) -> Router {
-    let hubs = Arc::new(Hubs::new(fleet.clone(), config, thread));
-    router.route(Method::Get, "/console/sol/{server_id}", move |req| {
+    held: Held,
+) -> (Router, Arc<Hubs>) {
+    let hubs = Arc::new(Hubs::new(fleet.clone(), config, thread, held));
+    let registry = hubs.clone();
+    let router = router.route(Method::Get, "/console/sol/{server_id}", move |req| {
         let metrics = fleet.metrics().clone();
         let error = |e: &'static str| {
             metrics.sol_errors.inc(&ErrorType { error_type: e });
@@ -180,7 +184,8 @@ pub fn routes(
             })
         }))
         .with_header("Cache-Control", "no-store")
-    })
+    });
+    (router, registry)
 }
 
 /// `(takeover, force)` from the query: `mode=takeover` or `takeover=1`; `force=1`.

@@ -94,6 +94,15 @@ impl JobThread {
             .is_ok()
     }
 
+    /// Stops the thread without waiting for it: unfinished jobs are dropped (their waiters get
+    /// `None`), new ones are refused.
+    pub fn cancel(&self) {
+        self.jobs.close();
+        if let Some(t) = &self.thread {
+            t.ask_stop();
+        }
+    }
+
     /// Stops the thread: unfinished jobs are dropped (their waiters get `None`).
     pub fn stop(mut self) {
         self.jobs.close();

@@ -47,7 +47,12 @@ impl Background {
         })
     }
 
-    /// Asks the thread to stop and waits for it to finish its current round.
+    /// Asks the thread to stop, without waiting for it.
+    pub fn ask_stop(&self) {
+        self.stop.close();
+    }
+
+    /// Asks the thread to stop and waits for it to end (an [`every`] loop drops its round).
     pub fn stop(mut self) {
         self.stop.close();
         if let Some(t) = self.thread.take() {
@@ -56,7 +61,8 @@ impl Background {
     }
 }
 
-/// Runs `round` now and then every `interval` until `stopped` closes. `beat` is ticked after
+/// Runs `round` now and then every `interval` until `stopped` closes (a round in progress is
+/// dropped then). `beat` is ticked after
 /// each round and told of each wait; the round ticks it itself as it progresses.
 pub async fn every<F: Future<Output = ()>>(
     interval: Duration,
@@ -66,7 +72,22 @@ pub async fn every<F: Future<Output = ()>>(
 ) {
     loop {
         beat.tick();
-        round().await;
+        // A stop does not wait for the round: it is dropped where it is (every await point of
+        // a round must be a safe place to stop).
+        let finished = future::or(
+            async {
+                round().await;
+                true
+            },
+            async {
+                let _ = stopped.recv().await;
+                false
+            },
+        )
+        .await;
+        if !finished {
+            break;
+        }
         beat.sleeping(interval);
         let sleep = async {
             Timer::after(interval).await;

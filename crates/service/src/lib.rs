@@ -240,17 +240,44 @@ impl Stack {
 
     /// Serves on an already bound server until SIGTERM or SIGINT, then stops cleanly.
     pub fn run(self, server: Server) -> anyhow::Result<()> {
+        self.run_with(server, SignalHooks::default())
+    }
+
+    /// [`Stack::run`] with the component's own answers to signals (see [`SignalHooks`]).
+    pub fn run_with(self, server: Server, hooks: SignalHooks) -> anyhow::Result<()> {
         let stop = server.shutdown_handle();
-        let signals =
-            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-                .context("install signal handlers")?;
+        let signals = async_signal::Signals::new([
+            async_signal::Signal::Term,
+            async_signal::Signal::Int,
+            async_signal::Signal::Hup,
+        ])
+        .context("install signal handlers")?;
+        let binary = self.info.binary;
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
                 use futures_lite::StreamExt;
+                let SignalHooks { on_stop, on_reload } = hooks;
                 let mut signals = signals;
-                if let Some(Ok(sig)) = futures_lite::future::block_on(signals.next()) {
-                    log::info!("received {sig:?}: shutting down");
+                loop {
+                    match futures_lite::future::block_on(signals.next()) {
+                        Some(Ok(async_signal::Signal::Hup)) => match &on_reload {
+                            Some(reload) => {
+                                log::info!("received SIGHUP: reloading");
+                                reload();
+                            }
+                            None => log::info!("received SIGHUP: {binary} has nothing to reload"),
+                        },
+                        Some(Ok(sig)) => {
+                            log::info!("received {sig:?}: shutting down");
+                            break;
+                        }
+                        Some(Err(_)) => continue,
+                        None => break,
+                    }
+                }
+                if let Some(f) = on_stop {
+                    f();
                 }
                 stop.stop();
             })
@@ -263,6 +290,27 @@ impl Stack {
     /// The request service (router plus middleware), e.g. to run on a server of one's own.
     pub fn service(&self) -> Arc<HttpService> {
         self.service.clone()
+    }
+}
+
+/// What a component does on signals, beyond the stack's own clean stop.
+#[derive(Default)]
+pub struct SignalHooks {
+    /// Called on the signal thread as soon as SIGTERM/SIGINT arrives, before the server
+    /// drains its connections: work that can be cancelled at once (operations in flight)
+    /// need not wait out the grace period.
+    pub on_stop: Option<Box<dyn FnOnce() + Send>>,
+    /// Called on the signal thread on each SIGHUP (without one, SIGHUP is logged and ignored
+    /// rather than ending the process).
+    pub on_reload: Option<Box<dyn Fn() + Send>>,
+}
+
+impl std::fmt::Debug for SignalHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalHooks")
+            .field("on_stop", &self.on_stop.is_some())
+            .field("on_reload", &self.on_reload.is_some())
+            .finish()
     }
 }
 

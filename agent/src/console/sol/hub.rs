@@ -33,6 +33,7 @@ use conduit_runtime::with_timeout;
 use futures_lite::future;
 use prometheus_client::metrics::counter::Counter;
 
+use super::held::Held;
 use super::session_log::SessionLog;
 use crate::config::ConsoleConfig;
 use crate::fleet::Fleet;
@@ -147,15 +148,23 @@ pub struct Hubs {
     // not `Send`, so hubs are built on the thread from a `Send` job.
     thread: JobThread,
     hubs: Mutex<HashMap<String, HubHandle>>,
+    // Closed when the agent stops: every hub deactivates SOL and ends.
+    stop: Sender<()>,
+    stopping: Receiver<()>,
+    held: Held,
 }
 
 impl Hubs {
     /// No hub yet; they come with their first viewer, on `thread`.
-    pub fn new(fleet: Arc<Fleet>, config: ConsoleConfig, thread: JobThread) -> Hubs {
+    pub fn new(fleet: Arc<Fleet>, config: ConsoleConfig, thread: JobThread, held: Held) -> Hubs {
+        let (stop, stopping) = async_channel::bounded(1);
         Hubs {
             fleet,
             config,
             thread,
+            stop,
+            stopping,
+            held,
             hubs: Mutex::new(HashMap::new()),
         }
     }
@@ -247,6 +256,24 @@ impl Hubs {
 
     /// Takes hub `generation` of `server_id` out of the registry (unless a newer hub took its
     /// place already).
+    /// Stops every console: each hub tells its viewers, deactivates SOL and closes its session.
+    /// Returns once all have ended or `within` has passed; true when all ended.
+    pub fn shutdown(&self, within: Duration) -> bool {
+        self.stop.close();
+        let until = Instant::now() + within;
+        loop {
+            let left = self.hubs.lock().unwrap_or_else(|e| e.into_inner()).len();
+            if left == 0 {
+                return true;
+            }
+            if Instant::now() >= until {
+                log::warn!("{left} SOL consoles did not end within {within:?}");
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn forget(&self, server_id: &str, generation: u64) {
         let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
         if hubs
@@ -282,6 +309,7 @@ impl From<IpmiError> for Failure {
 /// previous hub of the server has ended (`previous` closed).
 async fn connect(
     fleet: Arc<Fleet>,
+    held: Held,
     server_id: String,
     force: bool,
     previous: Option<Receiver<()>>,
@@ -300,9 +328,28 @@ async fn connect(
             detail: "no longer an IPMI server".into(),
         });
     };
+    // A payload a previous run of this agent left active (killed, rebooted) is ours to take
+    // back: forced, where another tool's would be refused.
+    let ours = held.is_held(&server_id);
+    if ours && !force {
+        log::info!(
+            "sol {server_id}: taking back the payload a previous run of this agent left active"
+        );
+    }
     let conn = ipmi.open_dedicated().await?;
-    Ok(SolConsole::activate_with(conn, bmc.config.sol_instance, SOL_REPLY_TIMEOUT, force).await?)
+    let console = SolConsole::activate_with(
+        conn,
+        bmc.config.sol_instance,
+        SOL_REPLY_TIMEOUT,
+        force || ours,
+    )
+    .await?;
+    held.hold(&server_id);
+    Ok(console)
 }
+
+/// The failure of an attempt the agent's stop cut short (not counted, not shown).
+const STOPPING: &str = "agent_stopping";
 
 /// An agent-generated line for the viewers' terminals (not console output).
 fn status_line(text: &str) -> Arc<[u8]> {
@@ -314,6 +361,8 @@ enum Event {
     Join(Join),
     Command(Command),
     Tick,
+    /// The agent is stopping.
+    Stop,
 }
 
 /// The state of a hub's link to its BMC.
@@ -333,6 +382,8 @@ enum Served {
     Idle,
     /// The link failed; the error type.
     Lost(&'static str),
+    /// The agent is stopping.
+    Stopping,
 }
 
 struct Hub {
@@ -419,9 +470,18 @@ impl Hub {
             match served {
                 Served::Idle => {
                     sol.deactivate().await;
+                    self.hubs.held.release(&self.server_id);
+                    return;
+                }
+                Served::Stopping => {
+                    self.announce("the agent is stopping; this console ends");
+                    sol.deactivate().await;
+                    self.hubs.held.release(&self.server_id);
                     return;
                 }
                 Served::Lost(reason) => {
+                    // Not ours any more (another session took it, or the BMC dropped it).
+                    self.hubs.held.release(&self.server_id);
                     self.error(reason);
                     // Frees the BMC's session slot if it still knows the session (one try).
                     sol.close().await;
@@ -467,6 +527,7 @@ impl Hub {
                     self.force = false;
                     return Some(sol);
                 }
+                Err(_) if self.stopping() => return None,
                 // A viewer asking to force joined while the attempt ran: once more, forcing.
                 Err(f) if f.error_type == "sol_in_use" && self.force && !force => continue,
                 Err(f) => f,
@@ -574,6 +635,7 @@ impl Hub {
                 }
                 Ok(Event::Command(Command::Takeover(id))) => self.give_keyboard(id),
                 Ok(Event::Tick) => {}
+                Ok(Event::Stop) => return Served::Stopping,
             }
         }
     }
@@ -612,6 +674,7 @@ impl Hub {
                     ));
                     return Some(sol);
                 }
+                Err(_) if self.stopping() => return None,
                 Err(f) => {
                     self.metrics.sol_reconnections.inc(&label("failure"));
                     log::info!("sol {}: reconnecting: {}", self.server_id, f.detail);
@@ -634,7 +697,7 @@ impl Hub {
         let until = Instant::now() + delay;
         loop {
             self.prune();
-            if self.seats.is_empty() && self.hubs.retire(&self.join, true) {
+            if self.stopping() || (self.seats.is_empty() && self.hubs.retire(&self.join, true)) {
                 return false;
             }
             let now = Instant::now();
@@ -651,6 +714,7 @@ impl Hub {
     async fn attempt(&mut self, force: bool) -> Result<SolConsole, Failure> {
         let connect = connect(
             self.hubs.fleet.clone(),
+            self.hubs.held.clone(),
             self.server_id.clone(),
             force,
             self.previous.take(),
@@ -667,6 +731,13 @@ impl Hub {
             .await;
             match event {
                 Err(done) => return done,
+                // Stopping: the attempt is dropped where it is.
+                Ok(Event::Stop) => {
+                    return Err(Failure {
+                        error_type: STOPPING,
+                        detail: "the agent is stopping".into(),
+                    })
+                }
                 Ok(e) => {
                     self.offline(e);
                     self.prune();
@@ -680,27 +751,38 @@ impl Hub {
         match event {
             Event::Join(j) => self.seat(j),
             Event::Command(Command::Takeover(id)) => self.give_keyboard(id),
-            Event::Command(Command::Input(..) | Command::Break(_)) | Event::Tick => {}
+            Event::Command(Command::Input(..) | Command::Break(_)) | Event::Tick | Event::Stop => {}
         }
     }
 
     /// The next join or command (waits for ever when there are none).
     async fn event(&self) -> Event {
+        let stop = async {
+            let _ = self.hubs.stopping.recv().await;
+            Event::Stop
+        };
         future::or(
-            async {
-                match self.join.recv().await {
-                    Ok(j) => Event::Join(j),
-                    Err(_) => future::pending().await,
-                }
-            },
-            async {
-                match self.commands.recv().await {
-                    Ok(c) => Event::Command(c),
-                    Err(_) => future::pending().await,
-                }
-            },
+            stop,
+            future::or(
+                async {
+                    match self.join.recv().await {
+                        Ok(j) => Event::Join(j),
+                        Err(_) => future::pending().await,
+                    }
+                },
+                async {
+                    match self.commands.recv().await {
+                        Ok(c) => Event::Command(c),
+                        Err(_) => future::pending().await,
+                    }
+                },
+            ),
         )
         .await
+    }
+
+    fn stopping(&self) -> bool {
+        self.hubs.stopping.is_closed()
     }
 
     /// Seats every viewer waiting to join.
@@ -872,7 +954,12 @@ mod tests {
         )));
         let fleet = Arc::new(Fleet::new(None, metrics).unwrap());
         let thread = JobThread::start("sol-consoles", None).unwrap();
-        Arc::new(Hubs::new(fleet, ConsoleConfig::default(), thread))
+        Arc::new(Hubs::new(
+            fleet,
+            ConsoleConfig::default(),
+            thread,
+            Held::new(None),
+        ))
     }
 
     fn hub() -> Hub {
