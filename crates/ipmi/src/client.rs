@@ -53,6 +53,8 @@ pub enum IpmiError {
     Malformed(&'static str),
     /// A local socket error.
     Io(std::io::Error),
+    /// The OS random source failed: no session ID, RAKP random or IV could be drawn.
+    Rng(getrandom::Error),
 }
 
 impl IpmiError {
@@ -67,6 +69,7 @@ impl IpmiError {
             IpmiError::Completion { .. } => "completion_code",
             IpmiError::Malformed(_) => "malformed_reply",
             IpmiError::Io(_) => "io",
+            IpmiError::Rng(_) => "rng_failure",
         }
     }
 
@@ -89,6 +92,7 @@ impl std::fmt::Display for IpmiError {
             }
             IpmiError::Malformed(step) => write!(f, "{step}: malformed reply"),
             IpmiError::Io(e) => write!(f, "socket: {e}"),
+            IpmiError::Rng(e) => write!(f, "random source: {e}"),
         }
     }
 }
@@ -103,16 +107,43 @@ fn io_error(e: std::io::Error) -> IpmiError {
     }
 }
 
-/// Random bytes from the OS (session IDs, RAKP randoms, IVs).
-pub fn random<const N: usize>() -> [u8; N] {
+/// Random bytes from the OS (session IDs, RAKP randoms, IVs). There is no fallback: a
+/// predictable session ID, RAKP random or IV would weaken the session, so an operation that
+/// needs one fails ([`IpmiError::Rng`], `rng_failure`) instead.
+pub fn random<const N: usize>() -> Result<[u8; N], IpmiError> {
     let mut b = [0u8; N];
-    getrandom::fill(&mut b).unwrap_or_else(|_| {
-        // The OS RNG is always there on Linux; fall back to a time-seeded RNG rather than
-        // failing an operation if it is not.
-        let mut rng = fastrand::Rng::with_seed(Instant::now().elapsed().as_nanos() as u64 ^ 0x9E37);
-        rng.fill(&mut b);
-    });
-    b
+    fill_random(&mut b).map_err(IpmiError::Rng)?;
+    Ok(b)
+}
+
+#[cfg(not(test))]
+fn fill_random(b: &mut [u8]) -> Result<(), getrandom::Error> {
+    getrandom::fill(b)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: the OS source fails once this many more draws have been made (`None`: never).
+    static RNG_FAILS_AFTER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Tests: makes the random source of this thread fail after `draws` more draws (`None`
+/// restores it).
+#[cfg(test)]
+pub(crate) fn fail_random_after(draws: Option<usize>) {
+    RNG_FAILS_AFTER.with(|c| c.set(draws));
+}
+
+#[cfg(test)]
+fn fill_random(b: &mut [u8]) -> Result<(), getrandom::Error> {
+    match RNG_FAILS_AFTER.with(|c| c.get()) {
+        Some(0) => Err(getrandom::Error::UNEXPECTED),
+        Some(n) => {
+            RNG_FAILS_AFTER.with(|c| c.set(Some(n - 1)));
+            getrandom::fill(b)
+        }
+        None => getrandom::fill(b),
+    }
 }
 
 /// Whether something at `addr` answers an RMCP/ASF presence ping as an IPMI BMC (two tries
@@ -133,12 +164,14 @@ pub async fn presence(addr: SocketAddr, timeout: Duration) -> bool {
         reply_timeout: timeout / 2,
         retries: 1,
     };
-    let tag = random::<1>()[0];
+    // The tag only pairs a pong with its ping (nothing secret rests on it, and the ping is
+    // session-less), so it needs no OS randomness.
+    let tag = fastrand::u8(..);
     exchange(
         &sock,
         timing,
         "presence ping",
-        || super::wire::presence_ping(tag).to_vec(),
+        || Ok(super::wire::presence_ping(tag).to_vec()),
         |d| {
             super::wire::PresencePong::parse(d)
                 .ok()
@@ -172,12 +205,12 @@ async fn exchange<T>(
     sock: &Async<UdpSocket>,
     timing: Timing,
     step: &'static str,
-    mut datagram: impl FnMut() -> Vec<u8>,
+    mut datagram: impl FnMut() -> Result<Vec<u8>, IpmiError>,
     mut accept: impl FnMut(&[u8]) -> Option<T>,
 ) -> Result<T, IpmiError> {
     let mut buf = vec![0u8; 2048];
     for _ in 0..=timing.retries {
-        sock.send(&datagram()).await.map_err(io_error)?;
+        sock.send(&datagram()?).await.map_err(io_error)?;
         let deadline = Instant::now() + timing.reply_timeout;
         while let Some(got) = recv_until(sock, deadline, &mut buf).await {
             let n = got.map_err(io_error)?;
@@ -206,8 +239,8 @@ impl Connection {
         let sock = Async::<UdpSocket>::bind(bind).map_err(IpmiError::Io)?;
         sock.get_ref().connect(addr).map_err(io_error)?;
         let privilege = creds.privilege;
-        let console_sid = u32::from_le_bytes(random::<4>()).max(1);
-        let mut hs = Handshake::new(suite, creds, console_sid, random(), random::<1>()[0]);
+        let console_sid = u32::from_le_bytes(random::<4>()?).max(1);
+        let mut hs = Handshake::new(suite, creds, console_sid, random()?, random::<1>()?[0]);
 
         let step = "open session";
         let req = hs.open_session_request();
@@ -215,7 +248,16 @@ impl Connection {
             &sock,
             timing,
             step,
-            || emit_session_packet(PayloadType::OpenSessionRequest, false, 0, 0, &req, None),
+            || {
+                Ok(emit_session_packet(
+                    PayloadType::OpenSessionRequest,
+                    false,
+                    0,
+                    0,
+                    &req,
+                    None,
+                ))
+            },
             |d| unauth_payload(d, PayloadType::OpenSessionResponse),
         )
         .await?;
@@ -226,7 +268,16 @@ impl Connection {
             &sock,
             timing,
             "rakp1",
-            || emit_session_packet(PayloadType::Rakp1, false, 0, 0, &rakp1, None),
+            || {
+                Ok(emit_session_packet(
+                    PayloadType::Rakp1,
+                    false,
+                    0,
+                    0,
+                    &rakp1,
+                    None,
+                ))
+            },
             |d| unauth_payload(d, PayloadType::Rakp2),
         )
         .await?;
@@ -235,7 +286,16 @@ impl Connection {
             &sock,
             timing,
             "rakp3",
-            || emit_session_packet(PayloadType::Rakp3, false, 0, 0, &rakp3, None),
+            || {
+                Ok(emit_session_packet(
+                    PayloadType::Rakp3,
+                    false,
+                    0,
+                    0,
+                    &rakp3,
+                    None,
+                ))
+            },
             |d| unauth_payload(d, PayloadType::Rakp4),
         )
         .await?;
@@ -300,7 +360,7 @@ impl Connection {
             &self.sock,
             self.timing,
             what,
-            || cell.borrow_mut().seal(PayloadType::Ipmi, &msg, random()),
+            || Ok(cell.borrow_mut().seal(PayloadType::Ipmi, &msg, random()?)),
             |d| {
                 let (pt, payload) = cell.borrow_mut().open(d).ok()?;
                 if pt != PayloadType::Ipmi {
@@ -319,7 +379,7 @@ impl Connection {
 
     /// Sends one payload of any type, sealed (encrypted and authenticated) on the session.
     pub async fn send_sealed(&mut self, pt: PayloadType, plain: &[u8]) -> Result<(), IpmiError> {
-        let d = self.session.seal(pt, plain, random());
+        let d = self.session.seal(pt, plain, random()?);
         self.sock.send(&d).await.map_err(io_error)?;
         Ok(())
     }
@@ -358,4 +418,93 @@ impl Connection {
 fn unauth_payload(d: &[u8], want: PayloadType) -> Option<Vec<u8>> {
     let p = SessionPacket::parse(d, 0).ok()?;
     (p.payload_type == want && !p.authenticated).then(|| p.payload.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SessionKeys;
+    use crate::rakp::Established;
+    use futures_lite::future::block_on;
+
+    /// A socket standing in for the BMC, and one connected to it for the console.
+    fn pair() -> (UdpSocket, Async<UdpSocket>) {
+        let bmc = UdpSocket::bind("127.0.0.1:0").unwrap();
+        bmc.set_nonblocking(true).unwrap();
+        let sock = Async::<UdpSocket>::bind(([127, 0, 0, 1], 0)).unwrap();
+        sock.get_ref().connect(bmc.local_addr().unwrap()).unwrap();
+        (bmc, sock)
+    }
+
+    fn nothing_sent(bmc: &UdpSocket) -> bool {
+        let mut buf = [0u8; 512];
+        matches!(bmc.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    fn creds() -> Credentials {
+        Credentials {
+            username: b"admin".to_vec(),
+            password: b"password".to_vec(),
+            privilege: 4,
+        }
+    }
+
+    #[test]
+    fn a_failing_random_source_is_an_error_not_a_weak_session() {
+        fail_random_after(Some(0));
+        let e = random::<16>().unwrap_err();
+        fail_random_after(None);
+        assert_eq!(e.kind(), "rng_failure");
+        assert!(!e.session_suspect());
+        assert!(e.to_string().starts_with("random source: "), "{e}");
+        assert!(random::<16>().is_ok());
+    }
+
+    #[test]
+    fn the_handshake_fails_before_sending_without_randomness() {
+        // Session ID (draw 0), RAKP random (1), tag (2): each one missing fails the open.
+        for draws in 0..3 {
+            let bmc = UdpSocket::bind("127.0.0.1:0").unwrap();
+            bmc.set_nonblocking(true).unwrap();
+            fail_random_after(Some(draws));
+            let r = block_on(Connection::open(
+                bmc.local_addr().unwrap(),
+                CipherSuite::Suite3,
+                creds(),
+                Timing::default(),
+            ));
+            fail_random_after(None);
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), "rng_failure", "draw {draws}: {e}");
+            assert!(nothing_sent(&bmc), "draw {draws}");
+        }
+    }
+
+    #[test]
+    fn no_iv_no_packet() {
+        let (bmc, sock) = pair();
+        let est = Established {
+            suite: CipherSuite::Suite3,
+            console_session_id: 0xC0,
+            bmc_session_id: 0xB0,
+            keys: SessionKeys {
+                sik: vec![1; 20],
+                k1: vec![2; 20],
+                k2: vec![3; 20],
+            },
+        };
+        let mut conn = Connection {
+            sock,
+            session: Session::new(est),
+            timing: Timing::default(),
+            rq_seq: 0,
+        };
+        fail_random_after(Some(0));
+        let r = block_on(conn.request("get device id", 0x06, 0x01, &[]));
+        let s = block_on(conn.send_sealed(PayloadType::Sol, b"x"));
+        fail_random_after(None);
+        assert_eq!(r.unwrap_err().kind(), "rng_failure");
+        assert_eq!(s.unwrap_err().kind(), "rng_failure");
+        assert!(nothing_sent(&bmc));
+    }
 }
