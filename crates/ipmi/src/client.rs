@@ -182,6 +182,17 @@ pub async fn presence(addr: SocketAddr, timeout: Duration) -> bool {
     .is_ok()
 }
 
+/// One IPMI request of a batch ([`Connection::request_batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Network function (request).
+    pub netfn: u8,
+    /// Command.
+    pub cmd: u8,
+    /// Request data.
+    pub data: Vec<u8>,
+}
+
 /// An open RMCP+ session with one BMC.
 #[derive(Debug)]
 pub struct Connection {
@@ -377,6 +388,72 @@ impl Connection {
         .await
     }
 
+    /// Sends `reqs` with up to `window` of them outstanding at once (see [`super::pipeline`]);
+    /// returns each one's completion code and response data, in order. Fails with
+    /// [`IpmiError::Timeout`] when one stays unanswered after its retransmits. `window` is
+    /// lowered to 1 when the BMC drops a request or answers "node busy": keep it for the next
+    /// batch.
+    pub async fn request_batch(
+        &mut self,
+        what: &'static str,
+        reqs: &[Request],
+        window: &mut usize,
+    ) -> Result<Vec<(u8, Vec<u8>)>, IpmiError> {
+        use super::pipeline::{Pipeline, NODE_BUSY};
+        let mut pipe = Pipeline::new(reqs.len(), *window, self.timing);
+        let mut replies: Vec<Option<(u8, Vec<u8>)>> = vec![None; reqs.len()];
+        let mut buf = vec![0u8; 2048];
+        let outcome = loop {
+            let rq_seq = &mut self.rq_seq;
+            let due = pipe.poll(Instant::now(), || {
+                *rq_seq = (*rq_seq + 1) & 0x3F;
+                *rq_seq
+            });
+            let due = match due {
+                Ok(due) => due,
+                Err(_) => break Err(IpmiError::Timeout(what)),
+            };
+            for (i, seq) in due {
+                let r = &reqs[i];
+                let msg = emit_request(r.netfn, r.cmd, seq, &r.data);
+                let d = self.session.seal(PayloadType::Ipmi, &msg, random()?);
+                self.sock.send(&d).await.map_err(io_error)?;
+            }
+            if pipe.is_done() {
+                break Ok(());
+            }
+            let Some(deadline) = pipe.deadline() else {
+                continue;
+            };
+            // Take every reply that arrives before the next deadline, then poll again (a
+            // reply frees a place in the window).
+            let Some(got) = recv_until(&self.sock, deadline, &mut buf).await else {
+                continue;
+            };
+            let n = got.map_err(io_error)?;
+            let Ok((PayloadType::Ipmi, payload)) = self.session.open(&buf[..n]) else {
+                continue;
+            };
+            let Ok(r) = IpmiResponse::parse(&payload) else {
+                continue;
+            };
+            let Some(i) = pipe.in_flight(r.rq_seq) else {
+                continue; // a late copy of one already answered
+            };
+            if r.cmd != reqs[i].cmd || r.netfn != reqs[i].netfn + 1 {
+                continue;
+            }
+            if r.completion == NODE_BUSY && pipe.busy(i) {
+                continue;
+            }
+            replies[i] = Some((r.completion, r.data.to_vec()));
+            pipe.answered(i);
+        };
+        *window = pipe.window();
+        outcome?;
+        Ok(replies.into_iter().flatten().collect())
+    }
+
     /// Sends one payload of any type, sealed (encrypted and authenticated) on the session.
     pub async fn send_sealed(&mut self, pt: PayloadType, plain: &[u8]) -> Result<(), IpmiError> {
         let d = self.session.seal(pt, plain, random()?);
@@ -480,25 +557,130 @@ mod tests {
         }
     }
 
-    #[test]
-    fn no_iv_no_packet() {
-        let (bmc, sock) = pair();
-        let est = Established {
+    fn keys() -> SessionKeys {
+        SessionKeys {
+            sik: vec![1; 20],
+            k1: vec![2; 20],
+            k2: vec![3; 20],
+        }
+    }
+
+    /// A console's connection on `sock` and the BMC's view of the same session.
+    fn established(sock: Async<UdpSocket>, timing: Timing) -> (Connection, Session) {
+        let console = Established {
             suite: CipherSuite::Suite3,
             console_session_id: 0xC0,
             bmc_session_id: 0xB0,
-            keys: SessionKeys {
-                sik: vec![1; 20],
-                k1: vec![2; 20],
-                k2: vec![3; 20],
-            },
+            keys: keys(),
         };
-        let mut conn = Connection {
+        let bmc = Established {
+            suite: CipherSuite::Suite3,
+            console_session_id: 0xB0,
+            bmc_session_id: 0xC0,
+            keys: keys(),
+        };
+        let conn = Connection {
             sock,
-            session: Session::new(est),
-            timing: Timing::default(),
+            session: Session::new(console),
+            timing,
             rq_seq: 0,
         };
+        (conn, Session::new(bmc))
+    }
+
+    /// The BMC's response message to request message `req`.
+    fn response(req: &[u8], completion: u8, data: &[u8]) -> Vec<u8> {
+        let sum = |b: &[u8]| b.iter().fold(0u8, |a, x| a.wrapping_add(*x)).wrapping_neg();
+        let mut m = vec![0x81, req[1] + 4];
+        m.push(sum(&m));
+        m.extend_from_slice(&[0x20, req[4], req[5], completion]);
+        m.extend_from_slice(data);
+        m.push(sum(&m[3..]));
+        m
+    }
+
+    #[test]
+    fn a_batch_matches_replies_out_of_order_and_resends_a_lost_one() {
+        let (bmc_sock, sock) = pair();
+        let timing = Timing {
+            reply_timeout: Duration::from_millis(100),
+            retries: 2,
+        };
+        let (mut conn, mut bmc) = established(sock, timing);
+        // The BMC: request k (its data byte) is answered with [k * 10]; the answer to 0 waits
+        // for 1's, and the first copy of 2 is lost.
+        let bmc_thread = std::thread::spawn(move || {
+            bmc_sock.set_nonblocking(false).unwrap();
+            bmc_sock
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let mut held = None;
+            let mut seen = Vec::new();
+            while let Ok((n, from)) = bmc_sock.recv_from(&mut buf) {
+                let (_, req) = bmc.open(&buf[..n]).unwrap();
+                let k = req[6];
+                seen.push(k);
+                if k == 2 && seen.iter().filter(|&&s| s == 2).count() == 1 {
+                    continue;
+                }
+                let out = bmc.seal(PayloadType::Ipmi, &response(&req, 0, &[k * 10]), [7; 16]);
+                if k == 0 {
+                    held = Some(out);
+                    continue;
+                }
+                bmc_sock.send_to(&out, from).unwrap();
+                if k == 1 {
+                    bmc_sock.send_to(&held.take().unwrap(), from).unwrap();
+                }
+                if seen.len() == 7 {
+                    break;
+                }
+            }
+            seen
+        });
+        let reqs: Vec<Request> = (0..6u8)
+            .map(|k| Request {
+                netfn: 0x0A,
+                cmd: 0x23,
+                data: vec![k],
+            })
+            .collect();
+        let mut window = 4;
+        let replies = block_on(conn.request_batch("get sdr", &reqs, &mut window)).unwrap();
+        let want: Vec<(u8, Vec<u8>)> = (0..6u8).map(|k| (0, vec![k * 10])).collect();
+        assert_eq!(replies, want);
+        assert_eq!(window, 1, "a lost reply: one at a time from now on");
+        let seen = bmc_thread.join().unwrap();
+        assert_eq!(seen.len(), 7, "{seen:?}");
+        assert_eq!(seen.iter().filter(|&&k| k == 2).count(), 2, "{seen:?}");
+    }
+
+    #[test]
+    fn a_batch_request_never_answered_times_out() {
+        let (_bmc, sock) = pair();
+        let timing = Timing {
+            reply_timeout: Duration::from_millis(30),
+            retries: 1,
+        };
+        let (mut conn, _) = established(sock, timing);
+        let reqs = vec![
+            Request {
+                netfn: 0x04,
+                cmd: 0x2D,
+                data: vec![1],
+            };
+            3
+        ];
+        let e = block_on(conn.request_batch("get sensor reading", &reqs, &mut 2)).unwrap_err();
+        assert_eq!(e.kind(), "timeout");
+        assert_eq!(e.to_string(), "get sensor reading: no reply (timed out)");
+    }
+
+    #[test]
+    fn no_iv_no_packet() {
+        let (bmc, sock) = pair();
+        let (mut conn, _) = established(sock, Timing::default());
         fail_random_after(Some(0));
         let r = block_on(conn.request("get device id", 0x06, 0x01, &[]));
         let s = block_on(conn.send_sealed(PayloadType::Sol, b"x"));
