@@ -197,6 +197,9 @@ pub struct Request {
 #[derive(Debug)]
 pub struct Connection {
     sock: Async<UdpSocket>,
+    // Where payloads other than IPMI messages go when the BMC named a port of its own for
+    // them at activation (see `use_payload_port`).
+    payload_sock: Option<Async<UdpSocket>>,
     session: Session,
     timing: Timing,
     rq_seq: u8,
@@ -313,6 +316,7 @@ impl Connection {
         let est = hs.on_rakp4(&rakp4).map_err(IpmiError::Handshake)?;
         let mut conn = Connection {
             sock,
+            payload_sock: None,
             session: Session::new(est),
             timing,
             rq_seq: 0,
@@ -454,27 +458,77 @@ impl Connection {
         Ok(replies.into_iter().flatten().collect())
     }
 
-    /// Sends one payload of any type, sealed (encrypted and authenticated) on the session.
-    pub async fn send_sealed(&mut self, pt: PayloadType, plain: &[u8]) -> Result<(), IpmiError> {
-        let d = self.session.seal(pt, plain, random()?);
-        self.sock.send(&d).await.map_err(io_error)?;
+    /// Sends payloads other than IPMI messages (SOL) to `port` on the BMC's address from now
+    /// on, and takes them from there: the port Activate Payload answered with (IPMI 2.0
+    /// §24.1), when it is not the session's. They go from a socket of their own, connected to
+    /// that port, so that the BMC's answers (to that socket's address) are let in; IPMI
+    /// messages stay on the session's socket. 0 or the session's port undoes it.
+    pub fn use_payload_port(&mut self, port: u16) -> Result<(), IpmiError> {
+        let peer = self.sock.get_ref().peer_addr().map_err(IpmiError::Io)?;
+        if port == 0 || port == peer.port() {
+            self.payload_sock = None;
+            return Ok(());
+        }
+        let bind: SocketAddr = if peer.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = Async::<UdpSocket>::bind(bind).map_err(IpmiError::Io)?;
+        sock.get_ref()
+            .connect(SocketAddr::new(peer.ip(), port))
+            .map_err(io_error)?;
+        self.payload_sock = Some(sock);
         Ok(())
     }
 
-    /// The next valid payload of this session before `deadline`, or `None` at the deadline.
-    /// Datagrams that do not open (other sessions, bad AuthCode, replays) are skipped.
+    /// Sends one payload of any type, sealed (encrypted and authenticated) on the session; a
+    /// payload other than an IPMI message to the payload port, if the BMC named one.
+    pub async fn send_sealed(&mut self, pt: PayloadType, plain: &[u8]) -> Result<(), IpmiError> {
+        let d = self.session.seal(pt, plain, random()?);
+        let sock = match &self.payload_sock {
+            Some(p) if pt != PayloadType::Ipmi => p,
+            _ => &self.sock,
+        };
+        sock.send(&d).await.map_err(io_error)?;
+        Ok(())
+    }
+
+    /// The next valid payload of this session before `deadline`, or `None` at the deadline,
+    /// from the session's port or the payload port. Datagrams that do not open (other
+    /// sessions, bad AuthCode, replays) are skipped.
     pub async fn recv_sealed(
         &mut self,
         deadline: Instant,
     ) -> Result<Option<(PayloadType, Vec<u8>)>, IpmiError> {
         let mut buf = vec![0u8; 2048];
-        while let Some(got) = recv_until(&self.sock, deadline, &mut buf).await {
+        let mut pbuf = vec![0u8; 2048];
+        loop {
+            let got = match &self.payload_sock {
+                None => recv_until(&self.sock, deadline, &mut buf)
+                    .await
+                    .map(|r| (r, false)),
+                Some(p) => {
+                    futures_lite::future::or(
+                        async {
+                            recv_until(&self.sock, deadline, &mut buf)
+                                .await
+                                .map(|r| (r, false))
+                        },
+                        async { recv_until(p, deadline, &mut pbuf).await.map(|r| (r, true)) },
+                    )
+                    .await
+                }
+            };
+            let Some((got, payload_port)) = got else {
+                return Ok(None);
+            };
             let n = got.map_err(io_error)?;
-            if let Ok(opened) = self.session.open(&buf[..n]) {
+            let d = if payload_port { &pbuf[..n] } else { &buf[..n] };
+            if let Ok(opened) = self.session.open(d) {
                 return Ok(Some(opened));
             }
         }
-        Ok(None)
     }
 
     /// The session ID the BMC assigned to this session (what it reports as the owner of a
@@ -488,6 +542,24 @@ impl Connection {
         self.timing.retries = 0;
         let id = self.session.bmc_session_id().to_le_bytes();
         let _ = self.request("close session", 0x06, 0x3C, &id).await;
+    }
+}
+
+#[cfg(test)]
+impl Connection {
+    /// Tests: a connection on `sock` (connected to a fake BMC) with an established session.
+    pub(crate) fn for_test(
+        sock: Async<UdpSocket>,
+        est: crate::rakp::Established,
+        timing: Timing,
+    ) -> Connection {
+        Connection {
+            sock,
+            payload_sock: None,
+            session: Session::new(est),
+            timing,
+            rq_seq: 0,
+        }
     }
 }
 
@@ -579,25 +651,13 @@ mod tests {
             bmc_session_id: 0xC0,
             keys: keys(),
         };
-        let conn = Connection {
-            sock,
-            session: Session::new(console),
-            timing,
-            rq_seq: 0,
-        };
-        (conn, Session::new(bmc))
+        (
+            Connection::for_test(sock, console, timing),
+            Session::new(bmc),
+        )
     }
 
-    /// The BMC's response message to request message `req`.
-    fn response(req: &[u8], completion: u8, data: &[u8]) -> Vec<u8> {
-        let sum = |b: &[u8]| b.iter().fold(0u8, |a, x| a.wrapping_add(*x)).wrapping_neg();
-        let mut m = vec![0x81, req[1] + 4];
-        m.push(sum(&m));
-        m.extend_from_slice(&[0x20, req[4], req[5], completion]);
-        m.extend_from_slice(data);
-        m.push(sum(&m[3..]));
-        m
-    }
+    use crate::wire::emit_response as response;
 
     #[test]
     fn a_batch_matches_replies_out_of_order_and_resends_a_lost_one() {
