@@ -3,7 +3,9 @@
 //! BMC forgets it (restart, session timeout).
 //!
 //! Layers: [`wire`] (bytes) → [`rakp`] (handshake) and [`session`] (established session) →
-//! [`client`] (UDP I/O, retransmits) → [`IpmiBmc`] (session reuse) → [`commands`].
+//! [`client`] (UDP I/O, retransmits, batches kept by [`pipeline`]) → [`IpmiBmc`] (session
+//! reuse) → [`commands`], [`sdr`] (repository and sensors), [`sel`] (event log),
+//! `sol` (feature `sol`: Serial over LAN).
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +17,7 @@ mod fuzz;
 pub mod pipeline;
 pub mod rakp;
 pub mod sdr;
+pub mod sel;
 pub mod session;
 #[cfg(feature = "sol")]
 pub mod sol;
@@ -213,5 +216,36 @@ impl IpmiBmc {
         if let Some(c) = self.conn.lock().await.take() {
             c.close().await;
         }
+    }
+}
+
+/// What the readers of records (SDR repository, SEL) need from a BMC: batches of queries,
+/// several outstanding at once. [`IpmiBmc`] is one; tests use fakes answering from byte
+/// arrays.
+// The agent's executors are single-threaded: the futures need no `Send` bound.
+#[allow(async_fn_in_trait)]
+pub trait Queries {
+    /// [`IpmiBmc::request_batch`].
+    async fn batch(
+        &self,
+        what: &'static str,
+        reqs: &[Request],
+    ) -> Result<Vec<(u8, Vec<u8>)>, IpmiError>;
+
+    /// How many requests the session has outstanding at once ([`IpmiBmc::window`]).
+    fn window(&self) -> usize;
+}
+
+impl Queries for IpmiBmc {
+    async fn batch(
+        &self,
+        what: &'static str,
+        reqs: &[Request],
+    ) -> Result<Vec<(u8, Vec<u8>)>, IpmiError> {
+        self.request_batch(what, reqs).await
+    }
+
+    fn window(&self) -> usize {
+        IpmiBmc::window(self)
     }
 }

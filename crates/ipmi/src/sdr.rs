@@ -46,6 +46,7 @@ use ipmi_rs_core::storage::sdr::Record;
 use super::client::{IpmiError, Request};
 use super::commands::Timestamp;
 use super::IpmiBmc;
+pub use super::Queries;
 
 const NETFN_STORAGE: u8 = 0x0A;
 const NETFN_SENSOR: u8 = 0x04;
@@ -154,38 +155,8 @@ impl RepositoryInfo {
     }
 }
 
-/// What reading the repository needs from a BMC: batches of queries ([`IpmiBmc`], or a fake in
-/// tests).
-// The agent's executors are single-threaded: the futures need no `Send` bound.
-#[allow(async_fn_in_trait)]
-pub trait Queries {
-    /// [`IpmiBmc::request_batch`].
-    async fn batch(
-        &self,
-        what: &'static str,
-        reqs: &[Request],
-    ) -> Result<Vec<(u8, Vec<u8>)>, IpmiError>;
-
-    /// How many requests the session has outstanding at once ([`IpmiBmc::window`]).
-    fn window(&self) -> usize;
-}
-
-impl Queries for IpmiBmc {
-    async fn batch(
-        &self,
-        what: &'static str,
-        reqs: &[Request],
-    ) -> Result<Vec<(u8, Vec<u8>)>, IpmiError> {
-        self.request_batch(what, reqs).await
-    }
-
-    fn window(&self) -> usize {
-        IpmiBmc::window(self)
-    }
-}
-
 /// One query; its data after a zero completion code.
-async fn query(
+pub(crate) async fn query(
     q: &impl Queries,
     what: &'static str,
     netfn: u8,
