@@ -1,6 +1,6 @@
 //! The agent's own RMCP+ layer against a real BMC implementation (OpenIPMI's ipmi_sim), cipher
 //! suite 3: Device ID, chassis power round trips, session reuse across an ipmi_sim restart,
-//! wrong credentials, an unreachable BMC, the event log. Under cross/test this is the ARM agent code (qemu)
+//! wrong credentials, an unreachable BMC, the event log, the boot device override. Under cross/test this is the ARM agent code (qemu)
 //! talking to the x86 simulator.
 
 use std::net::SocketAddr;
@@ -285,6 +285,69 @@ fn system_event_log_add_read_clear() {
         assert_eq!(cleared.entries, 0);
         assert_ne!(cleared.last_erase, info.last_erase);
         assert!(sel::read_sel(&b).await.unwrap().is_empty());
+        b.close().await;
+    });
+}
+
+#[test]
+fn boot_device_override_round_trip() {
+    use conduit_ipmi::boot::{self, BootDevice, BootOverride, Persistence};
+    let sim = IpmiSim::start();
+    let b = bmc(sim.addr, ADMIN.0, ADMIN.1);
+    let ipmitool_says = || {
+        let out = std::process::Command::new(conduit_tests::tool("ipmitool"))
+            .args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p"])
+            .arg(sim.addr.port().to_string())
+            .args([
+                "-U",
+                ADMIN.0,
+                "-P",
+                ADMIN.1,
+                "chassis",
+                "bootparam",
+                "get",
+                "5",
+            ])
+            .output()
+            .expect("ipmitool");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    block_on(async {
+        // ipmi_sim keeps the device only (its chassis script stores it by name); valid,
+        // persistent and EFI read back as clear.
+        for (device, persistence, script, ipmitool) in [
+            (BootDevice::Pxe, Persistence::Persistent, "pxe", "Force PXE"),
+            (
+                BootDevice::BiosSetup,
+                Persistence::NextBoot,
+                "bios",
+                "Force Boot into BIOS Setup",
+            ),
+            (BootDevice::Cdrom, Persistence::NextBoot, "cdrom", "CD/DVD"),
+            (
+                BootDevice::Disk,
+                Persistence::Persistent,
+                "default",
+                "default Hard-Drive",
+            ),
+        ] {
+            let o = BootOverride {
+                device,
+                persistence,
+                efi: false,
+            };
+            boot::set_boot_override(&b, o).await.expect("set boot");
+            assert_eq!(sim.boot_device(), script);
+            let flags = boot::boot_flags(&b).await.expect("get boot");
+            assert_eq!(flags.boot.device, device);
+            let said = ipmitool_says();
+            assert!(said.contains(ipmitool), "{device:?}: {said}");
+        }
         b.close().await;
     });
 }

@@ -4,11 +4,12 @@
 //!
 //! Layers: [`wire`] (bytes) → [`rakp`] (handshake) and [`session`] (established session) →
 //! [`client`] (UDP I/O, retransmits, batches kept by [`pipeline`]) → [`IpmiBmc`] (session
-//! reuse) → [`commands`], [`sdr`] (repository and sensors), [`sel`] (event log),
-//! `sol` (feature `sol`: Serial over LAN).
+//! reuse) → [`commands`], [`sdr`] (repository and sensors), [`sel`] (event log), [`boot`]
+//! (boot device override), `sol` (feature `sol`: Serial over LAN).
 
 #![forbid(unsafe_code)]
 
+pub mod boot;
 pub mod client;
 pub mod commands;
 pub mod crypto;
