@@ -1,6 +1,6 @@
 //! The agent's own RMCP+ layer against a real BMC implementation (OpenIPMI's ipmi_sim), cipher
 //! suite 3: Device ID, chassis power round trips, session reuse across an ipmi_sim restart,
-//! wrong credentials, an unreachable BMC. Under cross/test this is the ARM agent code (qemu)
+//! wrong credentials, an unreachable BMC, the event log, the boot device override. Under cross/test this is the ARM agent code (qemu)
 //! talking to the x86 simulator.
 
 use std::net::SocketAddr;
@@ -231,5 +231,138 @@ fn serial_over_lan_both_ways() {
         }
         assert_eq!(typed, b"typed-on-console\r");
         sol.deactivate().await;
+    });
+}
+
+#[test]
+fn system_event_log_add_read_clear() {
+    use conduit_ipmi::commands::Timestamp;
+    use conduit_ipmi::sel::{self, SelEntry, Severity};
+    let sim = IpmiSim::start();
+    let b = bmc(sim.addr, ADMIN.0, ADMIN.1);
+    block_on(async {
+        let info = sel::sel_info(&b).await.expect("sel info");
+        assert_eq!(info.entries, 0);
+        assert!(sel::read_sel(&b).await.unwrap().is_empty());
+
+        // ipmi_sim stamps system and timestamped OEM records itself (bytes 1-4 are ignored).
+        // Temperature sensor 1: upper critical going high, asserted.
+        sim.console("sel_add 0x20 0x02 0 0 0 0 0x20 0x00 0x04 0x01 0x01 0x01 0x09 0xff 0xff");
+        // Memory sensor 5: correctable ECC (sensor-specific offset 0).
+        sim.console("sel_add 0x20 0x02 0 0 0 0 0x20 0x00 0x04 0x0c 0x05 0x6f 0x00 0xff 0xff");
+        // An OEM record without timestamp, kept raw.
+        sim.console("sel_add 0x20 0xe0 1 2 3 4 5 6 7 8 9 10 11 12 13");
+
+        let info = sel::sel_info(&b).await.unwrap();
+        assert_eq!(info.entries, 3);
+        assert_ne!(info.last_addition, Timestamp::UNSPECIFIED);
+        let entries = sel::read_sel(&b).await.expect("read sel");
+        assert_eq!(entries.len(), 3, "{entries:?}");
+        let SelEntry::System(hot) = entries[0] else {
+            panic!("{:?}", entries[0])
+        };
+        assert_eq!(
+            (
+                hot.sensor_type,
+                hot.sensor_number,
+                hot.event_type,
+                hot.deassertion
+            ),
+            (0x01, 0x01, 0x01, false)
+        );
+        assert_eq!((hot.offset(), hot.generator), (0x09, 0x0020));
+        assert!(hot.timestamp <= info.last_addition, "{hot:?}");
+        assert_eq!(entries[0].severity(), Severity::Critical);
+        assert_eq!(entries[1].severity(), Severity::Warning);
+        let SelEntry::Oem(oem) = entries[2] else {
+            panic!("{:?}", entries[2])
+        };
+        assert_eq!((oem.record_type, oem.timestamp), (0xE0, None));
+        assert_eq!(oem.raw, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+
+        sel::clear_sel(&b).await.expect("clear sel");
+        let cleared = sel::sel_info(&b).await.unwrap();
+        assert_eq!(cleared.entries, 0);
+        assert_ne!(cleared.last_erase, info.last_erase);
+        assert!(sel::read_sel(&b).await.unwrap().is_empty());
+        b.close().await;
+    });
+}
+
+#[test]
+fn boot_device_override_round_trip() {
+    use conduit_ipmi::boot::{self, BootDevice, BootOverride, Persistence};
+    let sim = IpmiSim::start();
+    let b = bmc(sim.addr, ADMIN.0, ADMIN.1);
+    // ipmitool, where installed (the test command installs ipmi_sim, not ipmitool), reads the
+    // flags back too: an independent parser of what the BMC stored.
+    let ipmitool = [
+        "/usr/bin/ipmitool",
+        "/usr/sbin/ipmitool",
+        "/usr/local/bin/ipmitool",
+    ]
+    .into_iter()
+    .map(std::path::Path::new)
+    .find(|p| p.is_file());
+    if ipmitool.is_none() {
+        eprintln!("ipmitool is not installed: boot flags checked by our own read-back only");
+    }
+    let ipmitool_says = |tool: &std::path::Path| {
+        let out = std::process::Command::new(tool)
+            .args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p"])
+            .arg(sim.addr.port().to_string())
+            .args([
+                "-U",
+                ADMIN.0,
+                "-P",
+                ADMIN.1,
+                "chassis",
+                "bootparam",
+                "get",
+                "5",
+            ])
+            .output()
+            .expect("ipmitool");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    block_on(async {
+        // ipmi_sim keeps the device only (its chassis script stores it by name); valid,
+        // persistent and EFI read back as clear.
+        for (device, persistence, script, ipmitool_text) in [
+            (BootDevice::Pxe, Persistence::Persistent, "pxe", "Force PXE"),
+            (
+                BootDevice::BiosSetup,
+                Persistence::NextBoot,
+                "bios",
+                "Force Boot into BIOS Setup",
+            ),
+            (BootDevice::Cdrom, Persistence::NextBoot, "cdrom", "CD/DVD"),
+            (
+                BootDevice::Disk,
+                Persistence::Persistent,
+                "default",
+                "default Hard-Drive",
+            ),
+        ] {
+            let o = BootOverride {
+                device,
+                persistence,
+                efi: false,
+            };
+            boot::set_boot_override(&b, o).await.expect("set boot");
+            assert_eq!(sim.boot_device(), script);
+            let flags = boot::boot_flags(&b).await.expect("get boot");
+            assert_eq!(flags.boot.device, device);
+            if let Some(tool) = ipmitool {
+                let said = ipmitool_says(tool);
+                assert!(said.contains(ipmitool_text), "{device:?}: {said}");
+            }
+        }
+        b.close().await;
     });
 }

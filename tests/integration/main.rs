@@ -10,6 +10,7 @@ mod discovery;
 mod exposition;
 mod http_guards;
 mod ipmi_live;
+mod ipmi_pace;
 mod metrics_reference;
 mod prometheus_e2e;
 mod redfish_live;

@@ -1,7 +1,8 @@
 //! ipmi_sim (OpenIPMI's BMC simulator) as a test peer: one instance per test, on its own
 //! loopback port, with its own state directory, power state file and telnet console.
-//! The MC and sensors come from `tests/peers/ipmi/bmc.emu`; power is handled by
-//! `tests/peers/ipmi/chassis.sh` writing a state file.
+//! The MC and sensors come from `tests/peers/ipmi/bmc.emu` (or a generated command file:
+//! [`large_emu`]); power and boot device are handled by `tests/peers/ipmi/chassis.sh` writing
+//! state files.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub struct IpmiSim {
     /// The host side of its serial port: ipmi_sim dials this TCP address (and retries about
     /// every 10 s while nothing listens).
     pub sol_host: SocketAddr,
+    /// Its command file (`-f`): the MC, its sensors and SDRs.
+    pub emu: PathBuf,
 }
 
 /// Credentials configured in the simulator.
@@ -56,14 +59,37 @@ impl IpmiSim {
         )
     }
 
+    /// Starts a simulator on a free loopback UDP port whose MC is made by the command file
+    /// text `emu` (see [`large_emu`]).
+    pub fn start_with_emu(emu: &str) -> IpmiSim {
+        IpmiSim::start_from(
+            SocketAddr::from(([127, 0, 0, 1], free_udp_port())),
+            SocketAddr::from(([127, 0, 0, 1], crate::free_port())),
+            Some(emu),
+        )
+    }
+
     fn start_full(addr: SocketAddr, sol_host: SocketAddr) -> IpmiSim {
+        IpmiSim::start_from(addr, sol_host, None)
+    }
+
+    fn start_from(addr: SocketAddr, sol_host: SocketAddr, emu: Option<&str>) -> IpmiSim {
         let dir = TempDir::new("ipmi-sim");
+        let emu = match emu {
+            Some(text) => {
+                let path = dir.0.join("bmc.emu");
+                std::fs::write(&path, text).expect("command file");
+                path
+            }
+            None => workspace_root().join("tests/peers/ipmi/bmc.emu"),
+        };
         let mut sim = IpmiSim {
             sol_host,
             proc: None,
             addr,
             dir,
             console: SocketAddr::from(([127, 0, 0, 1], crate::free_port())),
+            emu,
         };
         std::fs::write(sim.dir.0.join("power"), "0\n").expect("power file");
         sim.spawn();
@@ -110,7 +136,7 @@ user 3  true    "operator" "operpass" operator 10      none md2 md5 straight
         cmd.arg("-c")
             .arg(&conf)
             .arg("-f")
-            .arg(workspace_root().join("tests/peers/ipmi/bmc.emu"))
+            .arg(&self.emu)
             .arg("-s")
             .arg(&state)
             .arg("-n"); // no stdin console: required with stdin at /dev/null
@@ -178,8 +204,87 @@ user 3  true    "operator" "operpass" operator 10      none md2 md5 straight
             .unwrap_or(false)
     }
 
+    /// The device selector the chassis script holds for the next boot (`pxe`, `default`,
+    /// `cdrom`, `bios`, `none`; `default` before any was set).
+    pub fn boot_device(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("boot"))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "default".to_owned())
+    }
+
     /// Path of the simulator's working directory.
     pub fn dir(&self) -> PathBuf {
         self.dir.0.clone()
     }
+}
+
+/// The `main_sdr_add` bytes of a full sensor record (type 0x01) for temperature sensor
+/// `number` named `name`: threshold based, 1 °C per count, thresholds at 70/80/90 °C. The
+/// record ID bytes are 0: ipmi_sim numbers its records itself.
+pub fn temperature_sdr(number: u8, name: &str) -> Vec<u8> {
+    assert!(name.len() <= 16, "an SDR name holds 16 characters");
+    let mut r = vec![
+        0x00, 0x00, 0x51, 0x01, 0x00, // header, length set below
+        0x20, 0x00, number, 0x03, 0x01, 0x67, 0x68, 0x01,
+        0x01, // owner, LUN, number, entity, …
+        0x00, 0x00, 0x00, 0x00, 0x38, 0x38, // masks
+        0x00, 0x01, 0x00, 0x00, // units: celsius
+        0x01, 0x00, 0x00, 0x00, 0x00, 0x00, // linear, M = 1, B = 0
+        0x00, 0x00, 0x00, 0x00, 0xff, 0x00, // nominal, max, min
+        0x5a, 0x50, 0x46, 0x00, 0x00, 0x00, 0x02, 0x02, // thresholds, hystereses
+        0x00, 0x00, 0x00, // reserved, OEM
+    ];
+    r.push(0xC0 | name.len() as u8);
+    r.extend_from_slice(name.as_bytes());
+    r[4] = (r.len() - 5) as u8;
+    r
+}
+
+/// An OEM SDR (type 0xC0) of `len` bytes after the header: the kind of record real BMCs carry
+/// between their sensors, which a sensor reader has to step over.
+pub fn oem_sdr(len: u8) -> Vec<u8> {
+    let mut r = vec![0x00, 0x00, 0x51, 0xC0, len];
+    r.extend((0..len).map(|i| i.wrapping_mul(7)));
+    r
+}
+
+/// One `main_sdr_add` command line for the record bytes `sdr`.
+pub fn main_sdr_add(sdr: &[u8]) -> String {
+    let bytes: Vec<String> = sdr.iter().map(|b| format!("{b:#04x}")).collect();
+    format!("main_sdr_add 0x20 {}", bytes.join(" "))
+}
+
+/// An ipmi_sim command file for a BMC of real size: `sensors` temperature sensors (numbers
+/// 1..=sensors, named `Temp N`, sensor N reading 20 + N % 50 °C), with an OEM record of 24
+/// bytes after every `oem_every`-th one (0: none). The MC is the one of
+/// tests/peers/ipmi/bmc.emu, SEL included.
+pub fn large_emu(sensors: u8, oem_every: u8) -> String {
+    let mut e = String::from(
+        "# generated by tests/src/ipmi_sim.rs large_emu\n\
+         mc_setbmc 0x20\n\
+         mc_add 0x20 0x00 no-device-sdrs 0x23 0x09 0x08 0x9f 0x001291 0x0f02\n\
+         sel_enable 0x20 1000 0x0a\n",
+    );
+    for n in 1..=sensors {
+        e.push_str(&format!("sensor_add 0x20 0x00 {n:#04x} 0x01 0x01\n"));
+        e.push_str(&format!(
+            "sensor_set_event_support 0x20 0x00 {n:#04x} enable scanning per-state \
+             000000000000000 000000000000000 000000000000000 000000000000000\n"
+        ));
+        e.push_str(&format!(
+            "sensor_set_threshold 0x20 0x00 {n:#04x} settable 111000 0x5a 0x50 0x46 0x00 0x00 0x00\n"
+        ));
+        e.push_str(&format!(
+            "sensor_set_value 0x20 0x00 {n:#04x} {:#04x} 0\n",
+            20 + n % 50
+        ));
+        e.push_str(&main_sdr_add(&temperature_sdr(n, &format!("Temp {n}"))));
+        e.push('\n');
+        if oem_every != 0 && n % oem_every == 0 {
+            e.push_str(&main_sdr_add(&oem_sdr(24)));
+            e.push('\n');
+        }
+    }
+    e.push_str("mc_enable 0x20\n");
+    e
 }

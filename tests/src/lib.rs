@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub mod ipmi_sim;
 pub mod sushy;
+pub mod udp_delay;
 pub mod vnc;
 pub mod ws_client;
 

@@ -53,6 +53,8 @@ pub enum IpmiError {
     Malformed(&'static str),
     /// A local socket error.
     Io(std::io::Error),
+    /// The OS random source failed: no session ID, RAKP random or IV could be drawn.
+    Rng(getrandom::Error),
 }
 
 impl IpmiError {
@@ -67,6 +69,7 @@ impl IpmiError {
             IpmiError::Completion { .. } => "completion_code",
             IpmiError::Malformed(_) => "malformed_reply",
             IpmiError::Io(_) => "io",
+            IpmiError::Rng(_) => "rng_failure",
         }
     }
 
@@ -89,6 +92,7 @@ impl std::fmt::Display for IpmiError {
             }
             IpmiError::Malformed(step) => write!(f, "{step}: malformed reply"),
             IpmiError::Io(e) => write!(f, "socket: {e}"),
+            IpmiError::Rng(e) => write!(f, "random source: {e}"),
         }
     }
 }
@@ -103,16 +107,43 @@ fn io_error(e: std::io::Error) -> IpmiError {
     }
 }
 
-/// Random bytes from the OS (session IDs, RAKP randoms, IVs).
-pub fn random<const N: usize>() -> [u8; N] {
+/// Random bytes from the OS (session IDs, RAKP randoms, IVs). There is no fallback: a
+/// predictable session ID, RAKP random or IV would weaken the session, so an operation that
+/// needs one fails ([`IpmiError::Rng`], `rng_failure`) instead.
+pub fn random<const N: usize>() -> Result<[u8; N], IpmiError> {
     let mut b = [0u8; N];
-    getrandom::fill(&mut b).unwrap_or_else(|_| {
-        // The OS RNG is always there on Linux; fall back to a time-seeded RNG rather than
-        // failing an operation if it is not.
-        let mut rng = fastrand::Rng::with_seed(Instant::now().elapsed().as_nanos() as u64 ^ 0x9E37);
-        rng.fill(&mut b);
-    });
-    b
+    fill_random(&mut b).map_err(IpmiError::Rng)?;
+    Ok(b)
+}
+
+#[cfg(not(test))]
+fn fill_random(b: &mut [u8]) -> Result<(), getrandom::Error> {
+    getrandom::fill(b)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: the OS source fails once this many more draws have been made (`None`: never).
+    static RNG_FAILS_AFTER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Tests: makes the random source of this thread fail after `draws` more draws (`None`
+/// restores it).
+#[cfg(test)]
+pub(crate) fn fail_random_after(draws: Option<usize>) {
+    RNG_FAILS_AFTER.with(|c| c.set(draws));
+}
+
+#[cfg(test)]
+fn fill_random(b: &mut [u8]) -> Result<(), getrandom::Error> {
+    match RNG_FAILS_AFTER.with(|c| c.get()) {
+        Some(0) => Err(getrandom::Error::UNEXPECTED),
+        Some(n) => {
+            RNG_FAILS_AFTER.with(|c| c.set(Some(n - 1)));
+            getrandom::fill(b)
+        }
+        None => getrandom::fill(b),
+    }
 }
 
 /// Whether something at `addr` answers an RMCP/ASF presence ping as an IPMI BMC (two tries
@@ -133,12 +164,14 @@ pub async fn presence(addr: SocketAddr, timeout: Duration) -> bool {
         reply_timeout: timeout / 2,
         retries: 1,
     };
-    let tag = random::<1>()[0];
+    // The tag only pairs a pong with its ping (nothing secret rests on it, and the ping is
+    // session-less), so it needs no OS randomness.
+    let tag = fastrand::u8(..);
     exchange(
         &sock,
         timing,
         "presence ping",
-        || super::wire::presence_ping(tag).to_vec(),
+        || Ok(super::wire::presence_ping(tag).to_vec()),
         |d| {
             super::wire::PresencePong::parse(d)
                 .ok()
@@ -149,10 +182,24 @@ pub async fn presence(addr: SocketAddr, timeout: Duration) -> bool {
     .is_ok()
 }
 
+/// One IPMI request of a batch ([`Connection::request_batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Network function (request).
+    pub netfn: u8,
+    /// Command.
+    pub cmd: u8,
+    /// Request data.
+    pub data: Vec<u8>,
+}
+
 /// An open RMCP+ session with one BMC.
 #[derive(Debug)]
 pub struct Connection {
     sock: Async<UdpSocket>,
+    // Where payloads other than IPMI messages go when the BMC named a port of its own for
+    // them at activation (see `use_payload_port`).
+    payload_sock: Option<Async<UdpSocket>>,
     session: Session,
     timing: Timing,
     rq_seq: u8,
@@ -172,12 +219,12 @@ async fn exchange<T>(
     sock: &Async<UdpSocket>,
     timing: Timing,
     step: &'static str,
-    mut datagram: impl FnMut() -> Vec<u8>,
+    mut datagram: impl FnMut() -> Result<Vec<u8>, IpmiError>,
     mut accept: impl FnMut(&[u8]) -> Option<T>,
 ) -> Result<T, IpmiError> {
     let mut buf = vec![0u8; 2048];
     for _ in 0..=timing.retries {
-        sock.send(&datagram()).await.map_err(io_error)?;
+        sock.send(&datagram()?).await.map_err(io_error)?;
         let deadline = Instant::now() + timing.reply_timeout;
         while let Some(got) = recv_until(sock, deadline, &mut buf).await {
             let n = got.map_err(io_error)?;
@@ -206,8 +253,8 @@ impl Connection {
         let sock = Async::<UdpSocket>::bind(bind).map_err(IpmiError::Io)?;
         sock.get_ref().connect(addr).map_err(io_error)?;
         let privilege = creds.privilege;
-        let console_sid = u32::from_le_bytes(random::<4>()).max(1);
-        let mut hs = Handshake::new(suite, creds, console_sid, random(), random::<1>()[0]);
+        let console_sid = u32::from_le_bytes(random::<4>()?).max(1);
+        let mut hs = Handshake::new(suite, creds, console_sid, random()?, random::<1>()?[0]);
 
         let step = "open session";
         let req = hs.open_session_request();
@@ -215,7 +262,16 @@ impl Connection {
             &sock,
             timing,
             step,
-            || emit_session_packet(PayloadType::OpenSessionRequest, false, 0, 0, &req, None),
+            || {
+                Ok(emit_session_packet(
+                    PayloadType::OpenSessionRequest,
+                    false,
+                    0,
+                    0,
+                    &req,
+                    None,
+                ))
+            },
             |d| unauth_payload(d, PayloadType::OpenSessionResponse),
         )
         .await?;
@@ -226,7 +282,16 @@ impl Connection {
             &sock,
             timing,
             "rakp1",
-            || emit_session_packet(PayloadType::Rakp1, false, 0, 0, &rakp1, None),
+            || {
+                Ok(emit_session_packet(
+                    PayloadType::Rakp1,
+                    false,
+                    0,
+                    0,
+                    &rakp1,
+                    None,
+                ))
+            },
             |d| unauth_payload(d, PayloadType::Rakp2),
         )
         .await?;
@@ -235,13 +300,23 @@ impl Connection {
             &sock,
             timing,
             "rakp3",
-            || emit_session_packet(PayloadType::Rakp3, false, 0, 0, &rakp3, None),
+            || {
+                Ok(emit_session_packet(
+                    PayloadType::Rakp3,
+                    false,
+                    0,
+                    0,
+                    &rakp3,
+                    None,
+                ))
+            },
             |d| unauth_payload(d, PayloadType::Rakp4),
         )
         .await?;
         let est = hs.on_rakp4(&rakp4).map_err(IpmiError::Handshake)?;
         let mut conn = Connection {
             sock,
+            payload_sock: None,
             session: Session::new(est),
             timing,
             rq_seq: 0,
@@ -300,7 +375,7 @@ impl Connection {
             &self.sock,
             self.timing,
             what,
-            || cell.borrow_mut().seal(PayloadType::Ipmi, &msg, random()),
+            || Ok(cell.borrow_mut().seal(PayloadType::Ipmi, &msg, random()?)),
             |d| {
                 let (pt, payload) = cell.borrow_mut().open(d).ok()?;
                 if pt != PayloadType::Ipmi {
@@ -317,27 +392,143 @@ impl Connection {
         .await
     }
 
-    /// Sends one payload of any type, sealed (encrypted and authenticated) on the session.
-    pub async fn send_sealed(&mut self, pt: PayloadType, plain: &[u8]) -> Result<(), IpmiError> {
-        let d = self.session.seal(pt, plain, random());
-        self.sock.send(&d).await.map_err(io_error)?;
+    /// Sends `reqs` with up to `window` of them outstanding at once (see [`super::pipeline`]);
+    /// returns each one's completion code and response data, in order. Fails with
+    /// [`IpmiError::Timeout`] when one stays unanswered after its retransmits. `window` is
+    /// lowered to 1 when the BMC drops a request or answers "node busy": keep it for the next
+    /// batch.
+    pub async fn request_batch(
+        &mut self,
+        what: &'static str,
+        reqs: &[Request],
+        window: &mut usize,
+    ) -> Result<Vec<(u8, Vec<u8>)>, IpmiError> {
+        use super::pipeline::{Pipeline, NODE_BUSY};
+        let mut pipe = Pipeline::new(reqs.len(), *window, self.timing);
+        let mut replies: Vec<Option<(u8, Vec<u8>)>> = vec![None; reqs.len()];
+        let mut buf = vec![0u8; 2048];
+        let outcome = loop {
+            let rq_seq = &mut self.rq_seq;
+            let due = pipe.poll(Instant::now(), || {
+                *rq_seq = (*rq_seq + 1) & 0x3F;
+                *rq_seq
+            });
+            let due = match due {
+                Ok(due) => due,
+                Err(_) => break Err(IpmiError::Timeout(what)),
+            };
+            for (i, seq) in due {
+                let r = &reqs[i];
+                let msg = emit_request(r.netfn, r.cmd, seq, &r.data);
+                let d = self.session.seal(PayloadType::Ipmi, &msg, random()?);
+                self.sock.send(&d).await.map_err(io_error)?;
+            }
+            if pipe.is_done() {
+                break Ok(());
+            }
+            let Some(deadline) = pipe.deadline() else {
+                continue;
+            };
+            // Take every reply that arrives before the next deadline, then poll again (a
+            // reply frees a place in the window).
+            let Some(got) = recv_until(&self.sock, deadline, &mut buf).await else {
+                continue;
+            };
+            let n = got.map_err(io_error)?;
+            let Ok((PayloadType::Ipmi, payload)) = self.session.open(&buf[..n]) else {
+                continue;
+            };
+            let Ok(r) = IpmiResponse::parse(&payload) else {
+                continue;
+            };
+            let Some(i) = pipe.in_flight(r.rq_seq) else {
+                continue; // a late copy of one already answered
+            };
+            if r.cmd != reqs[i].cmd || r.netfn != reqs[i].netfn + 1 {
+                continue;
+            }
+            if r.completion == NODE_BUSY && pipe.busy(i) {
+                continue;
+            }
+            replies[i] = Some((r.completion, r.data.to_vec()));
+            pipe.answered(i);
+        };
+        *window = pipe.window();
+        outcome?;
+        Ok(replies.into_iter().flatten().collect())
+    }
+
+    /// Sends payloads other than IPMI messages (SOL) to `port` on the BMC's address from now
+    /// on, and takes them from there: the port Activate Payload answered with (IPMI 2.0
+    /// §24.1), when it is not the session's. They go from a socket of their own, connected to
+    /// that port, so that the BMC's answers (to that socket's address) are let in; IPMI
+    /// messages stay on the session's socket. 0 or the session's port undoes it.
+    pub fn use_payload_port(&mut self, port: u16) -> Result<(), IpmiError> {
+        let peer = self.sock.get_ref().peer_addr().map_err(IpmiError::Io)?;
+        if port == 0 || port == peer.port() {
+            self.payload_sock = None;
+            return Ok(());
+        }
+        let bind: SocketAddr = if peer.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = Async::<UdpSocket>::bind(bind).map_err(IpmiError::Io)?;
+        sock.get_ref()
+            .connect(SocketAddr::new(peer.ip(), port))
+            .map_err(io_error)?;
+        self.payload_sock = Some(sock);
         Ok(())
     }
 
-    /// The next valid payload of this session before `deadline`, or `None` at the deadline.
-    /// Datagrams that do not open (other sessions, bad AuthCode, replays) are skipped.
+    /// Sends one payload of any type, sealed (encrypted and authenticated) on the session; a
+    /// payload other than an IPMI message to the payload port, if the BMC named one.
+    pub async fn send_sealed(&mut self, pt: PayloadType, plain: &[u8]) -> Result<(), IpmiError> {
+        let d = self.session.seal(pt, plain, random()?);
+        let sock = match &self.payload_sock {
+            Some(p) if pt != PayloadType::Ipmi => p,
+            _ => &self.sock,
+        };
+        sock.send(&d).await.map_err(io_error)?;
+        Ok(())
+    }
+
+    /// The next valid payload of this session before `deadline`, or `None` at the deadline,
+    /// from the session's port or the payload port. Datagrams that do not open (other
+    /// sessions, bad AuthCode, replays) are skipped.
     pub async fn recv_sealed(
         &mut self,
         deadline: Instant,
     ) -> Result<Option<(PayloadType, Vec<u8>)>, IpmiError> {
         let mut buf = vec![0u8; 2048];
-        while let Some(got) = recv_until(&self.sock, deadline, &mut buf).await {
+        let mut pbuf = vec![0u8; 2048];
+        loop {
+            let got = match &self.payload_sock {
+                None => recv_until(&self.sock, deadline, &mut buf)
+                    .await
+                    .map(|r| (r, false)),
+                Some(p) => {
+                    futures_lite::future::or(
+                        async {
+                            recv_until(&self.sock, deadline, &mut buf)
+                                .await
+                                .map(|r| (r, false))
+                        },
+                        async { recv_until(p, deadline, &mut pbuf).await.map(|r| (r, true)) },
+                    )
+                    .await
+                }
+            };
+            let Some((got, payload_port)) = got else {
+                return Ok(None);
+            };
             let n = got.map_err(io_error)?;
-            if let Ok(opened) = self.session.open(&buf[..n]) {
+            let d = if payload_port { &pbuf[..n] } else { &buf[..n] };
+            if let Ok(opened) = self.session.open(d) {
                 return Ok(Some(opened));
             }
         }
-        Ok(None)
     }
 
     /// The session ID the BMC assigned to this session (what it reports as the owner of a
@@ -354,8 +545,208 @@ impl Connection {
     }
 }
 
+#[cfg(test)]
+impl Connection {
+    /// Tests: a connection on `sock` (connected to a fake BMC) with an established session.
+    pub(crate) fn for_test(
+        sock: Async<UdpSocket>,
+        est: crate::rakp::Established,
+        timing: Timing,
+    ) -> Connection {
+        Connection {
+            sock,
+            payload_sock: None,
+            session: Session::new(est),
+            timing,
+            rq_seq: 0,
+        }
+    }
+}
+
 /// The payload of an unauthenticated handshake reply of the expected type.
 fn unauth_payload(d: &[u8], want: PayloadType) -> Option<Vec<u8>> {
     let p = SessionPacket::parse(d, 0).ok()?;
     (p.payload_type == want && !p.authenticated).then(|| p.payload.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SessionKeys;
+    use crate::rakp::Established;
+    use futures_lite::future::block_on;
+
+    /// A socket standing in for the BMC, and one connected to it for the console.
+    fn pair() -> (UdpSocket, Async<UdpSocket>) {
+        let bmc = UdpSocket::bind("127.0.0.1:0").unwrap();
+        bmc.set_nonblocking(true).unwrap();
+        let sock = Async::<UdpSocket>::bind(([127, 0, 0, 1], 0)).unwrap();
+        sock.get_ref().connect(bmc.local_addr().unwrap()).unwrap();
+        (bmc, sock)
+    }
+
+    fn nothing_sent(bmc: &UdpSocket) -> bool {
+        let mut buf = [0u8; 512];
+        matches!(bmc.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    fn creds() -> Credentials {
+        Credentials {
+            username: b"admin".to_vec(),
+            password: b"password".to_vec(),
+            privilege: 4,
+        }
+    }
+
+    #[test]
+    fn a_failing_random_source_is_an_error_not_a_weak_session() {
+        fail_random_after(Some(0));
+        let e = random::<16>().unwrap_err();
+        fail_random_after(None);
+        assert_eq!(e.kind(), "rng_failure");
+        assert!(!e.session_suspect());
+        assert!(e.to_string().starts_with("random source: "), "{e}");
+        assert!(random::<16>().is_ok());
+    }
+
+    #[test]
+    fn the_handshake_fails_before_sending_without_randomness() {
+        // Session ID (draw 0), RAKP random (1), tag (2): each one missing fails the open.
+        for draws in 0..3 {
+            let bmc = UdpSocket::bind("127.0.0.1:0").unwrap();
+            bmc.set_nonblocking(true).unwrap();
+            fail_random_after(Some(draws));
+            let r = block_on(Connection::open(
+                bmc.local_addr().unwrap(),
+                CipherSuite::Suite3,
+                creds(),
+                Timing::default(),
+            ));
+            fail_random_after(None);
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), "rng_failure", "draw {draws}: {e}");
+            assert!(nothing_sent(&bmc), "draw {draws}");
+        }
+    }
+
+    fn keys() -> SessionKeys {
+        SessionKeys {
+            sik: vec![1; 20],
+            k1: vec![2; 20],
+            k2: vec![3; 20],
+        }
+    }
+
+    /// A console's connection on `sock` and the BMC's view of the same session.
+    fn established(sock: Async<UdpSocket>, timing: Timing) -> (Connection, Session) {
+        let console = Established {
+            suite: CipherSuite::Suite3,
+            console_session_id: 0xC0,
+            bmc_session_id: 0xB0,
+            keys: keys(),
+        };
+        let bmc = Established {
+            suite: CipherSuite::Suite3,
+            console_session_id: 0xB0,
+            bmc_session_id: 0xC0,
+            keys: keys(),
+        };
+        (
+            Connection::for_test(sock, console, timing),
+            Session::new(bmc),
+        )
+    }
+
+    use crate::wire::emit_response as response;
+
+    #[test]
+    fn a_batch_matches_replies_out_of_order_and_resends_a_lost_one() {
+        let (bmc_sock, sock) = pair();
+        let timing = Timing {
+            reply_timeout: Duration::from_millis(100),
+            retries: 2,
+        };
+        let (mut conn, mut bmc) = established(sock, timing);
+        // The BMC: request k (its data byte) is answered with [k * 10]; the answer to 0 waits
+        // for 1's, and the first copy of 2 is lost.
+        let bmc_thread = std::thread::spawn(move || {
+            bmc_sock.set_nonblocking(false).unwrap();
+            bmc_sock
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let mut held = None;
+            let mut seen = Vec::new();
+            while let Ok((n, from)) = bmc_sock.recv_from(&mut buf) {
+                let (_, req) = bmc.open(&buf[..n]).unwrap();
+                let k = req[6];
+                seen.push(k);
+                if k == 2 && seen.iter().filter(|&&s| s == 2).count() == 1 {
+                    continue;
+                }
+                let out = bmc.seal(PayloadType::Ipmi, &response(&req, 0, &[k * 10]), [7; 16]);
+                if k == 0 {
+                    held = Some(out);
+                    continue;
+                }
+                bmc_sock.send_to(&out, from).unwrap();
+                if k == 1 {
+                    bmc_sock.send_to(&held.take().unwrap(), from).unwrap();
+                }
+                if seen.len() == 7 {
+                    break;
+                }
+            }
+            seen
+        });
+        let reqs: Vec<Request> = (0..6u8)
+            .map(|k| Request {
+                netfn: 0x0A,
+                cmd: 0x23,
+                data: vec![k],
+            })
+            .collect();
+        let mut window = 4;
+        let replies = block_on(conn.request_batch("get sdr", &reqs, &mut window)).unwrap();
+        let want: Vec<(u8, Vec<u8>)> = (0..6u8).map(|k| (0, vec![k * 10])).collect();
+        assert_eq!(replies, want);
+        assert_eq!(window, 1, "a lost reply: one at a time from now on");
+        let seen = bmc_thread.join().unwrap();
+        assert_eq!(seen.len(), 7, "{seen:?}");
+        assert_eq!(seen.iter().filter(|&&k| k == 2).count(), 2, "{seen:?}");
+    }
+
+    #[test]
+    fn a_batch_request_never_answered_times_out() {
+        let (_bmc, sock) = pair();
+        let timing = Timing {
+            reply_timeout: Duration::from_millis(30),
+            retries: 1,
+        };
+        let (mut conn, _) = established(sock, timing);
+        let reqs = vec![
+            Request {
+                netfn: 0x04,
+                cmd: 0x2D,
+                data: vec![1],
+            };
+            3
+        ];
+        let e = block_on(conn.request_batch("get sensor reading", &reqs, &mut 2)).unwrap_err();
+        assert_eq!(e.kind(), "timeout");
+        assert_eq!(e.to_string(), "get sensor reading: no reply (timed out)");
+    }
+
+    #[test]
+    fn no_iv_no_packet() {
+        let (bmc, sock) = pair();
+        let (mut conn, _) = established(sock, Timing::default());
+        fail_random_after(Some(0));
+        let r = block_on(conn.request("get device id", 0x06, 0x01, &[]));
+        let s = block_on(conn.send_sealed(PayloadType::Sol, b"x"));
+        fail_random_after(None);
+        assert_eq!(r.unwrap_err().kind(), "rng_failure");
+        assert_eq!(s.unwrap_err().kind(), "rng_failure");
+        assert!(nothing_sent(&bmc));
+    }
 }

@@ -1,7 +1,47 @@
 //! Chassis commands, added through ipmi-rs-core's public `IpmiCommand` trait (the crate has
-//! none); Get Device ID comes from ipmi-rs-core itself.
+//! none); Get Device ID comes from ipmi-rs-core itself. Also the typed values several
+//! commands share ([`Timestamp`]).
+
+use std::time::{Duration, SystemTime};
 
 use ipmi_rs_core::connection::{IpmiCommand, Message, NetFn, NotEnoughData};
+
+/// An IPMI timestamp (IPMI 2.0 §37): seconds since 1970-01-01 UTC, or, at or below
+/// [`Timestamp::INIT_LIMIT`], seconds since the BMC started (its clock was not set yet).
+/// Kept raw: repository and log timestamps are compared for equality more than read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub u32);
+
+impl Timestamp {
+    /// "Unspecified": the BMC has no such time (nothing added or erased yet).
+    pub const UNSPECIFIED: Timestamp = Timestamp(0xFFFF_FFFF);
+    /// Values up to this one count from the BMC's initialization, not from 1970.
+    pub const INIT_LIMIT: u32 = 0x2000_0000;
+
+    /// From four little-endian bytes.
+    pub fn from_le(b: [u8; 4]) -> Timestamp {
+        Timestamp(u32::from_le_bytes(b))
+    }
+
+    /// The wall-clock time, when this is one (not unspecified, not relative to the BMC's
+    /// start).
+    pub fn to_system_time(self) -> Option<SystemTime> {
+        if self == Timestamp::UNSPECIFIED || self.0 <= Timestamp::INIT_LIMIT {
+            return None;
+        }
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(self.0)))
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0xFFFF_FFFF => f.write_str("unspecified"),
+            s if s <= Timestamp::INIT_LIMIT => write!(f, "{s} s after BMC start"),
+            s => write!(f, "{s} s since 1970"),
+        }
+    }
+}
 
 /// Get Chassis Status (Chassis netFn, 0x01).
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +129,19 @@ impl IpmiCommand for ChassisControl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps() {
+        let t = Timestamp::from_le([0x00, 0x00, 0x00, 0x60]);
+        assert_eq!(
+            t.to_system_time(),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(0x6000_0000))
+        );
+        assert_eq!(Timestamp(973).to_system_time(), None);
+        assert_eq!(Timestamp(973).to_string(), "973 s after BMC start");
+        assert_eq!(Timestamp::UNSPECIFIED.to_system_time(), None);
+        assert_eq!(Timestamp::UNSPECIFIED.to_string(), "unspecified");
+    }
 
     #[test]
     fn chassis_status_bits() {

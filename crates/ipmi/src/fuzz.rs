@@ -190,4 +190,93 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn record_log_and_boot_answers() {
+        use super::super::boot::BootFlags;
+        use super::super::sdr::RepositoryInfo;
+        use super::super::sel::{SelEntry, SelInfo};
+        let mut rng = fastrand::Rng::with_seed(2024);
+        let info = [
+            0x51, 0x02, 0x00, 0xfe, 0xff, 0xcd, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02,
+        ];
+        let entry = [
+            0x01, 0x00, 0x02, 0x10, 0x32, 0x54, 0x76, 0x20, 0x00, 0x04, 0x0C, 0x07, 0x6F, 0x01,
+            0xFF, 0xFF,
+        ];
+        let flags = [0x01, 0x05, 0xE0, 0x18, 0, 0, 0];
+        for m in mutations(&info, &mut rng, ROUNDS) {
+            let _ = RepositoryInfo::parse(&m);
+            let _ = SelInfo::parse(&m);
+        }
+        for m in mutations(&entry, &mut rng, ROUNDS) {
+            if let Ok(e) = SelEntry::parse(&m) {
+                let _ = (e.severity(), e.id());
+            }
+        }
+        for m in mutations(&flags, &mut rng, ROUNDS) {
+            let _ = BootFlags::parse(&m);
+        }
+    }
+
+    /// A BMC answering every request with a mutated valid answer, or garbage.
+    struct Hostile {
+        rng: std::cell::RefCell<fastrand::Rng>,
+        seed: Vec<u8>,
+    }
+
+    impl crate::Queries for Hostile {
+        async fn batch(
+            &self,
+            _what: &'static str,
+            reqs: &[crate::client::Request],
+        ) -> Result<Vec<(u8, Vec<u8>)>, crate::client::IpmiError> {
+            let mut rng = self.rng.borrow_mut();
+            Ok(reqs
+                .iter()
+                .map(|_| {
+                    let code = *[0u8, 0, 0, 0, 0xC5, 0xCA, 0xCB, 0xFF]
+                        .get(rng.usize(0..8))
+                        .unwrap_or(&0);
+                    let data = mutations(&self.seed, &mut rng, 1).pop().unwrap_or_default();
+                    (code, data)
+                })
+                .collect())
+        }
+
+        fn window(&self) -> usize {
+            4
+        }
+    }
+
+    #[test]
+    fn record_readers_end_on_any_answers() {
+        use futures_lite::future::block_on;
+        // A Get SDR answer (next ID, a whole full sensor record), a SEL entry answer, and a
+        // repository info answer, mutated: every read ends, with records or an error.
+        let sdr_answer = vec![0x02, 0x00, 0x01, 0x00, 0x51, 0x01, 0x05, 1, 2, 3, 4, 5];
+        for (i, seed) in [
+            sdr_answer,
+            vec![
+                0x02, 0x00, 0x01, 0x00, 0x02, 0x10, 0x32, 0x54, 0x76, 0x20, 0x00, 0x04, 0x0C, 0x07,
+                0x6F, 0x01, 0xFF, 0xFF,
+            ],
+            vec![
+                0x51, 0x02, 0x00, 0xfe, 0xff, 0xcd, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02,
+            ],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for run in 0..100u64 {
+                let bmc = Hostile {
+                    rng: std::cell::RefCell::new(fastrand::Rng::with_seed(run * 3 + i as u64)),
+                    seed: seed.clone(),
+                };
+                let mut cache = super::super::sdr::SdrCache::new();
+                let _ = block_on(cache.refresh(&bmc, std::time::Duration::from_secs(60)));
+                let _ = block_on(super::super::sel::read_sel(&bmc));
+            }
+        }
+    }
 }

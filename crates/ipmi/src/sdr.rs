@@ -1,24 +1,72 @@
-//! The SDR repository and sensor readings.
+//! The SDR repository and sensor readings, at a real BMC's pace.
 //!
-//! Records are read in small chunks under a reservation (Reserve SDR Repository, then Get SDR
-//! with offsets): many BMCs, ipmi_sim among them, refuse to return a whole record at once
-//! (completion code 0xCA), and a BMC that changes its repository mid-read cancels the
-//! reservation (0xC5), after which the record is read again. Records are parsed by ipmi-rs-core;
-//! threshold sensors are then read and converted with their record's linear formula.
+//! # Reading the repository
+//!
+//! Records are read in chunks under a reservation (Reserve SDR Repository, then Get SDR with
+//! offsets): many BMCs, ipmi_sim among them, refuse to return a whole record at once
+//! (completion code 0xCA). The chunk size is learned: the first read asks for up to
+//! [`FIRST_CHUNK`] bytes and halves on 0xCA (or 0xC7/0xC8, "request too long"), down to
+//! [`MIN_CHUNK`]; the size that worked is kept with the cache. The Get SDR offset is one byte,
+//! so a record longer than 255 bytes (header 5 + up to 255) has its last chunk start at 255
+//! at the latest, re-reading a few bytes rather than wrapping the offset.
+//!
+//! Records form a chain (each Get SDR answer names the next record ID), which would make a
+//! repository take one round trip per chunk. Instead, each round is one batch with several
+//! requests outstanding ([`IpmiBmc::request_batch`]): the remaining chunks of every record
+//! whose head has arrived, the head of the next record the chain names, and the heads of the
+//! records after it when IDs run consecutively, as they do on most BMCs (a guess is only taken
+//! once the chain reaches it; a BMC whose IDs do not run so answers "not present" a few times
+//! and guessing stops).
+//!
+//! # Caching and budget ([`SdrCache`])
+//!
+//! A repository changes with the BMC's firmware or hardware, not between polls. The cache
+//! keeps the records with the Get SDR Repository Info they were read under; each
+//! [`SdrCache::refresh`] asks for that info (one request) and reads again only when the record
+//! count or the addition or erase timestamp differs.
+//!
+//! A read has a budget of its own, apart from any operation deadline: it stops between rounds
+//! once the budget is spent (a round is bounded by the session's [`Timing`](super::client::Timing):
+//! per-request timeout and retransmits), keeping every record read so far, and the next
+//! refresh goes on from the next record of the chain if the repository info is still the same.
+//! A BMC cancels a reservation when its repository changes, but also when another tool
+//! reserves: a cancelled reservation (0xC5) is renewed, the repository info checked again, and
+//! the read starts over only if that changed. Dropping a refresh mid-round (an operation
+//! deadline) loses at most that round.
+//!
+//! Threshold sensors are then read, several requests outstanding, and converted with their
+//! record's linear formula.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use ipmi_rs_core::storage::sdr::record::{DataFormat, FullSensorRecord, WithSensorRecordCommon};
-use ipmi_rs_core::storage::sdr::{Record, SdrRecordInfo as RecordInfo};
+use ipmi_rs_core::storage::sdr::Record;
 
-use super::client::IpmiError;
+use super::client::{IpmiError, Request};
+use super::commands::Timestamp;
 use super::IpmiBmc;
+pub use super::Queries;
 
 const NETFN_STORAGE: u8 = 0x0A;
 const NETFN_SENSOR: u8 = 0x04;
-/// Bytes per Get SDR: small enough for every BMC's message buffer.
-const CHUNK: u8 = 16;
+const CMD_GET_SDR_REPOSITORY_INFO: u8 = 0x20;
+const CMD_RESERVE_SDR_REPOSITORY: u8 = 0x22;
+const CMD_GET_SDR: u8 = 0x23;
+const CMD_GET_SENSOR_READING: u8 = 0x2D;
+/// Bytes the first Get SDR of a repository asks for (0xFF would mean "the whole record").
+pub const FIRST_CHUNK: u8 = 0xFE;
+/// The least chunk tried before the BMC's "too long" answers are taken as a failure.
+pub const MIN_CHUNK: u8 = 8;
 /// Most records read from one repository (a loop guard against a BMC whose "next record"
 /// chain never ends).
 const MAX_RECORDS: usize = 1024;
+/// Reservations renewed in one refresh before giving up (another tool reserving all the time).
+const MAX_RESERVATIONS: u32 = 8;
+/// Completion codes.
+const CC_RESERVATION_CANCELLED: u8 = 0xC5;
+const CC_NOT_PRESENT: u8 = 0xCB;
+const TOO_LONG: [u8; 3] = [0xCA, 0xC7, 0xC8];
 
 /// A threshold sensor from the repository.
 #[derive(Debug, Clone)]
@@ -65,93 +113,565 @@ pub fn unit_label(code: u8, percentage: bool) -> &'static str {
     }
 }
 
-async fn reserve(bmc: &IpmiBmc) -> Result<[u8; 2], IpmiError> {
-    let r = bmc
-        .request("reserve sdr repository", NETFN_STORAGE, 0x22, &[], true)
-        .await?;
+/// Get SDR Repository Info (IPMI 2.0 §33.9): what tells whether the repository changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepositoryInfo {
+    /// SDR version (0x51 for IPMI 1.5 and 2.0 records).
+    pub version: u8,
+    /// Records in the repository.
+    pub record_count: u16,
+    /// Free space in bytes (0xFFFE: 64 KiB or more, 0xFFFF: unspecified).
+    pub free_space: u16,
+    /// When a record was last added.
+    pub last_addition: Timestamp,
+    /// When the repository was last erased (or a record deleted).
+    pub last_erase: Timestamp,
+    /// Operation support bits (overflow, supported updates, commands).
+    pub operations: u8,
+}
+
+impl RepositoryInfo {
+    /// Parses the response data (after the completion code).
+    pub fn parse(d: &[u8]) -> Result<RepositoryInfo, IpmiError> {
+        let malformed = IpmiError::Malformed("get sdr repository info");
+        if d.len() < 14 {
+            return Err(malformed);
+        }
+        Ok(RepositoryInfo {
+            version: d[0],
+            record_count: u16::from_le_bytes([d[1], d[2]]),
+            free_space: u16::from_le_bytes([d[3], d[4]]),
+            last_addition: Timestamp::from_le([d[5], d[6], d[7], d[8]]),
+            last_erase: Timestamp::from_le([d[9], d[10], d[11], d[12]]),
+            operations: d[13],
+        })
+    }
+
+    /// Whether a repository described by `other` holds the same records: same count, same
+    /// addition and erase timestamps (free space and flags may move without the records).
+    pub fn same_records(&self, other: &RepositoryInfo) -> bool {
+        (self.record_count, self.last_addition, self.last_erase)
+            == (other.record_count, other.last_addition, other.last_erase)
+    }
+}
+
+/// One query; its data after a zero completion code.
+pub(crate) async fn query(
+    q: &impl Queries,
+    what: &'static str,
+    netfn: u8,
+    cmd: u8,
+    data: &[u8],
+) -> Result<Vec<u8>, IpmiError> {
+    let req = Request {
+        netfn,
+        cmd,
+        data: data.to_vec(),
+    };
+    let (code, data) = q
+        .batch(what, std::slice::from_ref(&req))
+        .await?
+        .pop()
+        .ok_or(IpmiError::Malformed(what))?;
+    if code != 0 {
+        return Err(IpmiError::Completion { what, code });
+    }
+    Ok(data)
+}
+
+/// Get SDR Repository Info.
+pub async fn repository_info(q: &impl Queries) -> Result<RepositoryInfo, IpmiError> {
+    let what = "get sdr repository info";
+    RepositoryInfo::parse(&query(q, what, NETFN_STORAGE, CMD_GET_SDR_REPOSITORY_INFO, &[]).await?)
+}
+
+async fn reserve(q: &impl Queries) -> Result<[u8; 2], IpmiError> {
+    let what = "reserve sdr repository";
+    let r = query(q, what, NETFN_STORAGE, CMD_RESERVE_SDR_REPOSITORY, &[]).await?;
     r.get(..2)
         .map(|b| [b[0], b[1]])
-        .ok_or(IpmiError::Malformed("reserve sdr repository"))
+        .ok_or(IpmiError::Malformed(what))
 }
 
-async fn get_sdr(
-    bmc: &IpmiBmc,
-    reservation: [u8; 2],
-    id: u16,
-    offset: u8,
-    len: u8,
-) -> Result<(u16, Vec<u8>), IpmiError> {
-    let [lo, hi] = id.to_le_bytes();
-    let r = bmc
-        .request(
-            "get sdr",
-            NETFN_STORAGE,
-            0x23,
-            &[reservation[0], reservation[1], lo, hi, offset, len],
-            true,
-        )
-        .await?;
-    if r.len() < 2 {
-        return Err(IpmiError::Malformed("get sdr"));
-    }
-    Ok((u16::from_le_bytes([r[0], r[1]]), r[2..].to_vec()))
-}
-
-/// Reads one whole record (header first, then the body in chunks). Returns the next id.
-async fn read_record(
-    bmc: &IpmiBmc,
-    reservation: [u8; 2],
-    id: u16,
-) -> Result<(u16, Vec<u8>), IpmiError> {
-    let (next, header) = get_sdr(bmc, reservation, id, 0, 5).await?;
-    if header.len() < 5 {
-        return Err(IpmiError::Malformed("get sdr"));
-    }
-    let total = 5 + header[4] as usize;
-    let mut record = header;
-    while record.len() < total {
-        let want = (total - record.len()).min(CHUNK as usize) as u8;
-        let (_, chunk) = get_sdr(bmc, reservation, id, record.len() as u8, want).await?;
-        if chunk.is_empty() {
-            return Err(IpmiError::Malformed("get sdr"));
+/// The Get SDR reads `(offset, count)` that fill the gaps of a record (`filled[i]`: byte `i`
+/// is in), at most `chunk` bytes each. The offset field is one byte: a read that would start
+/// past 255 starts at 255 instead, reading again bytes already in.
+pub fn plan_reads(filled: &[bool], chunk: u8) -> Vec<(u8, u8)> {
+    let chunk = usize::from(chunk.max(1));
+    let mut reads = Vec::new();
+    let mut i = 0;
+    while i < filled.len() {
+        if filled[i] {
+            i += 1;
+            continue;
         }
-        record.extend_from_slice(&chunk);
+        let end = filled[i..]
+            .iter()
+            .position(|&f| f)
+            .map_or(filled.len(), |n| i + n)
+            .min(i + chunk);
+        // end - start <= 260 - 255 = 5 <= chunk when moved.
+        let start = i.min(255);
+        reads.push((start as u8, (end - start).min(chunk) as u8));
+        i = end;
     }
-    record.truncate(total);
-    Ok((next, record))
+    reads
+}
+
+/// A record being read: its bytes so far (the header says how many there are).
+#[derive(Debug, Clone)]
+struct Partial {
+    next: u16,
+    bytes: Vec<u8>,
+    filled: Vec<bool>,
+}
+
+impl Partial {
+    fn complete(&self) -> bool {
+        self.filled.iter().all(|&f| f)
+    }
+
+    fn put(&mut self, offset: usize, data: &[u8]) {
+        for (i, &b) in data.iter().enumerate() {
+            if let Some(slot) = self.bytes.get_mut(offset + i) {
+                *slot = b;
+                self.filled[offset + i] = true;
+            }
+        }
+    }
+}
+
+/// The Get SDR read size: what the BMC accepts, once a read of that size worked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chunk {
+    size: u8,
+    known: bool,
+}
+
+/// Why a walk stopped before the end of the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The end of the chain: every record is read.
+    Complete,
+    /// The budget is spent.
+    OutOfTime,
+    /// The BMC cancelled the reservation.
+    ReservationCancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// The head (and as much more as the chunk holds) of the record with this ID; `guess`
+    /// when the chain has not named it yet.
+    Head { id: u16, guess: bool },
+    /// More bytes of a record whose head is in.
+    Tail { id: u16, offset: u8, count: u8 },
+}
+
+/// Reading the chain of records, resumable: what is read stays until the repository changes.
+#[derive(Debug, Clone)]
+struct Walk {
+    /// The record to take next (0: the first one).
+    cursor: u16,
+    done: bool,
+    /// Records whose head is in, by the ID they were asked for.
+    fetched: BTreeMap<u16, Partial>,
+    /// IDs a guess found not present.
+    absent: BTreeSet<u16>,
+    /// Records taken from the chain, in order: ID and raw bytes (header included).
+    taken: Vec<(u16, Vec<u8>)>,
+    seen: BTreeSet<u16>,
+    misses: usize,
+    /// Get SDR requests sent (for tests and benchmarks).
+    get_sdr: u64,
+}
+
+impl Walk {
+    fn new() -> Walk {
+        Walk {
+            cursor: 0,
+            done: false,
+            fetched: BTreeMap::new(),
+            absent: BTreeSet::new(),
+            taken: Vec::new(),
+            seen: BTreeSet::new(),
+            misses: 0,
+            get_sdr: 0,
+        }
+    }
+
+    /// The first record of the chain not fetched yet, as far as the fetched heads name it
+    /// (`None`: the chain ends among them).
+    fn frontier(&self) -> Option<u16> {
+        let mut id = self.cursor;
+        for _ in 0..=self.fetched.len() {
+            match self.fetched.get(&id) {
+                Some(p) if p.next == 0xFFFF => return None,
+                Some(p) => id = p.next,
+                None => return Some(id),
+            }
+        }
+        None // a cycle among the fetched heads: taking them ends the walk
+    }
+
+    /// The requests of the next round. Guesses wait until the chunk size is known to work
+    /// (a read that is refused as too long would fail every guess with it) and until the
+    /// first record's ID is known.
+    fn plan(&self, chunk: Chunk, window: usize) -> Vec<Ask> {
+        let Chunk { size: chunk, known } = chunk;
+        let mut asks = Vec::new();
+        for (&id, p) in &self.fetched {
+            for (offset, count) in plan_reads(&p.filled, chunk) {
+                asks.push(Ask::Tail { id, offset, count });
+            }
+        }
+        let Some(first) = self.frontier() else {
+            return asks;
+        };
+        asks.push(Ask::Head {
+            id: first,
+            guess: false,
+        });
+        // Guesses: the IDs after the frontier (the first record's ID is unknown when asking
+        // for ID 0: 1 and up are the usual ones). A few misses in a row stop guessing.
+        let guessing = known && first != 0 && self.misses < 2 * window.max(1);
+        let mut heads = 1;
+        let mut id = first;
+        while guessing && heads < window && id < 0xFFFE {
+            id += 1;
+            if self.fetched.contains_key(&id) || self.absent.contains(&id) {
+                continue;
+            }
+            asks.push(Ask::Head { id, guess: true });
+            heads += 1;
+        }
+        asks
+    }
+
+    /// Takes the complete records the chain has reached.
+    fn advance(&mut self) {
+        while !self.done {
+            let Some(p) = self.fetched.get(&self.cursor) else {
+                return;
+            };
+            if !p.complete() {
+                return;
+            }
+            let Some(p) = self.fetched.remove(&self.cursor) else {
+                return;
+            };
+            let id = u16::from_le_bytes([p.bytes[0], p.bytes[1]]);
+            if !self.seen.insert(id) || self.taken.len() >= MAX_RECORDS {
+                log::debug!("sdr: the chain comes back to record {id:#06x}; it ends there");
+                self.done = true;
+                return;
+            }
+            // Asked for as ID 0, the first record may also have been guessed under its own.
+            self.fetched.remove(&id);
+            self.taken.push((id, p.bytes));
+            if p.next == 0xFFFF || p.next == self.cursor {
+                self.done = true;
+            }
+            self.cursor = p.next;
+        }
+    }
+
+    /// Reads rounds until the chain ends, the budget is spent (checked between rounds, after
+    /// the first) or the reservation is cancelled. `chunk` is lowered when the BMC says a read
+    /// asks for too much.
+    async fn run(
+        &mut self,
+        q: &impl Queries,
+        reservation: [u8; 2],
+        chunk: &mut Chunk,
+        deadline: Instant,
+    ) -> Result<Stop, IpmiError> {
+        let mut first = true;
+        // Every round takes a record, fills a gap, shrinks the chunk or learns a guess is
+        // wrong; this bounds a BMC whose answers make none of that happen.
+        let mut rounds_left = 8 * MAX_RECORDS + 64;
+        while !self.done {
+            if !first && Instant::now() >= deadline {
+                return Ok(Stop::OutOfTime);
+            }
+            first = false;
+            rounds_left = rounds_left
+                .checked_sub(1)
+                .ok_or(IpmiError::Malformed("get sdr"))?;
+            let asks = self.plan(*chunk, q.window());
+            let reqs: Vec<Request> = asks
+                .iter()
+                .map(|a| {
+                    let (id, offset, count) = match *a {
+                        Ask::Head { id, .. } => (id, 0, chunk.size),
+                        Ask::Tail { id, offset, count } => (id, offset, count),
+                    };
+                    let [lo, hi] = id.to_le_bytes();
+                    Request {
+                        netfn: NETFN_STORAGE,
+                        cmd: CMD_GET_SDR,
+                        data: vec![reservation[0], reservation[1], lo, hi, offset, count],
+                    }
+                })
+                .collect();
+            self.get_sdr += reqs.len() as u64;
+            let replies = q.batch("get sdr", &reqs).await?;
+            let mut cancelled = false;
+            let mut too_long = false;
+            for (ask, (code, data)) in asks.into_iter().zip(replies) {
+                match code {
+                    0 => chunk.known = true,
+                    CC_RESERVATION_CANCELLED => {
+                        cancelled = true;
+                        continue;
+                    }
+                    c if TOO_LONG.contains(&c) => {
+                        too_long = true;
+                        continue;
+                    }
+                    c => match ask {
+                        // Nothing at ID 0: the repository is empty.
+                        Ask::Head {
+                            id: 0,
+                            guess: false,
+                        } if c == CC_NOT_PRESENT && self.taken.is_empty() => {
+                            self.done = true;
+                            continue;
+                        }
+                        Ask::Head { id, guess: true } => {
+                            if c != CC_NOT_PRESENT {
+                                log::debug!("sdr: guessed record {id:#06x}: code {c:#04x}");
+                            }
+                            self.absent.insert(id);
+                            self.misses += 1;
+                            continue;
+                        }
+                        _ => {
+                            return Err(IpmiError::Completion {
+                                what: "get sdr",
+                                code: c,
+                            })
+                        }
+                    },
+                }
+                if data.len() < 3 {
+                    return Err(IpmiError::Malformed("get sdr"));
+                }
+                let next = u16::from_le_bytes([data[0], data[1]]);
+                let bytes = &data[2..];
+                match ask {
+                    Ask::Head { id, guess } => {
+                        if bytes.len() < 5 {
+                            if guess {
+                                self.absent.insert(id);
+                                continue;
+                            }
+                            return Err(IpmiError::Malformed("get sdr"));
+                        }
+                        if guess {
+                            self.misses = 0;
+                        }
+                        let total = 5 + usize::from(bytes[4]);
+                        let mut p = Partial {
+                            next,
+                            bytes: vec![0; total],
+                            filled: vec![false; total],
+                        };
+                        p.put(0, bytes);
+                        self.fetched.insert(id, p);
+                    }
+                    Ask::Tail { id, offset, .. } => {
+                        let Some(p) = self.fetched.get_mut(&id) else {
+                            continue;
+                        };
+                        if next != p.next {
+                            // Its chunks disagree on the chain: the record changed under us.
+                            cancelled = true;
+                            continue;
+                        }
+                        p.put(usize::from(offset), bytes);
+                    }
+                }
+            }
+            if too_long {
+                if chunk.size <= MIN_CHUNK {
+                    return Err(IpmiError::Completion {
+                        what: "get sdr",
+                        code: TOO_LONG[0],
+                    });
+                }
+                *chunk = Chunk {
+                    size: (chunk.size / 2).max(MIN_CHUNK),
+                    known: false,
+                };
+                log::debug!("sdr: trying reads of {} bytes", chunk.size);
+            }
+            self.advance();
+            if cancelled {
+                return Ok(Stop::ReservationCancelled);
+            }
+        }
+        Ok(Stop::Complete)
+    }
+}
+
+/// What a [`SdrCache::refresh`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// The repository info is unchanged and every record was read before: nothing read.
+    Cached,
+    /// The read is complete (from scratch, or finishing one the budget had cut short).
+    Read,
+    /// The budget ran out first: the sensors read so far are there, and the next refresh
+    /// goes on from where this one stopped.
+    Partial,
+}
+
+/// The threshold sensors of a BMC's repository, kept with the repository info they were read
+/// under; see the module docs.
+#[derive(Debug, Clone)]
+pub struct SdrCache {
+    info: Option<RepositoryInfo>,
+    walk: Walk,
+    chunk: Chunk,
+    records: Vec<Record>,
+    // Records of the walk parsed into `records` so far.
+    parsed: usize,
+    sensors: Vec<SensorRecord>,
+    get_sdr: u64,
+}
+
+impl Default for SdrCache {
+    fn default() -> Self {
+        SdrCache::new()
+    }
+}
+
+impl SdrCache {
+    /// An empty cache: the first refresh reads the whole repository.
+    pub fn new() -> SdrCache {
+        SdrCache {
+            info: None,
+            walk: Walk::new(),
+            chunk: Chunk {
+                size: FIRST_CHUNK,
+                known: false,
+            },
+            records: Vec::new(),
+            parsed: 0,
+            sensors: Vec::new(),
+            get_sdr: 0,
+        }
+    }
+
+    /// Checks the repository info and reads what is needed (nothing when it is unchanged and
+    /// the records are all in), for at most about `budget` (see the module docs: a round in
+    /// progress is finished).
+    pub async fn refresh(
+        &mut self,
+        q: &impl Queries,
+        budget: Duration,
+    ) -> Result<Refresh, IpmiError> {
+        let deadline = Instant::now() + budget;
+        let info = repository_info(q).await?;
+        if !self.info.is_some_and(|old| old.same_records(&info)) {
+            self.start_over(info);
+        } else if self.walk.done {
+            return Ok(Refresh::Cached);
+        }
+        let mut reservations = 0;
+        loop {
+            let reservation = reserve(q).await?;
+            let stop = self
+                .walk
+                .run(q, reservation, &mut self.chunk, deadline)
+                .await;
+            self.take_records();
+            match stop? {
+                Stop::Complete => return Ok(Refresh::Read),
+                Stop::OutOfTime => return Ok(Refresh::Partial),
+                Stop::ReservationCancelled => {
+                    reservations += 1;
+                    if reservations > MAX_RESERVATIONS {
+                        return Err(IpmiError::Completion {
+                            what: "get sdr",
+                            code: CC_RESERVATION_CANCELLED,
+                        });
+                    }
+                    // Another tool's reservation, or a changed repository: only the latter
+                    // makes what was read stale.
+                    let now = repository_info(q).await?;
+                    if !self.info.is_some_and(|old| old.same_records(&now)) {
+                        log::debug!("sdr: the repository changed during the read; starting over");
+                        self.start_over(now);
+                    }
+                    // Heads and chunks read under the old reservation are kept: the content
+                    // is the same. Only partial records are read again, in case.
+                    self.walk.fetched.retain(|_, p| p.complete());
+                }
+            }
+        }
+    }
+
+    fn start_over(&mut self, info: RepositoryInfo) {
+        self.get_sdr += self.walk.get_sdr;
+        self.info = Some(info);
+        self.walk = Walk::new();
+        self.records.clear();
+        self.parsed = 0;
+        self.sensors.clear();
+    }
+
+    /// Parses the records the walk took since the last call.
+    fn take_records(&mut self) {
+        for (id, raw) in &self.walk.taken[self.parsed..] {
+            match Record::parse(raw) {
+                Ok(r) => self.records.push(r),
+                Err(e) => log::debug!("sdr record {id:#06x} skipped: {e:?}"),
+            }
+        }
+        self.parsed = self.walk.taken.len();
+        self.sensors = threshold_sensors(&self.records);
+    }
+
+    /// The repository info the records were read under (`None` before the first refresh).
+    pub fn info(&self) -> Option<RepositoryInfo> {
+        self.info
+    }
+
+    /// Whether every record of the repository is in.
+    pub fn is_complete(&self) -> bool {
+        self.walk.done
+    }
+
+    /// The threshold sensors read (all of them once [`SdrCache::is_complete`]).
+    pub fn sensors(&self) -> &[SensorRecord] {
+        &self.sensors
+    }
+
+    /// Every record read that ipmi-rs-core parses, in the repository's order.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// Get SDR requests sent since the cache was made (what a cached refresh does not add to).
+    pub fn get_sdr_requests(&self) -> u64 {
+        self.get_sdr + self.walk.get_sdr
+    }
+
+    /// The chunk size the BMC accepted (what the next read starts with).
+    pub fn chunk(&self) -> u8 {
+        self.chunk.size
+    }
 }
 
 /// Reads every record of the repository, parsed; records ipmi-rs-core cannot parse are skipped.
+/// No budget and no cache: [`SdrCache`] is the one for polling.
 pub async fn read_repository(bmc: &IpmiBmc) -> Result<Vec<Record>, IpmiError> {
-    let mut reservation = reserve(bmc).await?;
-    let mut records = Vec::new();
-    let mut id = 0u16;
-    let mut restarts = 0;
-    while id != 0xFFFF && records.len() < MAX_RECORDS {
-        match read_record(bmc, reservation, id).await {
-            Ok((next, raw)) => {
-                let mut with_next = next.to_le_bytes().to_vec();
-                with_next.extend_from_slice(&raw);
-                match RecordInfo::parse(&with_next) {
-                    Ok(info) => records.push(info.record),
-                    Err(e) => {
-                        log::debug!("bmc {}: sdr record {id:#06x} skipped: {e:?}", bmc.addr())
-                    }
-                }
-                if next == id {
-                    break; // a BMC pointing a record at itself
-                }
-                id = next;
-            }
-            // The repository changed under us: reserve again and re-read this record.
-            Err(IpmiError::Completion { code: 0xC5, .. }) if restarts < 3 => {
-                restarts += 1;
-                reservation = reserve(bmc).await?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(records)
+    let mut cache = SdrCache::new();
+    // Over a day: the session's timeouts bound each round, MAX_RECORDS the rounds.
+    cache.refresh(bmc, Duration::from_secs(100_000)).await?;
+    Ok(cache.records)
 }
 
 /// The threshold sensors (full sensor records) of a repository.
@@ -208,30 +728,19 @@ pub fn threshold_state(status: u8) -> &'static str {
     }
 }
 
-/// Reads one sensor.
-pub async fn read_sensor(bmc: &IpmiBmc, sensor: &SensorRecord) -> Result<SensorReading, IpmiError> {
+/// A Get Sensor Reading answer, converted: completion codes other than 0 (0xCB "not present",
+/// 0xD5 "not in present state", ...) and the "reading unavailable" or "scanning disabled"
+/// bits make the sensor unavailable, not the BMC.
+fn reading(sensor: &SensorRecord, code: u8, r: &[u8]) -> Result<SensorReading, IpmiError> {
     let unavailable = || SensorReading {
         name: sensor.name.clone(),
         unit: sensor.unit,
         value: None,
         state: "unavailable",
     };
-    let r = match bmc
-        .request(
-            "get sensor reading",
-            NETFN_SENSOR,
-            0x2D,
-            &[sensor.number],
-            true,
-        )
-        .await
-    {
-        Ok(r) => r,
-        // The BMC answered, but has no reading for this sensor now (0xCB "not present",
-        // 0xD5 "not in present state", ...): that sensor is unavailable, not the BMC.
-        Err(IpmiError::Completion { .. }) => return Ok(unavailable()),
-        Err(e) => return Err(e),
-    };
+    if code != 0 {
+        return Ok(unavailable());
+    }
     if r.len() < 2 {
         return Err(IpmiError::Malformed("get sensor reading"));
     }
@@ -246,9 +755,52 @@ pub async fn read_sensor(bmc: &IpmiBmc, sensor: &SensorRecord) -> Result<SensorR
     })
 }
 
+fn reading_request(sensor: &SensorRecord) -> Request {
+    Request {
+        netfn: NETFN_SENSOR,
+        cmd: CMD_GET_SENSOR_READING,
+        data: vec![sensor.number],
+    }
+}
+
+/// Reads one sensor.
+pub async fn read_sensor(bmc: &IpmiBmc, sensor: &SensorRecord) -> Result<SensorReading, IpmiError> {
+    let (code, data) = bmc
+        .request_batch("get sensor reading", &[reading_request(sensor)])
+        .await?
+        .pop()
+        .ok_or(IpmiError::Malformed("get sensor reading"))?;
+    reading(sensor, code, &data)
+}
+
+/// Reads every sensor, several requests outstanding at once; the readings in `sensors`' order.
+pub async fn read_sensors(
+    q: &impl Queries,
+    sensors: &[SensorRecord],
+) -> Result<Vec<SensorReading>, IpmiError> {
+    let reqs: Vec<Request> = sensors.iter().map(reading_request).collect();
+    let replies = q.batch("get sensor reading", &reqs).await?;
+    sensors
+        .iter()
+        .zip(replies)
+        .map(|(s, (code, data))| reading(s, code, &data))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_lite::future::block_on;
+    use ipmi_rs_core::storage::sdr::SdrRecordInfo as RecordInfo;
+    use std::cell::{Cell, RefCell};
+
+    /// The CPU Temp full sensor record of tests/peers/ipmi/bmc.emu, as Get SDR returns it.
+    const CPU_TEMP: [u8; 56] = [
+        0x00, 0x00, 0x51, 0x01, 0x33, 0x20, 0x00, 0x01, 0x03, 0x01, 0x67, 0x68, 0x01, 0x01, 0x00,
+        0x00, 0x00, 0x00, 0x38, 0x38, 0x00, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0xff, 0x00, 0x5a, 0x50, 0x46, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00,
+        0x00, 0x00, 0xc8, 0x43, 0x50, 0x55, 0x20, 0x54, 0x65, 0x6d, 0x70,
+    ];
 
     #[test]
     fn threshold_states() {
@@ -297,5 +849,440 @@ mod tests {
         assert_eq!(convert(&s.record, 0x05), Some(5.0));
         assert_eq!(convert(&s.record, 0xFA), Some(-5.0));
         assert_eq!(convert(&s.record, 0xFF), Some(-0.0));
+    }
+
+    /// The CPU Temp record of tests/peers/ipmi/bmc.emu as record `id`, sensor `number`,
+    /// named `name`.
+    fn sensor_record(id: u16, number: u8, name: &str) -> Vec<u8> {
+        let mut r = CPU_TEMP[..47].to_vec();
+        r[..2].copy_from_slice(&id.to_le_bytes());
+        r[7] = number;
+        r.push(0xC0 | name.len() as u8);
+        r.extend_from_slice(name.as_bytes());
+        r[4] = (r.len() - 5) as u8;
+        r
+    }
+
+    /// An OEM record (type 0xC0) of the greatest length: 5 + 255 bytes.
+    fn oem_record(id: u16) -> Vec<u8> {
+        let mut r = id.to_le_bytes().to_vec();
+        r.extend_from_slice(&[0x51, 0xC0, 0xFF]);
+        r.extend((0..255u32).map(|i| (i as u8) ^ 0x5A));
+        r
+    }
+
+    /// A BMC in-process: answers Get SDR Repository Info, Reserve SDR Repository, Get SDR (as
+    /// ipmi_sim does: reservation checked, at most `max_read` bytes a read) and Get Sensor
+    /// Reading (sensor `n` reads `n`, sensor 3 is not present) from its records.
+    struct Fake {
+        records: RefCell<Vec<Vec<u8>>>,
+        max_read: usize,
+        window: usize,
+        reservation: Cell<u16>,
+        added: Cell<u32>,
+        /// Another tool reserves after this many more Get SDR.
+        cancel_after: Cell<Option<usize>>,
+        /// Requests by command.
+        counts: RefCell<BTreeMap<u8, usize>>,
+        /// (record ID, offset, count) of every Get SDR.
+        reads: RefCell<Vec<(u16, u8, u8)>>,
+    }
+
+    impl Fake {
+        fn new(records: Vec<Vec<u8>>, max_read: usize) -> Fake {
+            Fake {
+                records: RefCell::new(records),
+                max_read,
+                window: 4,
+                reservation: Cell::new(0),
+                added: Cell::new(0x100),
+                cancel_after: Cell::new(None),
+                counts: RefCell::new(BTreeMap::new()),
+                reads: RefCell::new(Vec::new()),
+            }
+        }
+
+        fn count(&self, cmd: u8) -> usize {
+            self.counts.borrow().get(&cmd).copied().unwrap_or(0)
+        }
+
+        fn add(&self, record: Vec<u8>) {
+            self.records.borrow_mut().push(record);
+            self.added.set(self.added.get() + 1);
+            self.reservation.set(self.reservation.get() + 1);
+        }
+
+        fn answer(&self, r: &Request) -> (u8, Vec<u8>) {
+            *self.counts.borrow_mut().entry(r.cmd).or_default() += 1;
+            let records = self.records.borrow();
+            let d = &r.data;
+            match (r.netfn, r.cmd) {
+                (NETFN_STORAGE, CMD_GET_SDR_REPOSITORY_INFO) => {
+                    let mut info = vec![0x51];
+                    info.extend_from_slice(&(records.len() as u16).to_le_bytes());
+                    info.extend_from_slice(&0xFFFEu16.to_le_bytes());
+                    info.extend_from_slice(&self.added.get().to_le_bytes());
+                    info.extend_from_slice(&0u32.to_le_bytes());
+                    info.push(0x02);
+                    (0, info)
+                }
+                (NETFN_STORAGE, CMD_RESERVE_SDR_REPOSITORY) => {
+                    self.reservation.set(self.reservation.get() + 1);
+                    (0, self.reservation.get().to_le_bytes().to_vec())
+                }
+                (NETFN_STORAGE, CMD_GET_SDR) => {
+                    if let Some(n) = self.cancel_after.get() {
+                        if n == 0 {
+                            self.reservation.set(self.reservation.get() + 1);
+                            self.cancel_after.set(None);
+                        } else {
+                            self.cancel_after.set(Some(n - 1));
+                        }
+                    }
+                    let id = u16::from_le_bytes([d[2], d[3]]);
+                    self.reads.borrow_mut().push((id, d[4], d[5]));
+                    if u16::from_le_bytes([d[0], d[1]]) != self.reservation.get() {
+                        return (CC_RESERVATION_CANCELLED, vec![]);
+                    }
+                    let at = if id == 0 {
+                        Some(0)
+                    } else {
+                        records
+                            .iter()
+                            .position(|r| u16::from_le_bytes([r[0], r[1]]) == id)
+                    };
+                    let Some(at) = at.filter(|&at| at < records.len()) else {
+                        return (CC_NOT_PRESENT, vec![]);
+                    };
+                    let rec = &records[at];
+                    let (offset, count) = (usize::from(d[4]), usize::from(d[5]));
+                    if offset >= rec.len() {
+                        return (0xC9, vec![]);
+                    }
+                    let count = count.min(rec.len() - offset);
+                    if count > self.max_read {
+                        return (0xCA, vec![]);
+                    }
+                    let next = records
+                        .get(at + 1)
+                        .map_or(0xFFFF, |n| u16::from_le_bytes([n[0], n[1]]));
+                    let mut out = next.to_le_bytes().to_vec();
+                    out.extend_from_slice(&rec[offset..offset + count]);
+                    (0, out)
+                }
+                (NETFN_SENSOR, CMD_GET_SENSOR_READING) if d[0] == 3 => (CC_NOT_PRESENT, vec![]),
+                (NETFN_SENSOR, CMD_GET_SENSOR_READING) => (0, vec![d[0], 0x40, 0x00]),
+                _ => (0xC1, vec![]),
+            }
+        }
+    }
+
+    impl Queries for Fake {
+        async fn batch(
+            &self,
+            _what: &'static str,
+            reqs: &[Request],
+        ) -> Result<Vec<(u8, Vec<u8>)>, IpmiError> {
+            Ok(reqs.iter().map(|r| self.answer(r)).collect())
+        }
+
+        fn window(&self) -> usize {
+            self.window
+        }
+    }
+
+    fn names(cache: &SdrCache) -> Vec<&str> {
+        cache.sensors().iter().map(|s| s.name.as_str()).collect()
+    }
+
+    fn oem_data(cache: &SdrCache) -> Vec<Vec<u8>> {
+        use ipmi_rs_core::storage::sdr::record::RecordContents;
+        cache
+            .records()
+            .iter()
+            .filter_map(|r| match &r.contents {
+                RecordContents::Unknown { ty: 0xC0, data } => Some(data.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const FOREVER: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn reads_never_put_an_offset_past_255() {
+        for total in [5usize, 56, 255, 256, 259, 260] {
+            for chunk in MIN_CHUNK..=FIRST_CHUNK {
+                for have in [0, 5, 33, 254, 255].into_iter().filter(|&h| h <= total) {
+                    let mut filled = vec![false; total];
+                    filled[..have].iter_mut().for_each(|f| *f = true);
+                    let reads = plan_reads(&filled, chunk);
+                    for &(offset, count) in &reads {
+                        assert!(count <= chunk && count > 0, "{total} {chunk} {have}");
+                        let (o, c) = (usize::from(offset), usize::from(count));
+                        filled[o..o + c].iter_mut().for_each(|f| *f = true);
+                    }
+                    assert!(
+                        filled.iter().all(|&f| f),
+                        "{total} {chunk} {have}: {reads:?}"
+                    );
+                }
+            }
+        }
+        let all = vec![false; 260];
+        let reads = plan_reads(&all, 16);
+        assert_eq!(reads.len(), 17);
+        assert_eq!(reads[15], (240, 16));
+        // Byte 256 would need offset 256: the last read starts at 255 instead.
+        assert_eq!(reads[16], (255, 5));
+        assert_eq!(plan_reads(&all, 0xFE), [(0, 0xFE), (0xFE, 6)]);
+    }
+
+    #[test]
+    fn a_record_of_260_bytes_is_read_whole_between_sensors() {
+        let fake = Fake::new(
+            vec![
+                sensor_record(1, 1, "CPU Temp"),
+                oem_record(2),
+                sensor_record(3, 2, "FAN 1"),
+            ],
+            16,
+        );
+        let mut cache = SdrCache::new();
+        assert_eq!(
+            block_on(cache.refresh(&fake, FOREVER)).unwrap(),
+            Refresh::Read
+        );
+        assert_eq!(names(&cache), ["CPU Temp", "FAN 1"]);
+        assert_eq!(oem_data(&cache), [oem_record(2)[5..].to_vec()]);
+        assert_eq!(cache.chunk(), 15, "254 halved until the BMC took it");
+        assert!(fake
+            .reads
+            .borrow()
+            .iter()
+            .all(|&(_, o, c)| o as usize + c as usize <= 260));
+    }
+
+    #[test]
+    fn an_unchanged_repository_is_not_read_again_and_a_changed_one_is() {
+        let fake = Fake::new(
+            (1..=20)
+                .map(|i| sensor_record(i, i as u8, &format!("T{i}")))
+                .collect(),
+            33,
+        );
+        let mut cache = SdrCache::new();
+        assert_eq!(
+            block_on(cache.refresh(&fake, FOREVER)).unwrap(),
+            Refresh::Read
+        );
+        assert_eq!(cache.sensors().len(), 20);
+        let reads = fake.count(CMD_GET_SDR);
+        assert_eq!(reads as u64, cache.get_sdr_requests());
+        // 20 records of 52 bytes, 33 a read: about two reads a record (and a few guesses and
+        // the learning of the chunk size), in a handful of batches.
+        assert!(reads <= 2 * 20 + 4 + 4, "{reads}");
+
+        assert_eq!(
+            block_on(cache.refresh(&fake, FOREVER)).unwrap(),
+            Refresh::Cached
+        );
+        assert_eq!(fake.count(CMD_GET_SDR), reads, "no Get SDR");
+        assert_eq!(fake.count(CMD_GET_SDR_REPOSITORY_INFO), 2);
+
+        fake.add(sensor_record(21, 21, "T21"));
+        assert_eq!(
+            block_on(cache.refresh(&fake, FOREVER)).unwrap(),
+            Refresh::Read
+        );
+        assert_eq!(cache.sensors().len(), 21);
+        assert_eq!(cache.sensors()[20].name, "T21");
+        assert_eq!(cache.chunk(), 31, "the chunk size learned is kept");
+    }
+
+    #[test]
+    fn a_read_cut_short_by_its_budget_goes_on_from_where_it_stopped() {
+        let records: Vec<Vec<u8>> = (1..=30)
+            .map(|i| sensor_record(i, i as u8, &format!("T{i}")))
+            .collect();
+        let whole = {
+            let fake = Fake::new(records.clone(), 33);
+            let mut cache = SdrCache::new();
+            block_on(cache.refresh(&fake, FOREVER)).unwrap();
+            fake.count(CMD_GET_SDR)
+        };
+        // A zero budget: one batch of reads per refresh.
+        let fake = Fake::new(records, 33);
+        let mut cache = SdrCache::new();
+        let mut calls = 0;
+        let mut seen = 0;
+        loop {
+            calls += 1;
+            let r = block_on(cache.refresh(&fake, Duration::ZERO)).unwrap();
+            assert!(cache.sensors().len() >= seen, "what was read is kept");
+            seen = cache.sensors().len();
+            if r == Refresh::Read {
+                break;
+            }
+            assert_eq!(r, Refresh::Partial);
+            assert!(!cache.is_complete());
+        }
+        assert!(calls > 5, "{calls}");
+        assert_eq!(seen, 30);
+        assert_eq!(fake.count(CMD_GET_SDR), whole, "nothing read twice");
+        assert_eq!(
+            block_on(cache.refresh(&fake, Duration::ZERO)).unwrap(),
+            Refresh::Cached
+        );
+    }
+
+    #[test]
+    fn a_repository_changing_between_partial_reads_is_read_from_the_start() {
+        let fake = Fake::new(
+            (1..=30)
+                .map(|i| sensor_record(i, i as u8, &format!("T{i}")))
+                .collect(),
+            33,
+        );
+        let mut cache = SdrCache::new();
+        assert_eq!(
+            block_on(cache.refresh(&fake, Duration::ZERO)).unwrap(),
+            Refresh::Partial
+        );
+        block_on(cache.refresh(&fake, Duration::ZERO)).unwrap();
+        fake.records.borrow_mut()[0] = sensor_record(1, 1, "Renamed");
+        fake.added.set(fake.added.get() + 1);
+        while block_on(cache.refresh(&fake, Duration::ZERO)).unwrap() != Refresh::Read {}
+        assert_eq!(cache.sensors().len(), 30);
+        assert_eq!(cache.sensors()[0].name, "Renamed");
+    }
+
+    #[test]
+    fn a_reservation_taken_by_another_tool_is_renewed_without_starting_over() {
+        let records: Vec<Vec<u8>> = (1..=12)
+            .map(|i| sensor_record(i, i as u8, &format!("T{i}")))
+            .collect();
+        let whole = {
+            let fake = Fake::new(records.clone(), 33);
+            let mut cache = SdrCache::new();
+            block_on(cache.refresh(&fake, FOREVER)).unwrap();
+            fake.count(CMD_GET_SDR)
+        };
+        let fake = Fake::new(records, 33);
+        fake.cancel_after.set(Some(12));
+        let mut cache = SdrCache::new();
+        assert_eq!(
+            block_on(cache.refresh(&fake, FOREVER)).unwrap(),
+            Refresh::Read
+        );
+        assert_eq!(cache.sensors().len(), 12);
+        assert_eq!(fake.count(CMD_RESERVE_SDR_REPOSITORY), 2);
+        assert_eq!(fake.count(CMD_GET_SDR_REPOSITORY_INFO), 2, "checked again");
+        // What was read before the cancellation is not read again: only the refused reads
+        // of one batch go again.
+        let reads = fake.count(CMD_GET_SDR);
+        assert!(
+            reads > whole && reads <= whole + 2 * 4,
+            "{reads} vs {whole}"
+        );
+    }
+
+    #[test]
+    fn record_ids_that_do_not_run_consecutively_stop_the_guessing() {
+        let fake = Fake::new(
+            (1..=25)
+                .map(|i| sensor_record(i * 10, i as u8, &format!("T{i}")))
+                .collect(),
+            0xFF,
+        );
+        let mut cache = SdrCache::new();
+        assert_eq!(
+            block_on(cache.refresh(&fake, FOREVER)).unwrap(),
+            Refresh::Read
+        );
+        assert_eq!(cache.sensors().len(), 25);
+        assert_eq!(cache.sensors()[24].name, "T25");
+        // One read a record, and the few guesses it takes to see they miss.
+        let reads = fake.count(CMD_GET_SDR);
+        assert!(reads <= 25 + 2 * 4 + 4, "{reads}");
+    }
+
+    #[test]
+    fn an_empty_repository_and_a_looping_chain_end() {
+        let fake = Fake::new(vec![], 33);
+        let mut cache = SdrCache::new();
+        assert_eq!(
+            block_on(cache.refresh(&fake, FOREVER)).unwrap(),
+            Refresh::Read
+        );
+        assert!(cache.sensors().is_empty() && cache.is_complete());
+
+        // Record 2 names record 1 as its next.
+        let fake = Fake::new(
+            vec![
+                sensor_record(1, 1, "A"),
+                sensor_record(2, 2, "B"),
+                sensor_record(1, 1, "A"),
+            ],
+            0xFF,
+        );
+        let mut cache = SdrCache::new();
+        assert_eq!(
+            block_on(cache.refresh(&fake, FOREVER)).unwrap(),
+            Refresh::Read
+        );
+        assert_eq!(names(&cache), ["A", "B"]);
+    }
+
+    #[test]
+    fn sensors_are_read_in_one_batch() {
+        let fake = Fake::new(
+            (1..=5)
+                .map(|i| sensor_record(i, i as u8, &format!("T{i}")))
+                .collect(),
+            33,
+        );
+        let mut cache = SdrCache::new();
+        block_on(cache.refresh(&fake, FOREVER)).unwrap();
+        let readings = block_on(read_sensors(&fake, cache.sensors())).unwrap();
+        let values: Vec<(Option<f64>, &str)> =
+            readings.iter().map(|r| (r.value, r.state)).collect();
+        assert_eq!(
+            values,
+            [
+                (Some(1.0), "ok"),
+                (Some(2.0), "ok"),
+                (None, "unavailable"),
+                (Some(4.0), "ok"),
+                (Some(5.0), "ok")
+            ]
+        );
+        assert_eq!(fake.count(CMD_GET_SENSOR_READING), 5);
+    }
+
+    #[test]
+    fn repository_info_parses() {
+        let d = [
+            0x51, 0x02, 0x00, 0xfe, 0xff, 0xcd, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02,
+        ];
+        let info = RepositoryInfo::parse(&d).unwrap();
+        assert_eq!(
+            info,
+            RepositoryInfo {
+                version: 0x51,
+                record_count: 2,
+                free_space: 0xFFFE,
+                last_addition: Timestamp(0x3CD),
+                last_erase: Timestamp(0),
+                operations: 0x02,
+            }
+        );
+        assert!(RepositoryInfo::parse(&d[..13]).is_err());
+        let mut freer = info;
+        freer.free_space = 10;
+        assert!(info.same_records(&freer));
+        let mut added = info;
+        added.last_addition = Timestamp(0x3CE);
+        assert!(!info.same_records(&added));
     }
 }

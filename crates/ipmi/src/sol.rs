@@ -205,6 +205,8 @@ pub trait Transport {
     ) -> Result<Option<(PayloadType, Vec<u8>)>, IpmiError>;
     /// [`Connection::bmc_session_id`].
     fn bmc_session_id(&self) -> u32;
+    /// [`Connection::use_payload_port`].
+    fn use_payload_port(&mut self, port: u16) -> Result<(), IpmiError>;
     /// [`Connection::close`].
     async fn close(self);
 }
@@ -234,6 +236,10 @@ impl Transport for Connection {
 
     fn bmc_session_id(&self) -> u32 {
         Connection::bmc_session_id(self)
+    }
+
+    fn use_payload_port(&mut self, port: u16) -> Result<(), IpmiError> {
+        Connection::use_payload_port(self, port)
     }
 
     async fn close(self) {
@@ -368,6 +374,13 @@ impl<C: Transport> SolConsole<C> {
             outbound_size: le(6),
             port: le(8),
         };
+        // The BMC may serve the payload on a port other than the session's: SOL packets go
+        // there (on the BMC's address), IPMI requests stay on the session's port.
+        if let Err(e) = conn.use_payload_port(activation.port) {
+            let _ = deactivate_payload(&mut conn, instance).await;
+            conn.close().await;
+            return Err(e);
+        }
         Ok(SolConsole::new(conn, instance, activation, reply_timeout))
     }
 
@@ -603,14 +616,7 @@ impl<C: Transport> SolConsole<C> {
 
     /// Deactivates SOL and closes the session.
     pub async fn deactivate(mut self) {
-        let data = [0x01, self.instance, 0, 0, 0, 0];
-        let _ = request(
-            &mut self.conn,
-            "deactivate payload",
-            CMD_DEACTIVATE_PAYLOAD,
-            &data,
-        )
-        .await;
+        let _ = deactivate_payload(&mut self.conn, self.instance).await;
         self.conn.close().await;
     }
 
@@ -619,6 +625,14 @@ impl<C: Transport> SolConsole<C> {
     pub async fn close(self) {
         self.conn.close().await;
     }
+}
+
+/// Sends Deactivate Payload for SOL `instance`.
+async fn deactivate_payload<C: Transport>(conn: &mut C, instance: u8) -> Result<(), IpmiError> {
+    let data = [0x01, instance, 0, 0, 0, 0];
+    request(conn, "deactivate payload", CMD_DEACTIVATE_PAYLOAD, &data)
+        .await
+        .map(drop)
 }
 
 /// Sends Activate Payload for SOL `instance`; returns the response data.
@@ -679,6 +693,10 @@ mod tests {
 
         fn bmc_session_id(&self) -> u32 {
             0xB0
+        }
+
+        fn use_payload_port(&mut self, _port: u16) -> Result<(), IpmiError> {
+            Ok(())
         }
 
         async fn close(self) {}
@@ -1032,6 +1050,109 @@ mod tests {
         });
         assert!(block_on(c.check()).unwrap());
         assert_eq!(block_on(c.read(Duration::ZERO)).unwrap(), b"out");
+    }
+
+    #[test]
+    fn sol_goes_to_the_port_the_activation_names() {
+        use crate::crypto::{CipherSuite, SessionKeys};
+        use crate::rakp::Established;
+        use crate::session::Session;
+        use crate::wire::{emit_response, SessionPacket};
+        use std::net::UdpSocket;
+
+        let est = |console, bmc| Established {
+            suite: CipherSuite::Suite3,
+            console_session_id: console,
+            bmc_session_id: bmc,
+            keys: SessionKeys {
+                sik: vec![1; 20],
+                k1: vec![2; 20],
+                k2: vec![3; 20],
+            },
+        };
+        // The BMC: IPMI on one socket, SOL on another, whose port it names at activation.
+        let ipmi = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sol = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sol_port = sol.local_addr().unwrap().port();
+        for s in [&ipmi, &sol] {
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        }
+        let sock = async_io::Async::<UdpSocket>::bind(([127, 0, 0, 1], 0)).unwrap();
+        sock.get_ref().connect(ipmi.local_addr().unwrap()).unwrap();
+        let timing = crate::client::Timing {
+            reply_timeout: Duration::from_millis(300),
+            retries: 1,
+        };
+        let conn = Connection::for_test(sock, est(0xC0, 0xB0), timing);
+        let mut bmc = Session::new(est(0xB0, 0xC0));
+        let bmc_thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let mut log = Vec::new();
+            // Activate Payload, on the session's port.
+            let (n, from) = ipmi.recv_from(&mut buf).unwrap();
+            let (pt, req) = bmc.open(&buf[..n]).unwrap();
+            log.push(format!("ipmi {pt:?} cmd {:#04x}", req[5]));
+            let mut data = vec![0, 0, 0, 0, 0x20, 0, 0x20, 0];
+            data.extend_from_slice(&sol_port.to_le_bytes());
+            data.extend_from_slice(&[0xFF, 0xFF]);
+            let out = bmc.seal(PayloadType::Ipmi, &emit_response(&req, 0, &data), [5; 16]);
+            ipmi.send_to(&out, from).unwrap();
+            // Characters, on the payload port: acknowledged, and output sent back.
+            let (n, from) = sol.recv_from(&mut buf).unwrap();
+            let (pt, p) = bmc.open(&buf[..n]).unwrap();
+            let p = SolPacket::parse(&p).unwrap();
+            log.push(format!("sol {pt:?} seq {} {:?}", p.seq, p.data));
+            for reply in [
+                answer(p.seq, p.data.len(), 0),
+                SolPacket {
+                    seq: 1,
+                    ack: 0,
+                    accepted: 0,
+                    flags: 0,
+                    data: b"hi".to_vec(),
+                },
+            ] {
+                let out = bmc.seal(PayloadType::Sol, &reply.emit(), [6; 16]);
+                sol.send_to(&out, from).unwrap();
+            }
+            // The console's acknowledgement of the output, on the payload port too.
+            let (n, _) = sol.recv_from(&mut buf).unwrap();
+            let (_, p) = bmc.open(&buf[..n]).unwrap();
+            let p = SolPacket::parse(&p).unwrap();
+            log.push(format!("sol ack {} accepted {}", p.ack, p.accepted));
+            // Deactivate Payload, on the session's port; nothing else came there.
+            let (n, from) = ipmi.recv_from(&mut buf).unwrap();
+            let (pt, req) = bmc.open(&buf[..n]).unwrap();
+            log.push(format!("ipmi {pt:?} cmd {:#04x}", req[5]));
+            let out = bmc.seal(PayloadType::Ipmi, &emit_response(&req, 0, &[]), [5; 16]);
+            ipmi.send_to(&out, from).unwrap();
+            // Close Session (one try).
+            if let Ok(n) = ipmi.recv(&mut buf) {
+                let p = SessionPacket::parse(&buf[..n], 12).unwrap();
+                log.push(format!("ipmi {:?} (close)", p.payload_type));
+            }
+            log
+        });
+        block_on(async {
+            let mut c = SolConsole::activate(conn, 1, Duration::from_millis(300))
+                .await
+                .expect("activate");
+            assert_eq!(c.activation().port, sol_port);
+            assert_eq!(c.write(b"x").await.expect("write"), 1);
+            assert_eq!(c.read(Duration::from_secs(2)).await.unwrap(), b"hi");
+            c.deactivate().await;
+        });
+        let log = bmc_thread.join().unwrap();
+        assert_eq!(
+            log,
+            [
+                "ipmi Ipmi cmd 0x48",
+                "sol Sol seq 1 [120]",
+                "sol ack 1 accepted 2",
+                "ipmi Ipmi cmd 0x49",
+                "ipmi Ipmi (close)",
+            ]
+        );
     }
 
     #[test]

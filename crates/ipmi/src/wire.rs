@@ -305,6 +305,18 @@ pub fn emit_request(netfn: u8, cmd: u8, rq_seq: u8, data: &[u8]) -> Vec<u8> {
     m
 }
 
+/// Tests: the BMC's response message to request message `req` (as [`emit_request`] builds
+/// it).
+#[cfg(test)]
+pub(crate) fn emit_response(req: &[u8], completion: u8, data: &[u8]) -> Vec<u8> {
+    let mut m = vec![CONSOLE_ADDR, req[1] + 4];
+    m.push(checksum(&m));
+    m.extend_from_slice(&[BMC_ADDR, req[4], req[5], completion]);
+    m.extend_from_slice(data);
+    m.push(checksum(&m[3..]));
+    m
+}
+
 /// A parsed IPMI LAN response message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpmiResponse<'a> {
