@@ -19,13 +19,17 @@ use conduit_ipmi::{
     commands::{ChassisControl, GetChassisStatus},
     crypto::CipherSuite,
     rakp::Credentials,
-    sdr::{self, SensorRecord},
+    sdr::{self, Refresh, SdrCache},
     IpmiBmc,
 };
 #[cfg(feature = "redfish")]
 use conduit_redfish::{RedfishBmc, RedfishError, ResetType, Tls};
 #[cfg(feature = "ipmi")]
 use ipmi_rs_core::app::GetDeviceId;
+
+/// The budget of one SDR repository read (`sdr_read`): what is not read by then is read on
+/// the next poll, from where this one stopped.
+pub const SDR_BUDGET: Duration = Duration::from_secs(20);
 
 #[cfg(not(any(feature = "ipmi", feature = "redfish")))]
 compile_error!("the agent needs at least one BMC protocol: feature `ipmi` or `redfish`");
@@ -323,9 +327,9 @@ enum Backend {
     #[cfg(feature = "ipmi")]
     Ipmi {
         ipmi: Box<IpmiBmc>,
-        // The threshold sensors of its SDR repository, read once and kept (re-read after a
-        // failure, in case the BMC's repository changed).
-        sensors: async_lock::Mutex<Option<Vec<SensorRecord>>>,
+        // The threshold sensors of its SDR repository: read once, in parts if the budget
+        // runs out, and re-read only when Get SDR Repository Info says it changed.
+        sensors: async_lock::Mutex<SdrCache>,
     },
     // Blocking client: its calls run on the blocking pool, one at a time per BMC.
     #[cfg(feature = "redfish")]
@@ -370,7 +374,7 @@ impl Backend {
                 };
                 Ok(Backend::Ipmi {
                     ipmi: Box::new(IpmiBmc::new(c.addr, suite, creds, pace.timing)),
-                    sensors: async_lock::Mutex::new(None),
+                    sensors: async_lock::Mutex::new(SdrCache::new()),
                 })
             }
             other => Err(format!(
@@ -508,8 +512,18 @@ impl Fleet {
         operation: &'static str,
         op: impl Future<Output = Result<T, OpFailure>>,
     ) -> Result<T, OpError> {
+        self.run_within(bmc, operation, self.timeout, op).await
+    }
+
+    /// [`Fleet::run`] with a bound of its own.
+    async fn run_within<T>(
+        &self,
+        bmc: &Bmc,
+        operation: &'static str,
+        timeout: Duration,
+        op: impl Future<Output = Result<T, OpFailure>>,
+    ) -> Result<T, OpError> {
         let start = Instant::now();
-        let timeout = self.timeout;
         let result = with_timeout(timeout, op)
             .await
             .unwrap_or(Err(OpFailure::TimedOut(timeout)));
@@ -613,52 +627,61 @@ impl Fleet {
         .await
     }
 
-    /// Every sensor's current reading: IPMI threshold sensors (SDR repository read on first
-    /// use), or the Redfish chassis' temperatures and fans.
+    /// Every sensor's current reading: IPMI threshold sensors, or the Redfish chassis'
+    /// sensors. For IPMI the SDR repository is brought up to date first, as its own operation
+    /// (`sdr_read`) under its own budget ([`SDR_BUDGET`]): a large repository on a slow BMC is
+    /// read over several polls if it must, never restarted, and not read again until the
+    /// repository's timestamps change. The readings are then one `sensors` operation, several
+    /// requests outstanding on the session.
     pub async fn sensors(&self, id: &str) -> Result<Vec<SensorReading>, OpError> {
         let bmc = self.find(id, "sensors")?;
-        self.run(bmc, "sensors", async {
-            match bmc.backend().await? {
-                #[cfg(feature = "ipmi")]
-                Backend::Ipmi { ipmi, sensors } => {
+        // Detection (`protocol = "auto"`) fails as the sensors operation.
+        let backend = match bmc.backend().await {
+            Ok(b) => b,
+            Err(f) => return self.run(bmc, "sensors", async { Err(f) }).await,
+        };
+        let convert = |name, unit, value, state| SensorReading {
+            name,
+            unit,
+            value,
+            state,
+        };
+        match backend {
+            #[cfg(feature = "ipmi")]
+            Backend::Ipmi { ipmi, sensors } => {
+                self.run_within(bmc, "sdr_read", SDR_BUDGET + self.timeout, async {
                     let mut cache = sensors.lock().await;
-                    if cache.is_none() {
-                        let records = sdr::read_repository(ipmi).await?;
-                        *cache = Some(sdr::threshold_sensors(&records));
+                    if cache.refresh(ipmi.as_ref(), SDR_BUDGET).await? == Refresh::Partial {
+                        log::info!(
+                            "bmc {id}: SDR repository read in part ({} sensors so far); the next poll goes on",
+                            cache.sensors().len()
+                        );
                     }
-                    let mut readings = Vec::new();
-                    for s in cache.as_deref().unwrap_or_default() {
-                        match sdr::read_sensor(ipmi, s).await {
-                            Ok(r) => readings.push(SensorReading {
-                                name: r.name,
-                                unit: r.unit,
-                                value: r.value,
-                                state: r.state,
-                            }),
-                            Err(e) => {
-                                *cache = None;
-                                return Err(e.into());
-                            }
-                        }
-                    }
-                    Ok(readings)
-                }
-                #[cfg(feature = "redfish")]
-                Backend::Redfish(r, lock) => {
+                    Ok(())
+                })
+                .await?;
+                self.run(bmc, "sensors", async {
+                    let cache = sensors.lock().await;
+                    let readings = sdr::read_sensors(ipmi.as_ref(), cache.sensors()).await?;
+                    Ok(readings
+                        .into_iter()
+                        .map(|r| convert(r.name, r.unit, r.value, r.state))
+                        .collect())
+                })
+                .await
+            }
+            #[cfg(feature = "redfish")]
+            Backend::Redfish(r, lock) => {
+                self.run(bmc, "sensors", async {
                     let readings = redfish(r, lock, |r| r.sensors()).await?;
                     Ok(readings
                         .into_iter()
-                        .map(|r| SensorReading {
-                            name: r.name,
-                            unit: r.unit,
-                            value: r.value,
-                            state: r.state,
-                        })
+                        .map(|r| convert(r.name, r.unit, r.value, r.state))
                         .collect())
-                }
+                })
+                .await
             }
-        })
-        .await
+        }
     }
 
     /// Closes every open session, all at once (on shutdown: frees the BMCs' session slots

@@ -44,17 +44,29 @@ impl HealthCache {
         previous
     }
 
-    /// Records a failed poll; returns the previous state.
+    /// Records a failed poll (its readings are no longer current: dropped); returns the
+    /// previous state.
     pub fn record_down(&self, server: &str) -> Option<Health> {
         let mut all = self.write();
         let previous = all.get(server).cloned();
-        all.entry(server.to_owned()).or_default().up = false;
+        let h = all.entry(server.to_owned()).or_default();
+        h.up = false;
+        h.sensors.clear();
         previous
     }
 
-    /// Records the sensor readings of a successful sensor poll.
-    pub fn record_sensors(&self, server: &str, sensors: Vec<SensorReading>) {
-        self.write().entry(server.to_owned()).or_default().sensors = sensors;
+    /// Records the sensor readings of a sensor poll (none when it failed); returns the
+    /// readings they replace.
+    pub fn record_sensors(&self, server: &str, sensors: Vec<SensorReading>) -> Vec<SensorReading> {
+        std::mem::replace(
+            &mut self.write().entry(server.to_owned()).or_default().sensors,
+            sensors,
+        )
+    }
+
+    /// Forgets `server` (removed from the inventory); returns what was known of it.
+    pub fn forget(&self, server: &str) -> Option<Health> {
+        self.write().remove(server)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Health>> {

@@ -71,27 +71,50 @@ async fn poll_all(
     }
 }
 
+fn sensor_labels(server_id: &str, r: &crate::fleet::SensorReading) -> SensorLabels {
+    SensorLabels {
+        server_id: server_id.to_owned(),
+        sensor: sanitize_value(&r.name),
+        unit: r.unit,
+    }
+}
+
+/// Publishes `readings` and removes the series of `previous` readings that are not among
+/// them: a sensor that is unavailable now, or gone from the repository, has no series rather
+/// than a stale one.
 fn publish_sensors(
     metrics: &AgentMetrics,
     server_id: &str,
     readings: &[crate::fleet::SensorReading],
+    previous: &[crate::fleet::SensorReading],
 ) {
+    let mut current = std::collections::HashSet::new();
     for r in readings {
-        let labels = SensorLabels {
-            server_id: server_id.to_owned(),
-            sensor: sanitize_value(&r.name),
-            unit: r.unit,
-        };
-        match r.value {
-            Some(v) => {
-                metrics.bmc_sensor_value.with(&labels, |g| g.set(v));
-            }
-            // No value now: no series, rather than a stale or invented one.
-            None => {
-                metrics.bmc_sensor_value.remove(&labels);
-            }
+        let labels = sensor_labels(server_id, r);
+        if let Some(v) = r.value {
+            metrics.bmc_sensor_value.with(&labels, |g| g.set(v));
+            current.insert(labels);
         }
     }
+    for r in previous {
+        let labels = sensor_labels(server_id, r);
+        if !current.contains(&labels) {
+            metrics.bmc_sensor_value.remove(&labels);
+        }
+    }
+}
+
+/// Removes every series of `server_id` that is a reading (not `agent_bmc_up`, which says
+/// why they are gone).
+pub fn unpublish(
+    metrics: &AgentMetrics,
+    server_id: &str,
+    previous: &[crate::fleet::SensorReading],
+) {
+    publish_sensors(metrics, server_id, &[], previous);
+    metrics.bmc_power_on.remove(&ServerId {
+        server_id: server_id.to_owned(),
+    });
 }
 
 async fn poll_one(fleet: &Fleet, metrics: &AgentMetrics, bmc: &Bmc) {
@@ -118,15 +141,24 @@ async fn poll_one(fleet: &Fleet, metrics: &AgentMetrics, bmc: &Bmc) {
             }
             match fleet.sensors(id).await {
                 Ok(readings) => {
-                    publish_sensors(metrics, id, &readings);
-                    fleet.health().record_sensors(id, readings);
+                    let previous = fleet.health().record_sensors(id, readings.clone());
+                    publish_sensors(metrics, id, &readings, &previous);
                 }
-                Err(e) => log::debug!("{e}"),
+                Err(e) => {
+                    // No current readings: no sensor series.
+                    let previous = fleet.health().record_sensors(id, Vec::new());
+                    publish_sensors(metrics, id, &[], &previous);
+                    log::debug!("{e}");
+                }
             }
         }
         Err(e) => {
             let previous = fleet.health().record_down(id);
             metrics.bmc_up.with(&server, |g| g.set(0));
+            // Down: its readings are not current any more.
+            if let Some(p) = &previous {
+                unpublish(metrics, id, &p.sensors);
+            }
             // Logged on the transition to down (and on a first failure), not every round.
             if previous.is_none_or(|h| h.up) {
                 log::warn!("{e}");

@@ -322,3 +322,63 @@ fn a_full_series_cap_does_not_blank_the_api() {
         "{text}"
     );
 }
+
+/// Never a stale reading as current: while the BMC is unreachable its sensor (and power)
+/// series are gone and `agent_bmc_up` is 0; they come back with it.
+#[test]
+fn sensor_series_go_with_the_bmc_and_come_back_with_it() {
+    let mut sim = IpmiSim::start();
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = TempDir::new("agent-stale");
+    let cfg = config(&dir, &sim, &silent);
+    let agent = start_component("conduit-agent", &["--config", cfg.to_str().unwrap()]);
+    let cpu = [
+        ("server_id", "sim1"),
+        ("sensor", "CPU Temp"),
+        ("unit", "celsius"),
+    ];
+    let polled = |want_up: f64| {
+        wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
+            let t = get(agent.addr, "/metrics", &[]).text();
+            (sample(&t, "agent_bmc_up", &[("server_id", "sim1")]) == Some(want_up)).then_some(t)
+        })
+        .unwrap_or_else(|| panic!("agent_bmc_up never {want_up}; log:\n{}", agent.proc.log()))
+    };
+    let text = wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
+        let t = get(agent.addr, "/metrics", &[]).text();
+        sample(&t, "agent_bmc_sensor_value", &cpu).map(|_| t)
+    })
+    .expect("CPU Temp published");
+    assert_eq!(
+        sample(&text, "agent_bmc_up", &[("server_id", "sim1")]),
+        Some(1.0)
+    );
+
+    sim.stop();
+    let text = polled(0.0);
+    assert_eq!(
+        sample(&text, "agent_bmc_sensor_value", &cpu),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "agent_bmc_power_on", &[("server_id", "sim1")]),
+        None,
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"agent_bmc_sensor_value{server_id="sim1""#),
+        "{text}"
+    );
+
+    sim.restart();
+    let text = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
+        let t = get(agent.addr, "/metrics", &[]).text();
+        sample(&t, "agent_bmc_sensor_value", &cpu).map(|_| t)
+    })
+    .expect("CPU Temp back with the BMC");
+    assert_eq!(
+        sample(&text, "agent_bmc_up", &[("server_id", "sim1")]),
+        Some(1.0)
+    );
+}
