@@ -329,7 +329,7 @@ enum Backend {
         ipmi: Box<IpmiBmc>,
         // The threshold sensors of its SDR repository: read once, in parts if the budget
         // runs out, and re-read only when Get SDR Repository Info says it changed.
-        sensors: async_lock::Mutex<SdrCache>,
+        sensors: Box<async_lock::Mutex<SdrCache>>,
     },
     // Blocking client: its calls run on the blocking pool, one at a time per BMC.
     #[cfg(feature = "redfish")]
@@ -374,7 +374,7 @@ impl Backend {
                 };
                 Ok(Backend::Ipmi {
                     ipmi: Box::new(IpmiBmc::new(c.addr, suite, creds, pace.timing)),
-                    sensors: async_lock::Mutex::new(SdrCache::new()),
+                    sensors: Box::new(async_lock::Mutex::new(SdrCache::new())),
                 })
             }
             other => Err(format!(
