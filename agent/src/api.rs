@@ -12,7 +12,7 @@ use conduit_http::rpc::{check_bearer, unary, unary_deferred, Code, RpcError, Rpc
 use conduit_http::{Method, Request, Response};
 
 use crate::discovery::Discovery;
-use crate::fleet::{Fleet, OpError, OpFailure, PowerAction};
+use crate::fleet::{BootDevice, Fleet, OpError, OpFailure, PowerAction};
 use crate::operations::Operations;
 #[cfg(feature = "ipmi")]
 use conduit_ipmi::client::IpmiError;
@@ -29,7 +29,9 @@ fn rpc_error(e: OpError) -> RpcError {
         #[cfg(feature = "redfish")]
         OpFailure::Redfish(
             conduit_redfish::RedfishError::NotAdvertised { .. }
-            | conduit_redfish::RedfishError::Rejected { .. },
+            | conduit_redfish::RedfishError::Rejected { .. }
+            | conduit_redfish::RedfishError::Unsupported { .. }
+            | conduit_redfish::RedfishError::Refused { .. },
         ) => Code::FailedPrecondition,
         #[cfg(feature = "redfish")]
         OpFailure::Redfish(_) => Code::Unavailable,
@@ -122,6 +124,67 @@ async fn sensors(fleet: Arc<Fleet>, id: String) -> Result<GetSensorsResponse, Rp
     })
 }
 
+fn parse_device(device: &str) -> Result<BootDevice, RpcError> {
+    BootDevice::parse(device).ok_or_else(|| {
+        RpcError::new(
+            Code::InvalidArgument,
+            format!("unknown boot device {device:?}: pxe, disk, cdrom or bios"),
+        )
+    })
+}
+
+fn boot_response(id: String, b: crate::fleet::BootSetting) -> BootDeviceResponse {
+    BootDeviceResponse {
+        server_id: id,
+        device: b.device.to_owned(),
+        persistent: b.persistent,
+    }
+}
+
+async fn get_boot(fleet: Arc<Fleet>, id: String) -> Result<BootDeviceResponse, RpcError> {
+    let b = fleet.boot(&id).await.map_err(rpc_error)?;
+    Ok(boot_response(id, b))
+}
+
+/// Sets the override, then answers with what the BMC holds now (some services apply it their
+/// own way: the answer says what took).
+async fn set_boot(
+    fleet: Arc<Fleet>,
+    id: String,
+    device: BootDevice,
+    persistent: bool,
+) -> Result<BootDeviceResponse, RpcError> {
+    fleet
+        .set_boot(&id, device, persistent)
+        .await
+        .map_err(rpc_error)?;
+    get_boot(fleet, id).await
+}
+
+async fn events(fleet: Arc<Fleet>, id: String) -> Result<EventLogResponse, RpcError> {
+    let log = fleet.events(&id).await.map_err(rpc_error)?;
+    Ok(EventLogResponse {
+        server_id: id,
+        complete: log.complete,
+        events: log
+            .events
+            .into_iter()
+            .map(|e| LogEvent {
+                id: e.id,
+                time: e.time,
+                sensor: e.sensor,
+                event: e.event,
+                severity: e.severity.to_owned(),
+            })
+            .collect(),
+    })
+}
+
+async fn clear_events(fleet: Arc<Fleet>, id: String) -> Result<ClearEventLogResponse, RpcError> {
+    fleet.clear_events(&id).await.map_err(rpc_error)?;
+    Ok(ClearEventLogResponse { server_id: id })
+}
+
 /// The BMC operations of the API, each submitted to the operations executor.
 #[derive(Clone)]
 struct Bmcs {
@@ -137,6 +200,16 @@ impl Bmcs {
     {
         let (fleet, owned) = (self.fleet.clone(), id.to_owned());
         self.ops.submit(id, move || op(fleet, owned))
+    }
+
+    fn set_boot(&self, id: &str, device: &str, persistent: bool) -> RpcFuture<BootDeviceResponse> {
+        let device = match parse_device(device) {
+            Ok(d) => d,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let (fleet, owned) = (self.fleet.clone(), id.to_owned());
+        self.ops
+            .submit(id, move || set_boot(fleet, owned, device, persistent))
     }
 
     fn power(&self, id: &str, word: &str) -> RpcFuture<PowerActionResponse> {
@@ -223,6 +296,70 @@ pub fn routes(
         bmcs,
     );
     let (f1, f2) = (fleet.clone(), fleet);
+    let router = router
+        .route(
+            Method::Post,
+            "/conduit.agent.v1.BmcService/GetBootDevice",
+            unary_deferred(BMC_SERVICE, "GetBootDevice", token.clone(), rpc.clone(), {
+                let b = b6.clone();
+                move |r: ServerRequest| b.submit(&r.server_id, get_boot)
+            }),
+        )
+        .route(
+            Method::Post,
+            "/conduit.agent.v1.BmcService/SetBootDevice",
+            unary_deferred(BMC_SERVICE, "SetBootDevice", token.clone(), rpc.clone(), {
+                let b = b6.clone();
+                move |r: SetBootDeviceRequest| b.set_boot(&r.server_id, &r.device, r.persistent)
+            }),
+        )
+        .route(
+            Method::Post,
+            "/conduit.agent.v1.BmcService/GetEventLog",
+            unary_deferred(BMC_SERVICE, "GetEventLog", token.clone(), rpc.clone(), {
+                let b = b6.clone();
+                move |r: ServerRequest| b.submit(&r.server_id, events)
+            }),
+        )
+        .route(
+            Method::Post,
+            "/conduit.agent.v1.BmcService/ClearEventLog",
+            unary_deferred(BMC_SERVICE, "ClearEventLog", token.clone(), rpc.clone(), {
+                let b = b6.clone();
+                move |r: ServerRequest| b.submit(&r.server_id, clear_events)
+            }),
+        )
+        .route(Method::Get, "/api/v1/servers/{id}/boot", {
+            let b = b6.clone();
+            rest_deferred(token.clone(), move |req| {
+                b.submit(req.param("id").unwrap_or_default(), get_boot)
+            })
+        })
+        .route(Method::Post, "/api/v1/servers/{id}/boot/{device}", {
+            let b = b6.clone();
+            rest_deferred(token.clone(), move |req| {
+                let persistent = req
+                    .query_param("persistent")
+                    .is_some_and(|v| v == "1" || v == "true");
+                b.set_boot(
+                    req.param("id").unwrap_or_default(),
+                    req.param("device").unwrap_or_default(),
+                    persistent,
+                )
+            })
+        })
+        .route(Method::Get, "/api/v1/servers/{id}/events", {
+            let b = b6.clone();
+            rest_deferred(token.clone(), move |req| {
+                b.submit(req.param("id").unwrap_or_default(), events)
+            })
+        })
+        .route(Method::Delete, "/api/v1/servers/{id}/events", {
+            let b = b6.clone();
+            rest_deferred(token.clone(), move |req| {
+                b.submit(req.param("id").unwrap_or_default(), clear_events)
+            })
+        });
     router
         .route(
             Method::Post,

@@ -1,7 +1,8 @@
-//! The technician's commands (`conduit-agent servers|power|info|sensors|discover`), on the same
+//! The technician's commands (`conduit-agent servers|power|info|sensors|boot|events|discover`),
+//! on the same
 //! code paths as the service: a [`Fleet`] over the configured BMCs, its operations and metrics.
 
-use crate::fleet::{Fleet, PowerAction};
+use crate::fleet::{BootDevice, Fleet, PowerAction};
 use conduit_metrics::catalog::CatalogBuilder;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,7 +18,15 @@ pub enum Command {
     Info(String),
     Sensors(String),
     Discover,
+    /// Show the boot override, or set one (device, persistent).
+    Boot(String, Option<(BootDevice, bool)>),
+    /// Read the event log.
+    Events(String),
+    /// Clear the event log (`--yes` given).
+    ClearEvents(String),
 }
+
+const BOOT_USAGE: &str = "usage: boot <server> [pxe|disk|cdrom|bios [--persistent]]";
 
 /// Parses the words after the flags.
 pub fn command(words: &[String]) -> Result<Command, String> {
@@ -37,6 +46,25 @@ pub fn command(words: &[String]) -> Result<Command, String> {
         ["info", ..] => Err("usage: info <server>".into()),
         ["sensors", server] => Ok(Command::Sensors(server.to_string())),
         ["discover"] => Ok(Command::Discover),
+        ["boot", server] => Ok(Command::Boot(server.to_string(), None)),
+        ["boot", server, device, rest @ ..] if rest.len() <= 1 => {
+            let persistent = match rest {
+                [] => false,
+                ["--persistent"] => true,
+                _ => return Err(BOOT_USAGE.into()),
+            };
+            let d = BootDevice::parse(device).ok_or_else(|| {
+                format!("unknown boot device {device:?}: pxe, disk, cdrom or bios")
+            })?;
+            Ok(Command::Boot(server.to_string(), Some((d, persistent))))
+        }
+        ["boot", ..] => Err(BOOT_USAGE.into()),
+        ["events", server] => Ok(Command::Events(server.to_string())),
+        ["events", server, "clear", "--yes"] => Ok(Command::ClearEvents(server.to_string())),
+        ["events", _, "clear"] => {
+            Err("clearing the event log cannot be undone: add --yes to do it".into())
+        }
+        ["events", ..] => Err("usage: events <server> [clear --yes]".into()),
         ["sensors", ..] => Err("usage: sensors <server>".into()),
         [other, ..] => Err(format!("unknown command {other:?}")),
         [] => Err("no command".into()),
@@ -108,6 +136,53 @@ pub fn run(cmd: Command, config: &Config) -> anyhow::Result<()> {
                 println!("product\t{}", id.product);
                 println!("firmware\t{}", id.firmware);
             }),
+            Command::Boot(server, None) => fleet.boot(&server).await.map(|b| {
+                println!(
+                    "{}\t{}",
+                    b.device,
+                    if b.persistent {
+                        "persistent"
+                    } else {
+                        "next boot"
+                    }
+                );
+            }),
+            Command::Boot(server, Some((device, persistent))) => {
+                match fleet.set_boot(&server, device, persistent).await {
+                    Ok(()) => fleet.boot(&server).await.map(|b| {
+                        println!(
+                            "{}\t{}",
+                            b.device,
+                            if b.persistent {
+                                "persistent"
+                            } else {
+                                "next boot"
+                            }
+                        );
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
+            Command::Events(server) => fleet.events(&server).await.map(|log| {
+                for e in &log.events {
+                    let when = e.time.map_or("-".to_owned(), |t| {
+                        conduit_service::logging::utc_timestamp(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t),
+                        )
+                    });
+                    println!(
+                        "{}\t{when}\t{}\t{}\t{}",
+                        e.id, e.severity, e.sensor, e.event
+                    );
+                }
+                if !log.complete {
+                    eprintln!("(the log is longer than the agent reads at once: oldest shown)");
+                }
+            }),
+            Command::ClearEvents(server) => fleet
+                .clear_events(&server)
+                .await
+                .map(|()| println!("cleared")),
             Command::Sensors(server) => fleet.sensors(&server).await.map(|readings| {
                 for r in readings {
                     let value = r.value.map_or("-".to_owned(), |v| format!("{v}"));

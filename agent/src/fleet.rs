@@ -128,6 +128,99 @@ pub struct BmcIdentity {
     pub firmware: String,
 }
 
+/// A boot device to override the boot order with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootDevice {
+    /// Network (PXE).
+    Pxe,
+    /// The local disk.
+    Disk,
+    /// The CD/DVD drive (or a virtual one).
+    Cdrom,
+    /// The firmware's setup screens.
+    BiosSetup,
+}
+
+impl BootDevice {
+    /// Every device, by its CLI/API word.
+    pub const ALL: [BootDevice; 4] = [
+        BootDevice::Pxe,
+        BootDevice::Disk,
+        BootDevice::Cdrom,
+        BootDevice::BiosSetup,
+    ];
+
+    /// From the CLI/API word: `pxe`, `disk`, `cdrom`, `bios`.
+    pub fn parse(s: &str) -> Option<BootDevice> {
+        BootDevice::ALL.into_iter().find(|d| d.word() == s)
+    }
+
+    /// The CLI/API word.
+    pub fn word(self) -> &'static str {
+        match self {
+            BootDevice::Pxe => "pxe",
+            BootDevice::Disk => "disk",
+            BootDevice::Cdrom => "cdrom",
+            BootDevice::BiosSetup => "bios",
+        }
+    }
+
+    #[cfg(feature = "ipmi")]
+    fn ipmi(self) -> conduit_ipmi::boot::BootDevice {
+        use conduit_ipmi::boot::BootDevice as D;
+        match self {
+            BootDevice::Pxe => D::Pxe,
+            BootDevice::Disk => D::Disk,
+            BootDevice::Cdrom => D::Cdrom,
+            BootDevice::BiosSetup => D::BiosSetup,
+        }
+    }
+
+    #[cfg(feature = "redfish")]
+    fn redfish(self) -> conduit_redfish::BootTarget {
+        use conduit_redfish::BootTarget as T;
+        match self {
+            BootDevice::Pxe => T::Pxe,
+            BootDevice::Disk => T::Hdd,
+            BootDevice::Cdrom => T::Cd,
+            BootDevice::BiosSetup => T::BiosSetup,
+        }
+    }
+}
+
+/// The boot override a BMC holds now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootSetting {
+    /// `none` (the normal boot order), a [`BootDevice`] word, or `other`.
+    pub device: &'static str,
+    /// Every boot until changed, rather than the next one only.
+    pub persistent: bool,
+}
+
+/// One entry of a BMC's event log (IPMI SEL, Redfish LogService entries).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEvent {
+    /// The entry's id on the BMC.
+    pub id: String,
+    /// When it was logged (Unix seconds), if the BMC says.
+    pub time: Option<f64>,
+    /// Which sensor (untrusted text from the BMC).
+    pub sensor: String,
+    /// What happened (untrusted text from the BMC).
+    pub event: String,
+    /// `info`, `warning`, `critical` or `unknown`.
+    pub severity: &'static str,
+}
+
+/// A BMC's event log as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventLog {
+    /// Entries, oldest first where the BMC orders them so.
+    pub events: Vec<LogEvent>,
+    /// False when a bound on entries or pages cut the read short.
+    pub complete: bool,
+}
+
 /// Why an operation failed.
 #[derive(Debug)]
 pub enum OpFailure {
@@ -157,6 +250,8 @@ impl OpFailure {
             OpFailure::Redfish(
                 RedfishError::NotAdvertised { .. }
                 | RedfishError::Rejected { .. }
+                | RedfishError::Unsupported { .. }
+                | RedfishError::Refused { .. }
                 | RedfishError::Status { .. },
             ) => false,
             _ => true,
@@ -682,6 +777,153 @@ impl Fleet {
                 .await
             }
         }
+    }
+
+    /// Overrides the boot device: the next boot only, or every boot until changed
+    /// (`boot_set`: IPMI Set System Boot Options, Redfish `Boot` override).
+    pub async fn set_boot(
+        &self,
+        id: &str,
+        device: BootDevice,
+        persistent: bool,
+    ) -> Result<(), OpError> {
+        let bmc = self.find(id, "boot_set")?;
+        self.run(bmc, "boot_set", async {
+            match bmc.backend().await? {
+                #[cfg(feature = "ipmi")]
+                Backend::Ipmi { ipmi, .. } => {
+                    use conduit_ipmi::boot::{self, BootOverride, Persistence};
+                    let persistence = if persistent {
+                        Persistence::Persistent
+                    } else {
+                        Persistence::NextBoot
+                    };
+                    let o = BootOverride {
+                        device: device.ipmi(),
+                        persistence,
+                        efi: false,
+                    };
+                    Ok(boot::set_boot_override(ipmi, o).await?)
+                }
+                #[cfg(feature = "redfish")]
+                Backend::Redfish(r, lock) => {
+                    use conduit_redfish::BootPersistence;
+                    let p = if persistent {
+                        BootPersistence::Continuous
+                    } else {
+                        BootPersistence::Once
+                    };
+                    redfish(r, lock, move |r| r.set_boot(device.redfish(), p)).await
+                }
+            }
+        })
+        .await
+    }
+
+    /// The boot override the BMC holds (`boot_get`).
+    pub async fn boot(&self, id: &str) -> Result<BootSetting, OpError> {
+        let bmc = self.find(id, "boot_get")?;
+        self.run(bmc, "boot_get", async {
+            match bmc.backend().await? {
+                #[cfg(feature = "ipmi")]
+                Backend::Ipmi { ipmi, .. } => {
+                    use conduit_ipmi::boot::{self, BootDevice as D, Persistence};
+                    // The device the flags hold, valid bit or not: a BMC clears the bit
+                    // once the override is used (or, on some, 60 s after it was set) but the
+                    // device still says what was asked for; ipmi_sim never sets it.
+                    let f = boot::boot_flags(ipmi).await?;
+                    let device = match f.boot.device {
+                        D::NoOverride => "none",
+                        D::Pxe => "pxe",
+                        D::Disk => "disk",
+                        D::Cdrom => "cdrom",
+                        D::BiosSetup => "bios",
+                        D::Other(_) => "other",
+                    };
+                    Ok(BootSetting {
+                        device,
+                        persistent: f.boot.persistence == Persistence::Persistent,
+                    })
+                }
+                #[cfg(feature = "redfish")]
+                Backend::Redfish(r, lock) => {
+                    use conduit_redfish::{BootEnabled, BootSource, BootTarget as T};
+                    let b = redfish(r, lock, |r| r.boot()).await?;
+                    let device = match (&b.enabled, &b.target) {
+                        (BootEnabled::Disabled, _) | (_, BootSource::None) => "none",
+                        (_, BootSource::Target(T::Pxe)) => "pxe",
+                        (_, BootSource::Target(T::Hdd)) => "disk",
+                        (_, BootSource::Target(T::Cd)) => "cdrom",
+                        (_, BootSource::Target(T::BiosSetup)) => "bios",
+                        (_, BootSource::Other(_)) => "other",
+                    };
+                    Ok(BootSetting {
+                        device,
+                        persistent: device != "none" && b.enabled == BootEnabled::Continuous,
+                    })
+                }
+            }
+        })
+        .await
+    }
+
+    /// The BMC's event log (`sel_read`: the IPMI SEL; Redfish, the entries of the SEL log
+    /// services, else of every log service of the system), under the SDR budget: a full log
+    /// of a slow BMC takes longer than one operation timeout.
+    pub async fn events(&self, id: &str) -> Result<EventLog, OpError> {
+        let bmc = self.find(id, "sel_read")?;
+        self.run_within(bmc, "sel_read", SDR_BUDGET, async {
+            match bmc.backend().await? {
+                #[cfg(feature = "ipmi")]
+                Backend::Ipmi { ipmi, .. } => {
+                    let entries = conduit_ipmi::sel::read_sel(ipmi.as_ref()).await?;
+                    Ok(EventLog {
+                        events: entries.iter().map(crate::event_log::from_sel).collect(),
+                        complete: entries.len() < conduit_ipmi::sel::MAX_ENTRIES,
+                    })
+                }
+                #[cfg(feature = "redfish")]
+                Backend::Redfish(r, lock) => {
+                    redfish(r, lock, |r| {
+                        let mut log = EventLog {
+                            events: Vec::new(),
+                            complete: true,
+                        };
+                        for s in crate::event_log::event_services(r.log_services()?) {
+                            let e = r.log_entries(&s)?;
+                            log.complete &= e.complete;
+                            log.events
+                                .extend(e.entries.iter().map(crate::event_log::from_redfish));
+                        }
+                        Ok(log)
+                    })
+                    .await
+                }
+            }
+        })
+        .await
+    }
+
+    /// Clears the BMC's event log (`sel_clear`), the same logs [`Fleet::events`] reads.
+    pub async fn clear_events(&self, id: &str) -> Result<(), OpError> {
+        let bmc = self.find(id, "sel_clear")?;
+        self.run_within(bmc, "sel_clear", SDR_BUDGET, async {
+            match bmc.backend().await? {
+                #[cfg(feature = "ipmi")]
+                Backend::Ipmi { ipmi, .. } => Ok(conduit_ipmi::sel::clear_sel(ipmi).await?),
+                #[cfg(feature = "redfish")]
+                Backend::Redfish(r, lock) => {
+                    redfish(r, lock, |r| {
+                        for s in crate::event_log::event_services(r.log_services()?) {
+                            r.clear_log(&s)?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                }
+            }
+        })
+        .await
     }
 
     /// Closes every open session, all at once (on shutdown: frees the BMCs' session slots

@@ -14,6 +14,7 @@ pub mod config;
 #[cfg(any(feature = "sol", feature = "vnc"))]
 pub mod console;
 pub mod discovery;
+pub mod event_log;
 pub mod fleet;
 pub mod health;
 pub mod metrics;

@@ -18,6 +18,12 @@ Usage: conduit-agent [OPTIONS]           Serve /metrics, /health, the API and th
                                          The BMC's identity (IPMI Get Device ID)
        conduit-agent [OPTIONS] sensors <server>
                                          Sensor readings from the BMC's SDR repository
+       conduit-agent [OPTIONS] boot <server> [pxe|disk|cdrom|bios [--persistent]]
+                                         Show the boot device override, or set one (next
+                                         boot only unless --persistent)
+       conduit-agent [OPTIONS] events <server> [clear --yes]
+                                         The BMC's event log (IPMI SEL, Redfish log
+                                         services); `clear --yes` empties it
        conduit-agent [OPTIONS] discover  Scan the configured discovery ranges once
 
 The commands talk to the BMCs directly, with the same configuration and code as the service;

@@ -39,6 +39,68 @@ pub mod agent {
         pub servers: Vec<Server>,
     }
 
+    /// SetBootDevice request: override the boot device.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct SetBootDeviceRequest {
+        /// Server id.
+        pub server_id: String,
+        /// `pxe`, `disk`, `cdrom` or `bios`.
+        pub device: String,
+        /// Every boot until changed; the next boot only when false (the default).
+        #[serde(default)]
+        pub persistent: bool,
+    }
+
+    /// SetBootDevice and GetBootDevice response: the override the BMC holds.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct BootDeviceResponse {
+        /// Server id.
+        pub server_id: String,
+        /// `none`, `pxe`, `disk`, `cdrom`, `bios` or `other`.
+        pub device: String,
+        /// Every boot until changed.
+        pub persistent: bool,
+    }
+
+    /// One event of a BMC's event log.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct LogEvent {
+        /// The entry's id on the BMC.
+        pub id: String,
+        /// When it was logged (Unix seconds), if the BMC says.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        pub time: Option<f64>,
+        /// Which sensor.
+        pub sensor: String,
+        /// What happened.
+        pub event: String,
+        /// `info`, `warning`, `critical` or `unknown`.
+        pub severity: String,
+    }
+
+    /// GetEventLog response.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct EventLogResponse {
+        /// Server id.
+        pub server_id: String,
+        /// The entries.
+        pub events: Vec<LogEvent>,
+        /// False when a bound on entries cut the read short.
+        pub complete: bool,
+    }
+
+    /// ClearEventLog response.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ClearEventLogResponse {
+        /// Server id.
+        pub server_id: String,
+    }
+
     /// CreateConsoleTicket request: a one-time ticket to open one console.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]

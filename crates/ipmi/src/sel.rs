@@ -121,6 +121,92 @@ impl Severity {
     }
 }
 
+/// The name of an IPMI sensor type (IPMI 2.0 table 42-3), `oem` or `reserved` beyond it.
+pub fn sensor_type_name(code: u8) -> &'static str {
+    const NAMES: [&str; 0x2D] = [
+        "reserved",
+        "temperature",
+        "voltage",
+        "current",
+        "fan",
+        "physical security",
+        "platform security",
+        "processor",
+        "power supply",
+        "power unit",
+        "cooling device",
+        "other units-based sensor",
+        "memory",
+        "drive slot",
+        "POST memory resize",
+        "system firmware progress",
+        "event logging disabled",
+        "watchdog 1",
+        "system event",
+        "critical interrupt",
+        "button/switch",
+        "module/board",
+        "microcontroller/coprocessor",
+        "add-in card",
+        "chassis",
+        "chip set",
+        "other FRU",
+        "cable/interconnect",
+        "terminator",
+        "system boot initiated",
+        "boot error",
+        "OS boot",
+        "OS critical stop",
+        "slot/connector",
+        "system ACPI power state",
+        "watchdog 2",
+        "platform alert",
+        "entity presence",
+        "monitor ASIC/IC",
+        "LAN",
+        "management subsystem health",
+        "battery",
+        "session audit",
+        "version change",
+        "FRU state",
+    ];
+    match code {
+        0xC0..=0xFF => "oem",
+        c => NAMES.get(usize::from(c)).copied().unwrap_or("reserved"),
+    }
+}
+
+impl SystemEvent {
+    /// What happened, in words: the threshold crossed for threshold sensors (table 42-2),
+    /// else the event type and offset; then whether it was asserted or deasserted.
+    pub fn describe(&self) -> String {
+        const THRESHOLDS: [&str; 12] = [
+            "lower non-critical going low",
+            "lower non-critical going high",
+            "lower critical going low",
+            "lower critical going high",
+            "lower non-recoverable going low",
+            "lower non-recoverable going high",
+            "upper non-critical going low",
+            "upper non-critical going high",
+            "upper critical going low",
+            "upper critical going high",
+            "upper non-recoverable going low",
+            "upper non-recoverable going high",
+        ];
+        let what = match (self.event_type, THRESHOLDS.get(usize::from(self.offset()))) {
+            (0x01, Some(t)) => (*t).to_owned(),
+            (t, _) => format!("event type {t:#04x} offset {}", self.offset()),
+        };
+        let dir = if self.deassertion {
+            "deasserted"
+        } else {
+            "asserted"
+        };
+        format!("{what} {dir}")
+    }
+}
+
 /// A system event record (record type 0x02).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SystemEvent {
@@ -421,6 +507,14 @@ fn erase_done(r: &[u8]) -> Result<bool, IpmiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sensor_type_names() {
+        assert_eq!(sensor_type_name(0x01), "temperature");
+        assert_eq!(sensor_type_name(0x2C), "FRU state");
+        assert_eq!(sensor_type_name(0x2D), "reserved");
+        assert_eq!(sensor_type_name(0xC5), "oem");
+    }
     use futures_lite::future::block_on;
     use std::cell::{Cell, RefCell};
 
