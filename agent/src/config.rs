@@ -269,8 +269,9 @@ fn default_protocol() -> Spanned<String> {
     Spanned::new(0..0, "ipmi".to_owned())
 }
 
-/// One BMC, validated.
-#[derive(Debug, Clone)]
+/// One BMC, validated. Equal when nothing about the BMC changed (secrets included): a reload
+/// keeps its sessions and consoles then.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BmcConfig {
     /// Operator-chosen id (metric label `server_id`).
     pub id: String,

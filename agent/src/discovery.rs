@@ -183,12 +183,25 @@ async fn scan_beating(cfg: &DiscoveryConfig, beat: Option<&Heartbeat>) -> Report
     }
 }
 
+/// The configured BMCs by address and type (auto BMCs have no type until a scan tells).
+fn inventory(config: &Config) -> Vec<(IpAddr, &'static str)> {
+    config
+        .bmcs
+        .iter()
+        .filter_map(|b| match b.protocol {
+            Protocol::Ipmi => Some((b.addr.ip(), "ipmi")),
+            Protocol::Redfish => Some((b.addr.ip(), "redfish")),
+            Protocol::Auto => None,
+        })
+        .collect()
+}
+
 /// Runs discovery cycles and publishes their metrics; keeps the last result.
 #[derive(Debug)]
 pub struct Discovery {
     cfg: DiscoveryConfig,
-    // The static inventory: address and configured type.
-    inventory: Vec<(IpAddr, &'static str)>,
+    // The inventory: address and configured type (replaced on reload).
+    inventory: Mutex<Vec<(IpAddr, &'static str)>>,
     metrics: Arc<AgentMetrics>,
     last: Mutex<Vec<Found>>,
 }
@@ -196,22 +209,17 @@ pub struct Discovery {
 impl Discovery {
     /// Discovery for `config`.
     pub fn new(config: &Config, metrics: Arc<AgentMetrics>) -> Discovery {
-        // Auto BMCs have no type until a scan tells.
-        let inventory = config
-            .bmcs
-            .iter()
-            .filter_map(|b| match b.protocol {
-                Protocol::Ipmi => Some((b.addr.ip(), "ipmi")),
-                Protocol::Redfish => Some((b.addr.ip(), "redfish")),
-                Protocol::Auto => None,
-            })
-            .collect();
         Discovery {
             cfg: config.discovery.clone(),
-            inventory,
+            inventory: Mutex::new(inventory(config)),
             metrics,
             last: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Counts `config`'s inventory from the next cycle on (a reload; the ranges stay).
+    pub fn set_inventory(&self, config: &Config) {
+        *self.inventory.lock().unwrap_or_else(|e| e.into_inner()) = inventory(config);
     }
 
     /// BMCs found by the last cycle.
@@ -233,8 +241,13 @@ impl Discovery {
         }
         // Every BMC known: each inventory entry as configured, plus what the scan found at
         // addresses the inventory does not name.
-        let configured: HashSet<IpAddr> = self.inventory.iter().map(|(ip, _)| *ip).collect();
-        let types = self.inventory.iter().map(|(_, t)| *t).chain(
+        let inventory = self
+            .inventory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let configured: HashSet<IpAddr> = inventory.iter().map(|(ip, _)| *ip).collect();
+        let types = inventory.iter().map(|(_, t)| *t).chain(
             report
                 .found
                 .iter()

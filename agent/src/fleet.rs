@@ -503,10 +503,72 @@ async fn redfish<T: Send + 'static>(
 /// The inventory's BMCs and the operations on them.
 #[derive(Debug)]
 pub struct Fleet {
-    bmcs: Vec<Arc<Bmc>>,
+    // Swapped whole by a reload; readers take a snapshot.
+    bmcs: std::sync::RwLock<Arc<Vec<Arc<Bmc>>>>,
     health: crate::health::HealthCache,
     metrics: Arc<AgentMetrics>,
     timeout: Duration,
+    pace: Pace,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Servers new to the inventory.
+    pub added: Vec<String>,
+    /// Servers whose configuration changed (new sessions; their consoles end).
+    pub changed: Vec<String>,
+    /// Servers gone from the inventory.
+    pub removed: Vec<String>,
+    /// The BMCs replaced or removed: their sessions are to be closed.
+    pub retired: Vec<Arc<Bmc>>,
+    /// What the poller had learnt of them (their series are to be removed).
+    pub forgotten: Vec<(String, crate::health::Health)>,
+}
+
+impl Bmc {
+    fn new(c: &BmcConfig, pace: Pace) -> Result<Bmc, String> {
+        let backend = if c.protocol == Protocol::Auto {
+            BmcBackend::Auto(Box::new(Auto {
+                config: c.clone(),
+                pace,
+                detected: async_lock::OnceCell::new(),
+            }))
+        } else {
+            BmcBackend::Known(Backend::new(c, pace)?)
+        };
+        Ok(Bmc {
+            config: c.clone(),
+            backend,
+        })
+    }
+
+    /// The IPMI side of this BMC, for consoles that open sessions of their own: `None` for a
+    /// Redfish BMC or an auto BMC not yet detected as IPMI.
+    #[cfg(feature = "ipmi")]
+    pub fn ipmi(&self) -> Option<&IpmiBmc> {
+        match self.known_backend()? {
+            Backend::Ipmi { ipmi, .. } => Some(ipmi),
+            #[cfg(feature = "redfish")]
+            Backend::Redfish(..) => None,
+        }
+    }
+
+    /// Closes its sessions (IPMI Close Session, Redfish session DELETE).
+    pub async fn close(&self) {
+        match self.known_backend() {
+            #[cfg(feature = "ipmi")]
+            Some(Backend::Ipmi { ipmi, .. }) => ipmi.close().await,
+            // The session we created is deleted (bounded by the client's timeout); a call
+            // still running holds the BMC's lock and is waited for only as long as the
+            // caller's own bound allows.
+            #[cfg(feature = "redfish")]
+            Some(Backend::Redfish(r, lock)) => {
+                let _ = redfish(r, lock, |r| r.logout()).await;
+            }
+            None => {}
+        }
+    }
 }
 
 impl Fleet {
@@ -528,44 +590,61 @@ impl Fleet {
             .map(|c| c.bmcs.as_slice())
             .unwrap_or_default()
             .iter()
-            .map(|c| {
-                let backend = if c.protocol == Protocol::Auto {
-                    BmcBackend::Auto(Box::new(Auto {
-                        config: c.clone(),
-                        pace,
-                        detected: async_lock::OnceCell::new(),
-                    }))
-                } else {
-                    BmcBackend::Known(Backend::new(c, pace)?)
-                };
-                Ok(Arc::new(Bmc {
-                    config: c.clone(),
-                    backend,
-                }))
-            })
+            .map(|c| Bmc::new(c, pace).map(Arc::new))
             .collect::<Result<_, String>>()?;
         Ok(Fleet {
-            bmcs,
+            bmcs: std::sync::RwLock::new(Arc::new(bmcs)),
             health: Default::default(),
             metrics,
             timeout,
+            pace,
         })
     }
 
-    /// The BMC with `id`.
-    pub fn get(&self, id: &str) -> Option<&Arc<Bmc>> {
-        self.bmcs.iter().find(|b| b.config.id == id)
+    /// Takes the BMCs of `config` as the inventory: a BMC whose configuration is unchanged
+    /// is kept as it is (its sessions, caches and consoles go on); a changed one is replaced
+    /// and a removed one dropped (the caller closes their sessions, from
+    /// [`Reloaded::retired`]). Nothing changes when a BMC cannot be set up.
+    pub fn reload(&self, config: &Config) -> Result<Reloaded, String> {
+        let old = self.snapshot();
+        let mut r = Reloaded::default();
+        let mut next = Vec::with_capacity(config.bmcs.len());
+        for c in &config.bmcs {
+            match old.iter().find(|b| b.config.id == c.id) {
+                Some(b) if b.config == *c => next.push(b.clone()),
+                Some(_) => {
+                    r.changed.push(c.id.clone());
+                    next.push(Arc::new(Bmc::new(c, self.pace)?));
+                }
+                None => {
+                    r.added.push(c.id.clone());
+                    next.push(Arc::new(Bmc::new(c, self.pace)?));
+                }
+            }
+        }
+        for b in old.iter() {
+            let kept = next.iter().any(|n| Arc::ptr_eq(n, b));
+            if !kept {
+                if !r.changed.contains(&b.config.id) {
+                    r.removed.push(b.config.id.clone());
+                }
+                if let Some(h) = self.health.forget(&b.config.id) {
+                    r.forgotten.push((b.config.id.clone(), h));
+                }
+                r.retired.push(b.clone());
+            }
+        }
+        *self.bmcs.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok(r)
     }
 
-    /// The IPMI side of BMC `id`, for consoles that open sessions of their own: `None` for an
-    /// unknown id, a Redfish BMC or an auto BMC not yet detected as IPMI.
-    #[cfg(feature = "ipmi")]
-    pub fn ipmi(&self, id: &str) -> Option<&IpmiBmc> {
-        match self.get(id)?.known_backend()? {
-            Backend::Ipmi { ipmi, .. } => Some(ipmi),
-            #[cfg(feature = "redfish")]
-            Backend::Redfish(..) => None,
-        }
+    fn snapshot(&self) -> Arc<Vec<Arc<Bmc>>> {
+        self.bmcs.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The BMC with `id`.
+    pub fn get(&self, id: &str) -> Option<Arc<Bmc>> {
+        self.snapshot().iter().find(|b| b.config.id == id).cloned()
     }
 
     /// The bound on one operation.
@@ -583,21 +662,18 @@ impl Fleet {
         &self.metrics
     }
 
-    /// Every BMC, in configuration order.
-    pub fn bmcs(&self) -> &[Arc<Bmc>] {
-        &self.bmcs
+    /// Every BMC, in configuration order (a snapshot: a reload does not change it).
+    pub fn bmcs(&self) -> Arc<Vec<Arc<Bmc>>> {
+        self.snapshot()
     }
 
-    fn find(&self, id: &str, operation: &'static str) -> Result<&Arc<Bmc>, OpError> {
-        self.bmcs
-            .iter()
-            .find(|b| b.config.id == id)
-            .ok_or_else(|| OpError {
-                server: id.to_owned(),
-                addr: None,
-                operation,
-                failure: OpFailure::UnknownServer,
-            })
+    fn find(&self, id: &str, operation: &'static str) -> Result<Arc<Bmc>, OpError> {
+        self.get(id).ok_or_else(|| OpError {
+            server: id.to_owned(),
+            addr: None,
+            operation,
+            failure: OpFailure::UnknownServer,
+        })
     }
 
     /// Runs one operation on `bmc` under the timeout and records it.
@@ -656,7 +732,7 @@ impl Fleet {
 
     /// Whether the server's power is on.
     pub async fn power_status(&self, id: &str) -> Result<bool, OpError> {
-        let bmc = self.find(id, "power_status")?;
+        let bmc = &*self.find(id, "power_status")?;
         self.run(bmc, "power_status", async {
             match bmc.backend().await? {
                 #[cfg(feature = "ipmi")]
@@ -674,7 +750,7 @@ impl Fleet {
     /// Runs a power action.
     pub async fn power(&self, id: &str, action: PowerAction) -> Result<(), OpError> {
         let op = action.operation();
-        let bmc = self.find(id, op)?;
+        let bmc = &*self.find(id, op)?;
         self.run(bmc, op, async {
             match bmc.backend().await? {
                 #[cfg(feature = "ipmi")]
@@ -696,7 +772,7 @@ impl Fleet {
 
     /// The BMC's identity (IPMI Get Device ID; Redfish system and manager).
     pub async fn identity(&self, id: &str) -> Result<BmcIdentity, OpError> {
-        let bmc = self.find(id, "device_id")?;
+        let bmc = &*self.find(id, "device_id")?;
         self.run(bmc, "device_id", async {
             match bmc.backend().await? {
                 #[cfg(feature = "ipmi")]
@@ -729,7 +805,7 @@ impl Fleet {
     /// repository's timestamps change. The readings are then one `sensors` operation, several
     /// requests outstanding on the session.
     pub async fn sensors(&self, id: &str) -> Result<Vec<SensorReading>, OpError> {
-        let bmc = self.find(id, "sensors")?;
+        let bmc = &*self.find(id, "sensors")?;
         // Detection (`protocol = "auto"`) fails as the sensors operation.
         let backend = match bmc.backend().await {
             Ok(b) => b,
@@ -787,7 +863,7 @@ impl Fleet {
         device: BootDevice,
         persistent: bool,
     ) -> Result<(), OpError> {
-        let bmc = self.find(id, "boot_set")?;
+        let bmc = &*self.find(id, "boot_set")?;
         self.run(bmc, "boot_set", async {
             match bmc.backend().await? {
                 #[cfg(feature = "ipmi")]
@@ -822,7 +898,7 @@ impl Fleet {
 
     /// The boot override the BMC holds (`boot_get`).
     pub async fn boot(&self, id: &str) -> Result<BootSetting, OpError> {
-        let bmc = self.find(id, "boot_get")?;
+        let bmc = &*self.find(id, "boot_get")?;
         self.run(bmc, "boot_get", async {
             match bmc.backend().await? {
                 #[cfg(feature = "ipmi")]
@@ -871,7 +947,7 @@ impl Fleet {
     /// services, else of every log service of the system), under the SDR budget: a full log
     /// of a slow BMC takes longer than one operation timeout.
     pub async fn events(&self, id: &str) -> Result<EventLog, OpError> {
-        let bmc = self.find(id, "sel_read")?;
+        let bmc = &*self.find(id, "sel_read")?;
         self.run_within(bmc, "sel_read", SDR_BUDGET, async {
             match bmc.backend().await? {
                 #[cfg(feature = "ipmi")]
@@ -906,7 +982,7 @@ impl Fleet {
 
     /// Clears the BMC's event log (`sel_clear`), the same logs [`Fleet::events`] reads.
     pub async fn clear_events(&self, id: &str) -> Result<(), OpError> {
-        let bmc = self.find(id, "sel_clear")?;
+        let bmc = &*self.find(id, "sel_clear")?;
         self.run_within(bmc, "sel_clear", SDR_BUDGET, async {
             match bmc.backend().await? {
                 #[cfg(feature = "ipmi")]
@@ -929,30 +1005,24 @@ impl Fleet {
     /// Closes every open session, all at once (on shutdown: frees the BMCs' session slots
     /// without waiting on each BMC in turn).
     pub async fn close_all(&self) {
-        let ex = smol::LocalExecutor::new();
-        let tasks: Vec<smol::Task<()>> = self
-            .bmcs
-            .iter()
-            .filter_map(|b| match b.known_backend()? {
-                #[cfg(feature = "ipmi")]
-                Backend::Ipmi { ipmi, .. } => Some(ex.spawn(ipmi.close())),
-                // The session we created is deleted (bounded by the client's timeout); a
-                // call still running holds the BMC's lock and is waited for only as long as
-                // the caller's own bound allows.
-                #[cfg(feature = "redfish")]
-                Backend::Redfish(r, lock) => {
-                    let (r, lock) = (r.clone(), lock.clone());
-                    Some(ex.spawn(async move {
-                        let _ = redfish(&r, &lock, |r| r.logout()).await;
-                    }))
-                }
-            })
-            .collect();
-        ex.run(async {
-            for t in tasks {
-                t.await;
-            }
-        })
-        .await;
+        close_all(&self.snapshot()).await;
     }
+}
+
+/// Closes the sessions of `bmcs`, all at once.
+pub async fn close_all(bmcs: &[Arc<Bmc>]) {
+    let ex = smol::LocalExecutor::new();
+    let tasks: Vec<smol::Task<()>> = bmcs
+        .iter()
+        .map(|b| {
+            let b = b.clone();
+            ex.spawn(async move { b.close().await })
+        })
+        .collect();
+    ex.run(async {
+        for t in tasks {
+            t.await;
+        }
+    })
+    .await;
 }

@@ -28,7 +28,7 @@ pub struct Operations {
     global: Arc<Semaphore>,
     max: usize,
     // One per configured server; ids not in the inventory are not operated on at all.
-    per_server: HashMap<String, Arc<Semaphore>>,
+    per_server: std::sync::RwLock<HashMap<String, Arc<Semaphore>>>,
     max_per_server: usize,
 }
 
@@ -45,10 +45,11 @@ impl Operations {
             thread: JobThread::start("bmc-operations", Some(beat))?,
             global: Arc::new(Semaphore::new(max)),
             max,
-            per_server: ids
-                .into_iter()
-                .map(|id| (id.to_owned(), Arc::new(Semaphore::new(max_per_server))))
-                .collect(),
+            per_server: std::sync::RwLock::new(
+                ids.into_iter()
+                    .map(|id| (id.to_owned(), Arc::new(Semaphore::new(max_per_server))))
+                    .collect(),
+            ),
             max_per_server,
         })
     }
@@ -65,7 +66,13 @@ impl Operations {
         F: Future<Output = Result<T, RpcError>> + 'static,
     {
         let refuse = |e: RpcError| -> RpcFuture<T> { Box::pin(async move { Err(e) }) };
-        let Some(mine) = self.per_server.get(server) else {
+        let mine = self
+            .per_server
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(server)
+            .cloned();
+        let Some(mine) = mine else {
             return refuse(RpcError::new(
                 Code::NotFound,
                 format!("no server {server:?} in the inventory"),
@@ -104,6 +111,22 @@ impl Operations {
                 ))
             })
         })
+    }
+
+    /// The inventory is now `ids` (a reload): servers that stay keep their bound and the
+    /// operations they have in flight.
+    pub fn set_servers<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut map = self.per_server.write().unwrap_or_else(|e| e.into_inner());
+        let next = ids
+            .into_iter()
+            .map(|id| {
+                let sem = map
+                    .remove(id)
+                    .unwrap_or_else(|| Arc::new(Semaphore::new(self.max_per_server)));
+                (id.to_owned(), sem)
+            })
+            .collect();
+        *map = next;
     }
 
     /// Cancels every operation in flight (each is dropped at an await point; its caller is

@@ -117,12 +117,32 @@ pub fn unpublish(
     });
 }
 
+/// Removes every series of a server that left the inventory (or was replaced by a reload):
+/// no ghost of it stays in the exposition.
+pub fn unpublish_server(
+    metrics: &AgentMetrics,
+    server_id: &str,
+    previous: Option<&[crate::fleet::SensorReading]>,
+) {
+    unpublish(metrics, server_id, previous.unwrap_or_default());
+    let server = ServerId {
+        server_id: server_id.to_owned(),
+    };
+    metrics.bmc_up.remove(&server);
+    metrics.bmc_last_poll_success.remove(&server);
+}
+
 async fn poll_one(fleet: &Fleet, metrics: &AgentMetrics, bmc: &Bmc) {
     let id = &bmc.config.id;
     let server = ServerId {
         server_id: id.clone(),
     };
-    match fleet.power_status(id).await {
+    let status = fleet.power_status(id).await;
+    // A reload replaced or removed this BMC while it was polled: nothing to record.
+    if !fleet.get(id).is_some_and(|b| std::ptr::eq(&*b, bmc)) {
+        return;
+    }
+    match status {
         Ok(on) => {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -14,6 +14,73 @@ use crate::console::Consoles;
 use crate::metrics::AgentMetrics;
 use crate::operations::Operations;
 
+/// What SIGHUP needs: the configuration running now and what takes a new one.
+struct Reload {
+    running: Config,
+    fleet: std::sync::Arc<crate::fleet::Fleet>,
+    ops: std::sync::Arc<Operations>,
+    consoles: Option<std::sync::Arc<Consoles>>,
+    discovery: Option<std::sync::Arc<crate::discovery::Discovery>>,
+    metrics: std::sync::Arc<AgentMetrics>,
+}
+
+impl Reload {
+    /// Reads the configuration file again and takes its BMC inventory and secrets: BMCs
+    /// that did not change keep their sessions, caches and consoles; changed and removed
+    /// ones have their consoles ended, sessions closed and series removed. A file that does
+    /// not load changes nothing. (The API token, listen address and limits take a restart.)
+    fn run(&self) {
+        let path = &self.running.path;
+        let next = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload: {e}; still running the configuration loaded before");
+                return;
+            }
+        };
+        if next.api_token != self.running.api_token {
+            log::warn!("reload: api_token changed; it takes effect at the next restart");
+        }
+        let r = match self.fleet.reload(&next) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("reload: {e}; still running the configuration loaded before");
+                return;
+            }
+        };
+        self.ops
+            .set_servers(next.bmcs.iter().map(|b| b.id.as_str()));
+        let ended: Vec<String> = r.changed.iter().chain(&r.removed).cloned().collect();
+        if let Some(c) = &self.consoles {
+            c.end(&ended);
+        }
+        if let Some(d) = &self.discovery {
+            d.set_inventory(&next);
+        }
+        for id in &ended {
+            let health = r.forgotten.iter().find(|(f, _)| f == id).map(|(_, h)| h);
+            crate::poller::unpublish_server(
+                &self.metrics,
+                id,
+                health.map(|h| h.sensors.as_slice()),
+            );
+        }
+        let retired = r.retired.clone();
+        futures_lite::future::block_on(conduit_runtime::with_timeout(
+            Duration::from_secs(5),
+            crate::fleet::close_all(&retired),
+        ));
+        log::info!(
+            "reloaded {}: {} BMCs; added {:?}, changed {:?}, removed {:?}",
+            path.display(),
+            next.bmcs.len(),
+            r.added,
+            r.changed,
+            r.removed
+        );
+    }
+}
+
 /// A build without consoles has none to stop.
 #[cfg(not(any(feature = "sol", feature = "vnc")))]
 struct Consoles;
@@ -21,6 +88,7 @@ struct Consoles;
 #[cfg(not(any(feature = "sol", feature = "vnc")))]
 impl Consoles {
     fn shutdown(&self, _within: Duration) {}
+    fn end(&self, _servers: &[String]) {}
 }
 
 /// SIGTERM to exit: consoles deactivated and BMC sessions closed within this.
@@ -53,7 +121,7 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
     }
     let mut fleet = None;
     #[allow(unused_mut)]
-    let mut consoles: Option<Consoles> = None;
+    let mut consoles: Option<std::sync::Arc<Consoles>> = None;
     let mut fleet_error: Option<String> = None;
     let mut discovery = None;
     if let Some(c) = config {
@@ -121,7 +189,7 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
             #[cfg(any(feature = "sol", feature = "vnc"))]
             let router = match router {
                 Ok((r, c)) => {
-                    consoles = Some(c);
+                    consoles = Some(std::sync::Arc::new(c));
                     r
                 }
                 Err(e) => {
@@ -136,14 +204,15 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
         anyhow::bail!(e);
     }
     let server = stack.bind()?;
+    // With a configuration the poller runs even with no BMCs yet: a reload may add some.
     let poller = match (config, fleet.clone()) {
-        (Some(c), Some(fleet)) if !c.bmcs.is_empty() => Some(
+        (Some(c), Some(fleet)) => Some(
             crate::poller::start(fleet, metrics.clone(), c.poll_interval, &heartbeats)
                 .map_err(|e| anyhow::anyhow!("start the BMC poller: {e}"))?,
         ),
         _ => None,
     };
-    let discovering = match discovery {
+    let discovering = match discovery.clone() {
         Some(d) => Some(
             crate::discovery::start(d, &heartbeats)
                 .map_err(|e| anyhow::anyhow!("start discovery: {e}"))?,
@@ -162,7 +231,21 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
                 ops.cancel();
             }
         })),
-        on_reload: None,
+        // SIGHUP: the BMC inventory and its secrets, from the same file.
+        on_reload: match (config, fleet.clone()) {
+            (Some(c), Some(fleet)) => {
+                let reload = Reload {
+                    running: c.clone(),
+                    fleet,
+                    ops: ops.clone(),
+                    consoles: consoles.clone(),
+                    discovery: discovery.clone(),
+                    metrics: metrics.clone(),
+                };
+                Some(Box::new(move || reload.run()))
+            }
+            _ => None,
+        },
     };
     let result = stack.run_with(server, hooks);
     // The HTTP server is down (consoles' connections closed). Now, all at once: the consoles

@@ -767,3 +767,116 @@ fn after_kill_9_the_restarted_agent_gets_its_console_back() {
         0.0
     );
 }
+
+/// SIGHUP reloads the inventory and its secrets: an unchanged BMC keeps its console (not a
+/// byte lost, no notice), a BMC whose password changed is polled with the new one, a removed
+/// one leaves no series, an added one is polled; a file that does not load changes nothing.
+#[test]
+fn sighup_reloads_the_inventory_and_keeps_unchanged_consoles() {
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
+    let serial = SerialHost::start(host);
+    serial.wait_connections(1);
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = TempDir::new("console-sighup");
+    let cfg = dir.0.join("agent.toml");
+    let bmc = |id: &str, port: u16, password: &str| {
+        format!("[[bmc]]\nid = \"{id}\"\naddress = \"127.0.0.1\"\nport = {port}\nusername = \"admin\"\npassword = \"{password}\"\n")
+    };
+    let head = format!(
+        "[agent]\napi_token = \"{TOKEN}\"\npoll_interval_secs = 0.5\noperation_timeout_secs = 2\n"
+    );
+    let p = sim.addr.port();
+    std::fs::write(
+        &cfg,
+        format!(
+            "{head}{}{}{}",
+            bmc("sim1", p, "password"),
+            bmc("sim2", p, "password"),
+            bmc("gone", p, "password")
+        ),
+    )
+    .unwrap();
+    let agent = start_component("conduit-agent", &["--config", cfg.to_str().unwrap()]);
+    let up = |id: &str| {
+        conduit_tests::sample(
+            &get(agent.addr, "/metrics", &[]).text(),
+            "agent_bmc_up",
+            &[("server_id", id)],
+        )
+    };
+    let until = |what: &str, f: &dyn Fn() -> bool| {
+        assert!(
+            wait_for(Duration::from_secs(15), Duration::from_millis(100), || f()
+                .then_some(()))
+            .is_some(),
+            "{what}; log:\n{}",
+            agent.proc.log()
+        );
+    };
+    until("all three up", &|| {
+        ["sim1", "sim2", "gone"]
+            .iter()
+            .all(|id| up(id) == Some(1.0))
+    });
+    let mut viewer = Link::websocket(agent.addr, &console_path(agent.addr, ""));
+    wait_sessions(&agent, 1.0);
+    serial.write(b"before-reload\r\n");
+    viewer.wait_for("before-reload\r\n", 0);
+
+    // sim2's password changes (now wrong), `gone` goes, `silent3` comes.
+    std::fs::write(
+        &cfg,
+        format!(
+            "{head}{}{}{}",
+            bmc("sim1", p, "password"),
+            bmc("sim2", p, "not-the-password"),
+            bmc("silent3", silent.local_addr().unwrap().port(), "password")
+        ),
+    )
+    .unwrap();
+    let hup = || {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &agent.proc.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    hup();
+    until("the reload logged", &|| {
+        agent.proc.log().contains("reloaded ")
+    });
+    until("sim2 down with its new password", &|| {
+        up("sim2") == Some(0.0)
+    });
+    until("silent3 polled", &|| up("silent3") == Some(0.0));
+    until("gone has no series", &|| up("gone").is_none());
+    let text = get(agent.addr, "/metrics", &[]).text();
+    assert!(!text.contains(r#"server_id="gone""#), "{text}");
+    assert_eq!(up("sim1"), Some(1.0));
+
+    // The console of the unchanged BMC never noticed.
+    serial.write(b"after-reload\r\n");
+    let at = viewer.wait_for("after-reload\r\n", 0);
+    assert!(
+        !String::from_utf8_lossy(&viewer.got[..at]).contains("[conduit:"),
+        "{}",
+        String::from_utf8_lossy(&viewer.got)
+    );
+    viewer.send(b"typed-after-reload\r");
+    serial.wait_received(b"typed-after-reload\r");
+    assert_eq!(
+        metric(&agent, "agent_sol_sessions_total", &[("server_id", "sim1")]),
+        1.0
+    );
+
+    // A broken file: refused, said, nothing changes.
+    std::fs::write(&cfg, "[agent\nnot toml").unwrap();
+    hup();
+    until("the refusal logged", &|| {
+        agent.proc.log().contains("still running the configuration")
+    });
+    assert_eq!(up("sim1"), Some(1.0));
+    assert_eq!(up("silent3"), Some(0.0));
+}

@@ -181,6 +181,19 @@ pub struct Consoles {
 }
 
 impl Consoles {
+    /// Ends the consoles of `servers` (their configuration changed, or they left the
+    /// inventory); the others go on. (A VNC session holds its own connection to the BMC and
+    /// ends with its viewer.)
+    pub fn end(&self, servers: &[String]) {
+        #[cfg(feature = "sol")]
+        if let Some(h) = &self.hubs {
+            for s in servers {
+                h.end(s);
+            }
+        }
+        let _ = servers;
+    }
+
     /// Ends every console within `within`: SOL deactivated, sessions closed. (VNC sessions
     /// end with their connections, which the HTTP server closes.)
     pub fn shutdown(&self, within: std::time::Duration) {

@@ -150,7 +150,7 @@ pub fn routes(
             error("unauthenticated");
             return Response::text(401, "missing or invalid token or ticket\n");
         }
-        if fleet.ipmi(&id).is_none() {
+        if fleet.get(&id).is_none_or(|b| b.ipmi().is_none()) {
             return Response::text(404, "no IPMI server with that id\n");
         };
         let resp = match conduit_http::upgrade::websocket(req, Some("binary")) {

@@ -753,12 +753,12 @@ fn stalled(e: &std::io::Error) -> bool {
 
 /// The BMC a console request names, once its token checks out; else the answer (401, counted,
 /// or 404).
-fn admit<'f>(
+fn admit(
     req: &conduit_http::Request,
-    fleet: &'f Fleet,
+    fleet: &Fleet,
     auth: &ConsoleAuth,
     slots: &Arc<ConsoleSlots>,
-) -> Result<(&'f Arc<crate::fleet::Bmc>, Slot), Response> {
+) -> Result<(Arc<crate::fleet::Bmc>, Slot), Response> {
     let refused = |error_type| {
         fleet
             .metrics()

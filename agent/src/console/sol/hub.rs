@@ -137,6 +137,8 @@ struct HubHandle {
     generation: u64,
     // Closed when the hub has ended, its session deactivated and closed.
     done: Receiver<()>,
+    // Closed to end this hub alone (its server's configuration changed).
+    end: Sender<()>,
 }
 
 /// The console hubs of the agent, by server id.
@@ -221,8 +223,10 @@ impl Hubs {
         let _ = join_tx.try_send(join);
         let hubs_ref = self.clone();
         let server = server_id.to_owned();
+        let (end_tx, end_rx) = async_channel::bounded(1);
         let started = self.thread.detach(move || async move {
             let mut hub = Hub::new(hubs_ref, server, generation, join_rx, commands_rx);
+            hub.ended = end_rx;
             hub.previous = previous;
             hub.done = Some(done_tx);
             hub.run().await
@@ -233,6 +237,7 @@ impl Hubs {
         hubs.insert(
             server_id.to_owned(),
             HubHandle {
+                end: end_tx,
                 join: join_tx,
                 commands: commands_tx.clone(),
                 generation,
@@ -256,6 +261,20 @@ impl Hubs {
 
     /// Takes hub `generation` of `server_id` out of the registry (unless a newer hub took its
     /// place already).
+    /// Ends the console of `server_id`, if there is one (its BMC's configuration changed or it
+    /// left the inventory): the hub tells its viewers, deactivates SOL and ends; a viewer
+    /// coming later starts a new one.
+    pub fn end(&self, server_id: &str) {
+        if let Some(h) = self
+            .hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(server_id)
+        {
+            h.end.close();
+        }
+    }
+
     /// Stops every console: each hub tells its viewers, deactivates SOL and closes its session.
     /// Returns once all have ended or `within` has passed; true when all ended.
     pub fn shutdown(&self, within: Duration) -> bool {
@@ -322,7 +341,13 @@ async fn connect(
             log::warn!("sol {server_id}: the previous console is slow to end");
         }
     }
-    let (Some(ipmi), Some(bmc)) = (fleet.ipmi(&server_id), fleet.get(&server_id)) else {
+    let Some(bmc) = fleet.get(&server_id) else {
+        return Err(Failure {
+            error_type: "unknown_server",
+            detail: "no longer in the inventory".into(),
+        });
+    };
+    let Some(ipmi) = bmc.ipmi() else {
         return Err(Failure {
             error_type: "unknown_server",
             detail: "no longer an IPMI server".into(),
@@ -408,6 +433,8 @@ struct Hub {
     previous: Option<Receiver<()>>,
     // Held for its drop, which closes the channel when this hub has ended.
     done: Option<Sender<()>>,
+    // Closed when this hub alone is to end.
+    ended: Receiver<()>,
 }
 
 impl Drop for Hub {
@@ -454,6 +481,8 @@ impl Hub {
             log_failing: false,
             previous: None,
             done: None,
+            // Until `attach` gives it one of its own: only the agent's stop.
+            ended: hubs.stopping.clone(),
             metrics,
             hubs,
         }
@@ -474,7 +503,11 @@ impl Hub {
                     return;
                 }
                 Served::Stopping => {
-                    self.announce("the agent is stopping; this console ends");
+                    self.announce(if self.hubs.stopping.is_closed() {
+                        "the agent is stopping; this console ends"
+                    } else {
+                        "this server's configuration changed; this console ends (reconnect)"
+                    });
                     sol.deactivate().await;
                     self.hubs.held.release(&self.server_id);
                     return;
@@ -758,7 +791,9 @@ impl Hub {
     /// The next join or command (waits for ever when there are none).
     async fn event(&self) -> Event {
         let stop = async {
-            let _ = self.hubs.stopping.recv().await;
+            future::or(self.hubs.stopping.recv(), self.ended.recv())
+                .await
+                .ok();
             Event::Stop
         };
         future::or(
@@ -782,7 +817,7 @@ impl Hub {
     }
 
     fn stopping(&self) -> bool {
-        self.hubs.stopping.is_closed()
+        self.hubs.stopping.is_closed() || self.ended.is_closed()
     }
 
     /// Seats every viewer waiting to join.
@@ -1095,6 +1130,7 @@ mod tests {
                 commands,
                 generation: 0,
                 done: done_rx,
+                end: async_channel::bounded(1).0,
             },
         );
         // A viewer arrives (a reloaded browser tab): a new hub takes the old one's place...
