@@ -71,14 +71,23 @@ pub fn bin(name: &str) -> PathBuf {
             )
         });
     // The binary's own crate and what it is built from.
-    let crates: &[&str] = match name {
-        "conduit-agent" => &["agent", "board", "crates"],
-        "conduit-gateway" => &["gateway-lite", "crates"],
-        "conduit-manager" => &["manager-lite", "crates"],
-        _ => &["crates"],
+    // The lite components build on the serving crates only: a change elsewhere (the protocol
+    // crates) does not relink them, and must not make them look stale.
+    const SERVING: [&str; 5] = [
+        "crates/http",
+        "crates/metrics",
+        "crates/runtime",
+        "crates/service",
+        "crates/ws",
+    ];
+    let crates: Vec<&str> = match name {
+        "conduit-agent" => vec!["agent", "board", "crates"],
+        "conduit-gateway" => [&["gateway-lite"][..], &SERVING].concat(),
+        "conduit-manager" => [&["manager-lite"][..], &SERVING].concat(),
+        _ => vec!["crates"],
     };
     let mut newest = SystemTime::UNIX_EPOCH;
-    for crate_dir in crates {
+    for crate_dir in &crates {
         newest_source(&workspace_root().join(crate_dir), &mut newest);
     }
     assert!(
