@@ -221,3 +221,133 @@ fn auto_protocol_detects_ipmi_and_redfish() {
         assert!(text.contains(want), "missing {want}:\n{text}");
     }
 }
+
+/// A clean stop deletes the Redfish session the agent created: sushy-emulator has no
+/// SessionService, so a minimal one here (plain HTTP, `scheme = "http"`) records the DELETE.
+#[test]
+fn sigterm_deletes_the_redfish_session() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let (mut len, mut token) = (0usize, String::new());
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        let (n, v) = h.split_once(':').unwrap_or((h, ""));
+                        match n.to_ascii_lowercase().as_str() {
+                            "content-length" => len = v.trim().parse().unwrap(),
+                            "x-auth-token" => token = v.trim().to_owned(),
+                            _ => {}
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    let mut parts = line.split_whitespace();
+                    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    log.lock()
+                        .unwrap()
+                        .push(format!("{method} {path} token={token}"));
+                    let sessions = "/redfish/v1/SessionService/Sessions";
+                    let (status, extra, json) = match (method, path) {
+                        ("GET", "/redfish/v1") | ("GET", "/redfish/v1/") => (
+                            200,
+                            String::new(),
+                            format!(
+                                r#"{{"Systems":{{"@odata.id":"/redfish/v1/Systems"}},"SessionService":{{"@odata.id":"/redfish/v1/SessionService"}},"Links":{{"Sessions":{{"@odata.id":"{sessions}"}}}}}}"#
+                            ),
+                        ),
+                        ("POST", p) if p == sessions => (
+                            201,
+                            format!("X-Auth-Token: tok-1\r\nLocation: {sessions}/1\r\n"),
+                            r#"{"Id":"1"}"#.to_owned(),
+                        ),
+                        ("GET", "/redfish/v1/Systems") if token == "tok-1" => (
+                            200,
+                            String::new(),
+                            r#"{"Members":[{"@odata.id":"/redfish/v1/Systems/1"}]}"#.to_owned(),
+                        ),
+                        ("GET", "/redfish/v1/Systems/1") if token == "tok-1" => (
+                            200,
+                            String::new(),
+                            r#"{"Id":"1","PowerState":"On"}"#.to_owned(),
+                        ),
+                        ("DELETE", p) if p == format!("{sessions}/1") => {
+                            (204, String::new(), String::new())
+                        }
+                        ("GET", _) if token != "tok-1" => (401, String::new(), "{}".to_owned()),
+                        _ => (404, String::new(), "{}".to_owned()),
+                    };
+                    let reason = match status {
+                        200 => "OK",
+                        201 => "Created",
+                        204 => "No Content",
+                        401 => "Unauthorized",
+                        _ => "Not Found",
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{json}",
+                        json.len()
+                    );
+                    if s.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dir = TempDir::new("agent-rf-logout");
+    let cfg = dir.0.join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!("[agent]\npoll_interval_secs = 0.5\n[[bmc]]\nid = \"rf1\"\naddress = \"127.0.0.1\"\nport = {port}\nprotocol = \"redfish\"\nscheme = \"http\"\nusername = \"admin\"\npassword = \"password\"\n"),
+    )
+    .unwrap();
+    let mut agent = start_component("conduit-agent", &["--config", cfg.to_str().unwrap()]);
+    wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        get(agent.addr, "/metrics", &[])
+            .text()
+            .contains(r#"agent_bmc_up{server_id="rf1"} 1"#)
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "rf1 not polled: {:?}\n{}",
+            seen.lock().unwrap(),
+            agent.proc.log()
+        )
+    });
+    let logins = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("POST"))
+        .count();
+    assert_eq!(logins, 1, "{:?}", seen.lock().unwrap());
+    assert!(!seen.lock().unwrap().iter().any(|l| l.starts_with("DELETE")));
+    let status = agent.proc.terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter()
+            .any(|l| l == "DELETE /redfish/v1/SessionService/Sessions/1 token=tok-1"),
+        "{seen:?}"
+    );
+}
