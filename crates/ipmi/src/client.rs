@@ -11,7 +11,7 @@ use async_io::Async;
 use conduit_runtime::with_timeout;
 
 use super::crypto::CipherSuite;
-use super::rakp::{Credentials, Handshake, HandshakeError};
+use super::rakp::{Credentials, Established, Handshake, HandshakeError, Step};
 use super::session::Session;
 use super::wire::{emit_request, emit_session_packet, IpmiResponse, PayloadType, SessionPacket};
 
@@ -219,22 +219,133 @@ async fn exchange<T>(
     sock: &Async<UdpSocket>,
     timing: Timing,
     step: &'static str,
+    datagram: impl FnMut() -> Result<Vec<u8>, IpmiError>,
+    accept: impl FnMut(&[u8]) -> Option<T>,
+) -> Result<T, IpmiError> {
+    exchange_from(sock, timing, step, &mut Tries::default(), datagram, accept).await
+}
+
+/// How far one exchange has got: copies sent, and until when the reply to the last one is
+/// waited for. Kept outside [`exchange_from`] so that a handshake step cut short (its future
+/// dropped) is resumed where it stood: the reply to a copy already sent is waited for before
+/// another goes out, as each Open Session Request may cost the BMC a session slot.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tries {
+    sent: u32,
+    deadline: Option<Instant>,
+}
+
+/// [`exchange`] from where `tries` stands.
+async fn exchange_from<T>(
+    sock: &Async<UdpSocket>,
+    timing: Timing,
+    step: &'static str,
+    tries: &mut Tries,
     mut datagram: impl FnMut() -> Result<Vec<u8>, IpmiError>,
     mut accept: impl FnMut(&[u8]) -> Option<T>,
 ) -> Result<T, IpmiError> {
     let mut buf = vec![0u8; 2048];
-    for _ in 0..=timing.retries {
-        sock.send(&datagram()?).await.map_err(io_error)?;
-        let deadline = Instant::now() + timing.reply_timeout;
-        while let Some(got) = recv_until(sock, deadline, &mut buf).await {
-            let n = got.map_err(io_error)?;
-            // Anything else (a late reply to an earlier try, a stranger) is ignored.
-            if let Some(v) = accept(&buf[..n]) {
-                return Ok(v);
+    loop {
+        if let Some(deadline) = tries.deadline {
+            while let Some(got) = recv_until(sock, deadline, &mut buf).await {
+                let n = got.map_err(io_error)?;
+                // Anything else (a late reply to an earlier try, a stranger) is ignored.
+                if let Some(v) = accept(&buf[..n]) {
+                    return Ok(v);
+                }
             }
         }
+        if tries.sent > timing.retries {
+            return Err(IpmiError::Timeout(step));
+        }
+        let d = datagram()?;
+        // Counted before the send completes: a send cut short may have gone out.
+        tries.sent += 1;
+        tries.deadline = Some(Instant::now() + timing.reply_timeout);
+        sock.send(&d).await.map_err(io_error)?;
+        tries.deadline = Some(Instant::now() + timing.reply_timeout);
     }
-    Err(IpmiError::Timeout(step))
+}
+
+/// The RMCP+ handshake of a session being opened, on the socket it runs on: our message in
+/// flight (`request`), the BMC's answer it waits for (`step`) and how far that exchange has
+/// got. Pure data between awaits, so that a step cut short can be resumed.
+#[derive(Debug)]
+struct Handshaking {
+    sock: Async<UdpSocket>,
+    timing: Timing,
+    hs: Handshake,
+    step: Step,
+    request: Vec<u8>,
+    tries: Tries,
+}
+
+impl Handshaking {
+    /// A handshake with `addr` about to send its Open Session Request.
+    fn start(
+        addr: SocketAddr,
+        suite: CipherSuite,
+        creds: Credentials,
+        timing: Timing,
+    ) -> Result<Handshaking, IpmiError> {
+        let bind: SocketAddr = if addr.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = Async::<UdpSocket>::bind(bind).map_err(IpmiError::Io)?;
+        sock.get_ref().connect(addr).map_err(io_error)?;
+        let console_sid = u32::from_le_bytes(random::<4>()?).max(1);
+        let hs = Handshake::new(suite, creds, console_sid, random()?, random::<1>()?[0]);
+        let request = hs.open_session_request();
+        Ok(Handshaking {
+            sock,
+            timing,
+            hs,
+            step: Step::OpenSession,
+            request,
+            tries: Tries::default(),
+        })
+    }
+
+    /// Sends our message (again on timeouts) until the BMC answers, and takes the answer: the
+    /// established session after RAKP 4; `None` before (our next message is due then).
+    async fn step(&mut self) -> Result<Option<Established>, IpmiError> {
+        let (sends, wants, name) = match self.step {
+            Step::OpenSession => (
+                PayloadType::OpenSessionRequest,
+                PayloadType::OpenSessionResponse,
+                "open session",
+            ),
+            Step::Rakp2 => (PayloadType::Rakp1, PayloadType::Rakp2, "rakp1"),
+            Step::Rakp4 => (PayloadType::Rakp3, PayloadType::Rakp4, "rakp3"),
+        };
+        let request = &self.request;
+        let reply = exchange_from(
+            &self.sock,
+            self.timing,
+            name,
+            &mut self.tries,
+            || Ok(emit_session_packet(sends, false, 0, 0, request, None)),
+            |d| unauth_payload(d, wants),
+        )
+        .await?;
+        let (next, request) = match self.step {
+            Step::OpenSession => (Step::Rakp2, self.hs.on_open_session_response(&reply)),
+            Step::Rakp2 => (Step::Rakp4, self.hs.on_rakp2(&reply)),
+            Step::Rakp4 => {
+                return self
+                    .hs
+                    .on_rakp4(&reply)
+                    .map(Some)
+                    .map_err(IpmiError::Handshake)
+            }
+        };
+        self.request = request.map_err(IpmiError::Handshake)?;
+        self.step = next;
+        self.tries = Tries::default();
+        Ok(None)
+    }
 }
 
 impl Connection {
@@ -245,86 +356,28 @@ impl Connection {
         creds: Credentials,
         timing: Timing,
     ) -> Result<Connection, IpmiError> {
-        let bind: SocketAddr = if addr.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        let privilege = creds.privilege & 0x0F;
+        let mut h = Handshaking::start(addr, suite, creds, timing)?;
+        let est = loop {
+            if let Some(est) = h.step().await? {
+                break est;
+            }
         };
-        let sock = Async::<UdpSocket>::bind(bind).map_err(IpmiError::Io)?;
-        sock.get_ref().connect(addr).map_err(io_error)?;
-        let privilege = creds.privilege;
-        let console_sid = u32::from_le_bytes(random::<4>()?).max(1);
-        let mut hs = Handshake::new(suite, creds, console_sid, random()?, random::<1>()?[0]);
+        let mut conn = Connection::new(h.sock, est, timing);
+        // Sessions start at User level; raise to what was asked for (App, Set Session Privilege).
+        conn.request("set session privilege", 0x06, 0x3B, &[privilege])
+            .await?;
+        Ok(conn)
+    }
 
-        let step = "open session";
-        let req = hs.open_session_request();
-        let resp = exchange(
-            &sock,
-            timing,
-            step,
-            || {
-                Ok(emit_session_packet(
-                    PayloadType::OpenSessionRequest,
-                    false,
-                    0,
-                    0,
-                    &req,
-                    None,
-                ))
-            },
-            |d| unauth_payload(d, PayloadType::OpenSessionResponse),
-        )
-        .await?;
-        let rakp1 = hs
-            .on_open_session_response(&resp)
-            .map_err(IpmiError::Handshake)?;
-        let rakp2 = exchange(
-            &sock,
-            timing,
-            "rakp1",
-            || {
-                Ok(emit_session_packet(
-                    PayloadType::Rakp1,
-                    false,
-                    0,
-                    0,
-                    &rakp1,
-                    None,
-                ))
-            },
-            |d| unauth_payload(d, PayloadType::Rakp2),
-        )
-        .await?;
-        let rakp3 = hs.on_rakp2(&rakp2).map_err(IpmiError::Handshake)?;
-        let rakp4 = exchange(
-            &sock,
-            timing,
-            "rakp3",
-            || {
-                Ok(emit_session_packet(
-                    PayloadType::Rakp3,
-                    false,
-                    0,
-                    0,
-                    &rakp3,
-                    None,
-                ))
-            },
-            |d| unauth_payload(d, PayloadType::Rakp4),
-        )
-        .await?;
-        let est = hs.on_rakp4(&rakp4).map_err(IpmiError::Handshake)?;
-        let mut conn = Connection {
+    fn new(sock: Async<UdpSocket>, est: Established, timing: Timing) -> Connection {
+        Connection {
             sock,
             payload_sock: None,
             session: Session::new(est),
             timing,
             rq_seq: 0,
-        };
-        // Sessions start at User level; raise to what was asked for (App, Set Session Privilege).
-        conn.request("set session privilege", 0x06, 0x3B, &[privilege & 0x0F])
-            .await?;
-        Ok(conn)
+        }
     }
 
     /// Sends one IPMI request and returns the response data (after a zero completion code).
@@ -553,13 +606,7 @@ impl Connection {
         est: crate::rakp::Established,
         timing: Timing,
     ) -> Connection {
-        Connection {
-            sock,
-            payload_sock: None,
-            session: Session::new(est),
-            timing,
-            rq_seq: 0,
-        }
+        Connection::new(sock, est, timing)
     }
 }
 

@@ -284,7 +284,7 @@ impl Handshake {
     }
 
     /// Takes RAKP 4; returns the established session.
-    pub fn on_rakp4(self, r: &[u8]) -> Result<Established, HandshakeError> {
+    pub fn on_rakp4(&self, r: &[u8]) -> Result<Established, HandshakeError> {
         let step = Step::Rakp4;
         if r.len() < 2 || r[0] != self.tag {
             return Err(HandshakeError::Malformed(step));
