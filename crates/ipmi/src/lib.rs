@@ -14,6 +14,8 @@ pub mod client;
 pub mod commands;
 pub mod crypto;
 #[cfg(test)]
+mod fake_bmc;
+#[cfg(test)]
 mod fuzz;
 pub mod pipeline;
 pub mod rakp;
