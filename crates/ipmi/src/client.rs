@@ -492,7 +492,7 @@ fn reap(addr: SocketAddr, mut opening: Opening) {
 
 /// Waits until the sessions that opens to `addr` cancelled so far left on the BMC are closed
 /// (see [`Connection::open`]). Each is bounded by its own [`Timing`]: the rest of the
-/// handshake and one Close Session try.
+/// handshake and one Close Session try. [`super::IpmiBmc::close`] waits for this.
 pub async fn cancelled_opens_closed(addr: SocketAddr) {
     while reaping().contains(&addr) {
         async_io::Timer::after(Duration::from_millis(10)).await;
@@ -510,7 +510,8 @@ impl Connection {
     /// to a short-lived thread that carries the handshake on from where it stood (a reply
     /// already asked for is waited for before asking again, so no second slot is taken) and
     /// closes the session (Close Session). That thread is bounded by `timing`: the rest of the
-    /// handshake's tries and one Close Session try. [`cancelled_opens_closed`] waits for it.
+    /// handshake's tries and one Close Session try. [`super::IpmiBmc::close`] (and
+    /// [`cancelled_opens_closed`]) wait for it.
     ///
     /// Left to the BMC's own session timeout, whether cancelled or not, are the sessions we
     /// cannot close:
