@@ -10,6 +10,7 @@ mod console_vnc;
 mod discovery;
 mod exposition;
 mod http_guards;
+mod ipmi_cancel;
 mod ipmi_live;
 mod ipmi_pace;
 mod metrics_reference;

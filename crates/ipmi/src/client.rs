@@ -2,16 +2,18 @@
 //! requests with timeouts and bounded retransmits, Set Session Privilege and Close Session.
 //!
 //! All protocol logic is in [`super::rakp`], [`super::session`] and [`super::wire`]; this
-//! module moves datagrams and keeps time.
+//! module moves datagrams and keeps time. An open cancelled half-way is finished and its
+//! session closed on a short-lived thread (see [`Connection::open`]).
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_io::Async;
 use conduit_runtime::with_timeout;
 
 use super::crypto::CipherSuite;
-use super::rakp::{Credentials, Handshake, HandshakeError};
+use super::rakp::{Credentials, Established, Handshake, HandshakeError, Step};
 use super::session::Session;
 use super::wire::{emit_request, emit_session_packet, IpmiResponse, PayloadType, SessionPacket};
 
@@ -219,32 +221,75 @@ async fn exchange<T>(
     sock: &Async<UdpSocket>,
     timing: Timing,
     step: &'static str,
+    datagram: impl FnMut() -> Result<Vec<u8>, IpmiError>,
+    accept: impl FnMut(&[u8]) -> Option<T>,
+) -> Result<T, IpmiError> {
+    exchange_from(sock, timing, step, &mut Tries::default(), datagram, accept).await
+}
+
+/// How far one exchange has got: copies sent, and until when the reply to the last one is
+/// waited for. Kept outside [`exchange_from`] so that a handshake step cut short (its future
+/// dropped) is resumed where it stood: the reply to a copy already sent is waited for before
+/// another goes out, as each Open Session Request may cost the BMC a session slot.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tries {
+    sent: u32,
+    deadline: Option<Instant>,
+}
+
+/// [`exchange`] from where `tries` stands.
+async fn exchange_from<T>(
+    sock: &Async<UdpSocket>,
+    timing: Timing,
+    step: &'static str,
+    tries: &mut Tries,
     mut datagram: impl FnMut() -> Result<Vec<u8>, IpmiError>,
     mut accept: impl FnMut(&[u8]) -> Option<T>,
 ) -> Result<T, IpmiError> {
     let mut buf = vec![0u8; 2048];
-    for _ in 0..=timing.retries {
-        sock.send(&datagram()?).await.map_err(io_error)?;
-        let deadline = Instant::now() + timing.reply_timeout;
-        while let Some(got) = recv_until(sock, deadline, &mut buf).await {
-            let n = got.map_err(io_error)?;
-            // Anything else (a late reply to an earlier try, a stranger) is ignored.
-            if let Some(v) = accept(&buf[..n]) {
-                return Ok(v);
+    loop {
+        if let Some(deadline) = tries.deadline {
+            while let Some(got) = recv_until(sock, deadline, &mut buf).await {
+                let n = got.map_err(io_error)?;
+                // Anything else (a late reply to an earlier try, a stranger) is ignored.
+                if let Some(v) = accept(&buf[..n]) {
+                    return Ok(v);
+                }
             }
         }
+        if tries.sent > timing.retries {
+            return Err(IpmiError::Timeout(step));
+        }
+        let d = datagram()?;
+        // Counted before the send completes: a send cut short may have gone out.
+        tries.sent += 1;
+        tries.deadline = Some(Instant::now() + timing.reply_timeout);
+        sock.send(&d).await.map_err(io_error)?;
+        tries.deadline = Some(Instant::now() + timing.reply_timeout);
     }
-    Err(IpmiError::Timeout(step))
 }
 
-impl Connection {
-    /// Opens a session: handshake, then Set Session Privilege to the requested level.
-    pub async fn open(
+/// The RMCP+ handshake of a session being opened, on the socket it runs on: our message in
+/// flight (`request`), the BMC's answer it waits for (`step`) and how far that exchange has
+/// got. Pure data between awaits, so that a cancelled open can be carried on elsewhere.
+#[derive(Debug)]
+struct Handshaking {
+    sock: Async<UdpSocket>,
+    timing: Timing,
+    hs: Handshake,
+    step: Step,
+    request: Vec<u8>,
+    tries: Tries,
+}
+
+impl Handshaking {
+    /// A handshake with `addr` about to send its Open Session Request.
+    fn start(
         addr: SocketAddr,
         suite: CipherSuite,
         creds: Credentials,
         timing: Timing,
-    ) -> Result<Connection, IpmiError> {
+    ) -> Result<Handshaking, IpmiError> {
         let bind: SocketAddr = if addr.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
         } else {
@@ -252,79 +297,272 @@ impl Connection {
         };
         let sock = Async::<UdpSocket>::bind(bind).map_err(IpmiError::Io)?;
         sock.get_ref().connect(addr).map_err(io_error)?;
-        let privilege = creds.privilege;
         let console_sid = u32::from_le_bytes(random::<4>()?).max(1);
-        let mut hs = Handshake::new(suite, creds, console_sid, random()?, random::<1>()?[0]);
+        let hs = Handshake::new(suite, creds, console_sid, random()?, random::<1>()?[0]);
+        let request = hs.open_session_request();
+        Ok(Handshaking {
+            sock,
+            timing,
+            hs,
+            step: Step::OpenSession,
+            request,
+            tries: Tries::default(),
+        })
+    }
 
-        let step = "open session";
-        let req = hs.open_session_request();
-        let resp = exchange(
-            &sock,
-            timing,
-            step,
-            || {
-                Ok(emit_session_packet(
-                    PayloadType::OpenSessionRequest,
-                    false,
-                    0,
-                    0,
-                    &req,
-                    None,
-                ))
-            },
-            |d| unauth_payload(d, PayloadType::OpenSessionResponse),
+    /// Whether the BMC may hold a session for it: once an Open Session Request may have gone
+    /// out.
+    fn bmc_may_hold_session(&self) -> bool {
+        self.step != Step::OpenSession || self.tries.sent > 0
+    }
+
+    /// Sends our message (again on timeouts) until the BMC answers, and takes the answer: the
+    /// established session after RAKP 4; `None` before (our next message is due then).
+    async fn step(&mut self) -> Result<Option<Established>, IpmiError> {
+        let (sends, wants, name) = match self.step {
+            Step::OpenSession => (
+                PayloadType::OpenSessionRequest,
+                PayloadType::OpenSessionResponse,
+                "open session",
+            ),
+            Step::Rakp2 => (PayloadType::Rakp1, PayloadType::Rakp2, "rakp1"),
+            Step::Rakp4 => (PayloadType::Rakp3, PayloadType::Rakp4, "rakp3"),
+        };
+        let request = &self.request;
+        let reply = exchange_from(
+            &self.sock,
+            self.timing,
+            name,
+            &mut self.tries,
+            || Ok(emit_session_packet(sends, false, 0, 0, request, None)),
+            |d| unauth_payload(d, wants),
         )
         .await?;
-        let rakp1 = hs
-            .on_open_session_response(&resp)
-            .map_err(IpmiError::Handshake)?;
-        let rakp2 = exchange(
-            &sock,
-            timing,
-            "rakp1",
-            || {
-                Ok(emit_session_packet(
-                    PayloadType::Rakp1,
-                    false,
-                    0,
-                    0,
-                    &rakp1,
-                    None,
-                ))
-            },
-            |d| unauth_payload(d, PayloadType::Rakp2),
-        )
-        .await?;
-        let rakp3 = hs.on_rakp2(&rakp2).map_err(IpmiError::Handshake)?;
-        let rakp4 = exchange(
-            &sock,
-            timing,
-            "rakp3",
-            || {
-                Ok(emit_session_packet(
-                    PayloadType::Rakp3,
-                    false,
-                    0,
-                    0,
-                    &rakp3,
-                    None,
-                ))
-            },
-            |d| unauth_payload(d, PayloadType::Rakp4),
-        )
-        .await?;
-        let est = hs.on_rakp4(&rakp4).map_err(IpmiError::Handshake)?;
-        let mut conn = Connection {
+        let (next, request) = match self.step {
+            Step::OpenSession => (Step::Rakp2, self.hs.on_open_session_response(&reply)),
+            Step::Rakp2 => (Step::Rakp4, self.hs.on_rakp2(&reply)),
+            Step::Rakp4 => {
+                return self
+                    .hs
+                    .on_rakp4(&reply)
+                    .map(Some)
+                    .map_err(IpmiError::Handshake)
+            }
+        };
+        self.request = request.map_err(IpmiError::Handshake)?;
+        self.step = next;
+        self.tries = Tries::default();
+        Ok(None)
+    }
+}
+
+/// Where an open stands, from the Open Session Request to Set Session Privilege.
+#[derive(Debug)]
+enum Opening {
+    /// The RAKP handshake.
+    Handshake(Handshaking),
+    /// Active on the BMC (RAKP 4 checked); Set Session Privilege under way.
+    Active(Connection),
+    /// Handed over (to the caller or to a reaper), or failed: nothing left here to close.
+    Settled,
+}
+
+impl Opening {
+    /// Drives the handshake on from where it stands to an active session. A failure settles
+    /// the opening (see [`Connection::open`] for what the BMC is left with then).
+    async fn activate(&mut self) -> Result<&mut Connection, IpmiError> {
+        while let Opening::Handshake(h) = self {
+            match h.step().await {
+                Ok(None) => {}
+                Ok(Some(est)) => {
+                    if let Opening::Handshake(h) = std::mem::replace(self, Opening::Settled) {
+                        *self = Opening::Active(Connection::new(h.sock, est, h.timing));
+                    }
+                }
+                Err(e) => {
+                    *self = Opening::Settled;
+                    return Err(e);
+                }
+            }
+        }
+        match self {
+            Opening::Active(c) => Ok(c),
+            // Only a failure (returned above) or a hand-over settles an opening.
+            _ => Err(IpmiError::Malformed("open session")),
+        }
+    }
+
+    /// Whether the BMC may hold a session for it that we can name (and so close).
+    fn bmc_may_hold_session(&self) -> bool {
+        match self {
+            Opening::Handshake(h) => h.bmc_may_hold_session(),
+            Opening::Active(_) => true,
+            Opening::Settled => false,
+        }
+    }
+
+    /// Hands the session over, once active; the opening is settled after.
+    fn settle(&mut self) -> Option<Connection> {
+        match std::mem::replace(self, Opening::Settled) {
+            Opening::Active(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// [`Connection::open`]'s hold on its [`Opening`]. Dropped before the opening settled (the
+/// open's future was dropped: its caller was cancelled), it hands the opening to [`reap`].
+#[derive(Debug)]
+struct Unsettled {
+    addr: SocketAddr,
+    opening: Opening,
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        let opening = std::mem::replace(&mut self.opening, Opening::Settled);
+        if opening.bmc_may_hold_session() {
+            reap(self.addr, opening);
+        }
+    }
+}
+
+/// BMC addresses with sessions of cancelled opens still being closed: one entry a session.
+static REAPING: Mutex<Vec<SocketAddr>> = Mutex::new(Vec::new());
+
+fn reaping() -> MutexGuard<'static, Vec<SocketAddr>> {
+    REAPING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A session of a cancelled open to this BMC, being closed ([`REAPING`] lists it meanwhile).
+struct Reaping(SocketAddr);
+
+impl Reaping {
+    fn register(addr: SocketAddr) -> Reaping {
+        reaping().push(addr);
+        Reaping(addr)
+    }
+}
+
+impl Drop for Reaping {
+    fn drop(&mut self) {
+        let mut r = reaping();
+        if let Some(i) = r.iter().position(|a| *a == self.0) {
+            r.swap_remove(i);
+        }
+    }
+}
+
+/// A reaper's stack: one handshake step and a Close Session need little.
+const REAPER_STACK: usize = 256 * 1024;
+
+/// Carries `opening` (its caller gone) on to an active session and closes that, on a thread
+/// of its own. A thread, not a task: the caller's executor may be the one going away (a stop),
+/// this is rare (a cancel mid-handshake), and it lives no longer than the opening's
+/// [`Timing`] allows (the rest of the handshake, one Close Session try).
+fn reap(addr: SocketAddr, mut opening: Opening) {
+    let reaping = Reaping::register(addr);
+    let spawned = std::thread::Builder::new()
+        .name("ipmi-reaper".into())
+        .stack_size(REAPER_STACK)
+        .spawn(move || {
+            let _reaping = reaping;
+            async_io::block_on(async {
+                match opening.activate().await {
+                    Ok(_) => {
+                        if let Some(conn) = opening.settle() {
+                            conn.close().await;
+                            log::debug!("bmc {addr}: closed the session of a cancelled open");
+                        }
+                    }
+                    Err(e) => {
+                        log::debug!("bmc {addr}: cancelled open: {e}; no session left to close")
+                    }
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        // The closure, and `reaping` with it, is dropped: nothing is waited for.
+        log::warn!(
+            "bmc {addr}: the session of a cancelled open is left to the BMC's timeout \
+             (no thread to close it: {e})"
+        );
+    }
+}
+
+/// Waits until the sessions that opens to `addr` cancelled so far left on the BMC are closed
+/// (see [`Connection::open`]). Each is bounded by its own [`Timing`]: the rest of the
+/// handshake and one Close Session try. [`super::IpmiBmc::close`] waits for this.
+pub async fn cancelled_opens_closed(addr: SocketAddr) {
+    while reaping().contains(&addr) {
+        async_io::Timer::after(Duration::from_millis(10)).await;
+    }
+}
+
+impl Connection {
+    /// Opens a session: handshake, then Set Session Privilege to the requested level.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future (its caller was cancelled: an operation deadline, a stop) does not
+    /// leave the BMC holding a session for nobody; real BMCs have 4 to 16 slots. Once an Open
+    /// Session Request may have gone out, the drop hands the socket and the handshake's state
+    /// to a short-lived thread that carries the handshake on from where it stood (a reply
+    /// already asked for is waited for before asking again, so no second slot is taken) and
+    /// closes the session (Close Session). That thread is bounded by `timing`: the rest of the
+    /// handshake's tries and one Close Session try. [`super::IpmiBmc::close`] (and
+    /// [`cancelled_opens_closed`]) wait for it.
+    ///
+    /// Left to the BMC's own session timeout, whether cancelled or not, are the sessions we
+    /// cannot close:
+    /// - one whose Open Session Response never arrived: the BMC may have allocated a session
+    ///   we cannot name. That includes the first request's session when only a resent
+    ///   request's response arrives (BMCs like ipmi_sim allocate one per request);
+    /// - one whose handshake failed partway. An RMCP+ status in RAKP 2 or 4 means the BMC
+    ///   dropped the session itself (as the spec asks); a RAKP 2 or 4 we reject (wrong
+    ///   password, bad integrity check) leaves us no keys the BMC would take a Close Session
+    ///   with; no RAKP 4 after every try leaves us unsure the BMC has a session at all.
+    ///
+    /// A session that activated but could not be raised to the privilege asked for is closed
+    /// before the error is returned.
+    pub async fn open(
+        addr: SocketAddr,
+        suite: CipherSuite,
+        creds: Credentials,
+        timing: Timing,
+    ) -> Result<Connection, IpmiError> {
+        let privilege = creds.privilege & 0x0F;
+        let mut open = Unsettled {
+            addr,
+            opening: Opening::Handshake(Handshaking::start(addr, suite, creds, timing)?),
+        };
+        let conn = open.opening.activate().await?;
+        // Sessions start at User level; raise to what was asked for (App, Set Session Privilege).
+        let raised = conn
+            .request("set session privilege", 0x06, 0x3B, &[privilege])
+            .await;
+        let conn = open
+            .opening
+            .settle()
+            .ok_or(IpmiError::Malformed("open session"))?;
+        match raised {
+            Ok(_) => Ok(conn),
+            Err(e) => {
+                // Closed now rather than left to the BMC's timeout.
+                conn.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    fn new(sock: Async<UdpSocket>, est: Established, timing: Timing) -> Connection {
+        Connection {
             sock,
             payload_sock: None,
             session: Session::new(est),
             timing,
             rq_seq: 0,
-        };
-        // Sessions start at User level; raise to what was asked for (App, Set Session Privilege).
-        conn.request("set session privilege", 0x06, 0x3B, &[privilege & 0x0F])
-            .await?;
-        Ok(conn)
+        }
     }
 
     /// Sends one IPMI request and returns the response data (after a zero completion code).
@@ -553,13 +791,7 @@ impl Connection {
         est: crate::rakp::Established,
         timing: Timing,
     ) -> Connection {
-        Connection {
-            sock,
-            payload_sock: None,
-            session: Session::new(est),
-            timing,
-            rq_seq: 0,
-        }
+        Connection::new(sock, est, timing)
     }
 }
 
@@ -748,5 +980,143 @@ mod tests {
         assert_eq!(r.unwrap_err().kind(), "rng_failure");
         assert_eq!(s.unwrap_err().kind(), "rng_failure");
         assert!(nothing_sent(&bmc));
+    }
+
+    use crate::fake_bmc::{admin, FakeBmc, Got, Phase};
+
+    /// Long enough that nothing is resent while the fake holds a reply.
+    fn patient() -> Timing {
+        Timing {
+            reply_timeout: Duration::from_secs(2),
+            retries: 1,
+        }
+    }
+
+    /// Runs `Connection::open` against `bmc` until the fake has been sent a `got`, then drops
+    /// it there: the caller was cancelled.
+    fn cancel_open_at(bmc: &FakeBmc, got: Got, timing: Timing) {
+        let open = Connection::open(bmc.addr, CipherSuite::Suite3, admin(), timing);
+        let done = block_on(futures_lite::future::or(
+            async { Some(open.await) },
+            async {
+                bmc.sent(got).await;
+                None
+            },
+        ));
+        assert!(done.is_none(), "the open ended before the cancel: {done:?}");
+    }
+
+    /// Waits until the sessions of opens cancelled on `bmc` are closed, at most 5 s.
+    fn settled(bmc: &FakeBmc) {
+        let closed = block_on(with_timeout(
+            Duration::from_secs(5),
+            cancelled_opens_closed(bmc.addr),
+        ));
+        assert!(closed.is_some(), "still closing: {:?}", bmc.got());
+    }
+
+    #[test]
+    fn an_open_cancelled_at_any_step_leaves_no_session_on_the_bmc() {
+        // The cancel lands while the console waits for the Open Session Response (the BMC has
+        // allocated the session), RAKP 2, RAKP 4, or the answer to Set Session Privilege (the
+        // session is active); the BMC's reply goes out after it.
+        for step in [Got::OpenSession, Got::Rakp1, Got::Rakp3, Got::SetPrivilege] {
+            let bmc = FakeBmc::start();
+            bmc.hold(step);
+            cancel_open_at(&bmc, step, patient());
+            bmc.release();
+            settled(&bmc);
+            let seen = bmc.got();
+            assert_eq!(bmc.sessions(), [], "{step:?}: {seen:?}");
+            assert_eq!(bmc.activated(), 1, "{step:?}: {seen:?}");
+            assert_eq!(bmc.closed(), 1, "{step:?}: {seen:?}");
+            assert_eq!(bmc.count(Got::OpenSession), 1, "{step:?}: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn a_cancelled_open_whose_reply_was_lost_resends_its_message() {
+        let bmc = FakeBmc::start();
+        bmc.lose(Got::Rakp1);
+        let timing = Timing {
+            reply_timeout: Duration::from_millis(100),
+            retries: 2,
+        };
+        cancel_open_at(&bmc, Got::Rakp1, timing);
+        settled(&bmc);
+        let seen = bmc.got();
+        assert_eq!(bmc.count(Got::Rakp1), 2, "{seen:?}");
+        assert_eq!(bmc.count(Got::OpenSession), 1, "{seen:?}");
+        assert_eq!((bmc.activated(), bmc.closed()), (1, 1), "{seen:?}");
+        assert_eq!(bmc.sessions(), [], "{seen:?}");
+    }
+
+    #[test]
+    fn a_lost_open_session_response_leaves_the_session_nobody_can_name() {
+        // The resent Open Session Request gets a session of its own (as from ipmi_sim): that
+        // one is closed; the first stays half-open until the BMC times it out.
+        let bmc = FakeBmc::start();
+        bmc.lose(Got::OpenSession);
+        let timing = Timing {
+            reply_timeout: Duration::from_millis(100),
+            retries: 2,
+        };
+        cancel_open_at(&bmc, Got::OpenSession, timing);
+        settled(&bmc);
+        let seen = bmc.got();
+        assert_eq!(bmc.count(Got::OpenSession), 2, "{seen:?}");
+        assert_eq!((bmc.activated(), bmc.closed()), (1, 1), "{seen:?}");
+        assert_eq!(bmc.sessions(), [Phase::Opened], "{seen:?}");
+    }
+
+    #[test]
+    fn an_open_dropped_before_it_ran_sends_nothing() {
+        let bmc = FakeBmc::start();
+        drop(Connection::open(
+            bmc.addr,
+            CipherSuite::Suite3,
+            admin(),
+            patient(),
+        ));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(bmc.got(), []);
+    }
+
+    #[test]
+    fn an_open_that_returned_leaves_its_session_to_the_caller() {
+        let bmc = FakeBmc::start();
+        let conn = block_on(Connection::open(
+            bmc.addr,
+            CipherSuite::Suite3,
+            admin(),
+            patient(),
+        ))
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(bmc.sessions(), [Phase::Active]);
+        assert_eq!(bmc.closed(), 0);
+        block_on(conn.close());
+        assert_eq!(bmc.sessions(), []);
+        assert_eq!(bmc.got().last(), Some(&Got::CloseSession));
+    }
+
+    #[test]
+    fn a_session_that_cannot_be_raised_to_its_privilege_is_closed() {
+        let bmc = FakeBmc::start();
+        bmc.lose(Got::SetPrivilege);
+        let timing = Timing {
+            reply_timeout: Duration::from_millis(100),
+            retries: 0,
+        };
+        let e = block_on(Connection::open(
+            bmc.addr,
+            CipherSuite::Suite3,
+            admin(),
+            timing,
+        ))
+        .unwrap_err();
+        assert_eq!(e.to_string(), "set session privilege: no reply (timed out)");
+        assert_eq!(bmc.sessions(), [], "{:?}", bmc.got());
+        assert_eq!(bmc.closed(), 1);
     }
 }

@@ -14,6 +14,8 @@ pub mod client;
 pub mod commands;
 pub mod crypto;
 #[cfg(test)]
+mod fake_bmc;
+#[cfg(test)]
 mod fuzz;
 pub mod pipeline;
 pub mod rakp;
@@ -212,11 +214,14 @@ impl IpmiBmc {
         C::parse_success_response(&data).map_err(|_| IpmiError::Malformed(what))
     }
 
-    /// Closes the session, if one is open (frees the BMC's session slot).
+    /// Closes the session, if one is open (frees the BMC's session slot), and waits until the
+    /// sessions of opens to this BMC that were cancelled half-way are closed too (see
+    /// [`Connection::open`]; each within its [`Timing`]): what a stopping agent calls last.
     pub async fn close(&self) {
         if let Some(c) = self.conn.lock().await.take() {
             c.close().await;
         }
+        client::cancelled_opens_closed(self.addr).await;
     }
 }
 
@@ -248,5 +253,49 @@ impl Queries for IpmiBmc {
 
     fn window(&self) -> usize {
         IpmiBmc::window(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_bmc::{admin, FakeBmc, Got};
+    use futures_lite::future::{block_on, or};
+    use ipmi_rs_core::app::GetDeviceId;
+    use std::time::Duration;
+
+    fn patient() -> Timing {
+        Timing {
+            reply_timeout: Duration::from_secs(2),
+            retries: 1,
+        }
+    }
+
+    #[test]
+    fn close_waits_for_the_sessions_of_cancelled_opens() {
+        let fake = FakeBmc::start();
+        let bmc = IpmiBmc::new(fake.addr, CipherSuite::Suite3, admin(), patient());
+        // The operation is dropped while the session's RAKP 4 is on its way.
+        fake.hold(Got::Rakp3);
+        let cancelled = block_on(or(
+            async { Some(bmc.execute("get device id", GetDeviceId).await) },
+            async {
+                fake.sent(Got::Rakp3).await;
+                None
+            },
+        ));
+        assert!(cancelled.is_none(), "{cancelled:?}");
+        // The next operation opens a session of its own meanwhile.
+        block_on(bmc.execute("get device id", GetDeviceId)).unwrap();
+        assert_eq!(fake.count(Got::OpenSession), 2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(200));
+                fake.release();
+            });
+            block_on(bmc.close());
+            assert_eq!(fake.sessions(), [], "{:?}", fake.got());
+            assert_eq!((fake.activated(), fake.closed()), (2, 2));
+        });
     }
 }

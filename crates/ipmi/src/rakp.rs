@@ -176,6 +176,16 @@ impl Handshake {
         }
     }
 
+    /// Tests: the BMC's side of a handshake (for fakes of a BMC), with the session ID, random
+    /// and GUID it chose: [`Handshake::rakp2_code`] and [`Handshake::keys`] are then the BMC's.
+    #[cfg(test)]
+    pub(crate) fn bmc_side(mut self, bmc_sid: u32, rc: [u8; 16], guid: [u8; 16]) -> Self {
+        self.bmc_sid = bmc_sid;
+        self.rc = rc;
+        self.guid = guid;
+        self
+    }
+
     fn role(&self) -> u8 {
         NAME_ONLY_LOOKUP | (self.creds.privilege & 0x0F)
     }
@@ -284,7 +294,7 @@ impl Handshake {
     }
 
     /// Takes RAKP 4; returns the established session.
-    pub fn on_rakp4(self, r: &[u8]) -> Result<Established, HandshakeError> {
+    pub fn on_rakp4(&self, r: &[u8]) -> Result<Established, HandshakeError> {
         let step = Step::Rakp4;
         if r.len() < 2 || r[0] != self.tag {
             return Err(HandshakeError::Malformed(step));
