@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use conduit_api::agent::*;
 use conduit_http::router::Router;
-use conduit_http::rpc::{check_bearer, unary, unary_deferred, Code, RpcError, RpcFuture};
+use conduit_http::rpc::{check_bearer, refused, unary, unary_deferred, Code, RpcError, RpcFuture};
 use conduit_http::{Method, Request, Response};
 
 use crate::discovery::Discovery;
@@ -21,7 +21,7 @@ fn rpc_error(e: OpError) -> RpcError {
     let code = match &e.failure {
         OpFailure::UnknownServer => Code::NotFound,
         OpFailure::TimedOut(_) => Code::DeadlineExceeded,
-        OpFailure::Undetected(_) => Code::Unavailable,
+        OpFailure::Undetected(_) | OpFailure::Retired => Code::Unavailable,
         #[cfg(feature = "ipmi")]
         OpFailure::Ipmi(IpmiError::Completion { .. }) => Code::FailedPrecondition,
         #[cfg(feature = "ipmi")]
@@ -205,7 +205,7 @@ impl Bmcs {
     fn set_boot(&self, id: &str, device: &str, persistent: bool) -> RpcFuture<BootDeviceResponse> {
         let device = match parse_device(device) {
             Ok(d) => d,
-            Err(e) => return Box::pin(async move { Err(e) }),
+            Err(e) => return refused(e),
         };
         let (fleet, owned) = (self.fleet.clone(), id.to_owned());
         self.ops
@@ -215,7 +215,7 @@ impl Bmcs {
     fn power(&self, id: &str, word: &str) -> RpcFuture<PowerActionResponse> {
         let action = match parse_action(word) {
             Ok(a) => a,
-            Err(e) => return Box::pin(async move { Err(e) }),
+            Err(e) => return refused(e),
         };
         let (fleet, owned, word) = (self.fleet.clone(), id.to_owned(), word.to_owned());
         self.ops

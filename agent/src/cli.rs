@@ -136,29 +136,20 @@ pub fn run(cmd: Command, config: &Config) -> anyhow::Result<()> {
                 println!("product\t{}", id.product);
                 println!("firmware\t{}", id.firmware);
             }),
-            Command::Boot(server, None) => fleet.boot(&server).await.map(|b| {
-                println!(
-                    "{}\t{}",
-                    b.device,
-                    if b.persistent {
-                        "persistent"
-                    } else {
-                        "next boot"
-                    }
-                );
-            }),
-            Command::Boot(server, Some((device, persistent))) => {
-                match fleet.set_boot(&server, device, persistent).await {
+            Command::Boot(server, set) => {
+                let set = match set {
+                    Some((device, persistent)) => fleet.set_boot(&server, device, persistent).await,
+                    None => Ok(()),
+                };
+                // What the BMC holds now (after a change: what took).
+                match set {
                     Ok(()) => fleet.boot(&server).await.map(|b| {
-                        println!(
-                            "{}\t{}",
-                            b.device,
-                            if b.persistent {
-                                "persistent"
-                            } else {
-                                "next boot"
-                            }
-                        );
+                        let lasts = if b.persistent {
+                            "persistent"
+                        } else {
+                            "next boot"
+                        };
+                        println!("{}\t{lasts}", b.device);
                     }),
                     Err(e) => Err(e),
                 }

@@ -93,7 +93,7 @@ struct RawConsole {
 }
 
 /// Console settings (`[console]`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConsoleConfig {
     /// Where SOL session logs go (`<dir>/<server_id>.log`); none when unset.
     pub sol_log_dir: Option<PathBuf>,
@@ -206,7 +206,7 @@ impl Cidr {
 pub const MAX_RANGE: u64 = 1 << 16;
 
 /// Discovery settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DiscoveryConfig {
     /// Ranges to scan; empty means discovery only counts the static inventory.
     pub ranges: Vec<Cidr>,

@@ -197,6 +197,21 @@ pub struct BootSetting {
     pub persistent: bool,
 }
 
+impl BootSetting {
+    /// From the override the BMC holds: `None` for none, `Some(None)` for a device this
+    /// agent does not set.
+    fn of(device: Option<Option<BootDevice>>, persistent: bool) -> BootSetting {
+        BootSetting {
+            device: match device {
+                None => "none",
+                Some(None) => "other",
+                Some(Some(d)) => d.word(),
+            },
+            persistent: device.is_some() && persistent,
+        }
+    }
+}
+
 /// One entry of a BMC's event log (IPMI SEL, Redfish LogService entries).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEvent {
@@ -236,6 +251,8 @@ pub enum OpFailure {
     Redfish(RedfishError),
     /// `protocol = "auto"` found no usable BMC protocol (the reason says what was tried).
     Undetected(String),
+    /// The BMC left the inventory (or was replaced) by a reload while the call was on its way.
+    Retired,
 }
 
 impl OpFailure {
@@ -243,7 +260,9 @@ impl OpFailure {
     /// `agent_bmc_connection_errors_total`), rather than the BMC refusing a command.
     fn is_connection(&self) -> bool {
         match self {
-            OpFailure::UnknownServer => false,
+            OpFailure::UnknownServer | OpFailure::Retired => false,
+            #[cfg(feature = "ipmi")]
+            OpFailure::Ipmi(IpmiError::Retired) => false,
             #[cfg(feature = "ipmi")]
             OpFailure::Ipmi(IpmiError::Completion { .. }) => false,
             #[cfg(feature = "redfish")]
@@ -291,6 +310,7 @@ impl OpError {
     pub fn kind(&self) -> &'static str {
         match &self.failure {
             OpFailure::UnknownServer => "unknown_server",
+            OpFailure::Retired => "retired",
             OpFailure::TimedOut(_) => "timeout",
             OpFailure::Undetected(_) => "undetected",
             #[cfg(feature = "ipmi")]
@@ -310,6 +330,7 @@ impl std::fmt::Display for OpError {
         write!(f, ": {}: ", self.operation.replace('_', " "))?;
         match &self.failure {
             OpFailure::UnknownServer => f.write_str("no such server in the inventory"),
+            OpFailure::Retired => f.write_str("removed from the inventory by a reload"),
             OpFailure::TimedOut(d) => write!(f, "timed out after {d:?}"),
             OpFailure::Undetected(why) => f.write_str(why),
             #[cfg(feature = "ipmi")]
@@ -328,6 +349,8 @@ pub struct Bmc {
     /// Its configuration.
     pub config: BmcConfig,
     backend: BmcBackend,
+    // Set when a reload replaced or removed it: no new operation starts on it.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -540,7 +563,20 @@ impl Bmc {
         Ok(Bmc {
             config: c.clone(),
             backend,
+            retired: Default::default(),
         })
+    }
+
+    /// Closes its sessions for good (a reload replaced or removed it): operations still
+    /// running on it open none, and none starts on it.
+    pub async fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        match self.known_backend() {
+            #[cfg(feature = "ipmi")]
+            Some(Backend::Ipmi { ipmi, .. }) => ipmi.retire().await,
+            _ => self.close().await,
+        }
     }
 
     /// The IPMI side of this BMC, for consoles that open sessions of their own: `None` for a
@@ -695,6 +731,14 @@ impl Fleet {
         op: impl Future<Output = Result<T, OpFailure>>,
     ) -> Result<T, OpError> {
         let start = Instant::now();
+        if bmc.retired.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(OpError {
+                server: bmc.config.id.clone(),
+                addr: Some(bmc.config.addr),
+                operation,
+                failure: OpFailure::Retired,
+            });
+        }
         let result = with_timeout(timeout, op)
             .await
             .unwrap_or(Err(OpFailure::TimedOut(timeout)));
@@ -909,34 +953,34 @@ impl Fleet {
                     // device still says what was asked for; ipmi_sim never sets it.
                     let f = boot::boot_flags(ipmi).await?;
                     let device = match f.boot.device {
-                        D::NoOverride => "none",
-                        D::Pxe => "pxe",
-                        D::Disk => "disk",
-                        D::Cdrom => "cdrom",
-                        D::BiosSetup => "bios",
-                        D::Other(_) => "other",
+                        D::NoOverride => None,
+                        D::Pxe => Some(Some(BootDevice::Pxe)),
+                        D::Disk => Some(Some(BootDevice::Disk)),
+                        D::Cdrom => Some(Some(BootDevice::Cdrom)),
+                        D::BiosSetup => Some(Some(BootDevice::BiosSetup)),
+                        D::Other(_) => Some(None),
                     };
-                    Ok(BootSetting {
+                    Ok(BootSetting::of(
                         device,
-                        persistent: f.boot.persistence == Persistence::Persistent,
-                    })
+                        f.boot.persistence == Persistence::Persistent,
+                    ))
                 }
                 #[cfg(feature = "redfish")]
                 Backend::Redfish(r, lock) => {
                     use conduit_redfish::{BootEnabled, BootSource, BootTarget as T};
                     let b = redfish(r, lock, |r| r.boot()).await?;
                     let device = match (&b.enabled, &b.target) {
-                        (BootEnabled::Disabled, _) | (_, BootSource::None) => "none",
-                        (_, BootSource::Target(T::Pxe)) => "pxe",
-                        (_, BootSource::Target(T::Hdd)) => "disk",
-                        (_, BootSource::Target(T::Cd)) => "cdrom",
-                        (_, BootSource::Target(T::BiosSetup)) => "bios",
-                        (_, BootSource::Other(_)) => "other",
+                        (BootEnabled::Disabled, _) | (_, BootSource::None) => None,
+                        (_, BootSource::Target(T::Pxe)) => Some(Some(BootDevice::Pxe)),
+                        (_, BootSource::Target(T::Hdd)) => Some(Some(BootDevice::Disk)),
+                        (_, BootSource::Target(T::Cd)) => Some(Some(BootDevice::Cdrom)),
+                        (_, BootSource::Target(T::BiosSetup)) => Some(Some(BootDevice::BiosSetup)),
+                        (_, BootSource::Other(_)) => Some(None),
                     };
-                    Ok(BootSetting {
+                    Ok(BootSetting::of(
                         device,
-                        persistent: device != "none" && b.enabled == BootEnabled::Continuous,
-                    })
+                        b.enabled == BootEnabled::Continuous,
+                    ))
                 }
             }
         })
@@ -960,13 +1004,20 @@ impl Fleet {
                 }
                 #[cfg(feature = "redfish")]
                 Backend::Redfish(r, lock) => {
-                    redfish(r, lock, |r| {
+                    // The blocking walk stops itself at the budget: dropping the waiting
+                    // future would not stop it, and it holds the BMC's lock.
+                    let until = Instant::now() + SDR_BUDGET - Duration::from_secs(1);
+                    redfish(r, lock, move |r| {
                         let mut log = EventLog {
                             events: Vec::new(),
                             complete: true,
                         };
                         for s in crate::event_log::event_services(r.log_services()?) {
-                            let e = r.log_entries(&s)?;
+                            if Instant::now() >= until {
+                                log.complete = false;
+                                break;
+                            }
+                            let e = r.log_entries_until(&s, until)?;
                             log.complete &= e.complete;
                             log.events
                                 .extend(e.entries.iter().map(crate::event_log::from_redfish));
@@ -1009,16 +1060,20 @@ impl Fleet {
     }
 }
 
+/// Retires `bmcs` (a reload replaced or removed them), all at once.
+pub async fn retire_all(bmcs: &[Arc<Bmc>]) {
+    all_at_once(bmcs, |b| async move { b.retire().await }).await;
+}
+
 /// Closes the sessions of `bmcs`, all at once.
 pub async fn close_all(bmcs: &[Arc<Bmc>]) {
+    all_at_once(bmcs, |b| async move { b.close().await }).await;
+}
+
+/// Runs `f` on every BMC concurrently (none waits on another BMC's answer).
+async fn all_at_once<F: Future<Output = ()>>(bmcs: &[Arc<Bmc>], f: impl Fn(Arc<Bmc>) -> F) {
     let ex = smol::LocalExecutor::new();
-    let tasks: Vec<smol::Task<()>> = bmcs
-        .iter()
-        .map(|b| {
-            let b = b.clone();
-            ex.spawn(async move { b.close().await })
-        })
-        .collect();
+    let tasks: Vec<smol::Task<()>> = bmcs.iter().map(|b| ex.spawn(f(b.clone()))).collect();
     ex.run(async {
         for t in tasks {
             t.await;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_lock::Semaphore;
-use conduit_http::rpc::{Code, RpcError, RpcFuture};
+use conduit_http::rpc::{refused, Code, RpcError, RpcFuture};
 use conduit_runtime::heartbeat::Heartbeats;
 use conduit_runtime::job_thread::{self, JobThread};
 
@@ -40,7 +40,7 @@ impl Operations {
         max_per_server: usize,
         heartbeats: &Heartbeats,
     ) -> std::io::Result<Operations> {
-        let beat = heartbeats.register("bmc-operations executor", job_thread::TICK);
+        let beat = heartbeats.register("bmc-operations executor", job_thread::BEAT_PERIOD);
         Ok(Operations {
             thread: JobThread::start("bmc-operations", Some(beat))?,
             global: Arc::new(Semaphore::new(max)),
@@ -65,7 +65,6 @@ impl Operations {
         T: Send + 'static,
         F: Future<Output = Result<T, RpcError>> + 'static,
     {
-        let refuse = |e: RpcError| -> RpcFuture<T> { Box::pin(async move { Err(e) }) };
         let mine = self
             .per_server
             .read()
@@ -73,13 +72,13 @@ impl Operations {
             .get(server)
             .cloned();
         let Some(mine) = mine else {
-            return refuse(RpcError::new(
+            return refused(RpcError::new(
                 Code::NotFound,
                 format!("no server {server:?} in the inventory"),
             ));
         };
         let Some(one) = mine.try_acquire_arc() else {
-            return refuse(RpcError::exhausted(
+            return refused(RpcError::exhausted(
                 format!(
                     "bmc {server}: {} operations are already in flight on this server (agent.max_operations_per_server); retry later",
                     self.max_per_server
@@ -88,7 +87,7 @@ impl Operations {
             ));
         };
         let Some(all) = self.global.try_acquire_arc() else {
-            return refuse(RpcError::exhausted(
+            return refused(RpcError::exhausted(
                 format!(
                     "{} BMC operations are already in flight (agent.max_operations); retry later",
                     self.max

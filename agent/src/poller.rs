@@ -18,17 +18,22 @@ use conduit_runtime::{every, Background};
 /// Most BMCs polled at once.
 const CONCURRENCY: usize = 64;
 
-/// Starts polling `fleet` every `interval` (first round at once) on the `bmc-poller` thread;
-/// on stop, the BMC sessions are closed.
+/// Starts polling `fleet` every `interval` (first round at once) on the `bmc-poller` thread,
+/// beating `heartbeats` as BMCs are polled; a stop drops the round in progress.
 pub fn start(
     fleet: Arc<Fleet>,
     metrics: Arc<AgentMetrics>,
     interval: Duration,
     heartbeats: &Heartbeats,
 ) -> std::io::Result<Background> {
-    // Each BMC's poll ends within two operation timeouts (power, then sensors), and with up to
-    // CONCURRENCY in flight one ends at least that often while a round runs.
-    let beat = heartbeats.register("bmc poller", fleet.operation_timeout() * 2);
+    // One BMC's poll is power (one operation timeout), the SDR repository (its budget plus a
+    // timeout) and the readings (a timeout); with up to CONCURRENCY in flight, a step of one
+    // ends at least that often while a round runs. The beat goes stale after STALE_AFTER
+    // periods: the period is that bound over STALE_AFTER, with a second to spare.
+    let t = fleet.operation_timeout();
+    let step = crate::fleet::SDR_BUDGET + t * 3;
+    let period = step / conduit_runtime::heartbeat::STALE_AFTER + Duration::from_secs(1);
+    let beat = heartbeats.register("bmc poller", period.max(t * 2));
     Background::spawn("bmc-poller", move |stopped| {
         let ex = smol::LocalExecutor::new();
         future::block_on(ex.run(async {
@@ -36,7 +41,7 @@ pub fn start(
                 poll_all(&ex, &fleet, &metrics, &beat)
             })
             .await;
-            fleet.close_all().await;
+            // The sessions are closed by the agent's stop, under its time bound.
         }));
     })
 }
@@ -132,6 +137,13 @@ pub fn unpublish_server(
     metrics.bmc_last_poll_success.remove(&server);
 }
 
+/// Whether `bmc` is still the inventory's BMC of its id.
+fn current(fleet: &Fleet, bmc: &Bmc) -> bool {
+    fleet
+        .get(&bmc.config.id)
+        .is_some_and(|b| std::ptr::eq(&*b, bmc))
+}
+
 async fn poll_one(fleet: &Fleet, metrics: &AgentMetrics, bmc: &Bmc) {
     let id = &bmc.config.id;
     let server = ServerId {
@@ -139,7 +151,7 @@ async fn poll_one(fleet: &Fleet, metrics: &AgentMetrics, bmc: &Bmc) {
     };
     let status = fleet.power_status(id).await;
     // A reload replaced or removed this BMC while it was polled: nothing to record.
-    if !fleet.get(id).is_some_and(|b| std::ptr::eq(&*b, bmc)) {
+    if !current(fleet, bmc) {
         return;
     }
     match status {
@@ -159,7 +171,12 @@ async fn poll_one(fleet: &Fleet, metrics: &AgentMetrics, bmc: &Bmc) {
                     if on { "on" } else { "off" }
                 );
             }
-            match fleet.sensors(id).await {
+            let sensors = fleet.sensors(id).await;
+            // The sensor read takes a while: a reload may have retired this BMC meanwhile.
+            if !current(fleet, bmc) {
+                return;
+            }
+            match sensors {
                 Ok(readings) => {
                     let previous = fleet.health().record_sensors(id, readings.clone());
                     publish_sensors(metrics, id, &readings, &previous);

@@ -22,6 +22,8 @@ struct Reload {
     consoles: Option<std::sync::Arc<Consoles>>,
     discovery: Option<std::sync::Arc<crate::discovery::Discovery>>,
     metrics: std::sync::Arc<AgentMetrics>,
+    // One reload at a time; a SIGHUP during one waits for it.
+    busy: std::sync::Mutex<()>,
 }
 
 impl Reload {
@@ -30,6 +32,7 @@ impl Reload {
     /// ones have their consoles ended, sessions closed and series removed. A file that does
     /// not load changes nothing. (The API token, listen address and limits take a restart.)
     fn run(&self) {
+        let _one = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         let path = &self.running.path;
         let next = match Config::load(path) {
             Ok(c) => c,
@@ -38,8 +41,31 @@ impl Reload {
                 return;
             }
         };
-        if next.api_token != self.running.api_token {
-            log::warn!("reload: api_token changed; it takes effect at the next restart");
+        let r = &self.running;
+        let restart_only = [
+            ("api_token", next.api_token != r.api_token),
+            ("poll_interval_secs", next.poll_interval != r.poll_interval),
+            (
+                "operation_timeout_secs",
+                next.operation_timeout != r.operation_timeout,
+            ),
+            ("max_operations", next.max_operations != r.max_operations),
+            (
+                "max_operations_per_server",
+                next.max_operations_per_server != r.max_operations_per_server,
+            ),
+            ("state_dir", next.state_dir != r.state_dir),
+            ("[console]", next.console != r.console),
+            (
+                "[discovery] (but its inventory)",
+                next.discovery != r.discovery,
+            ),
+            ("watchdog", next.watchdog_device != r.watchdog_device),
+        ];
+        for (what, changed) in restart_only {
+            if changed {
+                log::warn!("reload: {what} changed; it takes effect at the next restart");
+            }
         }
         let r = match self.fleet.reload(&next) {
             Ok(r) => r,
@@ -68,7 +94,7 @@ impl Reload {
         let retired = r.retired.clone();
         futures_lite::future::block_on(conduit_runtime::with_timeout(
             Duration::from_secs(5),
-            crate::fleet::close_all(&retired),
+            crate::fleet::retire_all(&retired),
         ));
         log::info!(
             "reloaded {}: {} BMCs; added {:?}, changed {:?}, removed {:?}",
@@ -90,6 +116,10 @@ impl Consoles {
     fn shutdown(&self, _within: Duration) {}
     fn end(&self, _servers: &[String]) {}
 }
+
+/// How long the consoles get to end (viewers told, SOL deactivated) before the HTTP server
+/// closes their connections.
+const CONSOLES_WITHIN: Duration = Duration::from_millis(2500);
 
 /// SIGTERM to exit: consoles deactivated and BMC sessions closed within this.
 const STOP_WITHIN: Duration = Duration::from_millis(4500);
@@ -224,25 +254,41 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
     let hooks = SignalHooks {
         // Operations in flight are cancelled at once: their callers hear `unavailable` now,
         // and the HTTP server has nothing left to wait for.
+        // Then the consoles end while their viewers are still connected: each is told, SOL
+        // is deactivated, and only then does the HTTP server close their connections.
         on_stop: Some(Box::new({
-            let (ops, asked) = (ops.clone(), stop_asked.clone());
+            let (ops, asked, consoles) = (ops.clone(), stop_asked.clone(), consoles.clone());
             move || {
                 let _ = asked.set(Instant::now());
                 ops.cancel();
+                if let Some(c) = &consoles {
+                    c.shutdown(CONSOLES_WITHIN);
+                }
             }
         })),
         // SIGHUP: the BMC inventory and its secrets, from the same file.
         on_reload: match (config, fleet.clone()) {
             (Some(c), Some(fleet)) => {
-                let reload = Reload {
+                let reload = std::sync::Arc::new(Reload {
                     running: c.clone(),
                     fleet,
                     ops: ops.clone(),
                     consoles: consoles.clone(),
                     discovery: discovery.clone(),
                     metrics: metrics.clone(),
-                };
-                Some(Box::new(move || reload.run()))
+                    busy: std::sync::Mutex::new(()),
+                });
+                // On a thread of its own: a slow BMC closing its session must not keep the
+                // signal thread from hearing SIGTERM.
+                Some(Box::new(move || {
+                    let reload = reload.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("reload".into())
+                        .spawn(move || reload.run());
+                    if let Err(e) = spawned {
+                        log::error!("reload: cannot start its thread: {e}");
+                    }
+                }))
             }
             _ => None,
         },

@@ -94,10 +94,16 @@ fn mint(
             format!("unknown console {kind:?}: {}", KINDS.join(" or ")),
         ));
     }
-    if fleet.get(server).is_none() {
+    let Some(bmc) = fleet.get(server) else {
         return Err(RpcError::new(
             Code::NotFound,
             format!("no server {server:?} in the inventory"),
+        ));
+    };
+    if kind == "sol" && bmc.config.protocol == crate::config::Protocol::Redfish {
+        return Err(RpcError::new(
+            Code::FailedPrecondition,
+            format!("server {server:?} is a Redfish BMC: no serial console over IPMI SOL"),
         ));
     }
     let ticket = auth
@@ -222,7 +228,7 @@ pub fn routes(
     let mut consoles = Consoles::default();
     #[cfg(feature = "sol")]
     let router = {
-        let beat = heartbeats.register("sol console executor", job_thread::TICK);
+        let beat = heartbeats.register("sol console executor", job_thread::BEAT_PERIOD);
         let thread = JobThread::start("sol-consoles", Some(beat))?;
         let (router, hubs) = sol::routes(
             router,

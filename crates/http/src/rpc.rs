@@ -171,6 +171,11 @@ where
 /// What a deferred call returns: the answer to come, computed elsewhere.
 pub type RpcFuture<T> = Pin<Box<dyn Future<Output = Result<T, RpcError>> + Send>>;
 
+/// A deferred call refused before it started.
+pub fn refused<T: 'static>(e: RpcError) -> RpcFuture<T> {
+    Box::pin(async move { Err(e) })
+}
+
 /// A unary handler whose call waits on something slow (a BMC): `call` starts the work
 /// elsewhere and returns at once (refusing, e.g. `resource_exhausted`, if it cannot), so the
 /// worker is free while the connection waits for the answer. Metrics are recorded when it

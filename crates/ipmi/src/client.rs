@@ -57,6 +57,8 @@ pub enum IpmiError {
     Io(std::io::Error),
     /// The OS random source failed: no session ID, RAKP random or IV could be drawn.
     Rng(getrandom::Error),
+    /// The BMC handle was retired ([`crate::IpmiBmc::retire`]): no new session is opened.
+    Retired,
 }
 
 impl IpmiError {
@@ -72,6 +74,7 @@ impl IpmiError {
             IpmiError::Malformed(_) => "malformed_reply",
             IpmiError::Io(_) => "io",
             IpmiError::Rng(_) => "rng_failure",
+            IpmiError::Retired => "retired",
         }
     }
 
@@ -95,6 +98,7 @@ impl std::fmt::Display for IpmiError {
             IpmiError::Malformed(step) => write!(f, "{step}: malformed reply"),
             IpmiError::Io(e) => write!(f, "socket: {e}"),
             IpmiError::Rng(e) => write!(f, "random source: {e}"),
+            IpmiError::Retired => f.write_str("removed from the inventory: no new session"),
         }
     }
 }

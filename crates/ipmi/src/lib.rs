@@ -45,6 +45,8 @@ pub struct IpmiBmc {
     // Requests a batch may have outstanding at once; 1 once the BMC showed it cannot cope.
     window: AtomicUsize,
     conn: async_lock::Mutex<Option<Connection>>,
+    // Set by `retire`: operations still running on this handle open no new session.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 /// Requests a batch ([`IpmiBmc::request_batch`]) has outstanding at once unless
@@ -64,6 +66,7 @@ impl IpmiBmc {
             timing,
             window: AtomicUsize::new(DEFAULT_WINDOW),
             conn: async_lock::Mutex::new(None),
+            retired: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -112,6 +115,9 @@ impl IpmiBmc {
         let mut fresh = false;
         loop {
             if conn.is_none() {
+                if self.retired.load(Ordering::Relaxed) {
+                    return Err(IpmiError::Retired);
+                }
                 *conn = Some(
                     Connection::open(self.addr, self.suite, self.creds.clone(), self.timing)
                         .await?,
@@ -151,6 +157,9 @@ impl IpmiBmc {
         let mut fresh = false;
         loop {
             if conn.is_none() {
+                if self.retired.load(Ordering::Relaxed) {
+                    return Err(IpmiError::Retired);
+                }
                 *conn = Some(
                     Connection::open(self.addr, self.suite, self.creds.clone(), self.timing)
                         .await?,
@@ -222,6 +231,14 @@ impl IpmiBmc {
             c.close().await;
         }
         client::cancelled_opens_closed(self.addr).await;
+    }
+
+    /// Closes the session for good: operations still running on this handle (the BMC left
+    /// the inventory or was replaced) fail with [`IpmiError::Retired`] instead of opening a
+    /// session nobody would close.
+    pub async fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.close().await;
     }
 }
 

@@ -601,12 +601,14 @@ impl RedfishBmc {
         what: &'static str,
         path: &str,
         max: usize,
+        until: Option<std::time::Instant>,
     ) -> Result<(Vec<Value>, bool), RedfishError> {
         let mut out = Vec::new();
         let mut read: Vec<String> = Vec::new();
         let mut next = Some(path.to_owned());
         while let Some(page_path) = next.take() {
-            if read.len() == MAX_PAGES || read.contains(&page_path) {
+            let late = until.is_some_and(|u| std::time::Instant::now() >= u);
+            if late || read.len() == MAX_PAGES || read.contains(&page_path) {
                 return Ok((out, false));
             }
             let mut page = self.get(what, &page_path)?;
@@ -824,7 +826,7 @@ impl RedfishBmc {
         else {
             return Ok(Vec::new());
         };
-        let (members, _) = self.members("log services", path, MAX_LOG_SERVICES)?;
+        let (members, _) = self.members("log services", path, MAX_LOG_SERVICES, None)?;
         let mut out = Vec::new();
         for m in members {
             let Some(link) = m.get("@odata.id").and_then(Value::as_str) else {
@@ -844,9 +846,33 @@ impl RedfishBmc {
     /// Entries the collection only links are read one by one (within the same bound); one
     /// the service fails to serve is skipped.
     pub fn log_entries(&self, service: &LogService) -> Result<LogEntries, RedfishError> {
-        let (members, complete) = self.members("log entries", &service.entries, MAX_LOG_ENTRIES)?;
+        self.read_log_entries(service, None)
+    }
+
+    /// [`RedfishBmc::log_entries`], reading no further page or entry once `until` has passed
+    /// (the entries read by then, as incomplete): a large log on a slow service stays within
+    /// the caller's budget.
+    pub fn log_entries_until(
+        &self,
+        service: &LogService,
+        until: std::time::Instant,
+    ) -> Result<LogEntries, RedfishError> {
+        self.read_log_entries(service, Some(until))
+    }
+
+    fn read_log_entries(
+        &self,
+        service: &LogService,
+        until: Option<std::time::Instant>,
+    ) -> Result<LogEntries, RedfishError> {
+        let (members, mut complete) =
+            self.members("log entries", &service.entries, MAX_LOG_ENTRIES, until)?;
         let mut entries = Vec::with_capacity(members.len());
         for m in members {
+            if until.is_some_and(|u| std::time::Instant::now() >= u) {
+                complete = false;
+                break;
+            }
             if logs::is_expanded(&m) {
                 entries.push(logs::entry(&m));
                 continue;
@@ -926,7 +952,7 @@ impl RedfishBmc {
     }
 
     fn sensor_collection(&self, path: &str) -> Result<Vec<RedfishReading>, RedfishError> {
-        let (members, _) = self.members("sensors", path, MAX_SENSORS)?;
+        let (members, _) = self.members("sensors", path, MAX_SENSORS, None)?;
         let mut out = Vec::with_capacity(members.len());
         for m in members {
             if sensors::is_expanded(&m) {

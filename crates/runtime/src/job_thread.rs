@@ -20,6 +20,10 @@ type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
 /// How often the executor's ticker beats.
 pub const TICK: Duration = Duration::from_secs(1);
+/// The period to register an executor's beat with: its jobs may do short blocking work (a
+/// log write on a slow SD card), which must not read as a stall; a thread blocked for longer
+/// than [`crate::heartbeat::STALE_AFTER`] times this is one.
+pub const BEAT_PERIOD: Duration = Duration::from_secs(5);
 
 /// A running job thread; dropped jobs and unfinished ones end when it stops.
 #[derive(Debug)]
@@ -29,7 +33,8 @@ pub struct JobThread {
 }
 
 impl JobThread {
-    /// Starts thread `name`; `beat` (registered with period [`TICK`]) is ticked by it.
+    /// Starts thread `name`; `beat` (registered with period [`BEAT_PERIOD`]) is ticked by
+    /// it every [`TICK`].
     pub fn start(name: &str, beat: Option<Arc<Heartbeat>>) -> std::io::Result<JobThread> {
         let (jobs, incoming) = async_channel::unbounded::<Job>();
         let thread = Background::spawn(name, move |stopped| {
@@ -103,7 +108,8 @@ impl JobThread {
         }
     }
 
-    /// Stops the thread: unfinished jobs are dropped (their waiters get `None`).
+    /// Stops the thread and waits for it: unfinished jobs are dropped (their waiters get
+    /// `None`). Not from a job of this thread.
     pub fn stop(mut self) {
         self.jobs.close();
         if let Some(t) = self.thread.take() {
@@ -113,11 +119,9 @@ impl JobThread {
 }
 
 impl Drop for JobThread {
+    // Asks only: the last owner may be a job on the thread itself, which cannot join it.
     fn drop(&mut self) {
-        self.jobs.close();
-        if let Some(t) = self.thread.take() {
-            t.stop();
-        }
+        self.cancel();
     }
 }
 

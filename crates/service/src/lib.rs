@@ -196,11 +196,26 @@ impl Stack {
                 }
                 resp
             })
-            .route(Method::Get, "/health", move |_| match heartbeats.check() {
-                Ok(()) => Response::text(200, "ok\n"),
-                Err(stalled) => {
-                    log::warn!("health check failing: {stalled}");
-                    Response::text(503, format!("{stalled}\n"))
+            .route(Method::Get, "/health", {
+                // Logged when the answer changes, not on every probe.
+                let failing = std::sync::atomic::AtomicBool::new(false);
+                move |_| {
+                    let checked = heartbeats.check();
+                    let was = failing.swap(checked.is_err(), std::sync::atomic::Ordering::Relaxed);
+                    match checked {
+                        Ok(()) => {
+                            if was {
+                                log::info!("health check passing again");
+                            }
+                            Response::text(200, "ok\n")
+                        }
+                        Err(stalled) => {
+                            if !was {
+                                log::warn!("health check failing: {stalled}");
+                            }
+                            Response::text(503, format!("{stalled}\n"))
+                        }
+                    }
                 }
             });
         let index = format!(

@@ -34,14 +34,15 @@ impl Held {
     }
 
     fn path(&self, server: &str) -> Option<PathBuf> {
-        // Server ids come from the configuration; only safe characters reach a file name.
-        let name: String = server
-            .chars()
-            .map(|c| match c {
-                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c,
-                _ => '_',
-            })
-            .collect();
+        // Server ids come from the configuration: safe characters as they are, every other
+        // byte as %XX (`%` too), so two ids never share a file and none leaves the directory.
+        let mut name = String::new();
+        for b in server.bytes() {
+            match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => name.push(char::from(b)),
+                _ => name.push_str(&format!("%{b:02X}")),
+            }
+        }
         Some(self.dir.as_ref()?.join(format!("{name}.held")))
     }
 
@@ -51,15 +52,21 @@ impl Held {
         self.path(server).is_some_and(|p| p.exists())
     }
 
-    /// `server`'s payload is ours now.
+    /// `server`'s payload is ours now; durable before it returns (file and directory synced):
+    /// it must survive the power cut of a watchdog reboot.
     pub fn hold(&self, server: &str) {
-        if let Some(p) = self.path(server) {
-            if let Err(e) = std::fs::write(&p, b"") {
-                log::warn!(
-                    "sol {server}: record the active payload in {}: {e}",
-                    p.display()
-                );
-            }
+        let (Some(p), Some(dir)) = (self.path(server), self.dir.as_ref()) else {
+            return;
+        };
+        let durable = || -> std::io::Result<()> {
+            std::fs::File::create(&p)?.sync_all()?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        if let Err(e) = durable() {
+            log::warn!(
+                "sol {server}: record the active payload in {}: {e}",
+                p.display()
+            );
         }
     }
 
@@ -80,9 +87,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("held-{}", std::process::id()));
         let a = Held::new(Some(&dir));
         a.hold("../n1");
-        assert!(dir.join("sol/.._n1.held").exists());
+        assert!(dir.join("sol/%2E%2E%2Fn1.held").exists());
         let b = Held::new(Some(&dir));
         assert!(b.is_held("../n1"), "a new run sees what the last one held");
+        assert!(
+            !b.is_held("a:b") && !b.is_held(".._n1"),
+            "no two ids share a file"
+        );
+        a.hold("a:b");
+        assert!(!b.is_held("a_b") && b.is_held("a:b"));
         b.release("../n1");
         assert!(!a.is_held("../n1"));
         assert!(!Held::new(None).is_held("x"));

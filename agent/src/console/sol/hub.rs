@@ -259,11 +259,10 @@ impl Hubs {
         true
     }
 
-    /// Takes hub `generation` of `server_id` out of the registry (unless a newer hub took its
-    /// place already).
     /// Ends the console of `server_id`, if there is one (its BMC's configuration changed or it
-    /// left the inventory): the hub tells its viewers, deactivates SOL and ends; a viewer
-    /// coming later starts a new one.
+    /// left the inventory): the hub tells its viewers, deactivates SOL and ends; it takes no
+    /// more viewers, so one coming now starts a new hub (with the new configuration), which
+    /// waits for this one's session to be gone.
     pub fn end(&self, server_id: &str) {
         if let Some(h) = self
             .hubs
@@ -271,6 +270,7 @@ impl Hubs {
             .unwrap_or_else(|e| e.into_inner())
             .get(server_id)
         {
+            h.join.close();
             h.end.close();
         }
     }
@@ -293,6 +293,8 @@ impl Hubs {
         }
     }
 
+    /// Takes hub `generation` of `server_id` out of the registry (unless a newer hub took its
+    /// place already).
     fn forget(&self, server_id: &str, generation: u64) {
         let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
         if hubs
@@ -362,15 +364,21 @@ async fn connect(
         );
     }
     let conn = ipmi.open_dedicated().await?;
-    let console = SolConsole::activate_with(
+    // Marked before Activate Payload goes out: a crash (or a stop) between the BMC activating
+    // it and our hearing so must still leave the payload known as ours.
+    held.hold(&server_id);
+    let activated = SolConsole::activate_with(
         conn,
         bmc.config.sol_instance,
         SOL_REPLY_TIMEOUT,
         force || ours,
     )
-    .await?;
-    held.hold(&server_id);
-    Ok(console)
+    .await;
+    if activated.is_err() && !ours {
+        // Not activated for us (a marker a crash left stays: it is still ours to take).
+        held.release(&server_id);
+    }
+    Ok(activated?)
 }
 
 /// The failure of an attempt the agent's stop cut short (not counted, not shown).
