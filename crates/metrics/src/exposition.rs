@@ -3,7 +3,6 @@
 //! Both formats come from the same [`Registry`] through [`encode`]; the HTTP handler in
 //! The `conduit-service` crate only negotiates ([`Format::from_accept`], [`wants_gzip`]) and serves.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus_client::registry::Registry;
@@ -79,7 +78,7 @@ impl Encoder {
         encode(&mut text, registry, format);
         self.size_hint.store(text.len(), Ordering::Relaxed);
         if gzip {
-            gzip_bytes(text.as_bytes())
+            crate::gzip::compress(text.as_bytes())
         } else {
             text.into_bytes()
         }
@@ -96,17 +95,6 @@ pub fn encode(out: &mut String, registry: &Registry, format: Format) {
     if let Err(e) = result {
         log::error!("encoding metrics: {e}");
     }
-}
-
-/// Gzip-compresses `data`. Level 1: scrapes are frequent and the text compresses well anyway.
-pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4 + 64),
-        flate2::Compression::fast(),
-    );
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(data);
-    enc.finish().unwrap_or_default()
 }
 
 #[cfg(test)]

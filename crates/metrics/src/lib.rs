@@ -14,6 +14,7 @@
 pub mod buckets;
 pub mod catalog;
 pub mod exposition;
+mod gzip;
 pub mod heap;
 pub mod labels;
 pub mod process;
