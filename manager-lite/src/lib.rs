@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod metrics;
+pub mod store;
 
 use conduit_service::ComponentInfo;
 

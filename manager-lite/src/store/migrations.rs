@@ -1,0 +1,102 @@
+//! Versioned schema migrations, applied in order at start (SQLite's `user_version` holds the
+//! version reached). Append only: a released migration is never edited.
+
+/// The migrations; index + 1 is the version each brings the schema to.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: identity, tenancy, inventory, audit.
+    r#"
+CREATE TABLE customers (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE users (
+    id            TEXT PRIMARY KEY,
+    email         TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    name          TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+    customer_id   TEXT REFERENCES customers(id) ON DELETE RESTRICT,
+    created_at    INTEGER NOT NULL,
+    -- an admin belongs to no customer; everyone else to exactly one
+    CHECK ((role = 'admin') = (customer_id IS NULL))
+) STRICT;
+CREATE INDEX users_customer ON users(customer_id, id);
+
+CREATE TABLE datacenters (
+    id          TEXT PRIMARY KEY
+) STRICT;
+
+CREATE TABLE servers (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    datacenter   TEXT NOT NULL REFERENCES datacenters(id),
+    agent_id     TEXT,
+    protocol     TEXT NOT NULL CHECK (protocol IN ('ipmi', 'redfish')),
+    capabilities TEXT NOT NULL,
+    customer_id  TEXT REFERENCES customers(id) ON DELETE SET NULL,
+    status       TEXT NOT NULL CHECK (status IN ('active', 'maintenance', 'offline')),
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX servers_customer ON servers(customer_id, id);
+
+CREATE TABLE refresh_tokens (
+    id          TEXT PRIMARY KEY,
+    secret_hash BLOB NOT NULL,
+    family_id   TEXT NOT NULL,
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    spent_at    INTEGER,
+    revoked_at  INTEGER
+) STRICT;
+CREATE INDEX refresh_family ON refresh_tokens(family_id);
+
+CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY,
+    secret_hash BLOB NOT NULL,
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    customer_id TEXT REFERENCES customers(id) ON DELETE CASCADE,
+    role        TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+) STRICT;
+CREATE INDEX api_keys_user ON api_keys(user_id);
+
+CREATE TABLE revocations (
+    id          TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('token', 'session', 'agent')),
+    revoked_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (kind, id)
+) STRICT;
+
+CREATE TABLE signing_keys (
+    kid         TEXT PRIMARY KEY,
+    pkcs8       BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    retired_at  INTEGER
+) STRICT;
+
+CREATE TABLE audit (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    actor       TEXT NOT NULL,
+    actor_kind  TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    server_id   TEXT,
+    customer_id TEXT,
+    result      TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX audit_customer ON audit(customer_id, seq);
+-- append-only, enforced by the database itself
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#,
+];

@@ -1,0 +1,939 @@
+//! The embedded store: SQLite in WAL mode, one writer connection and a few readers.
+//!
+//! Settings, and why:
+//! - `journal_mode = WAL`: readers never block the writer or each other.
+//! - `synchronous = FULL`: every commit is fsynced before it is acknowledged, so an
+//!   acknowledged write survives `kill -9` *and* a power cut (`NORMAL` would survive the first
+//!   only, losing the last commits on power loss). The cost is an fsync per write
+//!   transaction, which the manager's write rate (logins, inventory changes) easily affords.
+//! - `foreign_keys = ON`: references are checked by the database, not trusted to the code.
+//! - `busy_timeout = 5000`: a writer waiting for another process's lock (a backup, an operator's
+//!   sqlite3 shell) waits up to 5 s, then fails with an error instead of hanging.
+
+use std::path::Path;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use rusqlite::{params, Connection, ErrorCode, Row};
+
+use super::*;
+
+/// Readers opened at most; more waiters queue.
+const MAX_READERS: usize = 4;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    path: String,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    /// Readers opened so far (idle or lent out).
+    opened: Mutex<usize>,
+    returned: Condvar,
+    observe: QueryObserver,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// `":memory:"` is not supported: readers need to see the writer's file.
+    pub fn open(path: &Path, observe: QueryObserver) -> StoreResult<SqliteStore> {
+        let path_s = path.display().to_string();
+        let writer = open_connection(path)
+            .map_err(|e| StoreError::Backend(format!("open {path_s}: {e}")))?;
+        writer
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| StoreError::Backend(format!("{path_s}: enable WAL: {e}")))?;
+        migrate(&writer).map_err(|e| StoreError::Backend(format!("{path_s}: migrate: {e}")))?;
+        Ok(SqliteStore {
+            path: path_s,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            opened: Mutex::new(0),
+            returned: Condvar::new(),
+            observe,
+        })
+    }
+
+    /// `PRAGMA integrity_check`: `ok`, or what is wrong.
+    pub fn integrity_check(&self) -> StoreResult<String> {
+        self.read(QueryOp::Select, "sqlite_master", |c| {
+            c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
+        })
+    }
+
+    /// Runs `f` on the writer connection inside one transaction.
+    fn write<T>(
+        &self,
+        op: QueryOp,
+        table: &'static str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> StoreResult<T> {
+        let start = Instant::now();
+        let result = {
+            let mut conn = lock(&self.writer);
+            conn.transaction().and_then(|tx| {
+                let v = f(&tx)?;
+                tx.commit()?;
+                Ok(v)
+            })
+        };
+        self.finish(op, table, start, result)
+    }
+
+    /// Runs `f` on a reader connection.
+    fn read<T>(
+        &self,
+        op: QueryOp,
+        table: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> StoreResult<T> {
+        let start = Instant::now();
+        let conn = self.take_reader()?;
+        let result = f(&conn);
+        lock(&self.readers).push(conn);
+        self.returned.notify_one();
+        self.finish(op, table, start, result)
+    }
+
+    fn take_reader(&self) -> StoreResult<Connection> {
+        let mut idle = lock(&self.readers);
+        loop {
+            if let Some(c) = idle.pop() {
+                return Ok(c);
+            }
+            {
+                let mut opened = lock(&self.opened);
+                if *opened < MAX_READERS {
+                    *opened += 1;
+                    drop(opened);
+                    drop(idle);
+                    return open_connection(Path::new(&self.path)).map_err(|e| {
+                        *lock(&self.opened) -= 1;
+                        StoreError::Backend(format!("open {}: {e}", self.path))
+                    });
+                }
+            }
+            idle = self
+                .returned
+                .wait(idle)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn finish<T>(
+        &self,
+        op: QueryOp,
+        table: &'static str,
+        start: Instant,
+        result: rusqlite::Result<T>,
+    ) -> StoreResult<T> {
+        let result = result.map_err(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+            rusqlite::Error::SqliteFailure(f, m) if f.code == ErrorCode::ConstraintViolation => {
+                StoreError::Conflict(m.unwrap_or_else(|| f.to_string()))
+            }
+            other => StoreError::Backend(format!("{table}: {other}")),
+        });
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(StoreError::NotFound) => "not_found",
+            Err(StoreError::Conflict(_)) => "conflict",
+            Err(StoreError::Backend(_)) => "error",
+        };
+        (self.observe)(op, table, outcome, start.elapsed());
+        result
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open(path)?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(c)
+}
+
+/// Applies the migrations past the database's `user_version`, each in its own transaction.
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    let have: usize = c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if have > migrations::MIGRATIONS.len() {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the database is at schema version {have}, newer than this manager's {}",
+            migrations::MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in migrations::MIGRATIONS.iter().enumerate().skip(have) {
+        c.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))
+        .inspect_err(|_| {
+            let _ = c.execute_batch("ROLLBACK");
+        })?;
+        log::info!("database schema migrated to version {}", i + 1);
+    }
+    Ok(())
+}
+
+fn role(s: String) -> rusqlite::Result<Role> {
+    Role::parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown role {s:?}").into(),
+        )
+    })
+}
+
+const USER_COLS: &str = "id, email, name, role, customer_id, created_at";
+
+fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        name: r.get(2)?,
+        role: role(r.get(3)?)?,
+        customer_id: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+const SERVER_COLS: &str =
+    "id, name, datacenter, agent_id, protocol, capabilities, customer_id, status, created_at, updated_at";
+
+fn server_row(r: &Row<'_>) -> rusqlite::Result<Server> {
+    Ok(Server {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        datacenter: r.get(2)?,
+        agent_id: r.get(3)?,
+        protocol: r.get(4)?,
+        capabilities: r.get(5)?,
+        customer_id: r.get(6)?,
+        status: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+    })
+}
+
+const REFRESH_COLS: &str =
+    "id, secret_hash, family_id, user_id, created_at, expires_at, spent_at, revoked_at";
+
+fn refresh_row(r: &Row<'_>) -> rusqlite::Result<RefreshToken> {
+    Ok(RefreshToken {
+        id: r.get(0)?,
+        secret_hash: r.get(1)?,
+        family_id: r.get(2)?,
+        user_id: r.get(3)?,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        spent_at: r.get(6)?,
+        revoked_at: r.get(7)?,
+    })
+}
+
+const API_KEY_COLS: &str =
+    "id, secret_hash, user_id, customer_id, role, name, created_at, revoked_at";
+
+fn api_key_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    Ok(ApiKey {
+        id: r.get(0)?,
+        secret_hash: r.get(1)?,
+        user_id: r.get(2)?,
+        customer_id: r.get(3)?,
+        role: role(r.get(4)?)?,
+        name: r.get(5)?,
+        created_at: r.get(6)?,
+        revoked_at: r.get(7)?,
+    })
+}
+
+fn insert_refresh_row(c: &Connection, t: &RefreshToken) -> rusqlite::Result<usize> {
+    c.execute(
+        &format!(
+            "INSERT INTO refresh_tokens ({REFRESH_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ),
+        params![
+            t.id,
+            t.secret_hash,
+            t.family_id,
+            t.user_id,
+            t.created_at,
+            t.expires_at,
+            t.spent_at,
+            t.revoked_at
+        ],
+    )
+}
+
+/// `Ok(())` when a statement changed a row, `NotFound` otherwise.
+fn changed(n: usize) -> rusqlite::Result<()> {
+    if n == 0 {
+        Err(rusqlite::Error::QueryReturnedNoRows)
+    } else {
+        Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    fn connections(&self) -> usize {
+        1 + *lock(&self.opened)
+    }
+
+    fn create_customer(&self, c: &Customer) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "customers", |tx| {
+            tx.execute(
+                "INSERT INTO customers (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![c.id, c.name, c.created_at],
+            )
+            .map(drop)
+        })
+    }
+
+    fn customer(&self, id: &str) -> StoreResult<Customer> {
+        self.read(QueryOp::Select, "customers", |c| {
+            c.query_row(
+                "SELECT id, name, created_at FROM customers WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Customer {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                },
+            )
+        })
+    }
+
+    fn customers(&self, page: &Page) -> StoreResult<Vec<Customer>> {
+        self.read(QueryOp::Select, "customers", |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, name, created_at FROM customers WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = st.query_map(
+                params![page.after.as_deref().unwrap_or(""), page.limit],
+                |r| {
+                    Ok(Customer {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                },
+            )?;
+            rows.collect()
+        })
+    }
+
+    fn create_user(&self, u: &User, password_hash: &str) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "users", |tx| {
+            tx.execute(
+                "INSERT INTO users (id, email, name, password_hash, role, customer_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    u.id,
+                    u.email,
+                    u.name,
+                    password_hash,
+                    u.role.as_str(),
+                    u.customer_id,
+                    u.created_at
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn user(&self, id: &str) -> StoreResult<User> {
+        self.read(QueryOp::Select, "users", |c| {
+            c.query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+                [id],
+                user_row,
+            )
+        })
+    }
+
+    fn user_by_email(&self, email: &str) -> StoreResult<UserCredentials> {
+        self.read(QueryOp::Select, "users", |c| {
+            c.query_row(
+                &format!("SELECT {USER_COLS}, password_hash FROM users WHERE email = ?1"),
+                [email],
+                |r| {
+                    Ok(UserCredentials {
+                        user: user_row(r)?,
+                        password_hash: r.get(6)?,
+                    })
+                },
+            )
+        })
+    }
+
+    fn users(&self, customer_id: Option<&str>, page: &Page) -> StoreResult<Vec<User>> {
+        self.read(QueryOp::Select, "users", |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {USER_COLS} FROM users WHERE (?1 IS NULL OR customer_id = ?1) \
+                 AND id > ?2 ORDER BY id LIMIT ?3"
+            ))?;
+            let rows = st.query_map(
+                params![customer_id, page.after.as_deref().unwrap_or(""), page.limit],
+                user_row,
+            )?;
+            rows.collect()
+        })
+    }
+
+    fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<()> {
+        self.write(QueryOp::Update, "users", |tx| {
+            changed(tx.execute(
+                "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+                params![user_id, hash],
+            )?)
+        })
+    }
+
+    fn admin_count(&self) -> StoreResult<u64> {
+        self.read(QueryOp::Select, "users", |c| {
+            c.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+        })
+    }
+
+    fn ensure_datacenter(&self, id: &str) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "datacenters", |tx| {
+            tx.execute("INSERT OR IGNORE INTO datacenters (id) VALUES (?1)", [id])
+                .map(drop)
+        })
+    }
+
+    fn create_server(&self, s: &Server) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "servers", |tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO datacenters (id) VALUES (?1)",
+                [&s.datacenter],
+            )?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO servers ({SERVER_COLS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ),
+                params![
+                    s.id,
+                    s.name,
+                    s.datacenter,
+                    s.agent_id,
+                    s.protocol,
+                    s.capabilities,
+                    s.customer_id,
+                    s.status,
+                    s.created_at,
+                    s.updated_at
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn server(&self, id: &str) -> StoreResult<Server> {
+        self.read(QueryOp::Select, "servers", |c| {
+            c.query_row(
+                &format!("SELECT {SERVER_COLS} FROM servers WHERE id = ?1"),
+                [id],
+                server_row,
+            )
+        })
+    }
+
+    fn servers(&self, f: &ServerFilter, page: &Page) -> StoreResult<Vec<Server>> {
+        self.read(QueryOp::Select, "servers", |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {SERVER_COLS} FROM servers \
+                 WHERE (?1 IS NULL OR customer_id = ?1) AND (?2 = 0 OR customer_id IS NULL) \
+                 AND (?3 IS NULL OR datacenter = ?3) AND (?4 IS NULL OR status = ?4) \
+                 AND (?5 IS NULL OR agent_id = ?5) AND id > ?6 ORDER BY id LIMIT ?7"
+            ))?;
+            let rows = st.query_map(
+                params![
+                    f.customer_id,
+                    f.unassigned,
+                    f.datacenter,
+                    f.status,
+                    f.agent_id,
+                    page.after.as_deref().unwrap_or(""),
+                    page.limit
+                ],
+                server_row,
+            )?;
+            rows.collect()
+        })
+    }
+
+    fn update_server(&self, s: &Server) -> StoreResult<()> {
+        self.write(QueryOp::Update, "servers", |tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO datacenters (id) VALUES (?1)",
+                [&s.datacenter],
+            )?;
+            changed(tx.execute(
+                "UPDATE servers SET name = ?2, datacenter = ?3, agent_id = ?4, protocol = ?5, \
+                 capabilities = ?6, customer_id = ?7, status = ?8, updated_at = ?9 WHERE id = ?1",
+                params![
+                    s.id,
+                    s.name,
+                    s.datacenter,
+                    s.agent_id,
+                    s.protocol,
+                    s.capabilities,
+                    s.customer_id,
+                    s.status,
+                    s.updated_at
+                ],
+            )?)
+        })
+    }
+
+    fn delete_server(&self, id: &str) -> StoreResult<()> {
+        self.write(QueryOp::Delete, "servers", |tx| {
+            changed(tx.execute("DELETE FROM servers WHERE id = ?1", [id])?)
+        })
+    }
+
+    fn server_counts(&self) -> StoreResult<Vec<(Option<String>, String, String, u64)>> {
+        self.read(QueryOp::Select, "servers", |c| {
+            let mut st = c.prepare_cached(
+                "SELECT customer_id, datacenter, status, COUNT(*) FROM servers \
+                 GROUP BY customer_id, datacenter, status",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn insert_refresh(&self, t: &RefreshToken) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "refresh_tokens", |tx| {
+            insert_refresh_row(tx, t).map(drop)
+        })
+    }
+
+    fn rotate_refresh(&self, id: &str, now: i64, next: &RefreshToken) -> StoreResult<RefreshToken> {
+        self.write(QueryOp::Update, "refresh_tokens", |tx| {
+            let was = tx.query_row(
+                &format!("SELECT {REFRESH_COLS} FROM refresh_tokens WHERE id = ?1"),
+                [id],
+                refresh_row,
+            )?;
+            if was.spent_at.is_none() && was.revoked_at.is_none() {
+                tx.execute(
+                    "UPDATE refresh_tokens SET spent_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )?;
+                insert_refresh_row(tx, next)?;
+            }
+            Ok(was)
+        })
+    }
+
+    fn refresh(&self, id: &str) -> StoreResult<RefreshToken> {
+        self.read(QueryOp::Select, "refresh_tokens", |c| {
+            c.query_row(
+                &format!("SELECT {REFRESH_COLS} FROM refresh_tokens WHERE id = ?1"),
+                [id],
+                refresh_row,
+            )
+        })
+    }
+
+    fn revoke_family(&self, family_id: &str, now: i64) -> StoreResult<u64> {
+        self.write(QueryOp::Update, "refresh_tokens", |tx| {
+            tx.execute(
+                "UPDATE refresh_tokens SET revoked_at = ?2 \
+                 WHERE family_id = ?1 AND revoked_at IS NULL",
+                params![family_id, now],
+            )
+            .map(|n| n as u64)
+        })
+    }
+
+    fn insert_api_key(&self, k: &ApiKey) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "api_keys", |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO api_keys ({API_KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ),
+                params![
+                    k.id,
+                    k.secret_hash,
+                    k.user_id,
+                    k.customer_id,
+                    k.role.as_str(),
+                    k.name,
+                    k.created_at,
+                    k.revoked_at
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn api_key(&self, id: &str) -> StoreResult<ApiKey> {
+        self.read(QueryOp::Select, "api_keys", |c| {
+            c.query_row(
+                &format!("SELECT {API_KEY_COLS} FROM api_keys WHERE id = ?1"),
+                [id],
+                api_key_row,
+            )
+        })
+    }
+
+    fn api_keys(&self, user_id: &str) -> StoreResult<Vec<ApiKey>> {
+        self.read(QueryOp::Select, "api_keys", |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {API_KEY_COLS} FROM api_keys WHERE user_id = ?1 ORDER BY created_at, id"
+            ))?;
+            let rows = st.query_map([user_id], api_key_row)?;
+            rows.collect()
+        })
+    }
+
+    fn revoke_api_key(&self, id: &str, now: i64) -> StoreResult<()> {
+        self.write(QueryOp::Update, "api_keys", |tx| {
+            changed(tx.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![id, now],
+            )?)
+        })
+    }
+
+    fn revoke(&self, r: &Revocation) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "revocations", |tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO revocations (id, kind, revoked_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![r.id, r.kind.as_str(), r.revoked_at, r.expires_at],
+            )
+            .map(drop)
+        })
+    }
+
+    fn revocations(&self, now: i64) -> StoreResult<Vec<Revocation>> {
+        self.read(QueryOp::Select, "revocations", |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, kind, revoked_at, expires_at FROM revocations \
+                 WHERE expires_at > ?1 ORDER BY revoked_at, id",
+            )?;
+            let rows = st.query_map([now], |r| {
+                let kind: String = r.get(1)?;
+                Ok(Revocation {
+                    id: r.get(0)?,
+                    kind: RevocationKind::parse(&kind).ok_or_else(|| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            1,
+                            rusqlite::types::Type::Text,
+                            format!("unknown revocation kind {kind:?}").into(),
+                        )
+                    })?,
+                    revoked_at: r.get(2)?,
+                    expires_at: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        self.read(QueryOp::Select, "signing_keys", |c| {
+            let mut st = c.prepare_cached(
+                "SELECT kid, pkcs8, created_at, retired_at FROM signing_keys ORDER BY created_at",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(StoredKey {
+                    kid: r.get(0)?,
+                    pkcs8: r.get(1)?,
+                    created_at: r.get(2)?,
+                    retired_at: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn insert_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "signing_keys", |tx| {
+            tx.execute(
+                "INSERT INTO signing_keys (kid, pkcs8, created_at, retired_at) VALUES (?1, ?2, ?3, ?4)",
+                params![k.kid, k.pkcs8, k.created_at, k.retired_at],
+            )
+            .map(drop)
+        })
+    }
+
+    fn append_audit(&self, a: &AuditRecord) -> StoreResult<i64> {
+        self.write(QueryOp::Insert, "audit", |tx| {
+            tx.execute(
+                "INSERT INTO audit (at, actor, actor_kind, action, server_id, customer_id, result, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    a.at,
+                    a.actor,
+                    a.actor_kind,
+                    a.action,
+                    a.server_id,
+                    a.customer_id,
+                    a.result,
+                    a.detail
+                ],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    fn audit(
+        &self,
+        customer_id: Option<&str>,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        self.read(QueryOp::Select, "audit", |c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, at, actor, actor_kind, action, server_id, customer_id, result, detail \
+                 FROM audit WHERE (?1 IS NULL OR customer_id = ?1) AND seq > ?2 \
+                 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![customer_id, after_seq, limit], |r| {
+                Ok(AuditRecord {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    actor_kind: r.get(3)?,
+                    action: r.get(4)?,
+                    server_id: r.get(5)?,
+                    customer_id: r.get(6)?,
+                    result: r.get(7)?,
+                    detail: r.get(8)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn temp_store() -> (SqliteStore, std::path::PathBuf, Arc<AtomicUsize>) {
+        let dir = std::env::temp_dir().join(format!(
+            "conduit-store-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let queries = Arc::new(AtomicUsize::new(0));
+        let q = queries.clone();
+        let observe: QueryObserver = Arc::new(move |_, _, _, _| {
+            q.fetch_add(1, Ordering::Relaxed);
+        });
+        let store = SqliteStore::open(&dir.join("manager.db"), observe).unwrap();
+        (store, dir, queries)
+    }
+
+    fn customer(id: &str) -> Customer {
+        Customer {
+            id: id.into(),
+            name: format!("O'Brien & \"Sons\" 🚀 {id}"),
+            created_at: 1,
+        }
+    }
+
+    fn user(id: &str, email: &str, role: Role, customer_id: Option<&str>) -> User {
+        User {
+            id: id.into(),
+            email: email.into(),
+            name: "Zoë".into(),
+            role,
+            customer_id: customer_id.map(Into::into),
+            created_at: 1,
+        }
+    }
+
+    fn server(id: &str, customer_id: Option<&str>) -> Server {
+        Server {
+            id: id.into(),
+            name: id.into(),
+            datacenter: "dc1".into(),
+            agent_id: None,
+            protocol: "ipmi".into(),
+            capabilities: "power,sensors".into(),
+            customer_id: customer_id.map(Into::into),
+            status: "active".into(),
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_verbatim_and_every_query_is_observed() {
+        let (s, dir, queries) = temp_store();
+        s.create_customer(&customer("c1")).unwrap();
+        assert_eq!(s.customer("c1").unwrap(), customer("c1"));
+        let u = user("u1", "Ann@Example.com", Role::Operator, Some("c1"));
+        s.create_user(&u, "$argon2id$x").unwrap();
+        let got = s.user_by_email("ann@example.COM").unwrap();
+        assert_eq!(got.user, u);
+        assert_eq!(got.password_hash, "$argon2id$x");
+        assert!(matches!(
+            s.create_user(
+                &user("u2", "ANN@example.com", Role::Viewer, Some("c1")),
+                "h"
+            ),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(s.user("nope"), Err(StoreError::NotFound)));
+        assert!(queries.load(Ordering::Relaxed) >= 5);
+        drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_schema_enforces_roles_references_and_an_append_only_audit() {
+        let (s, dir, _) = temp_store();
+        // an admin with a customer, an operator without one, an unknown customer
+        s.create_customer(&customer("c1")).unwrap();
+        for bad in [
+            user("a", "a@x.io", Role::Admin, Some("c1")),
+            user("b", "b@x.io", Role::Operator, None),
+            user("c", "c@x.io", Role::Viewer, Some("ghost")),
+        ] {
+            assert!(
+                matches!(s.create_user(&bad, "h"), Err(StoreError::Conflict(_))),
+                "{bad:?}"
+            );
+        }
+        let seq = s
+            .append_audit(&AuditRecord {
+                seq: 0,
+                at: 5,
+                actor: "u".into(),
+                actor_kind: "user".into(),
+                action: "power.cycle".into(),
+                server_id: Some("s1".into()),
+                customer_id: Some("c1".into()),
+                result: "ok".into(),
+                detail: String::new(),
+            })
+            .unwrap();
+        let w = lock(&s.writer);
+        assert!(w.execute("DELETE FROM audit", []).is_err());
+        assert!(w
+            .execute("UPDATE audit SET result = 'x' WHERE seq = ?1", [seq])
+            .is_err());
+        drop(w);
+        assert_eq!(s.audit(Some("c1"), 0, 10).unwrap().len(), 1);
+        assert_eq!(s.audit(Some("c2"), 0, 10).unwrap().len(), 0);
+        drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn server_pages_walk_every_row_once_within_the_tenant() {
+        let (s, dir, _) = temp_store();
+        s.create_customer(&customer("c1")).unwrap();
+        for i in 0..25 {
+            let owner = (i % 2 == 0).then_some("c1");
+            s.create_server(&server(&format!("s{i:03}"), owner))
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let filter = ServerFilter {
+                customer_id: Some("c1".into()),
+                ..Default::default()
+            };
+            let page = s.servers(&filter, &Page { after, limit: 4 }).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|p| p.id.clone());
+            seen.extend(page.into_iter().map(|p| p.id));
+        }
+        assert_eq!(seen.len(), 13);
+        let unassigned = ServerFilter {
+            unassigned: true,
+            ..Default::default()
+        };
+        let page = Page {
+            after: None,
+            limit: 100,
+        };
+        assert_eq!(s.servers(&unassigned, &page).unwrap().len(), 12);
+        let counts = s.server_counts().unwrap();
+        assert!(counts.contains(&(Some("c1".into()), "dc1".into(), "active".into(), 13)));
+        assert!(counts.contains(&(None, "dc1".into(), "active".into(), 12)));
+        drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_refresh_token_rotates_once_and_its_reuse_is_visible() {
+        let (s, dir, _) = temp_store();
+        s.create_user(&user("a", "a@x.io", Role::Admin, None), "h")
+            .unwrap();
+        let t = |id: &str| RefreshToken {
+            id: id.into(),
+            secret_hash: vec![1; 32],
+            family_id: "f".into(),
+            user_id: "a".into(),
+            created_at: 1,
+            expires_at: 100,
+            spent_at: None,
+            revoked_at: None,
+        };
+        s.insert_refresh(&t("r1")).unwrap();
+        let was = s.rotate_refresh("r1", 5, &t("r2")).unwrap();
+        assert_eq!(was.spent_at, None);
+        // a second use of r1 stores nothing and shows it was spent
+        let again = s.rotate_refresh("r1", 6, &t("r3")).unwrap();
+        assert_eq!(again.spent_at, Some(5));
+        assert!(matches!(s.refresh("r3"), Err(StoreError::NotFound)));
+        assert_eq!(s.revoke_family("f", 7).unwrap(), 2);
+        assert_eq!(s.refresh("r2").unwrap().revoked_at, Some(7));
+        drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn migrations_apply_once_and_a_newer_schema_is_refused() {
+        let (s, dir, _) = temp_store();
+        drop(s);
+        let observe: QueryObserver = Arc::new(|_, _, _, _| {});
+        let path = dir.join("manager.db");
+        let s = SqliteStore::open(&path, observe.clone()).unwrap();
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+        lock(&s.writer)
+            .execute_batch("PRAGMA user_version = 99")
+            .unwrap();
+        drop(s);
+        let err = SqliteStore::open(&path, observe).unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
