@@ -57,7 +57,7 @@ cross_env() {
 # integration suite (conduit-tests) runs there too, less the tests that exist for the manager
 # and the gateway (QEMU_SKIP, test-name filters).
 APPLIANCE_CRATES=(-p conduit-agent -p conduit-board -p conduit-ipmi -p conduit-redfish
-  -p conduit-http-client -p conduit-rfb -p conduit-ws -p conduit-http -p conduit-metrics
+  -p conduit-http-client -p conduit-rfb -p conduit-ws -p conduit-base64 -p conduit-http -p conduit-metrics
   -p conduit-runtime -p conduit-service -p conduit-api -p conduit-tests)
 # Full names (skip filters match substrings in every test binary: a bare `exposition::` would
 # also skip conduit-metrics' own exposition tests).

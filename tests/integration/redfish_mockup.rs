@@ -41,7 +41,7 @@ fn power_and_identity_on_basic_auth_when_the_session_post_brings_no_token() {
     );
     let basic = format!(
         "Authorization: Basic {}",
-        conduit_ws::base64(b"admin:password")
+        conduit_base64::encode(b"admin:password")
     );
     assert!(log.contains(&basic), "then Basic auth:\n{log}");
     assert!(!log.contains("X-Auth-Token"), "{log}");

@@ -111,7 +111,7 @@ fn authorized(st: &State, req: &Request) -> bool {
             .values()
             .any(|(token, valid)| *valid && token == t)
     });
-    let basic = format!("Basic {}", conduit_ws::base64(b"admin:secret"));
+    let basic = format!("Basic {}", conduit_base64::encode(b"admin:secret"));
     token_ok || req.header("Authorization") == Some(basic.as_str())
 }
 

@@ -382,7 +382,9 @@ impl RedfishBmc {
                 "Authorization",
                 format!(
                     "Basic {}",
-                    conduit_ws::base64(format!("{}:{}", self.username, self.password).as_bytes())
+                    conduit_base64::encode(
+                        format!("{}:{}", self.username, self.password).as_bytes()
+                    )
                 ),
             )),
             Auth::Unknown => {
