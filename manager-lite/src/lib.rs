@@ -1,14 +1,30 @@
-//! manager-lite: the control plane (users, customers, servers, gateways, tokens).
+//! manager-lite: the control plane — identity, tenancy, inventory and audit.
 //!
-//! So far it registers its RFD 021 catalog and serves `/metrics` and `/health`; the API and the
-//! store that drive the business metrics come with later issues.
+//! Layers: [`store`] (rows, one interface, SQLite) ← [`tokens`] and [`identity`] (keys,
+//! passwords, throttle) ← [`auth`] (logins, the caller check) ← [`api`] (the Connect services)
+//! ← the binary, which wires them to the shared HTTP stack. Blocking work runs on [`work`]
+//! pools, never on the HTTP workers.
 
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod auth;
+pub mod demo;
+pub mod identity;
 pub mod metrics;
 pub mod store;
+pub mod tokens;
+pub mod work;
 
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 use conduit_service::ComponentInfo;
+
+use crate::metrics::{ManagerMetrics, QueryKind, QueryLabels};
+use crate::store::{QueryObserver, Store};
 
 /// What the manager is, for the shared service code.
 pub const INFO: ComponentInfo = ComponentInfo {
@@ -17,3 +33,70 @@ pub const INFO: ComponentInfo = ComponentInfo {
     default_port: 8080,
     about: "Conduit manager-lite: users, customers, servers, gateways and tokens",
 };
+
+/// The observer that turns every store query into `manager_db_*` samples.
+pub fn query_observer(metrics: Arc<ManagerMetrics>) -> QueryObserver {
+    Arc::new(move |op, table, status, took: Duration| {
+        let operation = op.as_str();
+        metrics.db_queries.inc(&QueryLabels {
+            operation,
+            table,
+            status,
+        });
+        metrics
+            .db_query_duration
+            .observe(&QueryKind { operation, table }, took.as_secs_f64());
+    })
+}
+
+/// Opens the SQLite store at `path` (creating its directory), reporting to `metrics`.
+pub fn open_store(path: &Path, metrics: Arc<ManagerMetrics>) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("create the data directory {}", dir.display()))?;
+    }
+    let store = store::sqlite::SqliteStore::open(path, query_observer(metrics.clone()))
+        .with_context(|| format!("open the database {}", path.display()))?;
+    metrics.db_connections.set(store.connections() as i64);
+    Ok(Arc::new(store))
+}
+
+/// The manager on `store`: keys loaded, pools started, gauges set from the rows.
+pub fn manager(
+    store: Arc<dyn Store>,
+    metrics: Arc<ManagerMetrics>,
+) -> anyhow::Result<Arc<api::Manager>> {
+    let tokens = tokens::Tokens::load(store.as_ref(), auth::unix_now() as i64)?;
+    let mgr = Arc::new(api::Manager {
+        auth: auth::Auth {
+            store,
+            tokens,
+            passwords: identity::password::Passwords::default(),
+            throttle: identity::throttle::Throttle::default(),
+            metrics,
+        },
+        pools: work::Pools::start().context("start the work pools")?,
+        server_series: Default::default(),
+    });
+    mgr.refresh_server_gauge();
+    Ok(mgr)
+}
+
+/// Keeps the time-driven gauges true: access tokens expire without any call, and the store
+/// opens reader connections as load comes.
+pub fn spawn_maintenance(mgr: &Arc<api::Manager>) -> std::io::Result<()> {
+    let weak = Arc::downgrade(mgr);
+    std::thread::Builder::new()
+        .name("maintenance".into())
+        .spawn(move || {
+            while let Some(mgr) = weak.upgrade() {
+                let m = &mgr.auth.metrics;
+                m.active_tokens
+                    .set(mgr.auth.tokens.active_count(auth::unix_now()));
+                m.db_connections.set(mgr.auth.store.connections() as i64);
+                drop(mgr);
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        })
+        .map(drop)
+}

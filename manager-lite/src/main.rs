@@ -1,12 +1,160 @@
+use std::io::BufRead;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use conduit_service as service;
+use manager_lite::metrics::ManagerMetrics;
 
 #[global_allocator]
 static ALLOC: conduit_metrics::heap::CountingAllocator = conduit_metrics::heap::CountingAllocator;
 
+const INTRO: &str = "\
+Usage: conduit-manager [OPTIONS]                 Serve the API, /metrics and /health
+       conduit-manager [OPTIONS] init --email E  Create the first admin; the password is read
+                                                 from stdin (one line) or --password-file
+       conduit-manager [OPTIONS] check           Check the database's integrity (prints ok)
+";
+
+const FLAGS: &str = "  --data-dir DIR             Where the manager keeps its database (default
+                             ./conduit-manager-data)
+  --database FILE            The SQLite database (default DIR/manager.db)
+  --demo                     On an empty database, create a demo admin, two customers with
+                             an operator and a viewer each, and a few servers; print their
+                             random passwords once
+  --email E                  init: the admin's e-mail
+  --password-file FILE       init: read the admin's password from FILE instead of stdin
+";
+
+#[derive(Debug, Default)]
+struct Flags {
+    data_dir: Option<PathBuf>,
+    database: Option<PathBuf>,
+    demo: bool,
+    email: Option<String>,
+    password_file: Option<PathBuf>,
+}
+
+impl Flags {
+    fn database(&self) -> PathBuf {
+        self.database.clone().unwrap_or_else(|| {
+            self.data_dir
+                .clone()
+                .unwrap_or_else(|| "conduit-manager-data".into())
+                .join("manager.db")
+        })
+    }
+}
+
 fn main() -> ExitCode {
-    conduit_service::main(
+    let info = manager_lite::INFO;
+    let mut flags = Flags::default();
+    let usage = service::usage_full(&info, INTRO, FLAGS);
+    let (args, words) = match service::parse_args(&info, &usage, |name, p| {
+        match name {
+            "data-dir" => flags.data_dir = Some(service::flag_value(name, p)?.into()),
+            "database" => flags.database = Some(service::flag_value(name, p)?.into()),
+            "demo" => flags.demo = true,
+            "email" => flags.email = Some(service::flag_value(name, p)?),
+            "password-file" => flags.password_file = Some(service::flag_value(name, p)?.into()),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    service::logging::init(info.binary, args.log_level);
+    match words.first().map(String::as_str) {
+        None => service::exit_with(serve(args, &flags)),
+        Some("init") if words.len() == 1 => service::exit_with(init(&flags)),
+        Some("check") if words.len() == 1 => service::exit_with(check(&flags)),
+        Some(w) => service::usage_error(&info, &format!("unknown command {w:?}")),
+    }
+}
+
+fn serve(args: service::ServeArgs, flags: &Flags) -> anyhow::Result<()> {
+    let db = flags.database();
+    let mut built = None;
+    let (stack, _metrics) = service::Stack::build(
         manager_lite::INFO,
-        manager_lite::metrics::ManagerMetrics::register,
-        |router, _metrics| router,
-    )
+        args,
+        |b| std::sync::Arc::new(ManagerMetrics::register(b)),
+        |router, metrics| {
+            let mgr = manager_lite::open_store(&db, metrics.clone())
+                .and_then(|store| manager_lite::manager(store, metrics.clone()));
+            match mgr {
+                Ok(mgr) => {
+                    let router = manager_lite::api::routes(router, &mgr);
+                    built = Some(Ok(mgr));
+                    router
+                }
+                Err(e) => {
+                    built = Some(Err(e));
+                    router
+                }
+            }
+        },
+    );
+    let mgr = built.context("the manager was not built")??;
+    log::info!("database {}", db.display());
+    if flags.demo {
+        let creds = manager_lite::demo::seed(&mgr).context("seed the demo data")?;
+        if creds.is_empty() {
+            log::info!("demo data already present (passwords were printed when it was created)");
+        }
+        for (who, email, password) in creds {
+            println!("demo {who}: {email} / {password}");
+        }
+    }
+    manager_lite::spawn_maintenance(&mgr)?;
+    stack.serve()
+}
+
+fn init(flags: &Flags) -> anyhow::Result<()> {
+    let email = flags
+        .email
+        .as_deref()
+        .context("init needs --email (the first admin's e-mail)")?;
+    let password = match &flags.password_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("read the password from {}", f.display()))?,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("read the password from stdin")?;
+            line
+        }
+    };
+    let password = password.trim_end_matches(['\r', '\n']);
+    let metrics = std::sync::Arc::new(ManagerMetrics::register(
+        &mut conduit_metrics::catalog::CatalogBuilder::new(
+            &mut prometheus_client::registry::Registry::default(),
+            "manager",
+            1000,
+        ),
+    ));
+    let db = flags.database();
+    let store = manager_lite::open_store(&db, metrics.clone())?;
+    let mgr = manager_lite::manager(store, metrics)?;
+    let id = manager_lite::demo::init_admin(&mgr, email, password)?;
+    println!("created admin {email} (user id {id}) in {}", db.display());
+    Ok(())
+}
+
+fn check(flags: &Flags) -> anyhow::Result<()> {
+    let db = flags.database();
+    anyhow::ensure!(db.exists(), "no database at {}", db.display());
+    let store =
+        manager_lite::store::sqlite::SqliteStore::open(&db, std::sync::Arc::new(|_, _, _, _| {}))?;
+    let verdict = store.integrity_check()?;
+    println!("{verdict}");
+    anyhow::ensure!(
+        verdict == "ok",
+        "{} failed its integrity check",
+        db.display()
+    );
+    Ok(())
 }

@@ -13,6 +13,7 @@ mod http_guards;
 mod ipmi_cancel;
 mod ipmi_live;
 mod ipmi_pace;
+mod manager_api;
 mod metrics_reference;
 mod prometheus_e2e;
 mod redfish_live;

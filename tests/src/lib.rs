@@ -247,6 +247,8 @@ pub struct Component {
     pub proc: Running,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its data directory, when the test made one (the manager's database).
+    pub data: Option<TempDir>,
 }
 
 /// A command for workspace binary `name`: run directly, or through `CONDUIT_TEST_RUNNER`
@@ -288,14 +290,25 @@ pub fn agent_cli_ok(config: &Path, args: &[&str]) -> String {
 
 /// Starts `conduit-<binary>` on `127.0.0.1:0` with `extra` flags and waits for its
 /// `listening on ADDR;` log line.
+///
+/// A manager started without `--data-dir` or `--database` gets a fresh temporary data
+/// directory (kept in the returned [`Component`]), so tests never share a database.
 pub fn start_component(binary: &str, extra: &[&str]) -> Component {
     let mut cmd = bin_command(binary);
     cmd.args(["--listen", "127.0.0.1:0"]).args(extra);
+    let data = (binary == "conduit-manager"
+        && !extra
+            .iter()
+            .any(|a| a.starts_with("--data-dir") || a.starts_with("--database")))
+    .then(|| TempDir::new("manager"));
+    if let Some(d) = &data {
+        cmd.arg("--data-dir").arg(&d.0);
+    }
     let (proc, addr) = start_until(binary, cmd, Duration::from_secs(10), |line| {
         let rest = line.split("listening on ").nth(1)?;
         rest.split(';').next()?.parse::<SocketAddr>().ok()
     });
-    Component { proc, addr }
+    Component { proc, addr, data }
 }
 
 /// An HTTP response as read off the wire.

@@ -227,3 +227,405 @@ pub mod agent {
         pub bmcs: Vec<DiscoveredBmc>,
     }
 }
+
+/// `conduit.manager.v1.*`: the manager's identity, tenancy, inventory and audit API.
+///
+/// Requests refuse unknown fields; text fields travel verbatim.
+pub mod manager {
+    use serde::{Deserialize, Serialize};
+
+    /// `AuthService`: Login, Refresh, Logout, WhoAmI.
+    pub const AUTH_SERVICE: &str = "conduit.manager.v1.AuthService";
+    /// `ServerService`: List, Get, Create, Update, Delete, Assign.
+    pub const SERVER_SERVICE: &str = "conduit.manager.v1.ServerService";
+    /// `CustomerService`: Create, List, Get.
+    pub const CUSTOMER_SERVICE: &str = "conduit.manager.v1.CustomerService";
+    /// `UserService`: Create, List, Get.
+    pub const USER_SERVICE: &str = "conduit.manager.v1.UserService";
+    /// `ApiKeyService`: Create, List, Revoke.
+    pub const API_KEY_SERVICE: &str = "conduit.manager.v1.ApiKeyService";
+    /// `AuditService`: List.
+    pub const AUDIT_SERVICE: &str = "conduit.manager.v1.AuditService";
+
+    /// Login: e-mail and password, or an API key.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct LoginRequest {
+        /// E-mail (with `password`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub email: Option<String>,
+        /// Password (with `email`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub password: Option<String>,
+        /// An API key instead of e-mail and password.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub api_key: Option<String>,
+    }
+
+    /// Login and Refresh response.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TokenResponse {
+        /// The access token (a JWT, `Authorization: Bearer …`).
+        pub access_token: String,
+        /// Seconds until the access token expires.
+        pub expires_in: u64,
+        /// The refresh token (opaque, one use); absent for API-key logins.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub refresh_token: Option<String>,
+        /// Who logged in.
+        pub user: UserInfo,
+    }
+
+    /// Refresh: a refresh token for a new pair.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct RefreshRequest {
+        /// The refresh token from Login or the last Refresh.
+        pub refresh_token: String,
+    }
+
+    /// An empty message (Logout, WhoAmI requests; Logout, Delete responses).
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Empty {}
+
+    /// A user as the API shows it (never its password hash).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct UserInfo {
+        /// Id.
+        pub user_id: String,
+        /// E-mail.
+        pub email: String,
+        /// Display name.
+        pub name: String,
+        /// `admin`, `operator` or `viewer`.
+        pub role: String,
+        /// The customer of an operator or viewer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub customer_id: Option<String>,
+    }
+
+    /// A server as the API shows it: inventory only, never BMC credentials.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Server {
+        /// Id.
+        pub server_id: String,
+        /// Display name.
+        pub name: String,
+        /// Datacenter.
+        pub datacenter: String,
+        /// The agent reaching it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub agent_id: Option<String>,
+        /// `ipmi` or `redfish`.
+        pub protocol: String,
+        /// `power`, `sensors`, `boot`, `event_log`, `sol`, `vnc`.
+        pub capabilities: Vec<String>,
+        /// Owning customer; absent while unassigned.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub customer_id: Option<String>,
+        /// `active`, `maintenance` or `offline`.
+        pub status: String,
+    }
+
+    /// ServerService.List: a page of the servers the caller may see.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ListServersRequest {
+        /// Rows per page (default 100, at most 1000).
+        #[serde(default)]
+        pub page_size: u32,
+        /// `nextPageToken` of the previous page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub page_token: Option<String>,
+        /// Only this customer's (admins; others always see their own).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub customer_id: Option<String>,
+        /// Only unassigned servers (admins).
+        #[serde(default)]
+        pub unassigned: bool,
+        /// Only this datacenter's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub datacenter: Option<String>,
+        /// Only this status.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub status: Option<String>,
+    }
+
+    /// ServerService.List response.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ListServersResponse {
+        /// The page.
+        pub servers: Vec<Server>,
+        /// Pass as `pageToken` for the next page; absent on the last.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub next_page_token: Option<String>,
+    }
+
+    /// A request naming one server (Get, Delete).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ServerRef {
+        /// Server id.
+        pub server_id: String,
+    }
+
+    /// ServerService.Create (admins).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct CreateServerRequest {
+        /// Id (the agent's server id): letters, digits, `.-_:`, at most 64.
+        pub server_id: String,
+        /// Display name (default: the id).
+        #[serde(default)]
+        pub name: String,
+        /// Datacenter.
+        pub datacenter: String,
+        /// `ipmi` or `redfish`.
+        pub protocol: String,
+        /// Capabilities.
+        #[serde(default)]
+        pub capabilities: Vec<String>,
+        /// The agent reaching it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub agent_id: Option<String>,
+        /// Owning customer (default: unassigned).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub customer_id: Option<String>,
+    }
+
+    /// ServerService.Update (admins): the fields given change.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct UpdateServerRequest {
+        /// Server id.
+        pub server_id: String,
+        /// New display name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub name: Option<String>,
+        /// New status.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub status: Option<String>,
+        /// New capabilities.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub capabilities: Option<Vec<String>>,
+        /// New agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub agent_id: Option<String>,
+    }
+
+    /// ServerService.Assign (admins): give a server to a customer, or take it back.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct AssignServerRequest {
+        /// Server id.
+        pub server_id: String,
+        /// The new owner; absent or empty to unassign.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub customer_id: Option<String>,
+    }
+
+    /// A customer.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Customer {
+        /// Id.
+        pub customer_id: String,
+        /// Name, verbatim.
+        pub name: String,
+    }
+
+    /// CustomerService.Create (admins).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct CreateCustomerRequest {
+        /// Name, verbatim (1–200 characters).
+        pub name: String,
+    }
+
+    /// A request naming one customer.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct CustomerRef {
+        /// Customer id.
+        pub customer_id: String,
+    }
+
+    /// A page request for lists without filters.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct PageRequest {
+        /// Rows per page (default 100, at most 1000).
+        #[serde(default)]
+        pub page_size: u32,
+        /// `nextPageToken` of the previous page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub page_token: Option<String>,
+    }
+
+    /// CustomerService.List response.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ListCustomersResponse {
+        /// The page.
+        pub customers: Vec<Customer>,
+        /// Next page, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub next_page_token: Option<String>,
+    }
+
+    /// UserService.Create (admins).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct CreateUserRequest {
+        /// E-mail (unique, any case).
+        pub email: String,
+        /// Display name, verbatim.
+        #[serde(default)]
+        pub name: String,
+        /// Initial password (12–1024 bytes).
+        pub password: String,
+        /// `admin`, `operator` or `viewer`.
+        pub role: String,
+        /// The customer of an operator or viewer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub customer_id: Option<String>,
+    }
+
+    /// UserService.List request: a page, all users or one customer's.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ListUsersRequest {
+        /// Rows per page (default 100, at most 1000).
+        #[serde(default)]
+        pub page_size: u32,
+        /// `nextPageToken` of the previous page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub page_token: Option<String>,
+        /// Only this customer's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub customer_id: Option<String>,
+    }
+
+    /// UserService.List response.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ListUsersResponse {
+        /// The page.
+        pub users: Vec<UserInfo>,
+        /// Next page, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub next_page_token: Option<String>,
+    }
+
+    /// A request naming one user.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct UserRef {
+        /// User id.
+        pub user_id: String,
+    }
+
+    /// ApiKeyService.Create: a key for the caller, acting with at most the caller's role.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct CreateApiKeyRequest {
+        /// Label, verbatim.
+        pub name: String,
+        /// Role (default: the caller's); never above the caller's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub role: Option<String>,
+    }
+
+    /// An API key's public part.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ApiKeyInfo {
+        /// Key id (the middle part of the key).
+        pub key_id: String,
+        /// Label.
+        pub name: String,
+        /// Role it acts with.
+        pub role: String,
+        /// Customer it acts for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub customer_id: Option<String>,
+        /// Created, unix seconds.
+        pub created_at: i64,
+        /// Whether it was revoked.
+        pub revoked: bool,
+    }
+
+    /// ApiKeyService.Create response: the key, shown this once.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct CreateApiKeyResponse {
+        /// The whole key; it is stored hashed and cannot be shown again.
+        pub api_key: String,
+        /// Its public part.
+        pub key: ApiKeyInfo,
+    }
+
+    /// ApiKeyService.List response: the caller's keys.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ListApiKeysResponse {
+        /// The keys.
+        pub keys: Vec<ApiKeyInfo>,
+    }
+
+    /// ApiKeyService.Revoke.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct RevokeApiKeyRequest {
+        /// Key id.
+        pub key_id: String,
+    }
+
+    /// One audit record.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct AuditRecord {
+        /// Sequence number (order of the log).
+        pub seq: i64,
+        /// When, unix seconds.
+        pub at: i64,
+        /// Who (user, key or gateway id).
+        pub actor: String,
+        /// `user`, `api_key` or `gateway`.
+        pub actor_kind: String,
+        /// What.
+        pub action: String,
+        /// Which server.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub server_id: Option<String>,
+        /// `ok` or the error code.
+        pub result: String,
+        /// Details, verbatim.
+        pub detail: String,
+    }
+
+    /// AuditService.List: records after `afterSeq`, oldest first.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ListAuditRequest {
+        /// Only records after this sequence number.
+        #[serde(default)]
+        pub after_seq: i64,
+        /// Rows per page (default 100, at most 1000).
+        #[serde(default)]
+        pub page_size: u32,
+    }
+
+    /// AuditService.List response.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ListAuditResponse {
+        /// The records.
+        pub records: Vec<AuditRecord>,
+    }
+}

@@ -29,6 +29,16 @@ pub enum Role {
 }
 
 impl Role {
+    /// Parses the wire and stored form (`admin`, `operator`, `viewer`).
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "operator" => Some(Role::Operator),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",

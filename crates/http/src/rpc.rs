@@ -23,6 +23,8 @@ pub enum Code {
     InvalidArgument,
     /// No such entity.
     NotFound,
+    /// The entity to create exists already.
+    AlreadyExists,
     /// The operation is not possible in the current state.
     FailedPrecondition,
     /// Deadline exceeded.
@@ -48,6 +50,7 @@ impl Code {
             Code::Ok => "ok",
             Code::InvalidArgument => "invalid_argument",
             Code::NotFound => "not_found",
+            Code::AlreadyExists => "already_exists",
             Code::FailedPrecondition => "failed_precondition",
             Code::DeadlineExceeded => "deadline_exceeded",
             Code::Unimplemented => "unimplemented",
@@ -65,6 +68,7 @@ impl Code {
             Code::Ok => 200,
             Code::InvalidArgument => 400,
             Code::NotFound => 404,
+            Code::AlreadyExists => 409,
             Code::FailedPrecondition => 400,
             Code::DeadlineExceeded => 504,
             Code::Unimplemented => 501,
@@ -191,10 +195,34 @@ where
     Req: DeserializeOwned,
     Resp: Serialize + 'static,
 {
+    unary_authenticating(
+        service,
+        method,
+        metrics,
+        move |req, body| match check_bearer(req, token.as_deref()) {
+            Ok(()) => call(body),
+            Err(e) => refused(e),
+        },
+    )
+}
+
+/// [`unary_deferred`] for services that authenticate each caller themselves (the manager's
+/// users, keys and gateways): `call` gets the request (its `Authorization` header, its peer)
+/// with the decoded body and does its own checks.
+pub fn unary_authenticating<Req, Resp>(
+    service: &'static str,
+    method: &'static str,
+    metrics: Arc<RpcMetrics>,
+    call: impl Fn(&Request, Req) -> RpcFuture<Resp> + Send + Sync + 'static,
+) -> impl Fn(&Request) -> Response + Send + Sync + 'static
+where
+    Req: DeserializeOwned,
+    Resp: Serialize + 'static,
+{
     move |req| {
         let start = Instant::now();
-        let later = match decode(req, token.as_deref()) {
-            Ok(r) => call(r),
+        let later = match decode_body(req) {
+            Ok(r) => call(req, r),
             Err(e) => {
                 let (code, resp) = encode::<Resp>(Err(e));
                 metrics.observe(service, method, code.as_str(), start.elapsed());
@@ -213,6 +241,11 @@ where
 /// The bearer check, then the JSON request body.
 fn decode<Req: DeserializeOwned>(req: &Request, token: Option<&str>) -> Result<Req, RpcError> {
     check_bearer(req, token)?;
+    decode_body(req)
+}
+
+/// The JSON request body (an empty body is `{}`).
+fn decode_body<Req: DeserializeOwned>(req: &Request) -> Result<Req, RpcError> {
     let ct = req.header("Content-Type").unwrap_or("");
     if !ct.to_ascii_lowercase().starts_with("application/json") {
         return Err(RpcError::new(

@@ -13,37 +13,9 @@ pub mod sqlite;
 use std::fmt;
 use std::time::Duration;
 
-/// A user's role: a platform `admin`, or an `operator` or `viewer` of one customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Sees and manages everything, belongs to no customer.
-    Admin,
-    /// Acts on its customer's servers: power, boot device, event-log clear, console input.
-    Operator,
-    /// Reads its customer's servers and watches consoles.
-    Viewer,
-}
-
-impl Role {
-    /// The stored and wire form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-            Role::Viewer => "viewer",
-        }
-    }
-
-    /// Parses the stored and wire form.
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "operator" => Some(Role::Operator),
-            "viewer" => Some(Role::Viewer),
-            _ => None,
-        }
-    }
-}
+/// A user's role: a platform `admin`, or an `operator` or `viewer` of one customer (the same
+/// type the access tokens carry).
+pub use conduit_auth::Role;
 
 /// A customer (tenant).
 #[derive(Debug, Clone, PartialEq, Eq)]

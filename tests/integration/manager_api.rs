@@ -1,0 +1,626 @@
+//! The manager-lite binary: first-run admin, logins, tokens, tenancy, and the metrics each of
+//! those events drives — against the release binary and its SQLite file.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use conduit_tests::*;
+use serde_json::{json, Value};
+
+const ADMIN: (&str, &str) = ("root@example.com", "correct horse battery staple");
+
+/// One Connect call: `(HTTP status, JSON body)`.
+fn call(addr: SocketAddr, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    let r = request(addr, "POST", path, &headers, body.to_string().as_bytes());
+    let v = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    (r.status, v)
+}
+
+/// A call that must succeed.
+fn ok(addr: SocketAddr, path: &str, token: Option<&str>, body: Value) -> Value {
+    let (status, v) = call(addr, path, token, &body);
+    assert_eq!(status, 200, "{path} {body}: {v}");
+    v
+}
+
+/// A call that must fail with Connect code `code`.
+fn refused(addr: SocketAddr, path: &str, token: Option<&str>, body: Value, code: &str) -> Value {
+    let (status, v) = call(addr, path, token, &body);
+    assert_ne!(status, 200, "{path} {body} must be refused: {v}");
+    assert_eq!(v["code"], code, "{path} {body}: {v}");
+    v
+}
+
+/// `conduit-manager init` with the password on stdin.
+fn init_admin(data: &TempDir) {
+    let mut child = bin_command("conduit-manager")
+        .arg("--data-dir")
+        .arg(&data.0)
+        .args(["init", "--email", ADMIN.0])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run conduit-manager init");
+    writeln!(child.stdin.take().unwrap(), "{}", ADMIN.1).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn login(addr: SocketAddr, email: &str, password: &str) -> Value {
+    ok(
+        addr,
+        "/conduit.manager.v1.AuthService/Login",
+        None,
+        json!({"email": email, "password": password}),
+    )
+}
+
+fn token(v: &Value) -> String {
+    v["accessToken"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}
+
+fn b64url(data: &[u8]) -> String {
+    conduit_base64::encode_url(data)
+}
+
+fn b64url_decode(s: &str) -> Vec<u8> {
+    conduit_base64::decode_url(s).expect("base64url")
+}
+
+fn fam(addr: SocketAddr, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    sample(&get(addr, "/metrics", &[]).text(), family, labels)
+}
+
+#[test]
+fn identity_tenancy_and_the_metrics_they_drive() {
+    let data = TempDir::new("manager-api");
+    init_admin(&data);
+    let dir = data.0.display().to_string();
+    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let a = c.addr;
+
+    // Before any login: no auth or validation samples.
+    for f in [
+        "manager_auth_requests_total",
+        "manager_token_validations_total",
+        "manager_server_operations_total",
+    ] {
+        let text = get(a, "/metrics", &[]).text();
+        assert!(
+            !text.lines().any(|l| l.starts_with(f)),
+            "{f} has samples before its event:\n{text}"
+        );
+    }
+    assert_eq!(fam(a, "manager_active_tokens", &[]), Some(0.0));
+
+    // No user enumeration: the same answer for an unknown e-mail and a wrong password.
+    let login_path = "/conduit.manager.v1.AuthService/Login";
+    let wrong = refused(
+        a,
+        login_path,
+        None,
+        json!({"email": ADMIN.0, "password": "not the password at all"}),
+        "unauthenticated",
+    );
+    let unknown = refused(
+        a,
+        login_path,
+        None,
+        json!({"email": "nobody@example.com", "password": "not the password at all"}),
+        "unauthenticated",
+    );
+    assert_eq!(wrong, unknown);
+    assert_eq!(
+        fam(
+            a,
+            "manager_auth_requests_total",
+            &[("method", "password"), ("status", "invalid_credentials")]
+        ),
+        Some(2.0)
+    );
+
+    let admin = token(&login(a, ADMIN.0, ADMIN.1));
+    assert_eq!(
+        fam(
+            a,
+            "manager_auth_requests_total",
+            &[("method", "password"), ("status", "success")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(fam(a, "manager_active_tokens", &[]), Some(1.0));
+    let who = ok(
+        a,
+        "/conduit.manager.v1.AuthService/WhoAmI",
+        Some(&admin),
+        json!({}),
+    );
+    assert_eq!(
+        (who["email"].as_str(), who["role"].as_str()),
+        (Some(ADMIN.0), Some("admin"))
+    );
+    assert_eq!(
+        fam(a, "manager_token_validations_total", &[("status", "valid")]),
+        Some(1.0)
+    );
+
+    // Two customers, an operator and a viewer each; names verbatim.
+    let mut customers = Vec::new();
+    for name in ["Acme \"Rack\" O'Brien 🚀", "Globex"] {
+        let v = ok(
+            a,
+            "/conduit.manager.v1.CustomerService/Create",
+            Some(&admin),
+            json!({"name": name}),
+        );
+        assert_eq!(v["name"], name);
+        customers.push(v["customerId"].as_str().unwrap().to_owned());
+    }
+    let mut users = Vec::new();
+    for (i, cid) in customers.iter().enumerate() {
+        for role in ["operator", "viewer"] {
+            let email = format!("{role}{i}@example.com");
+            ok(
+                a,
+                "/conduit.manager.v1.UserService/Create",
+                Some(&admin),
+                json!({"email": email, "name": "Zoë", "password": "a long enough secret",
+                       "role": role, "customerId": cid}),
+            );
+            users.push(token(&login(a, &email, "a long enough secret")));
+        }
+    }
+    let (op_a, viewer_a, op_b) = (&users[0], &users[1], &users[2]);
+
+    // Servers: two of A's, one of B's, one unassigned. The gauge follows the rows.
+    let create = "/conduit.manager.v1.ServerService/Create";
+    for (id, owner) in [
+        ("a-1", Some(&customers[0])),
+        ("a-2", Some(&customers[0])),
+        ("b-1", Some(&customers[1])),
+        ("spare", None),
+    ] {
+        let mut body = json!({"serverId": id, "datacenter": "dc1", "protocol": "ipmi",
+                              "capabilities": ["power", "sensors"]});
+        if let Some(o) = owner {
+            body["customerId"] = json!(o);
+        }
+        ok(a, create, Some(&admin), body);
+    }
+    assert_eq!(
+        fam(
+            a,
+            "manager_servers_total",
+            &[
+                ("customer_id", &customers[0]),
+                ("datacenter", "dc1"),
+                ("status", "active")
+            ]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        fam(a, "manager_servers_total", &[("customer_id", "unassigned")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        fam(
+            a,
+            "manager_server_operations_total",
+            &[("operation", "create"), ("status", "ok")]
+        ),
+        Some(4.0)
+    );
+
+    // Tenancy: A sees only A's; B's server does not exist for A.
+    let list = ok(
+        a,
+        "/conduit.manager.v1.ServerService/List",
+        Some(viewer_a),
+        json!({}),
+    );
+    let ids: Vec<&str> = list["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["serverId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a-1", "a-2"]);
+    let get_path = "/conduit.manager.v1.ServerService/Get";
+    let b_for_a = refused(
+        a,
+        get_path,
+        Some(op_a),
+        json!({"serverId": "b-1"}),
+        "not_found",
+    );
+    let ghost = refused(
+        a,
+        get_path,
+        Some(op_a),
+        json!({"serverId": "ghost"}),
+        "not_found",
+    );
+    assert_eq!(b_for_a, ghost, "no existence leak");
+    ok(a, get_path, Some(op_b), json!({"serverId": "b-1"}));
+    // Asking for another customer's list is answered with one's own.
+    let list = ok(
+        a,
+        "/conduit.manager.v1.ServerService/List",
+        Some(op_a),
+        json!({"customerId": customers[1]}),
+    );
+    assert_eq!(list["servers"].as_array().unwrap().len(), 2);
+    // Non-admins change nothing.
+    for (path, body) in [
+        (
+            create,
+            json!({"serverId": "x", "datacenter": "dc1", "protocol": "ipmi"}),
+        ),
+        (
+            "/conduit.manager.v1.ServerService/Assign",
+            json!({"serverId": "a-1", "customerId": customers[1]}),
+        ),
+        (
+            "/conduit.manager.v1.ServerService/Delete",
+            json!({"serverId": "a-1"}),
+        ),
+        (
+            "/conduit.manager.v1.CustomerService/Create",
+            json!({"name": "mine"}),
+        ),
+        (
+            "/conduit.manager.v1.UserService/Create",
+            json!({"email": "x@example.com", "password": "a long enough secret",
+                   "role": "admin"}),
+        ),
+    ] {
+        refused(a, path, Some(viewer_a), body.clone(), "permission_denied");
+        refused(a, path, Some(op_a), body, "permission_denied");
+    }
+
+    // Invalid input changes nothing and says why.
+    for body in [
+        json!({"serverId": "a-9", "datacenter": "dc1", "protocol": "ipmi", "bogus": 1}),
+        json!({"serverId": "bad id/", "datacenter": "dc1", "protocol": "ipmi"}),
+        json!({"serverId": "a-9", "datacenter": "dc1", "protocol": "telnet"}),
+    ] {
+        refused(a, create, Some(&admin), body, "invalid_argument");
+    }
+    refused(
+        a,
+        "/conduit.manager.v1.ServerService/List",
+        Some(&admin),
+        json!({"pageSize": 100000}),
+        "invalid_argument",
+    );
+    let (status, _) = {
+        let r = request(
+            a,
+            "POST",
+            create,
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &format!("Bearer {admin}")),
+            ],
+            b"{not json",
+        );
+        (r.status, r)
+    };
+    assert_eq!(status, 400);
+
+    // Forged tokens: none verifies, each counted by why.
+    let parts: Vec<&str> = admin.split('.').collect();
+    let claims: Value = serde_json::from_slice(&b64url_decode(parts[1])).unwrap();
+    let header: Value = serde_json::from_slice(&b64url_decode(parts[0])).unwrap();
+    let mut promoted = claims.clone();
+    promoted["sub"] = json!("someone-else");
+    let none_header = b64url(br#"{"alg":"none","typ":"JWT"}"#);
+    let hs_header = b64url(
+        json!({"alg":"HS256","typ":"JWT","kid": header["kid"]})
+            .to_string()
+            .as_bytes(),
+    );
+    let forged = [
+        (
+            format!("{none_header}.{}.", parts[1]),
+            "unsupported_algorithm",
+        ),
+        (
+            format!("{hs_header}.{}.{}", parts[1], parts[2]),
+            "unsupported_algorithm",
+        ),
+        (
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                b64url(promoted.to_string().as_bytes()),
+                parts[2]
+            ),
+            "bad_signature",
+        ),
+        ("garbage".to_owned(), "malformed"),
+    ];
+    for (t, why) in &forged {
+        refused(
+            a,
+            "/conduit.manager.v1.AuthService/WhoAmI",
+            Some(t),
+            json!({}),
+            "unauthenticated",
+        );
+        assert!(
+            fam(a, "manager_token_validations_total", &[("status", why)]).unwrap_or(0.0) >= 1.0,
+            "{why} not counted"
+        );
+    }
+
+    // Refresh rotates; a spent refresh token coming back revokes its whole session.
+    let pair = login(a, "operator0@example.com", "a long enough secret");
+    let first = pair["refreshToken"].as_str().unwrap().to_owned();
+    let refresh_path = "/conduit.manager.v1.AuthService/Refresh";
+    let next = ok(a, refresh_path, None, json!({"refreshToken": first}));
+    let rotated_access = token(&next);
+    ok(
+        a,
+        "/conduit.manager.v1.AuthService/WhoAmI",
+        Some(&rotated_access),
+        json!({}),
+    );
+    refused(
+        a,
+        refresh_path,
+        None,
+        json!({"refreshToken": first}),
+        "unauthenticated",
+    );
+    assert_eq!(
+        fam(
+            a,
+            "manager_auth_requests_total",
+            &[("method", "refresh"), ("status", "reused")]
+        ),
+        Some(1.0)
+    );
+    refused(
+        a,
+        "/conduit.manager.v1.AuthService/WhoAmI",
+        Some(&rotated_access),
+        json!({}),
+        "unauthenticated",
+    );
+    refused(
+        a,
+        refresh_path,
+        None,
+        json!({"refreshToken": next["refreshToken"]}),
+        "unauthenticated",
+    );
+
+    // Logout revokes the session's access token at once.
+    ok(
+        a,
+        "/conduit.manager.v1.AuthService/Logout",
+        Some(op_b),
+        json!({}),
+    );
+    refused(
+        a,
+        "/conduit.manager.v1.AuthService/WhoAmI",
+        Some(op_b),
+        json!({}),
+        "unauthenticated",
+    );
+    assert!(
+        fam(
+            a,
+            "manager_token_validations_total",
+            &[("status", "revoked")]
+        )
+        .unwrap()
+            >= 2.0
+    );
+
+    // API keys: shown once, at most the creator's role, revocable.
+    let key = ok(
+        a,
+        "/conduit.manager.v1.ApiKeyService/Create",
+        Some(viewer_a),
+        json!({"name": "ci"}),
+    );
+    refused(
+        a,
+        "/conduit.manager.v1.ApiKeyService/Create",
+        Some(viewer_a),
+        json!({"name": "up", "role": "operator"}),
+        "permission_denied",
+    );
+    let api_key = key["apiKey"].as_str().unwrap().to_owned();
+    let via_key = ok(
+        a,
+        "/conduit.manager.v1.ServerService/List",
+        Some(&api_key),
+        json!({}),
+    );
+    assert_eq!(via_key["servers"].as_array().unwrap().len(), 2);
+    let key_login = ok(a, login_path, None, json!({"apiKey": api_key}));
+    assert!(key_login.get("refreshToken").is_none());
+    let keys = ok(
+        a,
+        "/conduit.manager.v1.ApiKeyService/List",
+        Some(viewer_a),
+        json!({}),
+    );
+    assert!(!keys
+        .to_string()
+        .contains(api_key.rsplit('_').next().unwrap()));
+    ok(
+        a,
+        "/conduit.manager.v1.ApiKeyService/Revoke",
+        Some(viewer_a),
+        json!({"keyId": key["key"]["keyId"]}),
+    );
+    refused(
+        a,
+        "/conduit.manager.v1.ServerService/List",
+        Some(&api_key),
+        json!({}),
+        "unauthenticated",
+    );
+    refused(
+        a,
+        "/conduit.manager.v1.ServerService/List",
+        Some(&token(&key_login)),
+        json!({}),
+        "unauthenticated",
+    );
+
+    // The audit log records the admin's server changes; tenants see only their own.
+    let all = ok(
+        a,
+        "/conduit.manager.v1.AuditService/List",
+        Some(&admin),
+        json!({}),
+    );
+    assert!(all["records"].as_array().unwrap().len() >= 4);
+    let mine = ok(
+        a,
+        "/conduit.manager.v1.AuditService/List",
+        Some(viewer_a),
+        json!({}),
+    );
+    assert!(mine["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["serverId"].as_str().is_some_and(|s| s.starts_with("a-"))));
+
+    // The database layer drove its families.
+    assert!(
+        fam(
+            a,
+            "manager_db_queries_total",
+            &[
+                ("operation", "insert"),
+                ("table", "servers"),
+                ("status", "ok")
+            ]
+        )
+        .unwrap()
+            >= 4.0
+    );
+    assert!(fam(a, "manager_db_connections", &[]).unwrap() >= 1.0);
+    assert!(
+        fam(
+            a,
+            "manager_rpc_calls_total",
+            &[
+                ("service", "conduit.manager.v1.ServerService"),
+                ("method", "Get"),
+                ("status", "not_found")
+            ]
+        )
+        .unwrap()
+            >= 2.0
+    );
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let data = TempDir::new("manager-kill9");
+    init_admin(&data);
+    let dir = data.0.display().to_string();
+    let mut c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let admin = token(&login(c.addr, ADMIN.0, ADMIN.1));
+    let addr = c.addr;
+    let writer = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for i in 0.. {
+            let r = std::panic::catch_unwind(|| {
+                call(
+                    addr,
+                    "/conduit.manager.v1.CustomerService/Create",
+                    Some(&admin),
+                    &json!({"name": format!("customer {i}")}),
+                )
+            });
+            match r {
+                Ok((200, v)) => acked.push(v["customerId"].as_str().unwrap().to_owned()),
+                _ => break,
+            }
+        }
+        acked
+    });
+    // a moment that depends on the run, not a fixed point in the stream
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    std::thread::sleep(Duration::from_millis(300 + u64::from(nanos % 700)));
+    c.proc.kill9();
+    let acked = writer.join().unwrap();
+    assert!(
+        acked.len() > 5,
+        "only {} writes before the kill",
+        acked.len()
+    );
+
+    let check = bin_command("conduit-manager")
+        .arg("--data-dir")
+        .arg(&data.0)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "integrity check: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ok");
+
+    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let admin = token(&login(c.addr, ADMIN.0, ADMIN.1));
+    let mut stored = std::collections::HashSet::new();
+    let mut page_token: Option<String> = None;
+    loop {
+        let mut body = json!({"pageSize": 1000});
+        if let Some(t) = &page_token {
+            body["pageToken"] = json!(t);
+        }
+        let page = ok(
+            c.addr,
+            "/conduit.manager.v1.CustomerService/List",
+            Some(&admin),
+            body,
+        );
+        for cu in page["customers"].as_array().unwrap() {
+            stored.insert(cu["customerId"].as_str().unwrap().to_owned());
+        }
+        match page["nextPageToken"].as_str() {
+            Some(t) => page_token = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost",
+        lost.len(),
+        acked.len()
+    );
+}
