@@ -366,3 +366,24 @@ fn boot_device_override_round_trip() {
         b.close().await;
     });
 }
+
+/// A wrong password does not use up the BMC's session slots: each refused RAKP 2 is answered
+/// with a refusing RAKP 3, so the BMC frees the session at once. ipmi_sim has 63 slots and
+/// holds a half-open session until its timeout; more failed logins than that, then a good
+/// one, must still get in.
+#[test]
+fn failed_logins_leave_no_half_open_sessions() {
+    let sim = IpmiSim::start();
+    block_on(async {
+        for _ in 0..70 {
+            let b = bmc(sim.addr, ADMIN.0, "not-the-password");
+            let err = b.execute("get device id", GetDeviceId).await.unwrap_err();
+            assert_eq!(err.kind(), "auth_failed", "{err}");
+        }
+        let good = bmc(sim.addr, ADMIN.0, ADMIN.1);
+        good.execute("get device id", GetDeviceId)
+            .await
+            .expect("a good login after 70 failed ones");
+        good.close().await;
+    });
+}

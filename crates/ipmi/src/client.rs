@@ -273,6 +273,10 @@ async fn exchange_from<T>(
     }
 }
 
+/// RMCP+ status codes we send in a refusing RAKP 3 (IPMI 2.0 table 13-15).
+const STATUS_INVALID_SESSION_ID: u8 = 0x02;
+const STATUS_INVALID_INTEGRITY_CHECK: u8 = 0x0F;
+
 /// The RMCP+ handshake of a session being opened, on the socket it runs on: our message in
 /// flight (`request`), the BMC's answer it waits for (`step`) and how far that exchange has
 /// got. Pure data between awaits, so that a cancelled open can be carried on elsewhere.
@@ -344,7 +348,29 @@ impl Handshaking {
         .await?;
         let (next, request) = match self.step {
             Step::OpenSession => (Step::Rakp2, self.hs.on_open_session_response(&reply)),
-            Step::Rakp2 => (Step::Rakp4, self.hs.on_rakp2(&reply)),
+            Step::Rakp2 => {
+                let rakp3 = self.hs.on_rakp2(&reply);
+                // A RAKP 2 we cannot accept (a wrong password, most often): say so in a RAKP 3,
+                // once, so that the BMC frees the session now (IPMI 2.0 §13.22). A BMC error
+                // status in RAKP 2 means it freed the session itself.
+                let refusal = match &rakp3 {
+                    Err(HandshakeError::BadPassword) => Some(STATUS_INVALID_INTEGRITY_CHECK),
+                    Err(HandshakeError::Malformed(_)) => Some(STATUS_INVALID_SESSION_ID),
+                    _ => None,
+                };
+                if let Some(status) = refusal {
+                    let packet = emit_session_packet(
+                        PayloadType::Rakp3,
+                        false,
+                        0,
+                        0,
+                        &self.hs.rakp3_refusal(status),
+                        None,
+                    );
+                    let _ = with_timeout(self.timing.reply_timeout, self.sock.send(&packet)).await;
+                }
+                (Step::Rakp4, rakp3)
+            }
             Step::Rakp4 => {
                 return self
                     .hs

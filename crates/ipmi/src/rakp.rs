@@ -281,6 +281,15 @@ impl Handshake {
         Ok(p)
     }
 
+    /// A RAKP 3 that refuses the BMC's RAKP 2 with RMCP+ `status` (no authentication code):
+    /// the BMC then frees the session it allocated at Open Session instead of holding it to
+    /// its timeout (a wrong password polled every 30 s would otherwise use up its slots).
+    pub fn rakp3_refusal(&self, status: u8) -> Vec<u8> {
+        let mut p = vec![self.tag, status, 0, 0];
+        p.extend_from_slice(&self.bmc_sid.to_le_bytes());
+        p
+    }
+
     /// The session keys (valid once RAKP 2 was taken).
     pub fn keys(&self) -> SessionKeys {
         SessionKeys::derive(
