@@ -36,6 +36,8 @@ pub struct Manager {
     pub pools: Pools,
     /// The `manager_servers_total` series last published (so emptied groups go away).
     pub server_series: std::sync::Mutex<Vec<ServerLabels>>,
+    /// The `manager_gateways_total` series last published.
+    pub gateway_series: std::sync::Mutex<Vec<conduit_metrics::labels::DatacenterStatus>>,
 }
 
 impl Manager {
@@ -85,7 +87,7 @@ fn server_status_label(s: &str) -> &'static str {
     }
 }
 
-fn store_error(what: &str, e: StoreError) -> RpcError {
+pub(crate) fn store_error(what: &str, e: StoreError) -> RpcError {
     match e {
         StoreError::NotFound => RpcError::new(Code::NotFound, format!("{what} not found")),
         StoreError::Conflict(m) => RpcError::new(
@@ -100,7 +102,7 @@ fn store_error(what: &str, e: StoreError) -> RpcError {
 }
 
 /// A page request checked: size in 1..=MAX_PAGE (0 means the default), token as given.
-fn page(size: u32, token: Option<String>) -> Result<Page, RpcError> {
+pub(crate) fn page(size: u32, token: Option<String>) -> Result<Page, RpcError> {
     if size > MAX_PAGE {
         return Err(RpcError::new(
             Code::InvalidArgument,
@@ -118,13 +120,13 @@ fn page(size: u32, token: Option<String>) -> Result<Page, RpcError> {
 }
 
 /// The next page token: the last id, when the page was full.
-fn next_token<T>(rows: &[T], limit: u32, id: impl Fn(&T) -> &str) -> Option<String> {
+pub(crate) fn next_token<T>(rows: &[T], limit: u32, id: impl Fn(&T) -> &str) -> Option<String> {
     (rows.len() as u32 == limit)
         .then(|| rows.last().map(|r| id(r).to_owned()))
         .flatten()
 }
 
-fn check_text(field: &str, v: &str, max: usize) -> Result<(), RpcError> {
+pub(crate) fn check_text(field: &str, v: &str, max: usize) -> Result<(), RpcError> {
     if v.chars().count() > max || v.chars().any(|c| c.is_control() && c != '\t') {
         return Err(RpcError::new(
             Code::InvalidArgument,
@@ -135,7 +137,7 @@ fn check_text(field: &str, v: &str, max: usize) -> Result<(), RpcError> {
 }
 
 /// Ids the caller chooses (server ids): letters, digits and `.-_:`, 1–64 bytes.
-fn check_id(field: &str, v: &str) -> Result<(), RpcError> {
+pub(crate) fn check_id(field: &str, v: &str) -> Result<(), RpcError> {
     let ok = !v.is_empty()
         && v.len() <= 64
         && v.bytes()
@@ -173,9 +175,9 @@ fn check_email(v: &str) -> Result<(), RpcError> {
 
 const CAPABILITIES: &[&str] = &["power", "sensors", "boot", "event_log", "sol", "vnc"];
 const STATUSES: &[&str] = &["active", "maintenance", "offline"];
-const PROTOCOLS: &[&str] = &["ipmi", "redfish"];
+pub(crate) const PROTOCOLS: &[&str] = &["ipmi", "redfish"];
 
-fn check_one_of(field: &str, v: &str, set: &[&str]) -> Result<(), RpcError> {
+pub(crate) fn check_one_of(field: &str, v: &str, set: &[&str]) -> Result<(), RpcError> {
     if set.contains(&v) {
         Ok(())
     } else {
@@ -186,7 +188,7 @@ fn check_one_of(field: &str, v: &str, set: &[&str]) -> Result<(), RpcError> {
     }
 }
 
-fn capabilities(list: &[String]) -> Result<String, RpcError> {
+pub(crate) fn capabilities(list: &[String]) -> Result<String, RpcError> {
     for c in list {
         check_one_of("capabilities", c, CAPABILITIES)?;
     }
@@ -196,7 +198,7 @@ fn capabilities(list: &[String]) -> Result<String, RpcError> {
     Ok(v.join(","))
 }
 
-fn api_server(s: Server) -> m::Server {
+pub(crate) fn api_server(s: Server) -> m::Server {
     m::Server {
         server_id: s.id,
         name: s.name,
@@ -239,8 +241,20 @@ fn visible_server(mgr: &Manager, caller: &Caller, id: &str) -> Result<Server, Rp
     }
 }
 
+/// What of a request the pool needs to authenticate it (the request itself stays with the
+/// HTTP worker): its `Authorization` header.
+pub(crate) fn credentials_of(req: &Request) -> Request {
+    Request {
+        headers: req
+            .header("Authorization")
+            .map(|h| vec![("Authorization".to_owned(), h.to_owned())])
+            .unwrap_or_default(),
+        ..Request::default()
+    }
+}
+
 /// Registers an authenticated call: authenticate, then `call` on the store pool.
-fn route<Req, Resp>(
+pub(crate) fn route<Req, Resp>(
     router: Router,
     mgr: &Arc<Manager>,
     service: &'static str,
@@ -258,13 +272,7 @@ where
         Method::Post,
         Box::leak(format!("/{service}/{method}").into_boxed_str()),
         unary_authenticating(service, method, rpc, move |req: &Request, body: Req| {
-            let header = req.header("Authorization").map(str::to_owned);
-            let req_auth = Request {
-                headers: header
-                    .map(|h| vec![("Authorization".to_owned(), h)])
-                    .unwrap_or_default(),
-                ..Request::default()
-            };
+            let req_auth = credentials_of(req);
             let (mgr2, call) = (mgr.clone(), call.clone());
             mgr.pools.db.run(move || {
                 let caller = mgr2.auth.authenticate(&req_auth)?;
@@ -320,6 +328,7 @@ pub fn routes(router: Router, mgr: &Arc<Manager>) -> Router {
     let router = user_routes(router, mgr);
     let router = api_key_routes(router, mgr);
     let router = audit_routes(router, mgr);
+    let router = crate::gateways::routes(router, mgr);
     let jwks = mgr.clone();
     router.route(Method::Get, "/.well-known/jwks.json", move |_| {
         Response::new(200)

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod auth;
 pub mod demo;
+pub mod gateways;
 pub mod identity;
 pub mod metrics;
 pub mod store;
@@ -77,8 +78,10 @@ pub fn manager(
         },
         pools: work::Pools::start().context("start the work pools")?,
         server_series: Default::default(),
+        gateway_series: Default::default(),
     });
     mgr.refresh_server_gauge();
+    mgr.refresh_gateway_gauge();
     Ok(mgr)
 }
 

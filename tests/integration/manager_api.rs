@@ -624,3 +624,183 @@ fn acknowledged_writes_survive_kill_9() {
         acked.len()
     );
 }
+
+#[test]
+fn gateways_and_agents_with_their_credentials() {
+    let data = TempDir::new("manager-gw");
+    init_admin(&data);
+    let dir = data.0.display().to_string();
+    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let a = c.addr;
+    let admin = token(&login(a, ADMIN.0, ADMIN.1));
+    let gw = |m: &str| format!("/conduit.manager.v1.GatewayService/{m}");
+    let reg = "manager_gateway_registrations_total";
+    assert_eq!(fam(a, reg, &[]), None, "no registration yet");
+
+    let created = ok(
+        a,
+        &gw("Create"),
+        Some(&admin),
+        json!({"gatewayId": "gw1", "name": "Site 1", "datacenter": "dc1"}),
+    );
+    let cred = created["credential"].as_str().unwrap().to_owned();
+    assert!(cred.starts_with("cgw_"), "{cred}");
+    assert_eq!(
+        fam(
+            a,
+            "manager_gateways_total",
+            &[("datacenter", "dc1"), ("status", "down")]
+        ),
+        Some(1.0)
+    );
+
+    // Wrong credentials: a made-up one, and a user's access token.
+    for bad in ["cgw_AAAAAAAAAAAA_nope", admin.as_str()] {
+        refused(a, &gw("Register"), Some(bad), json!({}), "unauthenticated");
+    }
+    assert_eq!(fam(a, reg, &[("status", "invalid_credential")]), Some(2.0));
+    let r = ok(
+        a,
+        &gw("Register"),
+        Some(&cred),
+        json!({"address": "https://gw1.example:8443", "version": "0.1.0"}),
+    );
+    assert_eq!(r["datacenter"], "dc1");
+    assert!(r["revocationPollSecs"].as_u64().unwrap() <= 30);
+    assert_eq!(fam(a, reg, &[("status", "success")]), Some(1.0));
+    assert_eq!(
+        fam(
+            a,
+            "manager_gateways_total",
+            &[("datacenter", "dc1"), ("status", "up")]
+        ),
+        Some(1.0)
+    );
+    ok(a, &gw("Heartbeat"), Some(&cred), json!({}));
+    // Admin calls are not for gateways, gateway calls not for users.
+    refused(a, &gw("List"), Some(&cred), json!({}), "unauthenticated");
+    let listed = ok(a, &gw("List"), Some(&admin), json!({}));
+    assert_eq!(listed["gateways"][0]["address"], "https://gw1.example:8443");
+    assert!(!listed.to_string().contains(&cred[cred.len() - 20..]));
+
+    // An agent credential, checked by the gateway.
+    let agent = ok(
+        a,
+        "/conduit.manager.v1.AgentService/Create",
+        Some(&admin),
+        json!({"agentId": "agent-1", "datacenter": "dc1"}),
+    );
+    let agent_cred = agent["credential"].as_str().unwrap().to_owned();
+    let v = ok(
+        a,
+        &gw("VerifyAgent"),
+        Some(&cred),
+        json!({"credential": agent_cred}),
+    );
+    assert_eq!(v["agentId"], "agent-1");
+    refused(
+        a,
+        &gw("VerifyAgent"),
+        Some(&cred),
+        json!({"credential": "cag_AAAAAAAAAAAA_forged"}),
+        "unauthenticated",
+    );
+    ok(
+        a,
+        &gw("ReportAgents"),
+        Some(&cred),
+        json!({"agentIds": ["agent-1"]}),
+    );
+    let agents = ok(
+        a,
+        "/conduit.manager.v1.AgentService/List",
+        Some(&admin),
+        json!({}),
+    );
+    assert_eq!(agents["agents"][0]["connected"], true);
+    assert_eq!(agents["agents"][0]["gatewayId"], "gw1");
+
+    // The agent's servers arrive unassigned; the gateway sees its datacenter's inventory.
+    ok(
+        a,
+        &gw("ReportServers"),
+        Some(&cred),
+        json!({"agentId": "agent-1", "servers": [
+            {"serverId": "rack1-u1", "protocol": "ipmi", "capabilities": ["power", "sol"]}]}),
+    );
+    let inv = ok(a, &gw("ListServers"), Some(&cred), json!({}));
+    assert_eq!(inv["servers"][0]["serverId"], "rack1-u1");
+    assert!(inv["servers"][0].get("customerId").is_none());
+    assert_eq!(
+        fam(a, "manager_servers_total", &[("customer_id", "unassigned")]),
+        Some(1.0)
+    );
+
+    // Audit from the gateway, owner filled in by the manager.
+    ok(
+        a,
+        &gw("RecordAudit"),
+        Some(&cred),
+        json!({"records": [{"at": 1, "actor": "u1", "action": "power.cycle",
+                            "serverId": "rack1-u1", "result": "ok"}]}),
+    );
+    let audit = ok(
+        a,
+        "/conduit.manager.v1.AuditService/List",
+        Some(&admin),
+        json!({}),
+    );
+    assert!(audit.to_string().contains("power.cycle"), "{audit}");
+
+    // Revocations reach the gateway's list: a logged-out session, a revoked agent.
+    let user_login = login(a, ADMIN.0, ADMIN.1);
+    let user = token(&user_login);
+    ok(
+        a,
+        "/conduit.manager.v1.AuthService/Logout",
+        Some(&user),
+        json!({}),
+    );
+    ok(
+        a,
+        "/conduit.manager.v1.AgentService/Revoke",
+        Some(&admin),
+        json!({"agentId": "agent-1"}),
+    );
+    let revs = ok(a, &gw("ListRevocations"), Some(&cred), json!({}));
+    let kinds: Vec<&str> = revs["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"session") && kinds.contains(&"agent"),
+        "{revs}"
+    );
+    refused(
+        a,
+        &gw("VerifyAgent"),
+        Some(&cred),
+        json!({"credential": agent_cred}),
+        "unauthenticated",
+    );
+
+    // A revoked gateway is refused at once.
+    ok(a, &gw("Revoke"), Some(&admin), json!({"gatewayId": "gw1"}));
+    refused(
+        a,
+        &gw("Heartbeat"),
+        Some(&cred),
+        json!({}),
+        "unauthenticated",
+    );
+    assert_eq!(
+        fam(
+            a,
+            "manager_gateways_total",
+            &[("datacenter", "dc1"), ("status", "revoked")]
+        ),
+        Some(1.0)
+    );
+}

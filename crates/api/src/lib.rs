@@ -628,4 +628,237 @@ pub mod manager {
         /// The records.
         pub records: Vec<AuditRecord>,
     }
+
+    /// `GatewayService`: admins create and revoke gateway credentials and list gateways;
+    /// gateways (with their credential) register, heartbeat, report their agents and servers,
+    /// check agent credentials, pull the inventory and the revocations, and record audit.
+    pub const GATEWAY_SERVICE: &str = "conduit.manager.v1.GatewayService";
+    /// `AgentService`: admins create, list and revoke agent credentials.
+    pub const AGENT_SERVICE: &str = "conduit.manager.v1.AgentService";
+
+    /// GatewayService.Create (admins).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct CreateGatewayRequest {
+        /// Id: letters, digits, `.-_:`, at most 64.
+        pub gateway_id: String,
+        /// Display name.
+        #[serde(default)]
+        pub name: String,
+        /// The datacenter it serves.
+        pub datacenter: String,
+    }
+
+    /// A gateway as the API shows it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct GatewayInfo {
+        /// Id.
+        pub gateway_id: String,
+        /// Display name.
+        pub name: String,
+        /// Datacenter.
+        pub datacenter: String,
+        /// Where users reach it (as it registered).
+        pub address: String,
+        /// Its version.
+        pub version: String,
+        /// `up` (heard from within 30 s), `down` or `revoked`.
+        pub status: String,
+        /// Last heard from, unix seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub last_seen: Option<i64>,
+    }
+
+    /// GatewayService.Create and AgentService.Create response: the credential, shown once.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct CredentialResponse {
+        /// The credential (`Authorization: Bearer …`); stored hashed, never shown again.
+        pub credential: String,
+        /// Whose it is.
+        pub id: String,
+    }
+
+    /// GatewayService.List response.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ListGatewaysResponse {
+        /// Every gateway.
+        pub gateways: Vec<GatewayInfo>,
+    }
+
+    /// GatewayService.Revoke (admins).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct GatewayRef {
+        /// Gateway id.
+        pub gateway_id: String,
+    }
+
+    /// GatewayService.Register (gateways).
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct RegisterRequest {
+        /// Where users reach it (`https://host:port`).
+        #[serde(default)]
+        pub address: String,
+        /// Its version.
+        #[serde(default)]
+        pub version: String,
+    }
+
+    /// GatewayService.Register response: who the gateway is and how often to pull.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct RegisterResponse {
+        /// Its id.
+        pub gateway_id: String,
+        /// Its datacenter (the servers it may broker).
+        pub datacenter: String,
+        /// Heartbeat every this many seconds.
+        pub heartbeat_secs: u64,
+        /// Pull ListRevocations every this many seconds (the revocation bound).
+        pub revocation_poll_secs: u64,
+        /// Pull ListServers every this many seconds (ownership changes).
+        pub inventory_poll_secs: u64,
+    }
+
+    /// GatewayService.ReportAgents (gateways): the agents connected to it now.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ReportAgentsRequest {
+        /// Agent ids (at most 10,000).
+        pub agent_ids: Vec<String>,
+    }
+
+    /// One server an agent reaches, as a gateway reports it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ReportedServer {
+        /// Server id.
+        pub server_id: String,
+        /// `ipmi` or `redfish`.
+        pub protocol: String,
+        /// Capabilities.
+        #[serde(default)]
+        pub capabilities: Vec<String>,
+    }
+
+    /// GatewayService.ReportServers (gateways): an agent's servers. New ones are added
+    /// unassigned; known ones get their agent, protocol and capabilities updated.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ReportServersRequest {
+        /// The agent.
+        pub agent_id: String,
+        /// Its servers (at most 10,000).
+        pub servers: Vec<ReportedServer>,
+    }
+
+    /// GatewayService.VerifyAgent (gateways): is this agent credential good?
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct VerifyAgentRequest {
+        /// The credential the agent presented.
+        pub credential: String,
+    }
+
+    /// An agent as the API shows it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct AgentInfo {
+        /// Id.
+        pub agent_id: String,
+        /// Display name.
+        pub name: String,
+        /// Datacenter.
+        pub datacenter: String,
+        /// The gateway it is connected to, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub gateway_id: Option<String>,
+        /// Whether that gateway reports it connected.
+        pub connected: bool,
+        /// Whether its credential was revoked.
+        pub revoked: bool,
+    }
+
+    /// AgentService.Create (admins).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct CreateAgentRequest {
+        /// Id: letters, digits, `.-_:`, at most 64.
+        pub agent_id: String,
+        /// Display name.
+        #[serde(default)]
+        pub name: String,
+        /// Its datacenter.
+        pub datacenter: String,
+    }
+
+    /// AgentService.List response.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ListAgentsResponse {
+        /// The page.
+        pub agents: Vec<AgentInfo>,
+        /// Next page, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub next_page_token: Option<String>,
+    }
+
+    /// AgentService.Revoke (admins).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct AgentRef {
+        /// Agent id.
+        pub agent_id: String,
+    }
+
+    /// One revocation as gateways pull it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct RevocationEntry {
+        /// A token id (`jti`), a session id (`sid`) or an agent id.
+        pub id: String,
+        /// `token`, `session` or `agent`.
+        pub kind: String,
+        /// Dropped from the list after this (what it names has expired by then).
+        pub expires_at: i64,
+    }
+
+    /// GatewayService.ListRevocations response.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ListRevocationsResponse {
+        /// Every revocation in force.
+        pub revocations: Vec<RevocationEntry>,
+    }
+
+    /// One audit record a gateway sends (an operation or console session it brokered).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct GatewayAuditRecord {
+        /// When, unix seconds.
+        pub at: i64,
+        /// The user id (the token's `sub`).
+        pub actor: String,
+        /// What: `power.cycle`, `boot.set`, `console.sol`, …
+        pub action: String,
+        /// Which server.
+        pub server_id: String,
+        /// `ok` or the error code.
+        pub result: String,
+        /// Details (never secrets).
+        #[serde(default)]
+        pub detail: String,
+    }
+
+    /// GatewayService.RecordAudit (gateways).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct RecordAuditRequest {
+        /// The records (at most 1,000).
+        pub records: Vec<GatewayAuditRecord>,
+    }
 }

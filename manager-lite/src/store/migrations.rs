@@ -99,4 +99,34 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#,
+    // 2: gateways and agents, and the credentials an admin issues them.
+    r#"
+CREATE TABLE gateways (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    datacenter      TEXT NOT NULL REFERENCES datacenters(id),
+    credential_id   TEXT NOT NULL UNIQUE,
+    credential_hash BLOB NOT NULL,
+    address         TEXT NOT NULL DEFAULT '',
+    version         TEXT NOT NULL DEFAULT '',
+    registered_at   INTEGER,
+    last_seen       INTEGER,
+    created_at      INTEGER NOT NULL,
+    revoked_at      INTEGER
+) STRICT;
+
+CREATE TABLE agents (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    datacenter      TEXT NOT NULL REFERENCES datacenters(id),
+    credential_id   TEXT NOT NULL UNIQUE,
+    credential_hash BLOB NOT NULL,
+    gateway_id      TEXT REFERENCES gateways(id) ON DELETE SET NULL,
+    connected       INTEGER NOT NULL DEFAULT 0,
+    last_seen       INTEGER,
+    created_at      INTEGER NOT NULL,
+    revoked_at      INTEGER
+) STRICT;
+CREATE INDEX agents_gateway ON agents(gateway_id);
+"#,
 ];

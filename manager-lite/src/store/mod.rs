@@ -236,6 +236,58 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// A gateway (one per site), as its credential row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    /// Id.
+    pub id: String,
+    /// Display name, verbatim.
+    pub name: String,
+    /// The datacenter it serves.
+    pub datacenter: String,
+    /// Public id of its credential.
+    pub credential_id: String,
+    /// SHA-256 of the credential's secret.
+    pub credential_hash: Vec<u8>,
+    /// Where users reach it, as it registered (`https://host:port`).
+    pub address: String,
+    /// Its version, as it registered.
+    pub version: String,
+    /// Last Register, unix seconds.
+    pub registered_at: Option<i64>,
+    /// Last Register or Heartbeat, unix seconds.
+    pub last_seen: Option<i64>,
+    /// Created, unix seconds.
+    pub created_at: i64,
+    /// Revoked, unix seconds.
+    pub revoked_at: Option<i64>,
+}
+
+/// An agent, as its credential row and its last reported link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    /// Id.
+    pub id: String,
+    /// Display name, verbatim.
+    pub name: String,
+    /// Its datacenter.
+    pub datacenter: String,
+    /// Public id of its credential.
+    pub credential_id: String,
+    /// SHA-256 of the credential's secret.
+    pub credential_hash: Vec<u8>,
+    /// The gateway it is connected to now (as gateways report).
+    pub gateway_id: Option<String>,
+    /// Whether that gateway reports it connected.
+    pub connected: bool,
+    /// Last report, unix seconds.
+    pub last_seen: Option<i64>,
+    /// Created, unix seconds.
+    pub created_at: i64,
+    /// Revoked, unix seconds.
+    pub revoked_at: Option<i64>,
+}
+
 /// What went wrong in the store.
 #[derive(Debug)]
 pub enum StoreError {
@@ -363,6 +415,32 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
     /// Stores a signing key.
     fn insert_signing_key(&self, k: &StoredKey) -> StoreResult<()>;
+
+    /// Creates a gateway with its credential.
+    fn create_gateway(&self, g: &Gateway) -> StoreResult<()>;
+    /// A gateway by id.
+    fn gateway(&self, id: &str) -> StoreResult<Gateway>;
+    /// A gateway by its credential's public id.
+    fn gateway_by_credential(&self, credential_id: &str) -> StoreResult<Gateway>;
+    /// Every gateway.
+    fn gateways(&self) -> StoreResult<Vec<Gateway>>;
+    /// Records a Register (`registered = true`) or Heartbeat at `now`.
+    fn gateway_seen(&self, id: &str, address: Option<(&str, &str)>, now: i64) -> StoreResult<()>;
+    /// Revokes a gateway's credential.
+    fn revoke_gateway(&self, id: &str, now: i64) -> StoreResult<()>;
+
+    /// Creates an agent with its credential.
+    fn create_agent(&self, a: &Agent) -> StoreResult<()>;
+    /// An agent by id.
+    fn agent(&self, id: &str) -> StoreResult<Agent>;
+    /// An agent by its credential's public id.
+    fn agent_by_credential(&self, credential_id: &str) -> StoreResult<Agent>;
+    /// A page of agents.
+    fn agents(&self, page: &Page) -> StoreResult<Vec<Agent>>;
+    /// Gateway `gateway_id`'s report: these agents are connected to it now, and no others.
+    fn report_agents(&self, gateway_id: &str, connected: &[String], now: i64) -> StoreResult<()>;
+    /// Revokes an agent's credential.
+    fn revoke_agent(&self, id: &str, now: i64) -> StoreResult<()>;
 
     /// Appends an audit record; returns its sequence number.
     fn append_audit(&self, r: &AuditRecord) -> StoreResult<i64>;

@@ -259,6 +259,44 @@ fn api_key_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
     })
 }
 
+const GATEWAY_COLS: &str =
+    "id, name, datacenter, credential_id, credential_hash, address, version, \
+     registered_at, last_seen, created_at, revoked_at";
+
+fn gateway_row(r: &Row<'_>) -> rusqlite::Result<Gateway> {
+    Ok(Gateway {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        datacenter: r.get(2)?,
+        credential_id: r.get(3)?,
+        credential_hash: r.get(4)?,
+        address: r.get(5)?,
+        version: r.get(6)?,
+        registered_at: r.get(7)?,
+        last_seen: r.get(8)?,
+        created_at: r.get(9)?,
+        revoked_at: r.get(10)?,
+    })
+}
+
+const AGENT_COLS: &str = "id, name, datacenter, credential_id, credential_hash, gateway_id, \
+     connected, last_seen, created_at, revoked_at";
+
+fn agent_row(r: &Row<'_>) -> rusqlite::Result<Agent> {
+    Ok(Agent {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        datacenter: r.get(2)?,
+        credential_id: r.get(3)?,
+        credential_hash: r.get(4)?,
+        gateway_id: r.get(5)?,
+        connected: r.get(6)?,
+        last_seen: r.get(7)?,
+        created_at: r.get(8)?,
+        revoked_at: r.get(9)?,
+    })
+}
+
 fn insert_refresh_row(c: &Connection, t: &RefreshToken) -> rusqlite::Result<usize> {
     c.execute(
         &format!(
@@ -679,6 +717,178 @@ impl Store for SqliteStore {
                 params![k.kid, k.pkcs8, k.created_at, k.retired_at],
             )
             .map(drop)
+        })
+    }
+
+    fn create_gateway(&self, g: &Gateway) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "gateways", |tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO datacenters (id) VALUES (?1)",
+                [&g.datacenter],
+            )?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO gateways ({GATEWAY_COLS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ),
+                params![
+                    g.id,
+                    g.name,
+                    g.datacenter,
+                    g.credential_id,
+                    g.credential_hash,
+                    g.address,
+                    g.version,
+                    g.registered_at,
+                    g.last_seen,
+                    g.created_at,
+                    g.revoked_at
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn gateway(&self, id: &str) -> StoreResult<Gateway> {
+        self.read(QueryOp::Select, "gateways", |c| {
+            c.query_row(
+                &format!("SELECT {GATEWAY_COLS} FROM gateways WHERE id = ?1"),
+                [id],
+                gateway_row,
+            )
+        })
+    }
+
+    fn gateway_by_credential(&self, credential_id: &str) -> StoreResult<Gateway> {
+        self.read(QueryOp::Select, "gateways", |c| {
+            c.query_row(
+                &format!("SELECT {GATEWAY_COLS} FROM gateways WHERE credential_id = ?1"),
+                [credential_id],
+                gateway_row,
+            )
+        })
+    }
+
+    fn gateways(&self) -> StoreResult<Vec<Gateway>> {
+        self.read(QueryOp::Select, "gateways", |c| {
+            let mut st =
+                c.prepare_cached(&format!("SELECT {GATEWAY_COLS} FROM gateways ORDER BY id"))?;
+            let rows = st.query_map([], gateway_row)?;
+            rows.collect()
+        })
+    }
+
+    fn gateway_seen(&self, id: &str, address: Option<(&str, &str)>, now: i64) -> StoreResult<()> {
+        self.write(QueryOp::Update, "gateways", |tx| {
+            changed(match address {
+                Some((address, version)) => tx.execute(
+                    "UPDATE gateways SET address = ?2, version = ?3, registered_at = ?4, \
+                     last_seen = ?4 WHERE id = ?1",
+                    params![id, address, version, now],
+                )?,
+                None => tx.execute(
+                    "UPDATE gateways SET last_seen = ?2 WHERE id = ?1",
+                    params![id, now],
+                )?,
+            })
+        })
+    }
+
+    fn revoke_gateway(&self, id: &str, now: i64) -> StoreResult<()> {
+        self.write(QueryOp::Update, "gateways", |tx| {
+            changed(tx.execute(
+                "UPDATE gateways SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![id, now],
+            )?)
+        })
+    }
+
+    fn create_agent(&self, a: &Agent) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "agents", |tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO datacenters (id) VALUES (?1)",
+                [&a.datacenter],
+            )?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO agents ({AGENT_COLS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ),
+                params![
+                    a.id,
+                    a.name,
+                    a.datacenter,
+                    a.credential_id,
+                    a.credential_hash,
+                    a.gateway_id,
+                    a.connected,
+                    a.last_seen,
+                    a.created_at,
+                    a.revoked_at
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn agent(&self, id: &str) -> StoreResult<Agent> {
+        self.read(QueryOp::Select, "agents", |c| {
+            c.query_row(
+                &format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"),
+                [id],
+                agent_row,
+            )
+        })
+    }
+
+    fn agent_by_credential(&self, credential_id: &str) -> StoreResult<Agent> {
+        self.read(QueryOp::Select, "agents", |c| {
+            c.query_row(
+                &format!("SELECT {AGENT_COLS} FROM agents WHERE credential_id = ?1"),
+                [credential_id],
+                agent_row,
+            )
+        })
+    }
+
+    fn agents(&self, page: &Page) -> StoreResult<Vec<Agent>> {
+        self.read(QueryOp::Select, "agents", |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {AGENT_COLS} FROM agents WHERE id > ?1 ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = st.query_map(
+                params![page.after.as_deref().unwrap_or(""), page.limit],
+                agent_row,
+            )?;
+            rows.collect()
+        })
+    }
+
+    fn report_agents(&self, gateway_id: &str, connected: &[String], now: i64) -> StoreResult<()> {
+        self.write(QueryOp::Update, "agents", |tx| {
+            // whoever this gateway reported before and not now has left it
+            tx.execute(
+                "UPDATE agents SET connected = 0 WHERE gateway_id = ?1",
+                [gateway_id],
+            )?;
+            let mut st = tx.prepare_cached(
+                "UPDATE agents SET gateway_id = ?1, connected = 1, last_seen = ?3 \
+                 WHERE id = ?2 AND revoked_at IS NULL",
+            )?;
+            for id in connected {
+                st.execute(params![gateway_id, id, now])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn revoke_agent(&self, id: &str, now: i64) -> StoreResult<()> {
+        self.write(QueryOp::Update, "agents", |tx| {
+            changed(tx.execute(
+                "UPDATE agents SET revoked_at = COALESCE(revoked_at, ?2), connected = 0 \
+                 WHERE id = ?1",
+                params![id, now],
+            )?)
         })
     }
 
