@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use conduit_api::manager::{self as m};
 use conduit_http::router::Router;
-use conduit_http::rpc::{unary_authenticating, Code, RpcError, RpcFuture};
+use conduit_http::rpc::{decode_body, unary_authenticating, unary_raw, Code, RpcError, RpcFuture};
 use conduit_http::{Method, Request, Response};
 use conduit_metrics::labels::{Operation, OperationStatus};
 use serde::de::DeserializeOwned;
@@ -241,14 +241,15 @@ fn visible_server(mgr: &Manager, caller: &Caller, id: &str) -> Result<Server, Rp
     }
 }
 
-/// What of a request the pool needs to authenticate it (the request itself stays with the
-/// HTTP worker): its `Authorization` header.
+/// What of a request the pool needs (the request itself stays with the HTTP worker): its
+/// `Authorization` and `Content-Type` headers and its body.
 pub(crate) fn credentials_of(req: &Request) -> Request {
     Request {
-        headers: req
-            .header("Authorization")
-            .map(|h| vec![("Authorization".to_owned(), h.to_owned())])
-            .unwrap_or_default(),
+        headers: ["Authorization", "Content-Type"]
+            .into_iter()
+            .filter_map(|n| req.header(n).map(|v| (n.to_owned(), v.to_owned())))
+            .collect(),
+        body: req.body.clone(),
         ..Request::default()
     }
 }
@@ -271,12 +272,13 @@ where
     router.route(
         Method::Post,
         Box::leak(format!("/{service}/{method}").into_boxed_str()),
-        unary_authenticating(service, method, rpc, move |req: &Request, body: Req| {
-            let req_auth = credentials_of(req);
+        // The caller first, then the body: no one without credentials learns the schema.
+        unary_raw(service, method, rpc, move |req: &Request| {
+            let req = credentials_of(req);
             let (mgr2, call) = (mgr.clone(), call.clone());
             mgr.pools.db.run(move || {
-                let caller = mgr2.auth.authenticate(&req_auth)?;
-                call(&mgr2, &caller, body)
+                let caller = mgr2.auth.authenticate(&req)?;
+                call(&mgr2, &caller, decode_body(&req)?)
             })
         }),
     )

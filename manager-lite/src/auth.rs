@@ -17,7 +17,7 @@ use crate::identity::password::Passwords;
 use crate::identity::throttle::Throttle;
 use crate::metrics::{AuthLabels, AuthMethod, ManagerMetrics};
 use crate::store::{ApiKey, RefreshToken, Role, Store, StoreError, User};
-use crate::tokens::{Principal, Tokens, ACCESS_TTL, REFRESH_TTL};
+use crate::tokens::{Principal, Tokens, REFRESH_TTL};
 use conduit_metrics::labels::Status;
 
 /// Prefix of refresh tokens.
@@ -237,7 +237,7 @@ impl Auth {
             .map_err(|e| internal("issue a token", e))?;
         Ok(TokenResponse {
             access_token: token,
-            expires_in: ACCESS_TTL.as_secs(),
+            expires_in: self.tokens.access_ttl().as_secs(),
             refresh_token: refresh,
             user: user_info(user),
         })

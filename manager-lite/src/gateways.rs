@@ -12,7 +12,7 @@ use std::sync::Arc;
 use conduit_api::manager::{self as m};
 use conduit_auth::secret::{self, Secret};
 use conduit_http::router::Router;
-use conduit_http::rpc::{unary_authenticating, Code, RpcError};
+use conduit_http::rpc::{decode_body, unary_raw, Code, RpcError};
 use conduit_http::{Method, Request};
 use conduit_metrics::labels::{DatacenterStatus, Status};
 use serde::de::DeserializeOwned;
@@ -171,12 +171,12 @@ where
     router.route(
         Method::Post,
         Box::leak(format!("/{svc}/{method}").into_boxed_str()),
-        unary_authenticating(svc, method, rpc, move |req: &Request, body: Req| {
-            let auth_only = credentials_of(req);
+        unary_raw(svc, method, rpc, move |req: &Request| {
+            let req = credentials_of(req);
             let (mgr2, call) = (mgr.clone(), call.clone());
             mgr.pools.db.run(move || {
-                let g = mgr2.authenticate_gateway(&auth_only)?;
-                call(&mgr2, &g, body)
+                let g = mgr2.authenticate_gateway(&req)?;
+                call(&mgr2, &g, decode_body(&req)?)
             })
         }),
     )
@@ -325,39 +325,31 @@ fn register_route(router: Router, mgr: &Arc<Manager>) -> Router {
     router.route(
         Method::Post,
         "/conduit.manager.v1.GatewayService/Register",
-        unary_authenticating(
-            svc,
-            "Register",
-            rpc,
-            move |req: &Request, r: m::RegisterRequest| {
-                let auth_only = credentials_of(req);
-                let mgr2 = mgr.clone();
-                mgr.pools.db.run(move || {
-                    let result = register(&mgr2, &auth_only, r);
-                    let status = match &result {
-                        Ok(_) => "success",
-                        Err(e) if e.code == Code::Unauthenticated => "invalid_credential",
-                        Err(e) if e.code == Code::InvalidArgument => "invalid_request",
-                        Err(_) => "error",
-                    };
-                    mgr2.auth
-                        .metrics
-                        .gateway_registrations
-                        .inc(&Status { status });
-                    mgr2.refresh_gateway_gauge();
-                    result
-                })
-            },
-        ),
+        unary_raw(svc, "Register", rpc, move |req: &Request| {
+            let req = credentials_of(req);
+            let mgr2 = mgr.clone();
+            mgr.pools.db.run(move || {
+                let result = register(&mgr2, &req);
+                let status = match &result {
+                    Ok(_) => "success",
+                    Err(e) if e.code == Code::Unauthenticated => "invalid_credential",
+                    Err(e) if e.code == Code::InvalidArgument => "invalid_request",
+                    Err(_) => "error",
+                };
+                mgr2.auth
+                    .metrics
+                    .gateway_registrations
+                    .inc(&Status { status });
+                mgr2.refresh_gateway_gauge();
+                result
+            })
+        }),
     )
 }
 
-fn register(
-    mgr: &Manager,
-    req: &Request,
-    r: m::RegisterRequest,
-) -> Result<m::RegisterResponse, RpcError> {
+fn register(mgr: &Manager, req: &Request) -> Result<m::RegisterResponse, RpcError> {
     let g = mgr.authenticate_gateway(req)?;
+    let r: m::RegisterRequest = decode_body(req)?;
     check_text("address", &r.address, 256)?;
     check_text("version", &r.version, 64)?;
     mgr.auth

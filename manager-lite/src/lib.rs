@@ -62,12 +62,14 @@ pub fn open_store(path: &Path, metrics: Arc<ManagerMetrics>) -> anyhow::Result<A
     Ok(Arc::new(store))
 }
 
-/// The manager on `store`: keys loaded, pools started, gauges set from the rows.
+/// The manager on `store`: keys loaded, pools started, gauges set from the rows; access tokens
+/// valid `access_ttl`.
 pub fn manager(
     store: Arc<dyn Store>,
     metrics: Arc<ManagerMetrics>,
+    access_ttl: Duration,
 ) -> anyhow::Result<Arc<api::Manager>> {
-    let tokens = tokens::Tokens::load(store.as_ref(), auth::unix_now() as i64)?;
+    let tokens = tokens::Tokens::load(store.as_ref(), auth::unix_now() as i64, access_ttl)?;
     let mgr = Arc::new(api::Manager {
         auth: auth::Auth {
             store,

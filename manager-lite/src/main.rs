@@ -22,6 +22,8 @@ const FLAGS: &str = "  --data-dir DIR             Where the manager keeps its da
   --demo                     On an empty database, create a demo admin, two customers with
                              an operator and a viewer each, and a few servers; print their
                              random passwords once
+  --access-ttl SECS          How long access tokens are valid (default 900; 60 to 86400, or
+                             as low as 1 for tests). Refresh tokens renew them
   --email E                  init: the admin's e-mail
   --password-file FILE       init: read the admin's password from FILE instead of stdin
 ";
@@ -31,11 +33,19 @@ struct Flags {
     data_dir: Option<PathBuf>,
     database: Option<PathBuf>,
     demo: bool,
+    access_ttl: Option<u64>,
     email: Option<String>,
     password_file: Option<PathBuf>,
 }
 
 impl Flags {
+    fn access_ttl(&self) -> std::time::Duration {
+        self.access_ttl.map_or(
+            manager_lite::tokens::ACCESS_TTL,
+            std::time::Duration::from_secs,
+        )
+    }
+
     fn database(&self) -> PathBuf {
         self.database.clone().unwrap_or_else(|| {
             self.data_dir
@@ -55,6 +65,15 @@ fn main() -> ExitCode {
             "data-dir" => flags.data_dir = Some(service::flag_value(name, p)?.into()),
             "database" => flags.database = Some(service::flag_value(name, p)?.into()),
             "demo" => flags.demo = true,
+            "access-ttl" => {
+                let v = service::flag_value(name, p)?;
+                let secs: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=86_400).contains(s))
+                    .with_context(|| format!("--access-ttl {v:?}: seconds from 1 to 86400"))?;
+                flags.access_ttl = Some(secs);
+            }
             "email" => flags.email = Some(service::flag_value(name, p)?),
             "password-file" => flags.password_file = Some(service::flag_value(name, p)?.into()),
             _ => return Ok(false),
@@ -81,8 +100,9 @@ fn serve(args: service::ServeArgs, flags: &Flags) -> anyhow::Result<()> {
         args,
         |b| std::sync::Arc::new(ManagerMetrics::register(b)),
         |router, metrics| {
-            let mgr = manager_lite::open_store(&db, metrics.clone())
-                .and_then(|store| manager_lite::manager(store, metrics.clone()));
+            let mgr = manager_lite::open_store(&db, metrics.clone()).and_then(|store| {
+                manager_lite::manager(store, metrics.clone(), flags.access_ttl())
+            });
             match mgr {
                 Ok(mgr) => {
                     let router = manager_lite::api::routes(router, &mgr);
@@ -138,7 +158,7 @@ fn init(flags: &Flags) -> anyhow::Result<()> {
     ));
     let db = flags.database();
     let store = manager_lite::open_store(&db, metrics.clone())?;
-    let mgr = manager_lite::manager(store, metrics)?;
+    let mgr = manager_lite::manager(store, metrics, flags.access_ttl())?;
     let id = manager_lite::demo::init_admin(&mgr, email, password)?;
     println!("created admin {email} (user id {id}) in {}", db.display());
     Ok(())

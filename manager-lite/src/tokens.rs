@@ -1,6 +1,6 @@
 //! The manager's token authority: signing keys, access tokens, revocations.
 //!
-//! - Access tokens are Ed25519 JWTs (`conduit_auth`), valid [`ACCESS_TTL`]. The signing keys
+//! - Access tokens are Ed25519 JWTs (`conduit_auth`), valid [`ACCESS_TTL`] by default. The signing keys
 //!   live in the store, so every replica signs with and publishes the same keys (JWKS at
 //!   `/.well-known/jwks.json`); a new key is added when none exists.
 //! - A revocation names a token (`jti`) or a whole login session (`sid`: a refresh family or
@@ -17,8 +17,8 @@ use conduit_auth::{Claims, KeySet, SigningKey, TokenError};
 
 use crate::store::{Revocation, RevocationKind, Role, Store, StoreError, StoredKey};
 
-/// How long an access token is valid: short, since it is verified offline; refresh tokens
-/// renew it.
+/// How long an access token is valid by default: short, since it is verified offline; refresh
+/// tokens renew it.
 pub const ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long a refresh token is valid (each use rotates it).
 pub const REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -46,6 +46,7 @@ struct RevocationCache {
 /// Signs, verifies and revokes tokens.
 #[derive(Debug)]
 pub struct Tokens {
+    access_ttl: Duration,
     signing: SigningKey,
     keys: KeySet,
     revoked: RwLock<RevocationCache>,
@@ -54,8 +55,9 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    /// Loads the signing keys from `store`, creating the first one if there is none.
-    pub fn load(store: &dyn Store, now: i64) -> anyhow::Result<Tokens> {
+    /// Loads the signing keys from `store`, creating the first one if there is none; access
+    /// tokens will be valid `access_ttl`.
+    pub fn load(store: &dyn Store, now: i64, access_ttl: Duration) -> anyhow::Result<Tokens> {
         use anyhow::Context;
         let mut stored = store.signing_keys().context("read the signing keys")?;
         if !stored.iter().any(|k| k.retired_at.is_none()) {
@@ -87,11 +89,17 @@ impl Tokens {
         }
         let signing = current.context("no signing key")?;
         Ok(Tokens {
+            access_ttl,
             signing,
             keys,
             revoked: RwLock::default(),
             active: Mutex::default(),
         })
+    }
+
+    /// How long access tokens are valid.
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
     }
 
     /// The public keys, JWKS-style.
@@ -106,7 +114,7 @@ impl Tokens {
             cus: who.customer_id.clone(),
             role: who.role,
             iat: now,
-            exp: now + ACCESS_TTL.as_secs(),
+            exp: now + self.access_ttl.as_secs(),
             jti: conduit_auth::secret::random_id(12)?,
             sid: sid.to_owned(),
         };
@@ -157,7 +165,8 @@ impl Tokens {
             kind: RevocationKind::Session,
             revoked_at: now as i64,
             // no token of the session outlives the longest access token issued before now
-            expires_at: (now + ACCESS_TTL.as_secs()) as i64,
+            // (plus the verifiers' leeway)
+            expires_at: (now + self.access_ttl.as_secs() + conduit_auth::token::LEEWAY_SECS) as i64,
         })?;
         write(&self.revoked).ids.insert(("session", sid.to_owned()));
         lock(&self.active).retain(|_, (s, exp)| s != sid && *exp > now);

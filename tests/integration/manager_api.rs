@@ -804,3 +804,241 @@ fn gateways_and_agents_with_their_credentials() {
         Some(1.0)
     );
 }
+
+/// Every authenticated route refuses every kind of bad token — expired, revoked, unsigned
+/// (`alg: none`), signed by another key under the manager's key id, HMAC-signed with the
+/// manager's public key, tampered — and changes nothing; and every route that names a row
+/// answers a user of another customer as if the row did not exist.
+#[test]
+fn every_route_refuses_forged_tokens_and_other_tenants() {
+    let data = TempDir::new("manager-forged");
+    init_admin(&data);
+    let dir = data.0.display().to_string();
+    // Access tokens valid 1 s, so that one expires during the test (plus the 30 s leeway).
+    let c = start_component(
+        "conduit-manager",
+        &["--data-dir", &dir, "--access-ttl", "1"],
+    );
+    let a = c.addr;
+    let to_expire = token(&login(a, ADMIN.0, ADMIN.1));
+    let expiry_starts = std::time::Instant::now();
+    let admin_pair = login(a, ADMIN.0, ADMIN.1);
+
+    // The routes, from the manager's own index.
+    let index = get(a, "/", &[]).text();
+    let routes: Vec<&str> = index
+        .lines()
+        .filter(|l| l.starts_with("/conduit.manager.v1."))
+        .collect();
+    assert!(routes.len() >= 30, "{index}");
+    let public = [
+        "/conduit.manager.v1.AuthService/Login",
+        "/conduit.manager.v1.AuthService/Refresh",
+    ];
+
+    // A fresh admin token for set-up: refresh before each use (1 s lifetime).
+    let mut refresh = admin_pair["refreshToken"].as_str().unwrap().to_owned();
+    let mut admin = || {
+        let v = ok(
+            a,
+            "/conduit.manager.v1.AuthService/Refresh",
+            None,
+            json!({"refreshToken": refresh}),
+        );
+        refresh = v["refreshToken"].as_str().unwrap().to_owned();
+        token(&v)
+    };
+    let mut customers = Vec::new();
+    for name in ["A", "B"] {
+        let v = ok(
+            a,
+            "/conduit.manager.v1.CustomerService/Create",
+            Some(&admin()),
+            json!({"name": name}),
+        );
+        customers.push(v["customerId"].as_str().unwrap().to_owned());
+    }
+    let b_user = ok(
+        a,
+        "/conduit.manager.v1.UserService/Create",
+        Some(&admin()),
+        json!({"email": "op@b.example", "password": "a long enough secret", "role": "operator",
+               "customerId": customers[1]}),
+    );
+    ok(
+        a,
+        "/conduit.manager.v1.UserService/Create",
+        Some(&admin()),
+        json!({"email": "op@a.example", "password": "a long enough secret", "role": "operator",
+               "customerId": customers[0]}),
+    );
+    ok(
+        a,
+        "/conduit.manager.v1.ServerService/Create",
+        Some(&admin()),
+        json!({"serverId": "b-1", "datacenter": "dc1", "protocol": "ipmi",
+               "customerId": customers[1]}),
+    );
+    let b_login = login(a, "op@b.example", "a long enough secret");
+    let b_key = ok(
+        a,
+        "/conduit.manager.v1.ApiKeyService/Create",
+        Some(&token(&b_login)),
+        json!({"name": "b's"}),
+    );
+
+    // The forgeries, from a real token's parts.
+    let real = admin();
+    let parts: Vec<&str> = real.split('.').collect();
+    let header: Value = serde_json::from_slice(&b64url_decode(parts[0])).unwrap();
+    let kid = header["kid"].as_str().unwrap().to_owned();
+    let claims: Value = serde_json::from_slice(&b64url_decode(parts[1])).unwrap();
+    let claims: conduit_auth::Claims = serde_json::from_value(claims).unwrap();
+    let mut long_lived = claims.clone();
+    long_lived.exp += 3600;
+    let other_key = conduit_auth::SigningKey::generate(&kid).unwrap();
+    let wrongly_signed = conduit_auth::sign(&other_key, &long_lived);
+    let jwks: Value = serde_json::from_str(&get(a, "/.well-known/jwks.json", &[]).text()).unwrap();
+    let public_key = b64url_decode(jwks["keys"][0]["x"].as_str().unwrap());
+    let hs_header = b64url(
+        json!({"alg": "HS256", "typ": "JWT", "kid": kid})
+            .to_string()
+            .as_bytes(),
+    );
+    let hs_body = b64url(serde_json::to_string(&long_lived).unwrap().as_bytes());
+    let mac = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &public_key),
+        format!("{hs_header}.{hs_body}").as_bytes(),
+    );
+    let hmac_with_public_key = format!("{hs_header}.{hs_body}.{}", b64url(mac.as_ref()));
+    let unsigned = format!("{}.{hs_body}.", b64url(br#"{"alg":"none","typ":"JWT"}"#));
+    let mut promoted = long_lived.clone();
+    promoted.sub = b_user["userId"].as_str().unwrap().to_owned();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64url(serde_json::to_string(&promoted).unwrap().as_bytes()),
+        parts[2]
+    );
+    let revoked_login = login(a, "op@a.example", "a long enough secret");
+    let revoked = token(&revoked_login);
+    ok(
+        a,
+        "/conduit.manager.v1.AuthService/Logout",
+        Some(&revoked),
+        json!({}),
+    );
+
+    let inserts_before = metric(a, "manager_db_queries_total", &[("operation", "insert")]);
+    all_routes_refuse(a, &routes, &public, &[("revoked", &revoked, "revoked")]);
+
+    // Wait out the 1 s lifetime and the 30 s leeway of the first token.
+    let wait = Duration::from_secs(32).saturating_sub(expiry_starts.elapsed());
+    std::thread::sleep(wait);
+    let forged = [
+        ("expired", to_expire.as_str(), "expired"),
+        ("unsigned", unsigned.as_str(), "unsupported_algorithm"),
+        ("wrongly signed", wrongly_signed.as_str(), "bad_signature"),
+        (
+            "HMAC with the public key",
+            hmac_with_public_key.as_str(),
+            "unsupported_algorithm",
+        ),
+        ("tampered", tampered.as_str(), "bad_signature"),
+    ];
+    all_routes_refuse(a, &routes, &public, &forged);
+    assert_eq!(
+        metric(a, "manager_db_queries_total", &[("operation", "insert")]),
+        inserts_before,
+        "a refused call wrote something"
+    );
+
+    // Another tenant's rows: as A's operator, every route that names one of B's.
+    let op_a = token(&login(a, "op@a.example", "a long enough secret"));
+    for (route, body) in [
+        (
+            "/conduit.manager.v1.ServerService/Get",
+            json!({"serverId": "b-1"}),
+        ),
+        (
+            "/conduit.manager.v1.CustomerService/Get",
+            json!({"customerId": customers[1]}),
+        ),
+        (
+            "/conduit.manager.v1.UserService/Get",
+            json!({"userId": b_user["userId"]}),
+        ),
+        (
+            "/conduit.manager.v1.ApiKeyService/Revoke",
+            json!({"keyId": b_key["key"]["keyId"]}),
+        ),
+    ] {
+        let (_, theirs) = call(a, route, Some(&op_a), &body);
+        assert_eq!(theirs["code"], "not_found", "{route}: {theirs}");
+        let ghost = body.to_string().replace(['b', 'B'], "z");
+        let (_, none) = call(
+            a,
+            route,
+            Some(&op_a),
+            &serde_json::from_str(&ghost).unwrap(),
+        );
+        assert_eq!(
+            none["code"], "not_found",
+            "{route} for a row that does not exist"
+        );
+    }
+    // …and the lists give nothing of B's.
+    for route in [
+        "/conduit.manager.v1.ServerService/List",
+        "/conduit.manager.v1.CustomerService/List",
+        "/conduit.manager.v1.UserService/List",
+        "/conduit.manager.v1.AuditService/List",
+    ] {
+        let v = ok(a, route, Some(&op_a), json!({}));
+        let text = v.to_string();
+        assert!(
+            !text.contains("b-1") && !text.contains(&customers[1]) && !text.contains("op@b"),
+            "{route} leaks B: {text}"
+        );
+    }
+    // B's key still works: A's revoke did nothing.
+    ok(
+        a,
+        "/conduit.manager.v1.ServerService/Get",
+        Some(b_key["apiKey"].as_str().unwrap()),
+        json!({"serverId": "b-1"}),
+    );
+}
+
+/// Calls every route but `public` with each of `forged` (what, token, expected validation
+/// status): each must answer 401 `unauthenticated`, counted under its status.
+fn all_routes_refuse(
+    a: SocketAddr,
+    routes: &[&str],
+    public: &[&str],
+    forged: &[(&str, &str, &str)],
+) {
+    for route in routes.iter().filter(|r| !public.contains(r)) {
+        for (what, t, why) in forged {
+            let before = metric(a, "manager_token_validations_total", &[("status", why)]);
+            let (status, v) = call(a, route, Some(t), &json!({}));
+            assert_eq!(
+                (status, v["code"].as_str()),
+                (401, Some("unauthenticated")),
+                "{route} with a {what} token: {v}"
+            );
+            // the calls gateways make take gateway credentials and never look at user tokens
+            let gateway_call = route.contains("GatewayService/")
+                && !["/Create", "/List", "/Revoke"]
+                    .iter()
+                    .any(|m| route.ends_with(m));
+            if !gateway_call {
+                let after = metric(a, "manager_token_validations_total", &[("status", why)]);
+                assert!(
+                    after > before,
+                    "{route} with a {what} token: not counted as {why}"
+                );
+            }
+        }
+    }
+}

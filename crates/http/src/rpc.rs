@@ -219,16 +219,29 @@ where
     Req: DeserializeOwned,
     Resp: Serialize + 'static,
 {
+    unary_raw(service, method, metrics, move |req| {
+        match decode_body(req) {
+            Ok(body) => call(req, body),
+            Err(e) => refused(e),
+        }
+    })
+}
+
+/// The most general deferred unary handler: `call` gets the raw request and decodes the body
+/// itself (with [`decode_body`]) when it chooses — after authenticating the caller, so that
+/// no one without credentials learns anything of the request schema.
+pub fn unary_raw<Resp>(
+    service: &'static str,
+    method: &'static str,
+    metrics: Arc<RpcMetrics>,
+    call: impl Fn(&Request) -> RpcFuture<Resp> + Send + Sync + 'static,
+) -> impl Fn(&Request) -> Response + Send + Sync + 'static
+where
+    Resp: Serialize + 'static,
+{
     move |req| {
         let start = Instant::now();
-        let later = match decode_body(req) {
-            Ok(r) => call(req, r),
-            Err(e) => {
-                let (code, resp) = encode::<Resp>(Err(e));
-                metrics.observe(service, method, code.as_str(), start.elapsed());
-                return resp;
-            }
-        };
+        let later = call(req);
         let metrics = metrics.clone();
         Response::deferred(async move {
             let (code, resp) = encode(later.await);
@@ -244,8 +257,8 @@ fn decode<Req: DeserializeOwned>(req: &Request, token: Option<&str>) -> Result<R
     decode_body(req)
 }
 
-/// The JSON request body (an empty body is `{}`).
-fn decode_body<Req: DeserializeOwned>(req: &Request) -> Result<Req, RpcError> {
+/// The JSON request body (an empty body is `{}`), checking its `Content-Type`.
+pub fn decode_body<Req: DeserializeOwned>(req: &Request) -> Result<Req, RpcError> {
     let ct = req.header("Content-Type").unwrap_or("");
     if !ct.to_ascii_lowercase().starts_with("application/json") {
         return Err(RpcError::new(
