@@ -1042,3 +1042,98 @@ fn all_routes_refuse(
         }
     }
 }
+
+/// No user enumeration by timing: a wrong password and an unknown e-mail cost the same (p50
+/// within 20 %), and both count toward the throttle, which then refuses with a retry time.
+#[test]
+fn unknown_accounts_cost_what_wrong_passwords_cost_and_both_are_throttled() {
+    let data = TempDir::new("manager-timing");
+    init_admin(&data);
+    let dir = data.0.display().to_string();
+    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let a = c.addr;
+    let admin = token(&login(a, ADMIN.0, ADMIN.1));
+    let cust = ok(
+        a,
+        "/conduit.manager.v1.CustomerService/Create",
+        Some(&admin),
+        json!({"name": "timing"}),
+    );
+    // One real account per wrong-password attempt, so no account reaches its own throttle;
+    // 20 failures in all, the address's free allowance.
+    const PAIRS: usize = 10;
+    for i in 0..PAIRS {
+        ok(
+            a,
+            "/conduit.manager.v1.UserService/Create",
+            Some(&admin),
+            json!({"email": format!("real{i}@example.com"), "password": "a long enough secret",
+                   "role": "viewer", "customerId": cust["customerId"]}),
+        );
+    }
+    let path = "/conduit.manager.v1.AuthService/Login";
+    let timed = |email: String| {
+        let start = std::time::Instant::now();
+        let (status, v) = call(
+            a,
+            path,
+            None,
+            &json!({"email": email, "password": "wrong guess!"}),
+        );
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (401, Some("unauthenticated")),
+            "{v}"
+        );
+        start.elapsed().as_secs_f64()
+    };
+    let (mut wrong, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..PAIRS {
+        // interleaved, so that load on the machine weighs on both alike
+        wrong.push(timed(format!("real{i}@example.com")));
+        unknown.push(timed(format!("ghost{i}@example.com")));
+    }
+    let p50 = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    let (w, u) = (p50(&mut wrong), p50(&mut unknown));
+    let ratio = w.max(u) / w.min(u);
+    assert!(
+        ratio <= 1.2,
+        "p50 wrong password {:.1} ms, unknown e-mail {:.1} ms (ratio {ratio:.2})",
+        w * 1e3,
+        u * 1e3
+    );
+
+    // The 21st failure from this address is throttled, whatever the account, and says when.
+    let r = request(
+        a,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        json!({"email": "real0@example.com", "password": "a long enough secret"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r
+        .header("Retry-After")
+        .is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
+    assert_eq!(
+        fam(
+            a,
+            "manager_auth_requests_total",
+            &[("method", "password"), ("status", "throttled")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        fam(
+            a,
+            "manager_auth_requests_total",
+            &[("method", "password"), ("status", "invalid_credentials")]
+        ),
+        Some((2 * PAIRS) as f64)
+    );
+}
