@@ -62,13 +62,15 @@ impl Manager {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let fresh: Vec<ServerLabels> = rows
             .into_iter()
-            .map(|(customer, datacenter, status, n)| {
+            .map(|n| {
                 let labels = ServerLabels {
-                    customer_id: customer.unwrap_or_else(|| "unassigned".into()),
-                    datacenter,
-                    status: server_status_label(&status),
+                    customer_id: n.customer_id.unwrap_or_else(|| "unassigned".into()),
+                    datacenter: n.datacenter,
+                    status: server_status_label(&n.status),
                 };
-                self.metrics().servers.with(&labels, |g| g.set(n as i64));
+                self.metrics()
+                    .servers
+                    .with(&labels, |g| g.set(n.count as i64));
                 labels
             })
             .collect();

@@ -103,6 +103,19 @@ pub struct Page {
     pub limit: u32,
 }
 
+/// How many servers one owner has in one datacenter with one status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCount {
+    /// Owner; `None` for unassigned.
+    pub customer_id: Option<String>,
+    /// Datacenter.
+    pub datacenter: String,
+    /// Status.
+    pub status: String,
+    /// How many.
+    pub count: u64,
+}
+
 /// A refresh token row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshToken {
@@ -383,8 +396,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn update_server(&self, s: &Server) -> StoreResult<()>;
     /// Deletes a server.
     fn delete_server(&self, id: &str) -> StoreResult<()>;
-    /// Server counts by `(customer_id, datacenter, status)`, for `manager_servers_total`.
-    fn server_counts(&self) -> StoreResult<Vec<(Option<String>, String, String, u64)>>;
+    /// Server counts by owner, datacenter and status, for `manager_servers_total`.
+    fn server_counts(&self) -> StoreResult<Vec<ServerCount>>;
 
     /// Stores a new refresh token.
     fn insert_refresh(&self, t: &RefreshToken) -> StoreResult<()>;

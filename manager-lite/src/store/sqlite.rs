@@ -549,14 +549,19 @@ impl Store for SqliteStore {
         })
     }
 
-    fn server_counts(&self) -> StoreResult<Vec<(Option<String>, String, String, u64)>> {
+    fn server_counts(&self) -> StoreResult<Vec<ServerCount>> {
         self.read(QueryOp::Select, "servers", |c| {
             let mut st = c.prepare_cached(
                 "SELECT customer_id, datacenter, status, COUNT(*) FROM servers \
                  GROUP BY customer_id, datacenter, status",
             )?;
             let rows = st.query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
+                Ok(ServerCount {
+                    customer_id: r.get(0)?,
+                    datacenter: r.get(1)?,
+                    status: r.get(2)?,
+                    count: r.get::<_, i64>(3)? as u64,
+                })
             })?;
             rows.collect()
         })
@@ -1096,8 +1101,14 @@ mod tests {
         };
         assert_eq!(s.servers(&unassigned, &page).unwrap().len(), 12);
         let counts = s.server_counts().unwrap();
-        assert!(counts.contains(&(Some("c1".into()), "dc1".into(), "active".into(), 13)));
-        assert!(counts.contains(&(None, "dc1".into(), "active".into(), 12)));
+        let count = |c: Option<&str>| {
+            counts
+                .iter()
+                .find(|n| n.customer_id.as_deref() == c && n.datacenter == "dc1")
+                .map(|n| (n.status.as_str(), n.count))
+        };
+        assert_eq!(count(Some("c1")), Some(("active", 13)));
+        assert_eq!(count(None), Some(("active", 12)));
         drop(s);
         std::fs::remove_dir_all(dir).unwrap();
     }
