@@ -364,10 +364,15 @@ fn auth_routes(router: Router, mgr: &Arc<Manager>) -> Router {
                         email: Some(email),
                         password: Some(password),
                         api_key: None,
-                    } => mgr
-                        .pools
-                        .hash
-                        .run(move || mgr2.auth.login_password(&email, &password, addr)),
+                    } => match mgr.auth.refuse_throttled(&email, addr) {
+                        // Refused here, on the worker (an in-memory check): a flood of
+                        // throttled guesses never queues for the hash threads.
+                        Some(e) => conduit_http::rpc::refused(e),
+                        None => mgr
+                            .pools
+                            .hash
+                            .run(move || mgr2.auth.login_password(&email, &password, addr)),
+                    },
                     _ => conduit_http::rpc::refused(RpcError::new(
                         Code::InvalidArgument,
                         "give email and password, or apiKey",
@@ -746,7 +751,8 @@ pub fn create_user(mgr: &Manager, r: m::CreateUserRequest) -> Result<m::UserInfo
             log::error!("random id: {e}");
             RpcError::new(Code::Internal, "no random id")
         })?,
-        email: r.email.trim().to_owned(),
+        // One form for the unique index, the login lookup and the throttle alike.
+        email: crate::auth::normalize_email(&r.email),
         name: r.name,
         role,
         customer_id,
@@ -775,6 +781,14 @@ fn api_key_routes(router: Router, mgr: &Arc<Manager>) -> Router {
         svc,
         "Create",
         |mgr, caller, r: m::CreateApiKeyRequest| {
+            // Only a login session mints keys: a stolen key or its token cannot make itself
+            // a successor that outlives its revocation.
+            if caller.kind != "user" {
+                return Err(RpcError::new(
+                    Code::PermissionDenied,
+                    "API keys are created from a login session, not with an API key",
+                ));
+            }
             check_text("name", &r.name, 200)?;
             let role = match r.role.as_deref() {
                 None => caller.principal.role,
@@ -791,6 +805,27 @@ fn api_key_routes(router: Router, mgr: &Arc<Manager>) -> Router {
                     "an API key cannot have more rights than its creator",
                 ));
             }
+            // Non-admin keys act for one customer: the caller's, or, for an admin, the one named.
+            let customer_id = match (role, caller.principal.role) {
+                (Role::Admin, _) => None,
+                (_, Role::Admin) => {
+                    let c = r
+                        .customer_id
+                        .clone()
+                        .filter(|c| !c.is_empty())
+                        .ok_or_else(|| {
+                            RpcError::new(
+                                Code::InvalidArgument,
+                                "an operator or viewer key needs a customerId",
+                            )
+                        })?;
+                    mgr.store()
+                        .customer(&c)
+                        .map_err(|e| store_error("customer", e))?;
+                    Some(c)
+                }
+                _ => caller.principal.customer_id.clone(),
+            };
             let secret = conduit_auth::secret::Secret::generate(API_KEY_PREFIX).map_err(|e| {
                 log::error!("random key: {e}");
                 RpcError::new(Code::Internal, "no random key")
@@ -799,7 +834,7 @@ fn api_key_routes(router: Router, mgr: &Arc<Manager>) -> Router {
                 id: secret.id().to_owned(),
                 secret_hash: conduit_auth::secret::hash(secret.secret()).to_vec(),
                 user_id: caller.principal.user_id.clone(),
-                customer_id: caller.principal.customer_id.clone(),
+                customer_id,
                 role,
                 name: r.name,
                 created_at: unix_now() as i64,

@@ -55,7 +55,9 @@ impl Caller {
     pub fn tenant(&self) -> Option<&str> {
         match self.principal.role {
             Role::Admin => None,
-            _ => self.principal.customer_id.as_deref(),
+            // Fail closed: a non-admin without a customer (refused at authentication anyway)
+            // sees the rows of no customer, never those of all.
+            _ => Some(self.principal.customer_id.as_deref().unwrap_or("")),
         }
     }
 }
@@ -102,6 +104,11 @@ pub fn user_info(u: &User) -> UserInfo {
     }
 }
 
+/// The form an e-mail is stored, looked up and throttled under (Unicode lowercase, trimmed).
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
 /// The client address, for the throttle (unknown peers share one bucket).
 pub fn client_addr(req: &Request) -> IpAddr {
     req.peer
@@ -119,6 +126,21 @@ impl Auth {
         self.metrics
             .active_tokens
             .set(self.tokens.active_count(unix_now()));
+    }
+
+    /// The refusal of a password login the throttle holds back now (counted), if any: checked
+    /// before the login is queued for hashing.
+    pub fn refuse_throttled(&self, email: &str, addr: IpAddr) -> Option<RpcError> {
+        let start = Instant::now();
+        let t = self
+            .throttle
+            .check(&normalize_email(email), addr, start)
+            .err()?;
+        self.count("password", "throttled", start);
+        Some(RpcError::exhausted(
+            "too many failed logins; try again later",
+            t.retry_after,
+        ))
     }
 
     /// Login with e-mail and password (runs on the hash pool).
@@ -147,7 +169,7 @@ impl Auth {
         password: &str,
         addr: IpAddr,
     ) -> Result<TokenResponse, RpcError> {
-        let account = email.trim().to_lowercase();
+        let account = normalize_email(email);
         if account.is_empty() || account.len() > 254 || password.len() > 1024 {
             return Err(RpcError::new(
                 Code::InvalidArgument,
@@ -330,7 +352,10 @@ impl Auth {
             Err(StoreError::NotFound) => return Err(invalid()),
             Err(e) => return Err(internal("API key check", e)),
         };
+        // A non-admin key acts for exactly one customer (the schema says so too).
+        let scoped = (key.role == Role::Admin) == key.customer_id.is_none();
         if key.revoked_at.is_some()
+            || !scoped
             || !secret::constant_time_eq(&key.secret_hash, &secret::hash(s.secret()))
         {
             return Err(invalid());

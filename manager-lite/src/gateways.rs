@@ -286,33 +286,40 @@ pub fn routes(router: Router, mgr: &Arc<Manager>) -> Router {
                     "at most 1000 records per call",
                 ));
             }
+            // All checked before anything is written, then written in one transaction: a
+            // bad record changes nothing.
+            let mut rows = Vec::with_capacity(r.records.len());
             for rec in r.records {
+                check_id("serverId", &rec.server_id)?;
+                check_text("actor", &rec.actor, 64)?;
                 check_text("detail", &rec.detail, 2000)?;
                 check_text("action", &rec.action, 64)?;
                 check_text("result", &rec.result, 64)?;
-                // the owner is the manager's to say, as of now, not the gateway's
-                let customer_id = mgr
-                    .auth
-                    .store
-                    .server(&rec.server_id)
-                    .ok()
-                    .and_then(|s| s.customer_id);
-                let row = AuditRecord {
+                // Only servers of the gateway's own datacenter; the owner is the manager's to
+                // say, as of now, not the gateway's.
+                let server = match mgr.auth.store.server(&rec.server_id) {
+                    Ok(s) if s.datacenter == g.datacenter => s,
+                    Ok(_) | Err(StoreError::NotFound) => {
+                        return Err(RpcError::new(Code::NotFound, "server not found"))
+                    }
+                    Err(e) => return Err(store_error("server", e)),
+                };
+                rows.push(AuditRecord {
                     seq: 0,
                     at: rec.at,
                     actor: rec.actor,
                     actor_kind: "user".into(),
                     action: rec.action,
                     server_id: Some(rec.server_id),
-                    customer_id,
+                    customer_id: server.customer_id,
                     result: rec.result,
                     detail: format!("via gateway {}: {}", g.id, rec.detail),
-                };
-                mgr.auth
-                    .store
-                    .append_audit(&row)
-                    .map_err(|e| store_error("audit", e))?;
+                });
             }
+            mgr.auth
+                .store
+                .append_audits(&rows)
+                .map_err(|e| store_error("audit", e))?;
             Ok(m::Empty {})
         },
     )
@@ -394,6 +401,7 @@ fn report_servers(
     for rs in &r.servers {
         check_id("serverId", &rs.server_id)?;
         check_one_of("protocol", &rs.protocol, PROTOCOLS)?;
+        capabilities(&rs.capabilities)?;
     }
     let now = unix_now() as i64;
     let mut changed = false;

@@ -52,12 +52,24 @@ pub fn query_observer(metrics: Arc<ManagerMetrics>) -> QueryObserver {
 
 /// Opens the SQLite store at `path` (creating its directory), reporting to `metrics`.
 pub fn open_store(path: &Path, metrics: Arc<ManagerMetrics>) -> anyhow::Result<Arc<dyn Store>> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    // The database holds the signing keys and every hash: readable by the manager's user only.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .with_context(|| format!("create the data directory {}", dir.display()))?;
     }
     let store = store::sqlite::SqliteStore::open(path, query_observer(metrics.clone()))
         .with_context(|| format!("open the database {}", path.display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let f = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if f.exists() {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restrict {}", f.display()))?;
+        }
+    }
     metrics.db_connections.set(store.connections() as i64);
     Ok(Arc::new(store))
 }
@@ -87,8 +99,8 @@ pub fn manager(
     Ok(mgr)
 }
 
-/// Keeps the time-driven gauges true: access tokens expire without any call, and the store
-/// opens reader connections as load comes.
+/// Keeps the time-driven gauges true: access tokens expire and gateways fall silent without
+/// any call, and the store opens reader connections as load comes.
 pub fn spawn_maintenance(mgr: &Arc<api::Manager>) -> std::io::Result<()> {
     let weak = Arc::downgrade(mgr);
     std::thread::Builder::new()
@@ -99,6 +111,8 @@ pub fn spawn_maintenance(mgr: &Arc<api::Manager>) -> std::io::Result<()> {
                 m.active_tokens
                     .set(mgr.auth.tokens.active_count(auth::unix_now()));
                 m.db_connections.set(mgr.auth.store.connections() as i64);
+                // `up` turns `down` with time alone
+                mgr.refresh_gateway_gauge();
                 drop(mgr);
                 std::thread::sleep(Duration::from_secs(5));
             }

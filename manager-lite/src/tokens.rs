@@ -20,6 +20,8 @@ use crate::store::{Revocation, RevocationKind, Role, Store, StoreError, StoredKe
 /// How long an access token is valid by default: short, since it is verified offline; refresh
 /// tokens renew it.
 pub const ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
+/// The longest access TTL the manager can be configured with (`--access-ttl`).
+pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(86_400);
 /// How long a refresh token is valid (each use rotates it).
 pub const REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How old this manager's copy of the revocation list may get.
@@ -164,9 +166,9 @@ impl Tokens {
             id: sid.to_owned(),
             kind: RevocationKind::Session,
             revoked_at: now as i64,
-            // no token of the session outlives the longest access token issued before now
-            // (plus the verifiers' leeway)
-            expires_at: (now + self.access_ttl.as_secs() + conduit_auth::token::LEEWAY_SECS) as i64,
+            // Kept as long as any token of the session could live, whatever the access TTL was
+            // when it was issued (plus the verifiers' leeway).
+            expires_at: (now + MAX_ACCESS_TTL.as_secs() + conduit_auth::token::LEEWAY_SECS) as i64,
         })?;
         write(&self.revoked).ids.insert(("session", sid.to_owned()));
         lock(&self.active).retain(|_, (s, exp)| s != sid && *exp > now);

@@ -186,6 +186,31 @@ fn identity_tenancy_and_the_metrics_they_drive() {
         }
     }
     let (op_a, viewer_a, op_b) = (&users[0], &users[1], &users[2]);
+    // E-mails are one account whatever their case, Unicode included.
+    ok(
+        a,
+        "/conduit.manager.v1.UserService/Create",
+        Some(&admin),
+        json!({"email": "Zoë.Upper@Example.com", "password": "a long enough secret",
+               "role": "viewer", "customerId": customers[0]}),
+    );
+    refused(
+        a,
+        "/conduit.manager.v1.UserService/Create",
+        Some(&admin),
+        json!({"email": "ZOË.UPPER@example.com", "password": "a long enough secret",
+               "role": "viewer", "customerId": customers[0]}),
+        "already_exists",
+    );
+    login(a, "ZOË.UPPER@EXAMPLE.COM", "a long enough secret");
+    refused(
+        a,
+        "/conduit.manager.v1.UserService/Create",
+        Some(&admin),
+        json!({"email": "not an e-mail", "password": "a long enough secret",
+               "role": "viewer", "customerId": customers[0]}),
+        "invalid_argument",
+    );
 
     // Servers: two of A's, one of B's, one unassigned. The gauge follows the rows.
     let create = "/conduit.manager.v1.ServerService/Create";
@@ -451,6 +476,35 @@ fn identity_tenancy_and_the_metrics_they_drive() {
         "permission_denied",
     );
     let api_key = key["apiKey"].as_str().unwrap().to_owned();
+    // A key cannot mint keys (a stolen one would outlive its revocation).
+    refused(
+        a,
+        "/conduit.manager.v1.ApiKeyService/Create",
+        Some(&api_key),
+        json!({"name": "successor"}),
+        "permission_denied",
+    );
+    // An admin's operator or viewer key is scoped to the customer it names.
+    refused(
+        a,
+        "/conduit.manager.v1.ApiKeyService/Create",
+        Some(&admin),
+        json!({"name": "unscoped", "role": "viewer"}),
+        "invalid_argument",
+    );
+    let scoped = ok(
+        a,
+        "/conduit.manager.v1.ApiKeyService/Create",
+        Some(&admin),
+        json!({"name": "b's robot", "role": "viewer", "customerId": customers[1]}),
+    );
+    let seen = ok(
+        a,
+        "/conduit.manager.v1.ServerService/List",
+        Some(scoped["apiKey"].as_str().unwrap()),
+        json!({}),
+    );
+    assert_eq!(seen["servers"].as_array().unwrap().len(), 1, "{seen}");
     let via_key = ok(
         a,
         "/conduit.manager.v1.ServerService/List",

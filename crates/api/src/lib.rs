@@ -539,6 +539,10 @@ pub mod manager {
         /// Role (default: the caller's); never above the caller's.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub role: Option<String>,
+        /// The customer an operator or viewer key acts for (admins only; others' keys act
+        /// for their own customer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub customer_id: Option<String>,
     }
 
     /// An API key's public part.

@@ -61,7 +61,7 @@ impl SigningKey {
         })
     }
 
-    /// The secret key as a PKCS#8 document, for the manager to store (encrypted at rest).
+    /// The secret key as a PKCS#8 document, for the manager to store (it signs every token: the manager keeps its database readable by its own user only).
     pub fn pkcs8(&self) -> &[u8] {
         &self.pkcs8
     }

@@ -62,7 +62,9 @@ CREATE TABLE api_keys (
     role        TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
     name        TEXT NOT NULL,
     created_at  INTEGER NOT NULL,
-    revoked_at  INTEGER
+    revoked_at  INTEGER,
+    -- an admin key acts for no customer; every other key for exactly one
+    CHECK ((role = 'admin') = (customer_id IS NULL))
 ) STRICT;
 CREATE INDEX api_keys_user ON api_keys(user_id);
 
@@ -73,6 +75,7 @@ CREATE TABLE revocations (
     expires_at  INTEGER NOT NULL,
     PRIMARY KEY (kind, id)
 ) STRICT;
+CREATE INDEX revocations_expiry ON revocations(expires_at);
 
 CREATE TABLE signing_keys (
     kid         TEXT PRIMARY KEY,
@@ -91,7 +94,7 @@ CREATE TABLE audit (
     customer_id TEXT,
     result      TEXT NOT NULL,
     detail      TEXT NOT NULL
-);
+) STRICT;
 CREATE INDEX audit_customer ON audit(customer_id, seq);
 -- append-only, enforced by the database itself
 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit

@@ -455,6 +455,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Revokes an agent's credential.
     fn revoke_agent(&self, id: &str, now: i64) -> StoreResult<()>;
 
+    /// Appends audit records in one transaction: all or none.
+    fn append_audits(&self, records: &[AuditRecord]) -> StoreResult<()>;
     /// Appends an audit record; returns its sequence number.
     fn append_audit(&self, r: &AuditRecord) -> StoreResult<i64>;
     /// Audit records after `after_seq`, oldest first, all or one customer's.

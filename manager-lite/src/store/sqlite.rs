@@ -297,6 +297,23 @@ fn agent_row(r: &Row<'_>) -> rusqlite::Result<Agent> {
     })
 }
 
+fn insert_audit_row(c: &Connection, a: &AuditRecord) -> rusqlite::Result<usize> {
+    c.execute(
+        "INSERT INTO audit (at, actor, actor_kind, action, server_id, customer_id, result, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            a.at,
+            a.actor,
+            a.actor_kind,
+            a.action,
+            a.server_id,
+            a.customer_id,
+            a.result,
+            a.detail
+        ],
+    )
+}
+
 fn insert_refresh_row(c: &Connection, t: &RefreshToken) -> rusqlite::Result<usize> {
     c.execute(
         &format!(
@@ -878,7 +895,8 @@ impl Store for SqliteStore {
             )?;
             let mut st = tx.prepare_cached(
                 "UPDATE agents SET gateway_id = ?1, connected = 1, last_seen = ?3 \
-                 WHERE id = ?2 AND revoked_at IS NULL",
+                 WHERE id = ?2 AND revoked_at IS NULL \
+                 AND datacenter = (SELECT datacenter FROM gateways WHERE id = ?1)",
             )?;
             for id in connected {
                 st.execute(params![gateway_id, id, now])?;
@@ -897,22 +915,18 @@ impl Store for SqliteStore {
         })
     }
 
+    fn append_audits(&self, records: &[AuditRecord]) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "audit", |tx| {
+            for a in records {
+                insert_audit_row(tx, a)?;
+            }
+            Ok(())
+        })
+    }
+
     fn append_audit(&self, a: &AuditRecord) -> StoreResult<i64> {
         self.write(QueryOp::Insert, "audit", |tx| {
-            tx.execute(
-                "INSERT INTO audit (at, actor, actor_kind, action, server_id, customer_id, result, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    a.at,
-                    a.actor,
-                    a.actor_kind,
-                    a.action,
-                    a.server_id,
-                    a.customer_id,
-                    a.result,
-                    a.detail
-                ],
-            )?;
+            insert_audit_row(tx, a)?;
             Ok(tx.last_insert_rowid())
         })
     }
