@@ -51,15 +51,16 @@ impl Manager {
 
     /// Sets `manager_servers_total` from the rows (at start and after every server change).
     pub fn refresh_server_gauge(&self) {
-        let rows = match self.store().server_counts() {
-            Ok(rows) => rows,
-            Err(e) => return log::warn!("counting servers: {e}"),
-        };
-        // Held across the update: two refreshes never interleave their series.
+        // Held across the count and the update: a slower refresh never publishes older counts
+        // over a newer one's.
         let mut published = self
             .server_series
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rows = match self.store().server_counts() {
+            Ok(rows) => rows,
+            Err(e) => return log::warn!("counting servers: {e}"),
+        };
         let fresh: Vec<ServerLabels> = rows
             .into_iter()
             .map(|n| {

@@ -90,15 +90,16 @@ impl Manager {
     /// Sets `manager_gateways_total` from the rows (after every change, and by the maintenance
     /// loop, since `up` turns `down` with time alone).
     pub fn refresh_gateway_gauge(&self) {
+        // Held across the read and the update, as for the servers.
+        let mut published = self
+            .gateway_series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let rows = match self.auth.store.gateways() {
             Ok(rows) => rows,
             Err(e) => return log::warn!("counting gateways: {e}"),
         };
         let now = unix_now() as i64;
-        let mut published = self
-            .gateway_series
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut counts: Vec<(DatacenterStatus, i64)> = Vec::new();
         for g in &rows {
             let labels = DatacenterStatus {

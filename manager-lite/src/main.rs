@@ -93,6 +93,13 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: service::ServeArgs, flags: &Flags) -> anyhow::Result<()> {
+    if !args.listen.ip().is_loopback() {
+        log::warn!(
+            "serving plain HTTP on {}: passwords and tokens cross the network in clear; put a \
+             TLS-terminating proxy in front (the manager does not terminate TLS yet)",
+            args.listen
+        );
+    }
     let db = flags.database();
     let mut built = None;
     let (stack, _metrics) = service::Stack::build(

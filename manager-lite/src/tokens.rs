@@ -45,6 +45,23 @@ struct RevocationCache {
     read_at: Option<Instant>,
 }
 
+/// Tokens issued here: jti → (sid, expiry), pruned of the expired at most once a second (so
+/// that a burst of logins does not rescan the table on every one).
+#[derive(Debug, Default)]
+struct ActiveTokens {
+    by_jti: HashMap<String, (String, u64)>,
+    pruned_at: u64,
+}
+
+impl ActiveTokens {
+    fn prune(&mut self, now: u64) {
+        if self.pruned_at != now {
+            self.by_jti.retain(|_, (_, exp)| *exp > now);
+            self.pruned_at = now;
+        }
+    }
+}
+
 /// Signs, verifies and revokes tokens.
 #[derive(Debug)]
 pub struct Tokens {
@@ -53,7 +70,7 @@ pub struct Tokens {
     keys: KeySet,
     revoked: RwLock<RevocationCache>,
     /// jti → (sid, expiry) of the tokens issued here.
-    active: Mutex<HashMap<String, (String, u64)>>,
+    active: Mutex<ActiveTokens>,
 }
 
 impl Tokens {
@@ -122,8 +139,10 @@ impl Tokens {
         };
         let token = conduit_auth::sign(&self.signing, &claims);
         let mut active = lock(&self.active);
-        active.retain(|_, (_, exp)| *exp > now);
-        active.insert(claims.jti.clone(), (claims.sid.clone(), claims.exp));
+        active.prune(now);
+        active
+            .by_jti
+            .insert(claims.jti.clone(), (claims.sid.clone(), claims.exp));
         Ok((token, claims))
     }
 
@@ -171,15 +190,17 @@ impl Tokens {
             expires_at: (now + MAX_ACCESS_TTL.as_secs() + conduit_auth::token::LEEWAY_SECS) as i64,
         })?;
         write(&self.revoked).ids.insert(("session", sid.to_owned()));
-        lock(&self.active).retain(|_, (s, exp)| s != sid && *exp > now);
+        lock(&self.active)
+            .by_jti
+            .retain(|_, (s, exp)| s != sid && *exp > now);
         Ok(())
     }
 
     /// Access tokens issued here that are neither expired nor revoked.
     pub fn active_count(&self, now: u64) -> i64 {
         let mut active = lock(&self.active);
-        active.retain(|_, (_, exp)| *exp > now);
-        active.len() as i64
+        active.prune(now);
+        active.by_jti.len() as i64
     }
 }
 

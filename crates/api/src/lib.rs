@@ -248,7 +248,7 @@ pub mod manager {
     pub const AUDIT_SERVICE: &str = "conduit.manager.v1.AuditService";
 
     /// Login: e-mail and password, or an API key.
-    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
     pub struct LoginRequest {
         /// E-mail (with `password`).
@@ -263,7 +263,7 @@ pub mod manager {
     }
 
     /// Login and Refresh response.
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
     pub struct TokenResponse {
         /// The access token (a JWT, `Authorization: Bearer …`).
@@ -278,7 +278,7 @@ pub mod manager {
     }
 
     /// Refresh: a refresh token for a new pair.
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
     pub struct RefreshRequest {
         /// The refresh token from Login or the last Refresh.
@@ -479,7 +479,7 @@ pub mod manager {
     }
 
     /// UserService.Create (admins).
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
     pub struct CreateUserRequest {
         /// E-mail (unique, any case).
@@ -565,7 +565,7 @@ pub mod manager {
     }
 
     /// ApiKeyService.Create response: the key, shown this once.
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
     pub struct CreateApiKeyResponse {
         /// The whole key; it is stored hashed and cannot be shown again.
@@ -675,7 +675,7 @@ pub mod manager {
     }
 
     /// GatewayService.Create and AgentService.Create response: the credential, shown once.
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
     pub struct CredentialResponse {
         /// The credential (`Authorization: Bearer …`); stored hashed, never shown again.
@@ -761,7 +761,7 @@ pub mod manager {
     }
 
     /// GatewayService.VerifyAgent (gateways): is this agent credential good?
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
     pub struct VerifyAgentRequest {
         /// The credential the agent presented.
@@ -864,5 +864,74 @@ pub mod manager {
     pub struct RecordAuditRequest {
         /// The records (at most 1,000).
         pub records: Vec<GatewayAuditRecord>,
+    }
+
+    // Messages carrying secrets print them redacted (a logged request never leaks one).
+
+    impl std::fmt::Debug for LoginRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("LoginRequest")
+                .field("email", &self.email)
+                .field("password", &"<redacted>")
+                .field("api_key", &"<redacted>")
+                .finish()
+        }
+    }
+
+    impl std::fmt::Debug for TokenResponse {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("TokenResponse")
+                .field("expires_in", &self.expires_in)
+                .field("user", &self.user)
+                .field("access_token", &"<redacted>")
+                .field("refresh_token", &"<redacted>")
+                .finish()
+        }
+    }
+
+    impl std::fmt::Debug for RefreshRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RefreshRequest")
+                .field("refresh_token", &"<redacted>")
+                .finish()
+        }
+    }
+
+    impl std::fmt::Debug for CreateUserRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("CreateUserRequest")
+                .field("email", &self.email)
+                .field("name", &self.name)
+                .field("role", &self.role)
+                .field("customer_id", &self.customer_id)
+                .field("password", &"<redacted>")
+                .finish()
+        }
+    }
+
+    impl std::fmt::Debug for CreateApiKeyResponse {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("CreateApiKeyResponse")
+                .field("key", &self.key)
+                .field("api_key", &"<redacted>")
+                .finish()
+        }
+    }
+
+    impl std::fmt::Debug for CredentialResponse {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("CredentialResponse")
+                .field("id", &self.id)
+                .field("credential", &"<redacted>")
+                .finish()
+        }
+    }
+
+    impl std::fmt::Debug for VerifyAgentRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("VerifyAgentRequest")
+                .field("credential", &"<redacted>")
+                .finish()
+        }
     }
 }

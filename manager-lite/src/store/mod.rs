@@ -46,12 +46,20 @@ pub struct User {
 }
 
 /// A user with what a login checks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UserCredentials {
     /// The user.
     pub user: User,
     /// argon2id PHC string.
     pub password_hash: String,
+}
+
+impl fmt::Debug for UserCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserCredentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A server (a BMC reached through an agent).
