@@ -257,7 +257,7 @@ pub(crate) fn credentials_of(req: &Request) -> Request {
     }
 }
 
-/// Registers an authenticated call: authenticate, then `call` on the store pool.
+/// Registers an authenticated user call: authenticate, then `call` on the store pool.
 pub(crate) fn route<Req, Resp>(
     router: Router,
     mgr: &Arc<Manager>,
@@ -269,19 +269,43 @@ where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
+    route_as(
+        router,
+        mgr,
+        service,
+        method,
+        |m, r| m.auth.authenticate(r),
+        call,
+    )
+}
+
+/// Registers a call whose caller `authenticate` establishes (a user, a gateway): on the
+/// store pool, the caller first, then the body — no one without credentials learns the
+/// schema — then `call`.
+pub(crate) fn route_as<Who, Req, Resp>(
+    router: Router,
+    mgr: &Arc<Manager>,
+    service: &'static str,
+    method: &'static str,
+    authenticate: impl Fn(&Manager, &Request) -> Result<Who, RpcError> + Send + Sync + 'static,
+    call: impl Fn(&Manager, &Who, Req) -> Result<Resp, RpcError> + Send + Sync + 'static,
+) -> Router
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
     let mgr = mgr.clone();
-    let call = Arc::new(call);
+    let handlers = Arc::new((authenticate, call));
     let rpc = mgr.metrics().rpc.clone();
     router.route(
         Method::Post,
         Box::leak(format!("/{service}/{method}").into_boxed_str()),
-        // The caller first, then the body: no one without credentials learns the schema.
         unary_raw(service, method, rpc, move |req: &Request| {
             let req = credentials_of(req);
-            let (mgr2, call) = (mgr.clone(), call.clone());
+            let (mgr2, handlers) = (mgr.clone(), handlers.clone());
             mgr.pools.db.run(move || {
-                let caller = mgr2.auth.authenticate(&req)?;
-                call(&mgr2, &caller, decode_body(&req)?)
+                let who = (handlers.0)(&mgr2, &req)?;
+                (handlers.1)(&mgr2, &who, decode_body(&req)?)
             })
         }),
     )

@@ -407,11 +407,7 @@ impl Auth {
 
     fn authenticate_inner(&self, req: &Request) -> Result<Caller, (&'static str, RpcError)> {
         let unauth = |m: &str| RpcError::new(Code::Unauthenticated, m.to_owned());
-        let Some(given) = req
-            .header("Authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-        else {
+        let Some(given) = conduit_http::rpc::bearer(req) else {
             return Err(("missing", unauth("missing bearer token")));
         };
         if given.starts_with(&format!("{API_KEY_PREFIX}_")) {

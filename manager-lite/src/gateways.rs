@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::api::{
     capabilities, check_id, check_one_of, check_text, credentials_of, next_token, page, route,
-    store_error, Manager, PROTOCOLS,
+    route_as, store_error, Manager, PROTOCOLS,
 };
 use crate::auth::unix_now;
 use crate::store::{Agent, AuditRecord, Gateway, Revocation, RevocationKind, Server, StoreError};
@@ -132,11 +132,7 @@ impl Manager {
                 "invalid or revoked gateway credential",
             )
         };
-        let given = req
-            .header("Authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(invalid)?;
+        let given = conduit_http::rpc::bearer(req).ok_or_else(invalid)?;
         let s = Secret::parse(given)
             .filter(|s| s.prefix() == GATEWAY_PREFIX)
             .ok_or_else(invalid)?;
@@ -165,21 +161,13 @@ where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
-    let mgr = mgr.clone();
-    let call = Arc::new(call);
-    let rpc = mgr.auth.metrics.rpc.clone();
-    let svc = m::GATEWAY_SERVICE;
-    router.route(
-        Method::Post,
-        Box::leak(format!("/{svc}/{method}").into_boxed_str()),
-        unary_raw(svc, method, rpc, move |req: &Request| {
-            let req = credentials_of(req);
-            let (mgr2, call) = (mgr.clone(), call.clone());
-            mgr.pools.db.run(move || {
-                let g = mgr2.authenticate_gateway(&req)?;
-                call(&mgr2, &g, decode_body(&req)?)
-            })
-        }),
+    route_as(
+        router,
+        mgr,
+        m::GATEWAY_SERVICE,
+        method,
+        Manager::authenticate_gateway,
+        call,
     )
 }
 

@@ -125,6 +125,13 @@ impl RpcError {
     }
 }
 
+/// The credential of `Authorization: Bearer <credential>`, if the request carries one.
+pub fn bearer(req: &Request) -> Option<&str> {
+    req.header("Authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// Checks `Authorization: Bearer <token>` against the configured token in constant time.
 /// With no token configured, every call is refused.
 pub fn check_bearer(req: &Request, token: Option<&str>) -> Result<(), RpcError> {
@@ -134,11 +141,7 @@ pub fn check_bearer(req: &Request, token: Option<&str>) -> Result<(), RpcError> 
             "the API is disabled: no api_token is configured",
         ));
     };
-    let given = req
-        .header("Authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
+    let given = bearer(req).unwrap_or("");
     let (a, b) = (given.as_bytes(), token.as_bytes());
     let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
     if same {
