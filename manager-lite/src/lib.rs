@@ -94,6 +94,7 @@ pub fn manager(
         server_series: Default::default(),
         gateway_series: Default::default(),
     });
+    mgr.auth.passwords.prepare();
     mgr.refresh_server_gauge();
     mgr.refresh_gateway_gauge();
     Ok(mgr)

@@ -73,17 +73,20 @@ pub fn bin(name: &str) -> PathBuf {
     // The binary's own crate and what it is built from.
     // The lite components build on the serving crates only: a change elsewhere (the protocol
     // crates) does not relink them, and must not make them look stale.
-    const SERVING: [&str; 5] = [
+    const SERVING: [&str; 6] = [
         "crates/http",
         "crates/metrics",
         "crates/runtime",
         "crates/service",
         "crates/ws",
+        "crates/base64",
     ];
     let crates: Vec<&str> = match name {
         "conduit-agent" => vec!["agent", "board", "crates"],
         "conduit-gateway" => [&["gateway-lite"][..], &SERVING].concat(),
-        "conduit-manager" => [&["manager-lite"][..], &SERVING].concat(),
+        "conduit-manager" => {
+            [&["manager-lite", "crates/auth", "crates/api"][..], &SERVING].concat()
+        }
         _ => vec!["crates"],
     };
     let mut newest = SystemTime::UNIX_EPOCH;

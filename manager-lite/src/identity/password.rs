@@ -103,11 +103,20 @@ impl Passwords {
     /// The same work as [`Passwords::verify`], for an account that does not exist: an unknown
     /// e-mail then costs what a wrong password costs.
     pub fn verify_unknown_user(&self, password: &str) {
-        let dummy = self.dummy.get_or_init(|| {
+        let _ = self.verify(self.dummy(), password);
+    }
+
+    /// Makes the dummy hash now (one hash at start), so that not even the first unknown
+    /// e-mail after a start costs more than a wrong password.
+    pub fn prepare(&self) {
+        self.dummy();
+    }
+
+    fn dummy(&self) -> &str {
+        self.dummy.get_or_init(|| {
             self.hash("no account has this password, ever")
                 .unwrap_or_default()
-        });
-        let _ = self.verify(dummy, password);
+        })
     }
 
     /// Whether `phc` was made with other parameters than the current ones.
