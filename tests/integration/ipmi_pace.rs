@@ -74,7 +74,11 @@ fn a_large_repository_at_20_ms_a_round_trip_is_read_once_then_cached() {
         let poll = start.elapsed();
         assert_eq!(readings.len(), usize::from(SENSORS));
         assert_eq!(cache.get_sdr_requests(), get_sdr, "no Get SDR");
-        assert!(poll < Duration::from_secs(1), "cached poll took {poll:?}");
+        // The 1 s goal is for real hardware; under qemu-user emulation the CPU work of 250
+        // readings alone takes about that long, so the bound there only catches a re-read.
+        let emulated = std::env::var_os("CONDUIT_TEST_RUNNER").is_some_and(|r| !r.is_empty());
+        let bound = Duration::from_secs(if emulated { 3 } else { 1 });
+        assert!(poll < bound, "cached poll took {poll:?}");
         eprintln!("cached poll (repository info and 250 readings): {poll:?}");
 
         // A record added on the BMC changes the info: read again.
