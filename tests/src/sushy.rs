@@ -270,4 +270,14 @@ impl SushyStatic {
     pub fn requests(&self) -> String {
         self.proc.log()
     }
+
+    /// The request log once `done` holds of it, or as it stands after 5 s. sushy-static
+    /// writes a request's lines after it has answered, so a client that has its answer may
+    /// look before they are there.
+    pub fn requests_once(&self, done: impl Fn(&str) -> bool) -> String {
+        crate::wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+            Some(self.requests()).filter(|log| done(log))
+        })
+        .unwrap_or_else(|| self.requests())
+    }
 }
