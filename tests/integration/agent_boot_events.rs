@@ -2,7 +2,6 @@
 //! power (counted in `agent_bmc_operations_total`): the API and the CLI against ipmi_sim, the
 //! sushy emulator (boot) and a sushy-static DSP2043-style mockup (LogServices).
 
-
 use conduit_tests::ipmi_sim::IpmiSim;
 use conduit_tests::sushy::{Sushy, SushyStatic};
 use conduit_tests::{agent_cli, agent_cli_ok, get, request, sample, start_component, TempDir};
