@@ -8,6 +8,8 @@
 //! - [`token`]: [`Claims`], [`sign`] and [`verify`]: JWS compact serialization (RFC 7515) of a
 //!   JWT (RFC 7519) with `alg` `EdDSA` only. Verification refuses everything else before any
 //!   cryptography, so algorithm confusion (`none`, HMAC keyed with the public key) cannot occur.
+//! - [`verifier`]: a [`Verifier`], a key set that checks each token's signature once and
+//!   its times on every use.
 //! - [`secret`]: refresh tokens, API keys and gateway credentials (`<prefix>_<id>_<secret>`),
 //!   stored as SHA-256 hashes, plus random ids for `jti` and `sid`.
 //!
@@ -19,10 +21,12 @@
 pub mod key;
 pub mod secret;
 pub mod token;
+pub mod verifier;
 
 pub use key::{KeySet, PublicKey, SigningKey};
 pub use secret::{random_id, Secret};
 pub use token::{sign, verify, Claims, Role, TokenError};
+pub use verifier::Verifier;
 
 /// Why a key, a key set or a credential could not be made or read.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -195,13 +195,20 @@ pub fn verify(keys: &KeySet, token: &str, now_unix: u64) -> Result<Claims, Token
         .map_err(|_| TokenError::BadSignature)?;
 
     let claims: Claims = json_object(&payload)?;
+    check_time(&claims, now_unix)?;
+    Ok(claims)
+}
+
+/// Whether claims that verified are valid at `now_unix` (expiry and issue time, with
+/// [`LEEWAY_SECS`] either way).
+pub(crate) fn check_time(claims: &Claims, now_unix: u64) -> Result<(), TokenError> {
     if now_unix >= claims.exp.saturating_add(LEEWAY_SECS) {
         return Err(TokenError::Expired);
     }
     if claims.iat > now_unix.saturating_add(LEEWAY_SECS) {
         return Err(TokenError::NotYetValid);
     }
-    Ok(claims)
+    Ok(())
 }
 
 /// JOSE headers and claim sets are JSON objects; a derived struct alone would also take an
@@ -491,5 +498,70 @@ mod tests {
         let expected = "malformed unsupported_algorithm unknown_key bad_signature expired";
         assert_eq!(labels, format!("{expected} not_yet_valid revoked"));
         assert_eq!(UnknownKey.to_string(), "token signed with an unknown key");
+    }
+
+    /// What faces the network: tokens mutated (characters replaced, dropped, duplicated,
+    /// parts swapped or re-encoded around changed JSON) and random strings. `verify` must
+    /// answer every one without panicking, and accept none but the token that was signed.
+    #[test]
+    fn mutated_and_random_tokens_never_panic_and_never_verify() {
+        let (key, keys) = setup();
+        let jwt = sign(&key, &claims());
+        let parts: Vec<&str> = jwt.split('.').collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n.max(1) as u64) as usize
+        };
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ {}\"";
+        let json_edits = [
+            ("\"EdDSA\"", "\"none\""),
+            ("\"EdDSA\"", "\"HS256\""),
+            ("\"k1\"", "\"k2\""),
+            ("\"operator\"", "\"admin\""),
+            ("\"c-9\"", "null"),
+            ("}", ",\"crit\":[\"x\"]}"),
+            ("{", "["),
+        ];
+        for round in 0..20_000 {
+            let mut t = jwt.clone().into_bytes();
+            match round % 5 {
+                0 => {
+                    let i = next(t.len());
+                    t[i] = alphabet[next(alphabet.len())];
+                }
+                1 => {
+                    let (a, b) = (next(t.len()), next(t.len()));
+                    t.drain(a.min(b)..a.max(b));
+                }
+                2 => {
+                    let i = next(t.len());
+                    let copy = t[i..(i + next(40)).min(t.len())].to_vec();
+                    t.splice(i..i, copy);
+                }
+                3 => {
+                    // valid base64url around edited JSON, the original signature kept
+                    let which = next(2);
+                    let (from, to) = json_edits[next(json_edits.len())];
+                    let decoded = String::from_utf8(decode_url(parts[which]).unwrap()).unwrap();
+                    let mut p = parts.clone();
+                    let edited = encode_url(decoded.replacen(from, to, 1).as_bytes());
+                    p[which] = &edited;
+                    t = p.join(".").into_bytes();
+                }
+                _ => {
+                    t = (0..next(300))
+                        .map(|_| alphabet[next(alphabet.len())])
+                        .collect();
+                }
+            }
+            let t = String::from_utf8(t).unwrap();
+            match verify(&keys, &t, NOW) {
+                Ok(c) => assert_eq!((t.as_str(), c), (jwt.as_str(), claims()), "round {round}"),
+                Err(_) => assert_ne!(t, jwt, "round {round}"),
+            }
+        }
     }
 }
