@@ -15,7 +15,7 @@ use conduit_metrics::labels::{Operation, OperationStatus};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::auth::{client_addr, unix_now, user_info, Auth, Caller, API_KEY_PREFIX};
+use crate::auth::{client_addr, role_rank, unix_now, user_info, Auth, Caller, API_KEY_PREFIX};
 use crate::metrics::{ManagerMetrics, ServerLabels};
 use crate::store::{
     ApiKey, AuditRecord, Customer, Page, Role, Server, ServerFilter, Store, StoreError, User,
@@ -294,6 +294,47 @@ where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
+    route_on(router, mgr, service, method, |p| &p.db, authenticate, call)
+}
+
+/// A user call that hashes a password: on the hash pool, so argon2id's memory and CPU stay
+/// within its bound and never hold a store thread.
+fn route_hashing<Req, Resp>(
+    router: Router,
+    mgr: &Arc<Manager>,
+    service: &'static str,
+    method: &'static str,
+    call: impl Fn(&Manager, &Caller, Req) -> Result<Resp, RpcError> + Send + Sync + 'static,
+) -> Router
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
+    let authenticate = |m: &Manager, r: &Request| m.auth.authenticate(r);
+    route_on(
+        router,
+        mgr,
+        service,
+        method,
+        |p| &p.hash,
+        authenticate,
+        call,
+    )
+}
+
+fn route_on<Who, Req, Resp>(
+    router: Router,
+    mgr: &Arc<Manager>,
+    service: &'static str,
+    method: &'static str,
+    pool: fn(&Pools) -> &Arc<crate::work::WorkPool>,
+    authenticate: impl Fn(&Manager, &Request) -> Result<Who, RpcError> + Send + Sync + 'static,
+    call: impl Fn(&Manager, &Who, Req) -> Result<Resp, RpcError> + Send + Sync + 'static,
+) -> Router
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
     let mgr = mgr.clone();
     let handlers = Arc::new((authenticate, call));
     let rpc = mgr.metrics().rpc.clone();
@@ -303,7 +344,7 @@ where
         unary_raw(service, method, rpc, move |req: &Request| {
             let req = credentials_of(req);
             let (mgr2, handlers) = (mgr.clone(), handlers.clone());
-            mgr.pools.db.run(move || {
+            pool(&mgr.pools).run(move || {
                 let who = (handlers.0)(&mgr2, &req)?;
                 (handlers.1)(&mgr2, &who, decode_body(&req)?)
             })
@@ -687,7 +728,7 @@ fn customer_routes(router: Router, mgr: &Arc<Manager>) -> Router {
 
 fn user_routes(router: Router, mgr: &Arc<Manager>) -> Router {
     let svc = m::USER_SERVICE;
-    let router = route(
+    let router = route_hashing(
         router,
         mgr,
         svc,
@@ -711,6 +752,25 @@ fn user_routes(router: Router, mgr: &Arc<Manager>) -> Router {
         }
         Ok(user_info(&u))
     });
+    let router = route(router, mgr, svc, "Update", update_user);
+    let router = route(router, mgr, svc, "Delete", |mgr, caller, r: m::UserRef| {
+        caller.require_admin()?;
+        if r.user_id == caller.principal.user_id {
+            return Err(RpcError::new(
+                Code::FailedPrecondition,
+                "you cannot delete yourself; another admin can",
+            ));
+        }
+        mgr.store()
+            .user(&r.user_id)
+            .map_err(|e| store_error("user", e))?;
+        // Tokens first: once the row is gone nothing would name them.
+        mgr.auth.revoke_user(&r.user_id, true)?;
+        let result = mgr.store().delete_user(&r.user_id).map_err(last_admin);
+        audit_user(mgr, caller, "user_delete", &result);
+        result.map(|()| m::Empty {})
+    });
+    let router = route_hashing(router, mgr, svc, "SetPassword", set_password);
     route(
         router,
         mgr,
@@ -735,17 +795,137 @@ fn user_routes(router: Router, mgr: &Arc<Manager>) -> Router {
     )
 }
 
-/// Creates a user (admins through the API, and `init`/demo set-up).
-pub fn create_user(mgr: &Manager, r: m::CreateUserRequest) -> Result<m::UserInfo, RpcError> {
-    check_email(&r.email)?;
-    check_text("name", &r.name, 200)?;
-    let role = Role::parse(&r.role).ok_or_else(|| {
+/// A store refusal of a change that would leave no enabled admin, said as such.
+fn last_admin(e: StoreError) -> RpcError {
+    match e {
+        StoreError::Conflict(m) if m.contains("last enabled admin") => RpcError::new(
+            Code::FailedPrecondition,
+            "the last enabled admin cannot be demoted, disabled or deleted",
+        ),
+        e => store_error("user", e),
+    }
+}
+
+fn audit_user<T>(mgr: &Manager, caller: &Caller, action: &str, result: &Result<T, RpcError>) {
+    let outcome = match result {
+        Ok(_) => "success",
+        Err(_) => "failure",
+    };
+    audit(mgr, caller, action, None, outcome);
+}
+
+/// UserService.Update (admins).
+fn update_user(
+    mgr: &Manager,
+    caller: &Caller,
+    r: m::UpdateUserRequest,
+) -> Result<m::UserInfo, RpcError> {
+    caller.require_admin()?;
+    let was = mgr
+        .store()
+        .user(&r.user_id)
+        .map_err(|e| store_error("user", e))?;
+    let mut u = was.clone();
+    if let Some(name) = r.name {
+        check_text("name", &name, 200)?;
+        u.name = name;
+    }
+    if r.role.is_some() || r.customer_id.is_some() {
+        let role = r.role.as_deref().unwrap_or(was.role.as_str());
+        // A promotion to admin leaves the customer behind unless one is named (and refused).
+        let customer = match (role, r.customer_id) {
+            ("admin", None) => None,
+            (_, given) => given.or_else(|| was.customer_id.clone()),
+        };
+        (u.role, u.customer_id) = role_and_customer(mgr, role, customer)?;
+    }
+    match r.disabled {
+        Some(true) if u.disabled_at.is_none() => u.disabled_at = Some(unix_now() as i64),
+        Some(false) => u.disabled_at = None,
+        _ => {}
+    }
+    if u == was {
+        return Ok(user_info(&u));
+    }
+    let result = mgr.store().update_user(&u).map_err(last_admin);
+    audit_user(mgr, caller, "user_update", &result);
+    result?;
+    let rights_changed = (u.role, &u.customer_id, u.disabled_at.is_some())
+        != (was.role, &was.customer_id, was.disabled_at.is_some());
+    if rights_changed {
+        // Their tokens carry the old rights: refused from now; a refresh gives the new ones,
+        // except to a disabled user.
+        mgr.auth.revoke_user(&u.id, u.disabled_at.is_some())?;
+    }
+    Ok(user_info(&u))
+}
+
+/// UserService.SetPassword: one's own with the current password, or anyone's as an admin.
+fn set_password(
+    mgr: &Manager,
+    caller: &Caller,
+    r: m::SetPasswordRequest,
+) -> Result<m::Empty, RpcError> {
+    if caller.kind != "user" {
+        // A stolen automation key must not lock its owner out.
+        return Err(RpcError::new(
+            Code::PermissionDenied,
+            "passwords are changed from a login session, not with an API key",
+        ));
+    }
+    let target = r
+        .user_id
+        .unwrap_or_else(|| caller.principal.user_id.clone());
+    let own = target == caller.principal.user_id;
+    if !own {
+        caller.require_admin()?;
+    }
+    let u = mgr
+        .store()
+        .user(&target)
+        .map_err(|e| store_error("user", e))?;
+    if own {
+        let current = r.current_password.as_deref().unwrap_or_default();
+        let stored = mgr
+            .store()
+            .user_by_email(&u.email)
+            .map_err(|e| store_error("user", e))?;
+        if current.is_empty() || !mgr.auth.passwords.verify(&stored.password_hash, current) {
+            return Err(RpcError::new(
+                Code::PermissionDenied,
+                "currentPassword: not the current password",
+            ));
+        }
+    }
+    let hash = mgr
+        .auth
+        .passwords
+        .hash(&r.new_password)
+        .map_err(|e| RpcError::new(Code::InvalidArgument, format!("newPassword: {e}")))?;
+    let result = mgr
+        .store()
+        .set_password_hash(&u.id, &hash)
+        .map_err(|e| store_error("user", e));
+    audit_user(mgr, caller, "user_password", &result);
+    result?;
+    mgr.auth.revoke_user(&u.id, true)?;
+    Ok(m::Empty {})
+}
+
+/// A role and the customer it needs, checked: an admin belongs to no customer, an operator
+/// or viewer to one that exists.
+fn role_and_customer(
+    mgr: &Manager,
+    role: &str,
+    customer_id: Option<String>,
+) -> Result<(Role, Option<String>), RpcError> {
+    let role = Role::parse(role).ok_or_else(|| {
         RpcError::new(
             Code::InvalidArgument,
             "role: one of admin, operator, viewer",
         )
     })?;
-    let customer_id = r.customer_id.filter(|c| !c.is_empty());
+    let customer_id = customer_id.filter(|c| !c.is_empty());
     match (role, &customer_id) {
         (Role::Admin, Some(_)) => {
             return Err(RpcError::new(
@@ -766,6 +946,14 @@ pub fn create_user(mgr: &Manager, r: m::CreateUserRequest) -> Result<m::UserInfo
         }
         _ => {}
     }
+    Ok((role, customer_id))
+}
+
+/// Creates a user (admins through the API, and `init`/demo set-up).
+pub fn create_user(mgr: &Manager, r: m::CreateUserRequest) -> Result<m::UserInfo, RpcError> {
+    check_email(&r.email)?;
+    check_text("name", &r.name, 200)?;
+    let (role, customer_id) = role_and_customer(mgr, &r.role, r.customer_id)?;
     let hash = mgr
         .auth
         .passwords
@@ -782,20 +970,13 @@ pub fn create_user(mgr: &Manager, r: m::CreateUserRequest) -> Result<m::UserInfo
         role,
         customer_id,
         created_at: unix_now() as i64,
+        disabled_at: None,
     };
     mgr.store().create_user(&u, &hash).map_err(|e| match e {
         StoreError::Conflict(_) => RpcError::new(Code::AlreadyExists, "that e-mail is taken"),
         e => store_error("user", e),
     })?;
     Ok(user_info(&u))
-}
-
-fn role_rank(r: Role) -> u8 {
-    match r {
-        Role::Viewer => 0,
-        Role::Operator => 1,
-        Role::Admin => 2,
-    }
 }
 
 fn api_key_routes(router: Router, mgr: &Arc<Manager>) -> Router {

@@ -101,6 +101,7 @@ pub fn user_info(u: &User) -> UserInfo {
         name: u.name.clone(),
         role: u.role.as_str().to_owned(),
         customer_id: u.customer_id.clone(),
+        disabled: u.disabled_at.is_some(),
     }
 }
 
@@ -188,7 +189,11 @@ impl Auth {
             Err(e) => return Err(internal("login", e)),
         };
         let user = match found {
-            Some(c) if self.passwords.verify(&c.password_hash, password) => {
+            // A disabled account answers as a wrong password does, after the same work.
+            Some(c)
+                if self.passwords.verify(&c.password_hash, password)
+                    && c.user.disabled_at.is_none() =>
+            {
                 if self.passwords.needs_rehash(&c.password_hash) {
                     if let Ok(h) = self.passwords.hash(password) {
                         let _ = self.store.set_password_hash(&c.user.id, &h);
@@ -298,8 +303,8 @@ impl Auth {
             return Err(invalid());
         }
         let user = match self.store.user(&row.user_id) {
-            Ok(u) => u,
-            Err(StoreError::NotFound) => return Err(invalid()),
+            Ok(u) if u.disabled_at.is_none() => u,
+            Ok(_) | Err(StoreError::NotFound) => return Err(invalid()),
             Err(e) => return Err(internal("refresh", e)),
         };
         let (display, next) = self.new_refresh(&user, &row.family_id, now)?;
@@ -364,6 +369,16 @@ impl Auth {
             StoreError::NotFound => invalid(),
             e => internal("API key check", e),
         })?;
+        // A key acts with at most its owner's rights now: a disabled owner's keys do nothing,
+        // and a key made before its owner was demoted or moved to another customer is refused
+        // rather than acting with rights its owner no longer has.
+        let within = match user.role {
+            Role::Admin => true,
+            owner => role_rank(key.role) <= role_rank(owner) && key.customer_id == user.customer_id,
+        };
+        if user.disabled_at.is_some() || !within {
+            return Err(invalid());
+        }
         Ok((key, user))
     }
 
@@ -374,6 +389,24 @@ impl Auth {
             .map_err(|e| internal("revoke", e))?;
         self.tokens
             .revoke_session(self.store.as_ref(), sid, now)
+            .map_err(|e| internal("revoke", e))?;
+        self.metrics
+            .active_tokens
+            .set(self.tokens.active_count(now));
+        Ok(())
+    }
+
+    /// Ends every access token issued to `user_id` until now and, with `refresh`, their
+    /// refresh tokens too (no session of theirs renews).
+    pub fn revoke_user(&self, user_id: &str, refresh: bool) -> Result<(), RpcError> {
+        let now = unix_now();
+        if refresh {
+            self.store
+                .revoke_user_refresh(user_id, now as i64)
+                .map_err(|e| internal("revoke", e))?;
+        }
+        self.tokens
+            .revoke_user(self.store.as_ref(), user_id, now)
             .map_err(|e| internal("revoke", e))?;
         self.metrics
             .active_tokens
@@ -447,6 +480,15 @@ impl Auth {
             session: claims.sid,
             actor: claims.sub,
         })
+    }
+}
+
+/// Orders roles by rights.
+pub fn role_rank(r: Role) -> u8 {
+    match r {
+        Role::Viewer => 0,
+        Role::Operator => 1,
+        Role::Admin => 2,
     }
 }
 

@@ -242,6 +242,7 @@ pub fn routes(router: Router, mgr: &Arc<Manager>) -> Router {
                 .map(|r| m::RevocationEntry {
                     id: r.id,
                     kind: r.kind.as_str().to_owned(),
+                    revoked_at: r.revoked_at,
                     expires_at: r.expires_at,
                 })
                 .collect(),

@@ -100,22 +100,38 @@ pub fn manager(
     Ok(mgr)
 }
 
-/// Keeps the time-driven gauges true: access tokens expire and gateways fall silent without
-/// any call, and the store opens reader connections as load comes.
+/// What changes with time alone, every [`tokens::KEY_RELOAD`]: the gauges (access tokens
+/// expire, gateways fall silent, the store opens readers as load comes), the signing keys
+/// (another process may have rotated them), and rows that can no longer matter (expired
+/// revocations and refresh tokens, keys retired past every token they signed), purged once
+/// a minute.
 pub fn spawn_maintenance(mgr: &Arc<api::Manager>) -> std::io::Result<()> {
+    const PURGE_EVERY: u32 = 12;
     let weak = Arc::downgrade(mgr);
     std::thread::Builder::new()
         .name("maintenance".into())
         .spawn(move || {
+            let mut round = 0u32;
             while let Some(mgr) = weak.upgrade() {
-                let m = &mgr.auth.metrics;
-                m.active_tokens
-                    .set(mgr.auth.tokens.active_count(auth::unix_now()));
-                m.db_connections.set(mgr.auth.store.connections() as i64);
-                // `up` turns `down` with time alone
+                let now = auth::unix_now();
+                let (m, store) = (&mgr.auth.metrics, mgr.auth.store.as_ref());
+                m.active_tokens.set(mgr.auth.tokens.active_count(now));
+                m.db_connections.set(store.connections() as i64);
                 mgr.refresh_gateway_gauge();
+                if let Err(e) = mgr.auth.tokens.reload_keys(store, now as i64) {
+                    log::warn!("reloading the signing keys: {e:#}");
+                }
+                if round % PURGE_EVERY == 0 {
+                    let kept = tokens::LONGEST_TOKEN_LIFE.as_secs();
+                    match store.purge_expired(now as i64, now.saturating_sub(kept) as i64) {
+                        Ok(0) => {}
+                        Ok(n) => log::info!("purged {n} expired rows"),
+                        Err(e) => log::warn!("purging expired rows: {e}"),
+                    }
+                }
+                round = round.wrapping_add(1);
                 drop(mgr);
-                std::thread::sleep(Duration::from_secs(5));
+                std::thread::sleep(tokens::KEY_RELOAD);
             }
         })
         .map(drop)

@@ -14,6 +14,15 @@ Usage: conduit-manager [OPTIONS]                 Serve the API, /metrics and /he
        conduit-manager [OPTIONS] init --email E  Create the first admin; the password is read
                                                  from stdin (one line) or --password-file
        conduit-manager [OPTIONS] check           Check the database's integrity (prints ok)
+       conduit-manager [OPTIONS] keys list       The token signing keys (which signs, which
+                                                 are retired and until when they verify)
+       conduit-manager [OPTIONS] keys rotate     A new signing key; managers on this database
+                                                 sign with it within 5 s, and the old keys
+                                                 verify until their tokens expire (with
+                                                 --drop-old they are deleted at once: every
+                                                 access token they signed is refused within
+                                                 5 s and clients renew with their refresh
+                                                 tokens — for a key that may have leaked)
 ";
 
 const FLAGS: &str = "  --data-dir DIR             Where the manager keeps its database (default
@@ -26,6 +35,7 @@ const FLAGS: &str = "  --data-dir DIR             Where the manager keeps its da
                              as low as 1 for tests). Refresh tokens renew them
   --email E                  init: the admin's e-mail
   --password-file FILE       init: read the admin's password from FILE instead of stdin
+  --drop-old                 keys rotate: delete the old keys instead of retiring them
 ";
 
 #[derive(Debug, Default)]
@@ -36,6 +46,7 @@ struct Flags {
     access_ttl: Option<u64>,
     email: Option<String>,
     password_file: Option<PathBuf>,
+    drop_old: bool,
 }
 
 impl Flags {
@@ -76,6 +87,7 @@ fn main() -> ExitCode {
             }
             "email" => flags.email = Some(service::flag_value(name, p)?),
             "password-file" => flags.password_file = Some(service::flag_value(name, p)?.into()),
+            "drop-old" => flags.drop_old = true,
             _ => return Ok(false),
         }
         Ok(true)
@@ -88,6 +100,11 @@ fn main() -> ExitCode {
         None => service::exit_with(serve(args, &flags)),
         Some("init") if words.len() == 1 => service::exit_with(init(&flags)),
         Some("check") if words.len() == 1 => service::exit_with(check(&flags)),
+        Some("keys") if words.len() == 2 => match words[1].as_str() {
+            "list" => service::exit_with(keys_list(&flags)),
+            "rotate" => service::exit_with(keys_rotate(&flags)),
+            w => service::usage_error(&info, &format!("unknown keys command {w:?}")),
+        },
         Some(w) => service::usage_error(&info, &format!("unknown command {w:?}")),
     }
 }
@@ -156,18 +173,59 @@ fn init(flags: &Flags) -> anyhow::Result<()> {
         }
     };
     let password = password.trim_end_matches(['\r', '\n']);
-    let metrics = std::sync::Arc::new(ManagerMetrics::register(
+    let db = flags.database();
+    let metrics = offline_metrics();
+    let store = manager_lite::open_store(&db, metrics.clone())?;
+    let mgr = manager_lite::manager(store, metrics, flags.access_ttl())?;
+    let id = manager_lite::demo::init_admin(&mgr, email, password)?;
+    println!("created admin {email} (user id {id}) in {}", db.display());
+    Ok(())
+}
+
+/// Metrics for a command that serves none (the store reports to them all the same).
+fn offline_metrics() -> std::sync::Arc<ManagerMetrics> {
+    std::sync::Arc::new(ManagerMetrics::register(
         &mut conduit_metrics::catalog::CatalogBuilder::new(
             &mut prometheus_client::registry::Registry::default(),
             "manager",
             1000,
         ),
-    ));
+    ))
+}
+
+/// The store of an existing database, for the commands that work on one.
+fn existing_store(flags: &Flags) -> anyhow::Result<std::sync::Arc<dyn manager_lite::store::Store>> {
     let db = flags.database();
-    let store = manager_lite::open_store(&db, metrics.clone())?;
-    let mgr = manager_lite::manager(store, metrics, flags.access_ttl())?;
-    let id = manager_lite::demo::init_admin(&mgr, email, password)?;
-    println!("created admin {email} (user id {id}) in {}", db.display());
+    anyhow::ensure!(db.exists(), "no database at {}", db.display());
+    manager_lite::open_store(&db, offline_metrics())
+}
+
+fn keys_list(flags: &Flags) -> anyhow::Result<()> {
+    let keys = existing_store(flags)?
+        .signing_keys()
+        .context("read the signing keys")?;
+    let kept = manager_lite::tokens::LONGEST_TOKEN_LIFE.as_secs() as i64;
+    let signing = keys.iter().rev().find(|k| k.retired_at.is_none());
+    for k in &keys {
+        let state = match k.retired_at {
+            None if Some(k) == signing => "signs".to_owned(),
+            None => "unretired (a newer key signs)".to_owned(),
+            Some(at) => format!("retired at {at}, verifies until {}", at + kept),
+        };
+        println!("{}  created {}  {state}", k.kid, k.created_at);
+    }
+    Ok(())
+}
+
+fn keys_rotate(flags: &Flags) -> anyhow::Result<()> {
+    let store = existing_store(flags)?;
+    let now = manager_lite::auth::unix_now() as i64;
+    let kid = manager_lite::tokens::Tokens::rotate(store.as_ref(), now, flags.drop_old)?;
+    if flags.drop_old {
+        println!("new signing key {kid}; the old keys are deleted");
+    } else {
+        println!("new signing key {kid}; the old keys verify until their tokens expire");
+    }
     Ok(())
 }
 

@@ -2,7 +2,11 @@
 //!
 //! - Access tokens are Ed25519 JWTs (`conduit_auth`), valid [`ACCESS_TTL`] by default. The signing keys
 //!   live in the store, so every replica signs with and publishes the same keys (JWKS at
-//!   `/.well-known/jwks.json`); a new key is added when none exists.
+//!   `/.well-known/jwks.json`); a new key is added when none exists. [`Tokens::rotate`]
+//!   (`conduit-manager keys rotate`) adds one that signs from then on; the keys it retires
+//!   keep verifying until their tokens have expired, so a rotation logs nobody out. Every
+//!   process re-reads the keys every [`KEY_RELOAD`], and at once (rate-limited) on a token
+//!   naming a key it does not know yet.
 //! - A revocation names a token (`jti`) or a whole login session (`sid`: a refresh family or
 //!   an API key) and is kept until what it names would have expired anyway. Gateways pull the
 //!   list; this manager re-reads it from the store at most [`REVOCATION_REFRESH`] old, so a
@@ -10,10 +14,10 @@
 //! - `manager_active_tokens` counts access tokens issued here, unexpired and unrevoked.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use conduit_auth::{Claims, KeySet, SigningKey, TokenError};
+use conduit_auth::{Claims, KeySet, SigningKey, TokenError, Verifier};
 
 use crate::store::{Revocation, RevocationKind, Role, Store, StoreError, StoredKey};
 
@@ -26,6 +30,16 @@ pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(86_400);
 pub const REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How old this manager's copy of the revocation list may get.
 pub const REVOCATION_REFRESH: Duration = Duration::from_secs(2);
+/// How often the maintenance thread re-reads the signing keys, so a rotation made by another
+/// process signs here within this bound.
+pub const KEY_RELOAD: Duration = Duration::from_secs(5);
+/// A token naming an unknown key makes the keys be re-read at most this often.
+pub const KEY_RELOAD_ON_MISS: Duration = Duration::from_secs(1);
+/// The longest any access token verifies, whatever the access TTL was when it was issued
+/// (plus the verifiers' leeway): how long a retired key keeps verifying and a revocation is
+/// kept.
+pub const LONGEST_TOKEN_LIFE: Duration =
+    Duration::from_secs(MAX_ACCESS_TTL.as_secs() + conduit_auth::token::LEEWAY_SECS);
 
 /// Who a token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,34 +56,88 @@ pub struct Principal {
 #[derive(Debug, Default)]
 struct RevocationCache {
     ids: HashSet<(&'static str, String)>,
+    /// User id → revoked at: their tokens issued until then are refused.
+    users: HashMap<String, i64>,
     read_at: Option<Instant>,
 }
 
-/// Tokens issued here: jti → (sid, expiry), pruned of the expired at most once a second (so
+impl RevocationCache {
+    fn revokes(&self, claims: &Claims) -> bool {
+        self.ids.contains(&("token", claims.jti.clone()))
+            || self.ids.contains(&("session", claims.sid.clone()))
+            || self
+                .users
+                .get(&claims.sub)
+                .is_some_and(|at| claims.iat as i64 <= *at)
+    }
+}
+
+/// Tokens issued here: jti → (sid, user, expiry), pruned of the expired at most once a second (so
 /// that a burst of logins does not rescan the table on every one).
 #[derive(Debug, Default)]
 struct ActiveTokens {
-    by_jti: HashMap<String, (String, u64)>,
+    by_jti: HashMap<String, (String, String, u64)>,
     pruned_at: u64,
 }
 
 impl ActiveTokens {
     fn prune(&mut self, now: u64) {
         if self.pruned_at != now {
-            self.by_jti.retain(|_, (_, exp)| *exp > now);
+            self.by_jti.retain(|_, (_, _, exp)| *exp > now);
             self.pruned_at = now;
         }
     }
+}
+
+/// The keys in use: the one that signs and a verifier of every published key.
+#[derive(Debug)]
+struct Keys {
+    signing: SigningKey,
+    verifier: Verifier,
+    /// (kid, retired_at) of the rows these were made from: a reload that finds the same rows
+    /// keeps them, and what the verifier remembers.
+    rows: Vec<(String, Option<i64>)>,
+}
+
+impl Keys {
+    /// The keys of `stored` still in use at `now`: the newest unretired one signs; retired ones
+    /// verify until [`LONGEST_TOKEN_LIFE`] after their retirement.
+    fn from_rows(stored: &[StoredKey], now: i64) -> anyhow::Result<Keys> {
+        use anyhow::Context;
+        let mut keys = KeySet::new();
+        let mut signing = None;
+        let mut rows = Vec::new();
+        for k in stored.iter().filter(|k| in_use(k, now)) {
+            let key = SigningKey::from_pkcs8(&k.kid, &k.pkcs8)
+                .with_context(|| format!("signing key {} is unreadable", k.kid))?;
+            keys.insert(key.public());
+            rows.push((k.kid.clone(), k.retired_at));
+            if k.retired_at.is_none() {
+                signing = Some(key); // rows come oldest first: the newest unretired key signs
+            }
+        }
+        Ok(Keys {
+            signing: signing.context("no signing key that is not retired")?,
+            verifier: Verifier::new(keys),
+            rows,
+        })
+    }
+}
+
+fn in_use(k: &StoredKey, now: i64) -> bool {
+    k.retired_at
+        .is_none_or(|at| now < at.saturating_add(LONGEST_TOKEN_LIFE.as_secs() as i64))
 }
 
 /// Signs, verifies and revokes tokens.
 #[derive(Debug)]
 pub struct Tokens {
     access_ttl: Duration,
-    signing: SigningKey,
-    keys: KeySet,
+    keys: RwLock<Arc<Keys>>,
+    /// When the keys were last read from the store.
+    keys_read_at: Mutex<Instant>,
     revoked: RwLock<RevocationCache>,
-    /// jti → (sid, expiry) of the tokens issued here.
+    /// The tokens issued here.
     active: Mutex<ActiveTokens>,
 }
 
@@ -80,40 +148,69 @@ impl Tokens {
         use anyhow::Context;
         let mut stored = store.signing_keys().context("read the signing keys")?;
         if !stored.iter().any(|k| k.retired_at.is_none()) {
-            let kid = conduit_auth::secret::random_id(9).context("a key id")?;
-            let key = SigningKey::generate(&kid).context("generate a signing key")?;
-            let row = StoredKey {
-                kid: kid.clone(),
-                pkcs8: key.pkcs8().to_vec(),
-                created_at: now,
-                retired_at: None,
-            };
+            let row = new_key(now)?;
             match store.insert_signing_key(&row) {
                 // another replica may have won the race: use whatever is stored now
                 Ok(()) | Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(e).context("store the signing key"),
             }
-            log::info!("created signing key {kid}");
+            log::info!("created signing key {}", row.kid);
             stored = store.signing_keys().context("read the signing keys")?;
         }
-        let mut keys = KeySet::new();
-        let mut current = None;
-        for k in &stored {
-            let key = SigningKey::from_pkcs8(&k.kid, &k.pkcs8)
-                .with_context(|| format!("signing key {} is unreadable", k.kid))?;
-            keys.insert(key.public());
-            if k.retired_at.is_none() {
-                current = Some(key); // the newest unretired key signs
-            }
-        }
-        let signing = current.context("no signing key")?;
         Ok(Tokens {
             access_ttl,
-            signing,
-            keys,
+            keys: RwLock::new(Arc::new(Keys::from_rows(&stored, now)?)),
+            keys_read_at: Mutex::new(Instant::now()),
             revoked: RwLock::default(),
             active: Mutex::default(),
         })
+    }
+
+    /// Makes a new signing key, which signs from now on (here within [`KEY_RELOAD`], on every
+    /// replica reading `store` too). The keys it replaces are retired: they keep verifying
+    /// for [`LONGEST_TOKEN_LIFE`], so nobody is logged out — unless `drop_old`, for a key that
+    /// may have leaked: then they are deleted, and every token they signed is refused once
+    /// the verifiers have reloaded (callers renew theirs with their refresh tokens).
+    pub fn rotate(store: &dyn Store, now: i64, drop_old: bool) -> anyhow::Result<String> {
+        use anyhow::Context;
+        let row = new_key(now)?;
+        store
+            .rotate_signing_key(&row, drop_old)
+            .context("store the new signing key")?;
+        Ok(row.kid)
+    }
+
+    /// Re-reads the keys from the store (another process may have rotated them) and drops
+    /// those retired longer than [`LONGEST_TOKEN_LIFE`]; true when they changed.
+    pub fn reload_keys(&self, store: &dyn Store, now: i64) -> anyhow::Result<bool> {
+        use anyhow::Context;
+        *lock(&self.keys_read_at) = Instant::now();
+        let stored = store.signing_keys().context("read the signing keys")?;
+        let current = self.keys();
+        let same = stored
+            .iter()
+            .filter(|k| in_use(k, now))
+            .map(|k| (&k.kid, k.retired_at))
+            .eq(current.rows.iter().map(|(kid, at)| (kid, *at)));
+        if same {
+            return Ok(false);
+        }
+        let keys = Keys::from_rows(&stored, now)?;
+        log::info!(
+            "signing with key {}; verifying with {}",
+            keys.signing.kid(),
+            keys.rows
+                .iter()
+                .map(|(kid, _)| kid.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        *write(&self.keys) = Arc::new(keys);
+        Ok(true)
+    }
+
+    fn keys(&self) -> Arc<Keys> {
+        read(&self.keys).clone()
     }
 
     /// How long access tokens are valid.
@@ -121,9 +218,14 @@ impl Tokens {
         self.access_ttl
     }
 
+    /// The id of the key that signs now.
+    pub fn signing_kid(&self) -> String {
+        self.keys().signing.kid().to_owned()
+    }
+
     /// The public keys, JWKS-style.
     pub fn jwks(&self) -> String {
-        self.keys.to_jwks()
+        self.keys().verifier.keys().to_jwks()
     }
 
     /// Issues an access token for `who` in session `sid`.
@@ -137,22 +239,37 @@ impl Tokens {
             jti: conduit_auth::secret::random_id(12)?,
             sid: sid.to_owned(),
         };
-        let token = conduit_auth::sign(&self.signing, &claims);
+        let token = conduit_auth::sign(&self.keys().signing, &claims);
         let mut active = lock(&self.active);
         active.prune(now);
-        active
-            .by_jti
-            .insert(claims.jti.clone(), (claims.sid.clone(), claims.exp));
+        active.by_jti.insert(
+            claims.jti.clone(),
+            (claims.sid.clone(), claims.sub.clone(), claims.exp),
+        );
         Ok((token, claims))
     }
 
     /// Verifies an access token: signature, expiry, then the revocation list.
     pub fn verify(&self, store: &dyn Store, token: &str, now: u64) -> Result<Claims, TokenError> {
-        let claims = conduit_auth::verify(&self.keys, token, now)?;
+        let claims = match self.keys().verifier.verify(token, now) {
+            // A key made on another replica moments ago: read the keys again, at most once
+            // per KEY_RELOAD_ON_MISS, so made-up key ids cannot make every call a query.
+            Err(TokenError::UnknownKey) if self.may_reload_on_miss() => {
+                if let Err(e) = self.reload_keys(store, now as i64) {
+                    log::warn!("reading the signing keys: {e:#}");
+                }
+                self.keys().verifier.verify(token, now)
+            }
+            other => other,
+        }?;
         if self.is_revoked(store, &claims, now) {
             return Err(TokenError::Revoked);
         }
         Ok(claims)
+    }
+
+    fn may_reload_on_miss(&self) -> bool {
+        lock(&self.keys_read_at).elapsed() >= KEY_RELOAD_ON_MISS
     }
 
     fn is_revoked(&self, store: &dyn Store, claims: &Claims, now: u64) -> bool {
@@ -163,7 +280,18 @@ impl Tokens {
             match store.revocations(now as i64) {
                 Ok(list) => {
                     let mut cache = write(&self.revoked);
-                    cache.ids = list.into_iter().map(|r| (r.kind.as_str(), r.id)).collect();
+                    cache.ids.clear();
+                    cache.users.clear();
+                    for r in list {
+                        match r.kind {
+                            RevocationKind::User => {
+                                cache.users.insert(r.id, r.revoked_at);
+                            }
+                            kind => {
+                                cache.ids.insert((kind.as_str(), r.id));
+                            }
+                        }
+                    }
                     cache.read_at = Some(Instant::now());
                 }
                 // Fail closed: without a fresh list nothing is known to be unrevoked.
@@ -173,9 +301,7 @@ impl Tokens {
                 }
             }
         }
-        let cache = read(&self.revoked);
-        cache.ids.contains(&("token", claims.jti.clone()))
-            || cache.ids.contains(&("session", claims.sid.clone()))
+        read(&self.revoked).revokes(claims)
     }
 
     /// Revokes every access token of session `sid` (issued until `now`), here and, through the
@@ -185,14 +311,37 @@ impl Tokens {
             id: sid.to_owned(),
             kind: RevocationKind::Session,
             revoked_at: now as i64,
-            // Kept as long as any token of the session could live, whatever the access TTL was
-            // when it was issued (plus the verifiers' leeway).
-            expires_at: (now + MAX_ACCESS_TTL.as_secs() + conduit_auth::token::LEEWAY_SECS) as i64,
+            // Kept as long as any token of the session could live.
+            expires_at: (now + LONGEST_TOKEN_LIFE.as_secs()) as i64,
         })?;
         write(&self.revoked).ids.insert(("session", sid.to_owned()));
         lock(&self.active)
             .by_jti
-            .retain(|_, (s, exp)| s != sid && *exp > now);
+            .retain(|_, (s, _, exp)| s != sid && *exp > now);
+        Ok(())
+    }
+
+    /// Revokes every access token issued to `user_id` until `now` (their role, customer,
+    /// password or standing changed), here and, through the store, everywhere.
+    pub fn revoke_user(
+        &self,
+        store: &dyn Store,
+        user_id: &str,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        store.revoke(&Revocation {
+            id: user_id.to_owned(),
+            kind: RevocationKind::User,
+            revoked_at: now as i64,
+            expires_at: (now + LONGEST_TOKEN_LIFE.as_secs()) as i64,
+        })?;
+        let mut cache = write(&self.revoked);
+        let at = cache.users.entry(user_id.to_owned()).or_insert(now as i64);
+        *at = (*at).max(now as i64);
+        drop(cache);
+        lock(&self.active)
+            .by_jti
+            .retain(|_, (_, u, exp)| u != user_id && *exp > now);
         Ok(())
     }
 
@@ -202,6 +351,19 @@ impl Tokens {
         active.prune(now);
         active.by_jti.len() as i64
     }
+}
+
+/// A new signing key's row.
+fn new_key(now: i64) -> anyhow::Result<StoredKey> {
+    use anyhow::Context;
+    let kid = conduit_auth::secret::random_id(9).context("a key id")?;
+    let key = SigningKey::generate(&kid).context("generate a signing key")?;
+    Ok(StoredKey {
+        kid,
+        pkcs8: key.pkcs8().to_vec(),
+        created_at: now,
+        retired_at: None,
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1191,3 +1191,426 @@ fn unknown_accounts_cost_what_wrong_passwords_cost_and_both_are_throttled() {
         Some((2 * PAIRS) as f64)
     );
 }
+
+/// `conduit-manager --data-dir DIR ARGS…`, which must succeed: its stdout.
+fn manager_cli(dir: &str, args: &[&str]) -> String {
+    let out = bin_command("conduit-manager")
+        .args(["--data-dir", dir])
+        .args(args)
+        .output()
+        .expect("run conduit-manager");
+    assert!(
+        out.status.success(),
+        "conduit-manager {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The key id in an access token's header.
+fn kid_of(jwt: &str) -> String {
+    let header: Value = serde_json::from_slice(&b64url_decode(jwt.split('.').next().unwrap()))
+        .expect("a JSON header");
+    header["kid"].as_str().expect("a kid").to_owned()
+}
+
+/// The key ids the manager publishes.
+fn published_kids(addr: SocketAddr) -> Vec<String> {
+    let jwks: Value =
+        serde_json::from_str(&get(addr, "/.well-known/jwks.json", &[]).text()).expect("a JWKS");
+    jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid").to_owned())
+        .collect()
+}
+
+/// Key rotation, run from the CLI beside a serving manager: the new key signs within the
+/// reload bound and the old one keeps verifying (nobody is logged out); `--drop-old` ends the
+/// old keys' tokens, and a refresh gets a token of the new key.
+#[test]
+fn signing_keys_rotate_without_logging_anyone_out() {
+    let data = TempDir::new("manager-keys");
+    init_admin(&data);
+    let dir = data.0.display().to_string();
+    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let a = c.addr;
+    let who = "/conduit.manager.v1.AuthService/WhoAmI";
+    let first = token(&login(a, ADMIN.0, ADMIN.1));
+    let k1 = kid_of(&first);
+    assert_eq!(published_kids(a), std::slice::from_ref(&k1));
+
+    let out = manager_cli(&dir, &["keys", "rotate"]);
+    let k2 = out
+        .split_whitespace()
+        .nth(3)
+        .expect("the new key id")
+        .trim_end_matches(';')
+        .to_owned();
+    assert_ne!(k2, k1, "{out}");
+    let both = wait_for(Duration::from_secs(8), Duration::from_millis(100), || {
+        Some(published_kids(a)).filter(|k| k.len() == 2)
+    });
+    assert_eq!(
+        both,
+        Some(vec![k1.clone(), k2.clone()]),
+        "within the 5 s reload"
+    );
+    let second = login(a, ADMIN.0, ADMIN.1);
+    assert_eq!(kid_of(&token(&second)), k2, "the new key signs");
+    ok(a, who, Some(&first), json!({}));
+    let listed = manager_cli(&dir, &["keys", "list"]);
+    assert!(
+        listed.contains(&format!("{k1}  created"))
+            && listed
+                .lines()
+                .any(|l| l.starts_with(&k1) && l.contains("retired at"))
+            && listed
+                .lines()
+                .any(|l| l.starts_with(&k2) && l.ends_with("signs")),
+        "{listed}"
+    );
+
+    // A key that may have leaked: dropped, its tokens refused once reloaded.
+    let before = fam(
+        a,
+        "manager_token_validations_total",
+        &[("status", "unknown_key")],
+    )
+    .unwrap_or(0.0);
+    let out = manager_cli(&dir, &["keys", "rotate", "--drop-old"]);
+    assert!(out.contains("the old keys are deleted"), "{out}");
+    let k3 = wait_for(Duration::from_secs(8), Duration::from_millis(100), || {
+        Some(published_kids(a)).filter(|k| k.len() == 1 && k[0] != k2)
+    })
+    .expect("only the newest key published within the 5 s reload");
+    for t in [&first, &token(&second)] {
+        refused(a, who, Some(t), json!({}), "unauthenticated");
+    }
+    assert_eq!(
+        fam(
+            a,
+            "manager_token_validations_total",
+            &[("status", "unknown_key")]
+        ),
+        Some(before + 2.0)
+    );
+    let renewed = ok(
+        a,
+        "/conduit.manager.v1.AuthService/Refresh",
+        None,
+        json!({"refreshToken": second["refreshToken"]}),
+    );
+    assert_eq!(kid_of(&token(&renewed)), k3[0]);
+    ok(a, who, Some(&token(&renewed)), json!({}));
+}
+
+/// A user's rights change and their tokens follow at once: a demotion ends their tokens (a
+/// refresh brings the new role) and the keys above it, disabling ends every session and login,
+/// a password change ends every session and the old password; the last admin stays one; each
+/// change is audited and tenants change nothing.
+#[test]
+fn users_change_and_their_tokens_follow() {
+    let data = TempDir::new("manager-users");
+    init_admin(&data);
+    let dir = data.0.display().to_string();
+    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let a = c.addr;
+    let svc = |m: &str| format!("/conduit.manager.v1.UserService/{m}");
+    let who = "/conduit.manager.v1.AuthService/WhoAmI";
+    let admin_login = login(a, ADMIN.0, ADMIN.1);
+    let admin = token(&admin_login);
+    let admin_id = admin_login["user"]["userId"].as_str().unwrap().to_owned();
+    let cust = ok(
+        a,
+        "/conduit.manager.v1.CustomerService/Create",
+        Some(&admin),
+        json!({"name": "A"}),
+    )["customerId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (email, pw) = ("op@a.example", "the operator's secret");
+    let op = ok(
+        a,
+        &svc("Create"),
+        Some(&admin),
+        json!({"email": email, "password": pw, "role": "operator", "customerId": cust}),
+    );
+    let op_id = op["userId"].as_str().unwrap().to_owned();
+    let op_pair = login(a, email, pw);
+    let op_token = token(&op_pair);
+    let key = ok(
+        a,
+        "/conduit.manager.v1.ApiKeyService/Create",
+        Some(&op_token),
+        json!({"name": "automation"}),
+    )["apiKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let login_key = |k: &str| {
+        call(
+            a,
+            "/conduit.manager.v1.AuthService/Login",
+            None,
+            &json!({"apiKey": k}),
+        )
+    };
+    assert_eq!(login_key(&key).0, 200);
+
+    // Tenants change no one.
+    for (m, body) in [
+        ("Update", json!({"userId": op_id, "role": "viewer"})),
+        ("Delete", json!({"userId": admin_id})),
+        (
+            "SetPassword",
+            json!({"userId": admin_id, "newPassword": "taken over!!"}),
+        ),
+    ] {
+        refused(a, &svc(m), Some(&op_token), body, "permission_denied");
+    }
+
+    // Demoted: the operator token and the operator key stop; a refresh brings the viewer role.
+    let active = fam(a, "manager_active_tokens", &[]).unwrap();
+    let v = ok(
+        a,
+        &svc("Update"),
+        Some(&admin),
+        json!({"userId": op_id, "role": "viewer", "name": "Ö'Brien \"op\" 🚀"}),
+    );
+    assert_eq!(
+        (v["role"].as_str(), v["name"].as_str()),
+        (Some("viewer"), Some("Ö'Brien \"op\" 🚀"))
+    );
+    assert!(fam(a, "manager_active_tokens", &[]).unwrap() < active);
+    refused(a, who, Some(&op_token), json!({}), "unauthenticated");
+    assert_eq!(login_key(&key).0, 401, "a key above its owner's role");
+    // Tokens issued in the second of the change are refused too (revocations are in seconds).
+    std::thread::sleep(Duration::from_millis(1100));
+    let renewed = ok(
+        a,
+        "/conduit.manager.v1.AuthService/Refresh",
+        None,
+        json!({"refreshToken": op_pair["refreshToken"]}),
+    );
+    let viewer = token(&renewed);
+    assert_eq!(ok(a, who, Some(&viewer), json!({}))["role"], "viewer");
+    refused(
+        a,
+        "/conduit.manager.v1.ApiKeyService/Create",
+        Some(&viewer),
+        json!({"name": "x", "role": "operator"}),
+        "permission_denied",
+    );
+
+    // Disabled: no token, no refresh, no login (answered as a wrong password); enabled again,
+    // the password works.
+    let v = ok(
+        a,
+        &svc("Update"),
+        Some(&admin),
+        json!({"userId": op_id, "disabled": true}),
+    );
+    assert_eq!(v["disabled"], true);
+    refused(a, who, Some(&viewer), json!({}), "unauthenticated");
+    refused(
+        a,
+        "/conduit.manager.v1.AuthService/Refresh",
+        None,
+        json!({"refreshToken": renewed["refreshToken"]}),
+        "unauthenticated",
+    );
+    let (status, v) = call(
+        a,
+        "/conduit.manager.v1.AuthService/Login",
+        None,
+        &json!({"email": email, "password": pw}),
+    );
+    assert_eq!(
+        (status, v["message"].as_str()),
+        (401, Some("invalid e-mail or password"))
+    );
+    ok(
+        a,
+        &svc("Update"),
+        Some(&admin),
+        json!({"userId": op_id, "disabled": false}),
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let op_pair = login(a, email, pw);
+    let op_token = token(&op_pair);
+
+    // One's own password: the current one is required; every session ends, the old password too.
+    let new_pw = "a brand new secret";
+    refused(
+        a,
+        &svc("SetPassword"),
+        Some(&op_token),
+        json!({"currentPassword": "not it at all", "newPassword": new_pw}),
+        "permission_denied",
+    );
+    refused(
+        a,
+        &svc("SetPassword"),
+        Some(&op_token),
+        json!({"currentPassword": pw, "newPassword": "short"}),
+        "invalid_argument",
+    );
+    ok(
+        a,
+        &svc("SetPassword"),
+        Some(&op_token),
+        json!({"currentPassword": pw, "newPassword": new_pw}),
+    );
+    refused(a, who, Some(&op_token), json!({}), "unauthenticated");
+    refused(
+        a,
+        "/conduit.manager.v1.AuthService/Refresh",
+        None,
+        json!({"refreshToken": op_pair["refreshToken"]}),
+        "unauthenticated",
+    );
+    refused(
+        a,
+        "/conduit.manager.v1.AuthService/Login",
+        None,
+        json!({"email": email, "password": pw}),
+        "unauthenticated",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    login(a, email, new_pw);
+    // An admin sets anyone's, without theirs.
+    ok(
+        a,
+        &svc("SetPassword"),
+        Some(&admin),
+        json!({"userId": op_id, "newPassword": pw}),
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    login(a, email, pw);
+
+    // The last enabled admin is neither demoted, disabled nor deleted.
+    for body in [
+        json!({"userId": admin_id, "role": "operator", "customerId": cust}),
+        json!({"userId": admin_id, "disabled": true}),
+    ] {
+        refused(a, &svc("Update"), Some(&admin), body, "failed_precondition");
+    }
+    refused(
+        a,
+        &svc("Delete"),
+        Some(&admin),
+        json!({"userId": admin_id}),
+        "failed_precondition",
+    );
+    ok(a, who, Some(&admin), json!({}));
+
+    // Deleted: gone, sessions and keys with them.
+    let op_token = token(&login(a, email, pw));
+    ok(a, &svc("Delete"), Some(&admin), json!({"userId": op_id}));
+    refused(a, who, Some(&op_token), json!({}), "unauthenticated");
+    refused(
+        a,
+        &svc("Get"),
+        Some(&admin),
+        json!({"userId": op_id}),
+        "not_found",
+    );
+    refused(
+        a,
+        "/conduit.manager.v1.AuthService/Login",
+        None,
+        json!({"email": email, "password": pw}),
+        "unauthenticated",
+    );
+
+    let audit = ok(
+        a,
+        "/conduit.manager.v1.AuditService/List",
+        Some(&admin),
+        json!({}),
+    );
+    let actions: Vec<&str> = audit["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .filter(|s| s.starts_with("user_"))
+        .collect();
+    for action in ["user_update", "user_password", "user_delete"] {
+        assert!(actions.contains(&action), "{action}: {audit}");
+    }
+}
+
+/// Five wrong passwords for one account hold back its next login, even with the right
+/// password, while other accounts from the same address log in; after the delay it works.
+/// An oversized body is refused with 413 and the manager answers on.
+#[test]
+fn one_account_is_throttled_alone_and_oversized_bodies_are_refused() {
+    let data = TempDir::new("manager-account-throttle");
+    init_admin(&data);
+    let dir = data.0.display().to_string();
+    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let a = c.addr;
+    let admin = token(&login(a, ADMIN.0, ADMIN.1));
+    let cust = ok(
+        a,
+        "/conduit.manager.v1.CustomerService/Create",
+        Some(&admin),
+        json!({"name": "T"}),
+    );
+    ok(
+        a,
+        "/conduit.manager.v1.UserService/Create",
+        Some(&admin),
+        json!({"email": "v@t.example", "password": "the viewer's secret", "role": "viewer",
+               "customerId": cust["customerId"]}),
+    );
+    let path = "/conduit.manager.v1.AuthService/Login";
+    for _ in 0..5 {
+        refused(
+            a,
+            path,
+            None,
+            json!({"email": "v@t.example", "password": "a wrong guess"}),
+            "unauthenticated",
+        );
+    }
+    let r = request(
+        a,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        json!({"email": "V@T.example", "password": "the viewer's secret"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    let wait: u64 = r
+        .header("Retry-After")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    login(a, ADMIN.0, ADMIN.1);
+    std::thread::sleep(Duration::from_secs(wait) + Duration::from_millis(100));
+    login(a, "v@t.example", "the viewer's secret");
+
+    let huge = vec![b' '; 2 * 1024 * 1024];
+    let r = request(
+        a,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        &huge,
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(
+        fam(a, "manager_http_requests_total", &[("status_code", "413")]).is_some_and(|n| n >= 1.0),
+        "{}",
+        get(a, "/metrics", &[]).text()
+    );
+    login(a, ADMIN.0, ADMIN.1);
+}

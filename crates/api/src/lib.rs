@@ -240,7 +240,7 @@ pub mod manager {
     pub const SERVER_SERVICE: &str = "conduit.manager.v1.ServerService";
     /// `CustomerService`: Create, List, Get.
     pub const CUSTOMER_SERVICE: &str = "conduit.manager.v1.CustomerService";
-    /// `UserService`: Create, List, Get.
+    /// `UserService`: Create, List, Get, Update, Delete, SetPassword.
     pub const USER_SERVICE: &str = "conduit.manager.v1.UserService";
     /// `ApiKeyService`: Create, List, Revoke.
     pub const API_KEY_SERVICE: &str = "conduit.manager.v1.ApiKeyService";
@@ -305,6 +305,9 @@ pub mod manager {
         /// The customer of an operator or viewer.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub customer_id: Option<String>,
+        /// Disabled: logs in with nothing (shown only when true).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub disabled: bool,
     }
 
     /// A server as the API shows it: inventory only, never BMC credentials.
@@ -520,6 +523,43 @@ pub mod manager {
         /// Next page, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub next_page_token: Option<String>,
+    }
+
+    /// UserService.Update (admins): what is given changes, the rest stays. A change of role,
+    /// customer or standing ends the user's access tokens (they refresh into the new rights;
+    /// a disabled user cannot).
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct UpdateUserRequest {
+        /// User id.
+        pub user_id: String,
+        /// Display name, verbatim.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub name: Option<String>,
+        /// `admin`, `operator` or `viewer` (with `customerId` unless admin).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub role: Option<String>,
+        /// The customer of an operator or viewer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub customer_id: Option<String>,
+        /// Disable (true) or enable (false) the account.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub disabled: Option<bool>,
+    }
+
+    /// UserService.SetPassword: one's own (with the current password) or, for admins,
+    /// anyone's. Every session of the user ends: they log in again with the new one.
+    #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct SetPasswordRequest {
+        /// Whose (default: the caller's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub user_id: Option<String>,
+        /// The current password: required for one's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub current_password: Option<String>,
+        /// The new password (12–1024 bytes).
+        pub new_password: String,
     }
 
     /// A request naming one user.
@@ -823,10 +863,13 @@ pub mod manager {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
     pub struct RevocationEntry {
-        /// A token id (`jti`), a session id (`sid`) or an agent id.
+        /// A token id (`jti`), a session id (`sid`), an agent id or a user id (`sub`).
         pub id: String,
-        /// `token`, `session` or `agent`.
+        /// `token`, `session`, `agent` or `user` (every token of the user issued at or before
+        /// `revokedAt`).
         pub kind: String,
+        /// When, unix seconds.
+        pub revoked_at: i64,
         /// Dropped from the list after this (what it names has expired by then).
         pub expires_at: i64,
     }
@@ -905,6 +948,16 @@ pub mod manager {
                 .field("role", &self.role)
                 .field("customer_id", &self.customer_id)
                 .field("password", &"<redacted>")
+                .finish()
+        }
+    }
+
+    impl std::fmt::Debug for SetPasswordRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("SetPasswordRequest")
+                .field("user_id", &self.user_id)
+                .field("current_password", &"<redacted>")
+                .field("new_password", &"<redacted>")
                 .finish()
         }
     }

@@ -20,6 +20,13 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 pub const MIN_LEN: usize = 12;
 /// Longest password accepted (bytes): hashing is linear in it.
 pub const MAX_LEN: usize = 1024;
+/// The costliest stored hash verified: 256 MiB, 16 passes, 8 lanes (far above our own
+/// parameters, which a stored hash may predate).
+pub const MAX_STORED_M_COST: u32 = 256 * 1024;
+/// See [`MAX_STORED_M_COST`].
+pub const MAX_STORED_T_COST: u32 = 16;
+/// See [`MAX_STORED_M_COST`].
+pub const MAX_STORED_P_COST: u32 = 8;
 
 /// Why a password cannot be set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +140,20 @@ impl Passwords {
             return false;
         };
         if h.algorithm != Algorithm::Argon2id.ident() || h.version != Some(Version::V0x13.into()) {
+            return false;
+        }
+        // A tampered or foreign row must not make one login take gigabytes or minutes.
+        if params.m_cost() > MAX_STORED_M_COST
+            || params.t_cost() > MAX_STORED_T_COST
+            || params.p_cost() > MAX_STORED_P_COST
+        {
+            log::warn!(
+                "a stored password hash asks for m={} KiB, t={}, p={}: beyond what this manager \
+                 computes; treated as not matching",
+                params.m_cost(),
+                params.t_cost(),
+                params.p_cost()
+            );
             return false;
         }
         let mut salt_buf = [0u8; 64];
@@ -291,5 +312,18 @@ mod tests {
         assert!(new.verify(&h, "correct horse battery"));
         assert!(new.needs_rehash(&h));
         assert!(!old.needs_rehash(&h));
+    }
+
+    #[test]
+    fn a_stored_hash_beyond_the_cost_bound_is_refused_without_computing() {
+        let p = quick();
+        let phc = p.hash("a long enough secret").unwrap();
+        assert!(p.verify(&phc, "a long enough secret"));
+        // The same hash claiming 4 GiB: refused at once, not allocated.
+        let costly = phc.replace("m=64,", "m=4194304,");
+        assert_ne!(costly, phc);
+        let start = std::time::Instant::now();
+        assert!(!p.verify(&costly, "a long enough secret"));
+        assert!(start.elapsed() < std::time::Duration::from_millis(50));
     }
 }

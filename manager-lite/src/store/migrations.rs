@@ -132,4 +132,30 @@ CREATE TABLE agents (
 ) STRICT;
 CREATE INDEX agents_gateway ON agents(gateway_id);
 "#,
+    // 3: users can be disabled; a revocation can name a user (every token issued to them up
+    // to its time), which needs the kind's CHECK rebuilt.
+    r#"
+ALTER TABLE users ADD COLUMN disabled_at INTEGER;
+-- someone can always log in to administer: the last enabled admin is neither demoted,
+-- disabled nor deleted (enforced here, so two admins racing cannot both succeed)
+CREATE TRIGGER users_keep_an_admin_update AFTER UPDATE ON users
+    WHEN OLD.role = 'admin' AND OLD.disabled_at IS NULL
+     AND NOT EXISTS (SELECT 1 FROM users WHERE role = 'admin' AND disabled_at IS NULL)
+    BEGIN SELECT RAISE(ABORT, 'the last enabled admin stays one'); END;
+CREATE TRIGGER users_keep_an_admin_delete AFTER DELETE ON users
+    WHEN OLD.role = 'admin' AND OLD.disabled_at IS NULL
+     AND NOT EXISTS (SELECT 1 FROM users WHERE role = 'admin' AND disabled_at IS NULL)
+    BEGIN SELECT RAISE(ABORT, 'the last enabled admin stays one'); END;
+CREATE TABLE revocations_v3 (
+    id          TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('token', 'session', 'agent', 'user')),
+    revoked_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (kind, id)
+) STRICT;
+INSERT INTO revocations_v3 SELECT id, kind, revoked_at, expires_at FROM revocations;
+DROP TABLE revocations;
+ALTER TABLE revocations_v3 RENAME TO revocations;
+CREATE INDEX revocations_expiry ON revocations(expires_at);
+"#,
 ];

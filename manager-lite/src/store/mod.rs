@@ -43,6 +43,8 @@ pub struct User {
     pub customer_id: Option<String>,
     /// Created, unix seconds.
     pub created_at: i64,
+    /// Disabled since, unix seconds: such a user logs in with nothing.
+    pub disabled_at: Option<i64>,
 }
 
 /// A user with what a login checks.
@@ -175,6 +177,9 @@ pub enum RevocationKind {
     Session,
     /// An agent credential, by its id.
     Agent,
+    /// Every access token of a user (by `sub`) issued at or before `revoked_at`: their role,
+    /// customer, password or standing changed.
+    User,
 }
 
 impl RevocationKind {
@@ -184,6 +189,7 @@ impl RevocationKind {
             RevocationKind::Token => "token",
             RevocationKind::Session => "session",
             RevocationKind::Agent => "agent",
+            RevocationKind::User => "user",
         }
     }
 
@@ -192,6 +198,7 @@ impl RevocationKind {
             "token" => Some(RevocationKind::Token),
             "session" => Some(RevocationKind::Session),
             "agent" => Some(RevocationKind::Agent),
+            "user" => Some(RevocationKind::User),
             _ => None,
         }
     }
@@ -387,7 +394,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn users(&self, customer_id: Option<&str>, page: &Page) -> StoreResult<Vec<User>>;
     /// Replaces a user's password hash (a rehash on login, a password change).
     fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<()>;
-    /// How many admins exist (first-run set-up creates one when there is none).
+    /// Changes a user's name, role, customer and standing (the e-mail and id stay).
+    fn update_user(&self, u: &User) -> StoreResult<()>;
+    /// Deletes a user, with their refresh tokens and API keys.
+    fn delete_user(&self, id: &str) -> StoreResult<()>;
+    /// Revokes every refresh token of a user at `now` (their sessions end at the next
+    /// refresh); how many were live.
+    fn revoke_user_refresh(&self, user_id: &str, now: i64) -> StoreResult<u64>;
+    /// How many admins exist, disabled or not (first-run set-up creates one when there is
+    /// none).
     fn admin_count(&self) -> StoreResult<u64>;
 
     /// Creates a datacenter (idempotent: an existing id is fine).
@@ -436,6 +451,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
     /// Stores a signing key.
     fn insert_signing_key(&self, k: &StoredKey) -> StoreResult<()>;
+    /// Stores `new` and, in the same transaction, retires every other unretired key at
+    /// `new.created_at` — or deletes every other key if `drop_old`.
+    fn rotate_signing_key(&self, new: &StoredKey, drop_old: bool) -> StoreResult<()>;
+    /// Deletes what can no longer matter at `now`: expired revocations and refresh tokens,
+    /// and signing keys retired before `keys_retired_before`; how many rows went.
+    fn purge_expired(&self, now: i64, keys_retired_before: i64) -> StoreResult<u64>;
 
     /// Creates a gateway with its credential.
     fn create_gateway(&self, g: &Gateway) -> StoreResult<()>;

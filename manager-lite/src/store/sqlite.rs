@@ -196,7 +196,7 @@ fn role(s: String) -> rusqlite::Result<Role> {
     })
 }
 
-const USER_COLS: &str = "id, email, name, role, customer_id, created_at";
+const USER_COLS: &str = "id, email, name, role, customer_id, created_at, disabled_at";
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -206,6 +206,7 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
         role: role(r.get(3)?)?,
         customer_id: r.get(4)?,
         created_at: r.get(5)?,
+        disabled_at: r.get(6)?,
     })
 }
 
@@ -428,7 +429,7 @@ impl Store for SqliteStore {
                 |r| {
                     Ok(UserCredentials {
                         user: user_row(r)?,
-                        password_hash: r.get(6)?,
+                        password_hash: r.get(7)?,
                     })
                 },
             )
@@ -455,6 +456,33 @@ impl Store for SqliteStore {
                 "UPDATE users SET password_hash = ?2 WHERE id = ?1",
                 params![user_id, hash],
             )?)
+        })
+    }
+
+    fn update_user(&self, u: &User) -> StoreResult<()> {
+        self.write(QueryOp::Update, "users", |tx| {
+            changed(tx.execute(
+                "UPDATE users SET name = ?2, role = ?3, customer_id = ?4, disabled_at = ?5 \
+                 WHERE id = ?1",
+                params![u.id, u.name, u.role.as_str(), u.customer_id, u.disabled_at],
+            )?)
+        })
+    }
+
+    fn delete_user(&self, id: &str) -> StoreResult<()> {
+        self.write(QueryOp::Delete, "users", |tx| {
+            changed(tx.execute("DELETE FROM users WHERE id = ?1", [id])?)
+        })
+    }
+
+    fn revoke_user_refresh(&self, user_id: &str, now: i64) -> StoreResult<u64> {
+        self.write(QueryOp::Update, "refresh_tokens", |tx| {
+            tx.execute(
+                "UPDATE refresh_tokens SET revoked_at = ?2 \
+                 WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                params![user_id, now],
+            )
+            .map(|n| n as u64)
         })
     }
 
@@ -682,8 +710,12 @@ impl Store for SqliteStore {
     fn revoke(&self, r: &Revocation) -> StoreResult<()> {
         self.write(QueryOp::Insert, "revocations", |tx| {
             tx.execute(
-                "INSERT OR IGNORE INTO revocations (id, kind, revoked_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
+                // Revoking again moves the time forward (a user revocation covers every
+                // token issued up to it) and never back.
+                "INSERT INTO revocations (id, kind, revoked_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (kind, id) DO UPDATE SET \
+                 revoked_at = max(revoked_at, excluded.revoked_at), \
+                 expires_at = max(expires_at, excluded.expires_at)",
                 params![r.id, r.kind.as_str(), r.revoked_at, r.expires_at],
             )
             .map(drop)
@@ -740,6 +772,40 @@ impl Store for SqliteStore {
             )
             .map(drop)
         })
+    }
+
+    fn rotate_signing_key(&self, new: &StoredKey, drop_old: bool) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "signing_keys", |tx| {
+            if drop_old {
+                tx.execute("DELETE FROM signing_keys", [])?;
+            } else {
+                tx.execute(
+                    "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL",
+                    [new.created_at],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO signing_keys (kid, pkcs8, created_at, retired_at) VALUES (?1, ?2, ?3, NULL)",
+                params![new.kid, new.pkcs8, new.created_at],
+            )
+            .map(drop)
+        })
+    }
+
+    fn purge_expired(&self, now: i64, keys_retired_before: i64) -> StoreResult<u64> {
+        let revocations = self.write(QueryOp::Delete, "revocations", |tx| {
+            tx.execute("DELETE FROM revocations WHERE expires_at <= ?1", [now])
+        })?;
+        let refresh = self.write(QueryOp::Delete, "refresh_tokens", |tx| {
+            tx.execute("DELETE FROM refresh_tokens WHERE expires_at <= ?1", [now])
+        })?;
+        let keys = self.write(QueryOp::Delete, "signing_keys", |tx| {
+            tx.execute(
+                "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?1",
+                [keys_retired_before],
+            )
+        })?;
+        Ok((revocations + refresh + keys) as u64)
     }
 
     fn create_gateway(&self, g: &Gateway) -> StoreResult<()> {
@@ -1000,6 +1066,7 @@ mod tests {
             role,
             customer_id: customer_id.map(Into::into),
             created_at: 1,
+            disabled_at: None,
         }
     }
 
@@ -1169,6 +1236,82 @@ mod tests {
         drop(s);
         let err = SqliteStore::open(&path, observe).unwrap_err();
         assert!(err.to_string().contains("newer"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_last_enabled_admin_stays_and_user_revocations_only_move_forward() {
+        let (s, dir, _) = temp_store();
+        s.create_customer(&customer("c1")).unwrap();
+        s.create_user(&user("a1", "a1@x", Role::Admin, None), "h")
+            .unwrap();
+        s.create_user(&user("o1", "o1@x", Role::Operator, Some("c1")), "h")
+            .unwrap();
+        let last = |e: StoreError| matches!(e, StoreError::Conflict(m) if m.contains("last enabled admin"));
+        let disabled = User {
+            disabled_at: Some(5),
+            ..user("a1", "a1@x", Role::Admin, None)
+        };
+        assert!(last(s.update_user(&disabled).unwrap_err()));
+        let demoted = user("a1", "a1@x", Role::Operator, Some("c1"));
+        assert!(last(s.update_user(&demoted).unwrap_err()));
+        assert!(last(s.delete_user("a1").unwrap_err()));
+        // With a second enabled admin, the first may go.
+        s.create_user(&user("a2", "a2@x", Role::Admin, None), "h")
+            .unwrap();
+        s.update_user(&disabled).unwrap();
+        assert_eq!(s.user("a1").unwrap().disabled_at, Some(5));
+        assert!(last(s.delete_user("a2").unwrap_err()));
+        s.delete_user("o1").unwrap();
+        assert!(matches!(s.user("o1"), Err(StoreError::NotFound)));
+
+        let revoke = |at| {
+            s.revoke(&Revocation {
+                id: "a1".into(),
+                kind: RevocationKind::User,
+                revoked_at: at,
+                expires_at: at + 100,
+            })
+            .unwrap()
+        };
+        revoke(50);
+        revoke(40);
+        let list = s.revocations(0).unwrap();
+        assert_eq!(
+            (list.len(), list[0].revoked_at, list[0].expires_at),
+            (1, 50, 150)
+        );
+        revoke(60);
+        assert_eq!(s.revocations(0).unwrap()[0].revoked_at, 60);
+        assert_eq!(s.purge_expired(200, 0).unwrap(), 1);
+        assert!(s.revocations(0).unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_retires_or_drops_the_old_keys_in_one_step() {
+        let (s, dir, _) = temp_store();
+        let key = |kid: &str, at| StoredKey {
+            kid: kid.into(),
+            pkcs8: vec![1],
+            created_at: at,
+            retired_at: None,
+        };
+        s.insert_signing_key(&key("k1", 1)).unwrap();
+        s.rotate_signing_key(&key("k2", 2), false).unwrap();
+        let rows = s.signing_keys().unwrap();
+        assert_eq!(
+            rows.iter()
+                .map(|k| (k.kid.as_str(), k.retired_at))
+                .collect::<Vec<_>>(),
+            [("k1", Some(2)), ("k2", None)]
+        );
+        // Retired keys go once past the bound, the signing one never.
+        assert_eq!(s.purge_expired(0, 3).unwrap(), 1);
+        s.rotate_signing_key(&key("k3", 3), true).unwrap();
+        let rows = s.signing_keys().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].kid, "k3");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
