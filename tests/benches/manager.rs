@@ -606,25 +606,18 @@ fn walks(c: &mut Client, token: &str, tenant: Option<&str>, want: usize, db: &Pa
     }
 }
 
-/// The plan SQLite picks for the store's server page with these parameters.
+/// The plan SQLite picks for the store's server page of `tenant` (or all).
 fn plan(db: &Path, tenant: Option<&str>) -> String {
-    let c = rusqlite::Connection::open(db).expect("open");
-    let mut st = c
-        .prepare(
-            "EXPLAIN QUERY PLAN SELECT id FROM servers \
-             WHERE (?1 IS NULL OR customer_id = ?1) AND (?2 = 0 OR customer_id IS NULL) \
-             AND (?3 IS NULL OR datacenter = ?3) AND (?4 IS NULL OR status = ?4) \
-             AND (?5 IS NULL OR agent_id = ?5) AND id > ?6 ORDER BY id LIMIT ?7",
-        )
-        .expect("explain");
-    let none: Option<&str> = None;
-    let rows = st
-        .query_map(
-            rusqlite::params![tenant, false, none, none, none, "", PAGE as u32],
-            |r| r.get::<_, String>(3),
-        )
-        .expect("plan");
-    rows.map(|r| r.expect("row")).collect::<Vec<_>>().join("; ")
+    let store = SqliteStore::open(db, no_observer()).expect("store");
+    let filter = ServerFilter {
+        customer_id: tenant.map(str::to_owned),
+        ..Default::default()
+    };
+    let page = Page {
+        after: None,
+        limit: PAGE as u32,
+    };
+    store.servers_plan(&filter, &page).expect("plan")
 }
 
 // ---- 4. acknowledged writes -------------------------------------------------------------------
