@@ -58,6 +58,16 @@ fn init_admin(data: &TempDir) {
     );
 }
 
+/// A manager serving a fresh data directory that holds its first admin ([`ADMIN`]): the
+/// directory (removed on drop), the manager, and the directory's path.
+fn manager_with_admin(name: &str) -> (TempDir, Component, String) {
+    let data = TempDir::new(name);
+    init_admin(&data);
+    let dir = data.0.display().to_string();
+    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    (data, c, dir)
+}
+
 fn login(addr: SocketAddr, email: &str, password: &str) -> Value {
     ok(
         addr,
@@ -88,10 +98,7 @@ fn fam(addr: SocketAddr, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 #[test]
 fn identity_tenancy_and_the_metrics_they_drive() {
-    let data = TempDir::new("manager-api");
-    init_admin(&data);
-    let dir = data.0.display().to_string();
-    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let (_data, c, _) = manager_with_admin("manager-api");
     let a = c.addr;
 
     // Before any login: no auth or validation samples.
@@ -681,10 +688,7 @@ fn acknowledged_writes_survive_kill_9() {
 
 #[test]
 fn gateways_and_agents_with_their_credentials() {
-    let data = TempDir::new("manager-gw");
-    init_admin(&data);
-    let dir = data.0.display().to_string();
-    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let (_data, c, _) = manager_with_admin("manager-gw");
     let a = c.addr;
     let admin = token(&login(a, ADMIN.0, ADMIN.1));
     let gw = |m: &str| format!("/conduit.manager.v1.GatewayService/{m}");
@@ -1101,10 +1105,7 @@ fn all_routes_refuse(
 /// within 20 %), and both count toward the throttle, which then refuses with a retry time.
 #[test]
 fn unknown_accounts_cost_what_wrong_passwords_cost_and_both_are_throttled() {
-    let data = TempDir::new("manager-timing");
-    init_admin(&data);
-    let dir = data.0.display().to_string();
-    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let (_data, c, _) = manager_with_admin("manager-timing");
     let a = c.addr;
     let admin = token(&login(a, ADMIN.0, ADMIN.1));
     let cust = ok(
@@ -1231,10 +1232,7 @@ fn published_kids(addr: SocketAddr) -> Vec<String> {
 /// old keys' tokens, and a refresh gets a token of the new key.
 #[test]
 fn signing_keys_rotate_without_logging_anyone_out() {
-    let data = TempDir::new("manager-keys");
-    init_admin(&data);
-    let dir = data.0.display().to_string();
-    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let (_data, c, dir) = manager_with_admin("manager-keys");
     let a = c.addr;
     let who = "/conduit.manager.v1.AuthService/WhoAmI";
     let first = token(&login(a, ADMIN.0, ADMIN.1));
@@ -1312,10 +1310,7 @@ fn signing_keys_rotate_without_logging_anyone_out() {
 /// change is audited and tenants change nothing.
 #[test]
 fn users_change_and_their_tokens_follow() {
-    let data = TempDir::new("manager-users");
-    init_admin(&data);
-    let dir = data.0.display().to_string();
-    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let (_data, c, _) = manager_with_admin("manager-users");
     let a = c.addr;
     let svc = |m: &str| format!("/conduit.manager.v1.UserService/{m}");
     let who = "/conduit.manager.v1.AuthService/WhoAmI";
@@ -1549,10 +1544,7 @@ fn users_change_and_their_tokens_follow() {
 /// An oversized body is refused with 413 and the manager answers on.
 #[test]
 fn one_account_is_throttled_alone_and_oversized_bodies_are_refused() {
-    let data = TempDir::new("manager-account-throttle");
-    init_admin(&data);
-    let dir = data.0.display().to_string();
-    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let (_data, c, _) = manager_with_admin("manager-account-throttle");
     let a = c.addr;
     let admin = token(&login(a, ADMIN.0, ADMIN.1));
     let cust = ok(
