@@ -374,6 +374,17 @@ fn server_op<T>(
 }
 
 fn audit(mgr: &Manager, caller: &Caller, action: &str, server: Option<&Server>, result: &str) {
+    audit_with(mgr, caller, action, server, result, String::new());
+}
+
+fn audit_with(
+    mgr: &Manager,
+    caller: &Caller,
+    action: &str,
+    server: Option<&Server>,
+    result: &str,
+    detail: String,
+) {
     let record = AuditRecord {
         seq: 0,
         at: unix_now() as i64,
@@ -383,7 +394,7 @@ fn audit(mgr: &Manager, caller: &Caller, action: &str, server: Option<&Server>, 
         server_id: server.map(|s| s.id.clone()),
         customer_id: server.and_then(|s| s.customer_id.clone()),
         result: result.to_owned(),
-        detail: String::new(),
+        detail,
     };
     if let Err(e) = mgr.store().append_audit(&record) {
         log::error!("audit record for {action} lost: {e}");
@@ -403,7 +414,8 @@ pub fn routes(router: Router, mgr: &Arc<Manager>) -> Router {
     router.route(Method::Get, "/.well-known/jwks.json", move |_| {
         Response::new(200)
             .with_header("Content-Type", "application/json")
-            .with_header("Cache-Control", "max-age=60")
+            // as short as the managers' own key reload, so a rotation reaches verifiers soon
+            .with_header("Cache-Control", "max-age=5")
             .with_body(jwks.auth.tokens.jwks().into_bytes())
     })
 }
@@ -767,7 +779,7 @@ fn user_routes(router: Router, mgr: &Arc<Manager>) -> Router {
         // Tokens first: once the row is gone nothing would name them.
         mgr.auth.revoke_user(&r.user_id, true)?;
         let result = mgr.store().delete_user(&r.user_id).map_err(last_admin);
-        audit_user(mgr, caller, "user_delete", &result);
+        audit_user(mgr, caller, "user.delete", &r.user_id, "", &result);
         result.map(|()| m::Empty {})
     });
     let router = route_hashing(router, mgr, svc, "SetPassword", set_password);
@@ -802,16 +814,32 @@ fn last_admin(e: StoreError) -> RpcError {
             Code::FailedPrecondition,
             "the last enabled admin cannot be demoted, disabled or deleted",
         ),
+        StoreError::Conflict(m) if m.contains("changed since") => RpcError::new(
+            Code::FailedPrecondition,
+            "the user changed meanwhile: read it again and retry",
+        ),
         e => store_error("user", e),
     }
 }
 
-fn audit_user<T>(mgr: &Manager, caller: &Caller, action: &str, result: &Result<T, RpcError>) {
+/// An audit record of a change to user `user_id` (`what` changed).
+fn audit_user<T>(
+    mgr: &Manager,
+    caller: &Caller,
+    action: &str,
+    user_id: &str,
+    what: &str,
+    result: &Result<T, RpcError>,
+) {
     let outcome = match result {
-        Ok(_) => "success",
-        Err(_) => "failure",
+        Ok(_) => "ok",
+        Err(_) => "failed",
     };
-    audit(mgr, caller, action, None, outcome);
+    let detail = format!(
+        "user {user_id}{}{what}",
+        if what.is_empty() { "" } else { ": " }
+    );
+    audit_with(mgr, caller, action, None, outcome, detail);
 }
 
 /// UserService.Update (admins).
@@ -847,16 +875,57 @@ fn update_user(
     if u == was {
         return Ok(user_info(&u));
     }
-    let result = mgr.store().update_user(&u).map_err(last_admin);
-    audit_user(mgr, caller, "user_update", &result);
-    result?;
     let rights_changed = (u.role, &u.customer_id, u.disabled_at.is_some())
         != (was.role, &was.customer_id, was.disabled_at.is_some());
-    if rights_changed {
-        // Their tokens carry the old rights: refused from now; a refresh gives the new ones,
-        // except to a disabled user.
-        mgr.auth.revoke_user(&u.id, u.disabled_at.is_some())?;
+    let enabled_admin = |u: &User| u.role == Role::Admin && u.disabled_at.is_none();
+    // Said before anything is revoked, so that a refused change logs nobody out (the store's
+    // trigger is the guard against two admins racing).
+    if enabled_admin(&was) && !enabled_admin(&u) {
+        let admins = mgr
+            .store()
+            .admin_count()
+            .map_err(|e| store_error("users", e))?;
+        if admins <= 1 {
+            return Err(last_admin(StoreError::Conflict(
+                "the last enabled admin stays one".into(),
+            )));
+        }
     }
+    // Their tokens carry the old rights: refused before the change (a failed change then logs
+    // them out, never leaves old rights standing) and again after it (a token minted in
+    // between is refused too). A refresh gives the new rights, except to a disabled user.
+    let revoke = || match rights_changed {
+        true => mgr.auth.revoke_user(&u.id, u.disabled_at.is_some()),
+        false => Ok(()),
+    };
+    revoke()?;
+    // Written only if nobody changed the row since it was read (else two admins' edits
+    // would silently undo each other).
+    let result = mgr.store().update_user(&was, &u).map_err(last_admin);
+    let mut what = Vec::new();
+    if u.name != was.name {
+        what.push("name".to_owned());
+    }
+    if (u.role, &u.customer_id) != (was.role, &was.customer_id) {
+        what.push(format!(
+            "role {} of {}",
+            u.role.as_str(),
+            u.customer_id.as_deref().unwrap_or("no customer")
+        ));
+    }
+    if u.disabled_at.is_some() != was.disabled_at.is_some() {
+        what.push(
+            if u.disabled_at.is_some() {
+                "disabled"
+            } else {
+                "enabled"
+            }
+            .to_owned(),
+        );
+    }
+    audit_user(mgr, caller, "user.update", &u.id, &what.join(", "), &result);
+    result?;
+    revoke()?;
     Ok(user_info(&u))
 }
 
@@ -885,16 +954,34 @@ fn set_password(
         .user(&target)
         .map_err(|e| store_error("user", e))?;
     if own {
+        // Guesses of the current password with a stolen token count like failed logins.
+        let throttle = &mgr.auth.throttle;
+        if let Err(t) = throttle.check(&u.email, caller.addr, Instant::now()) {
+            return Err(RpcError::exhausted(
+                "too many wrong passwords; try again later",
+                t.retry_after,
+            ));
+        }
         let current = r.current_password.as_deref().unwrap_or_default();
         let stored = mgr
             .store()
             .user_by_email(&u.email)
             .map_err(|e| store_error("user", e))?;
         if current.is_empty() || !mgr.auth.passwords.verify(&stored.password_hash, current) {
-            return Err(RpcError::new(
+            throttle.failed(&u.email, caller.addr, Instant::now());
+            let refused = Err(RpcError::new(
                 Code::PermissionDenied,
                 "currentPassword: not the current password",
             ));
+            audit_user(
+                mgr,
+                caller,
+                "user.password",
+                &u.id,
+                "wrong current password",
+                &refused,
+            );
+            return refused;
         }
     }
     let hash = mgr
@@ -902,11 +989,13 @@ fn set_password(
         .passwords
         .hash(&r.new_password)
         .map_err(|e| RpcError::new(Code::InvalidArgument, format!("newPassword: {e}")))?;
+    // Sessions end before the change and again after it, as in Update.
+    mgr.auth.revoke_user(&u.id, true)?;
     let result = mgr
         .store()
         .set_password_hash(&u.id, &hash)
         .map_err(|e| store_error("user", e));
-    audit_user(mgr, caller, "user_password", &result);
+    audit_user(mgr, caller, "user.password", &u.id, "", &result);
     result?;
     mgr.auth.revoke_user(&u.id, true)?;
     Ok(m::Empty {})

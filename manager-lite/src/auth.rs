@@ -17,7 +17,7 @@ use crate::identity::password::Passwords;
 use crate::identity::throttle::Throttle;
 use crate::metrics::{AuthLabels, AuthMethod, ManagerMetrics};
 use crate::store::{ApiKey, RefreshToken, Role, Store, StoreError, User};
-use crate::tokens::{Principal, Tokens, REFRESH_TTL};
+use crate::tokens::{Principal, Tokens};
 use conduit_metrics::labels::Status;
 
 /// Prefix of refresh tokens.
@@ -36,6 +36,8 @@ pub struct Caller {
     pub session: String,
     /// The credential's id for the audit log (user id or API key id).
     pub actor: String,
+    /// The client's address (for the throttle).
+    pub addr: IpAddr,
 }
 
 impl Caller {
@@ -219,18 +221,21 @@ impl Auth {
     /// A new access token and refresh token for `user` in session `family`.
     fn issue_pair(&self, user: &User, family: &str) -> Result<TokenResponse, RpcError> {
         let now = unix_now();
-        let refresh = self.new_refresh(user, family, now)?;
+        let ends = now + self.tokens.session_ttl().as_secs();
+        let refresh = self.new_refresh(user, family, now, ends as i64)?;
         self.store
             .insert_refresh(&refresh.1)
             .map_err(|e| internal("login", e))?;
         self.access(user, family, Some(refresh.0), now)
     }
 
+    /// A refresh token of session `family` valid until `expires_at`.
     fn new_refresh(
         &self,
         user: &User,
         family: &str,
         now: u64,
+        expires_at: i64,
     ) -> Result<(String, RefreshToken), RpcError> {
         let s = Secret::generate(REFRESH_PREFIX).map_err(|e| internal("login", e))?;
         let row = RefreshToken {
@@ -239,7 +244,7 @@ impl Auth {
             family_id: family.to_owned(),
             user_id: user.id.clone(),
             created_at: now as i64,
-            expires_at: (now + REFRESH_TTL.as_secs()) as i64,
+            expires_at,
             spent_at: None,
             revoked_at: None,
         };
@@ -307,7 +312,9 @@ impl Auth {
             Ok(_) | Err(StoreError::NotFound) => return Err(invalid()),
             Err(e) => return Err(internal("refresh", e)),
         };
-        let (display, next) = self.new_refresh(&user, &row.family_id, now)?;
+        // The session's end stays where the login put it: rotation renews the token, never the
+        // session, so a stolen session cannot be kept alive forever by refreshing.
+        let (display, next) = self.new_refresh(&user, &row.family_id, now, row.expires_at)?;
         let was = self
             .store
             .rotate_refresh(&row.id, now as i64, &next)
@@ -456,6 +463,7 @@ impl Auth {
                 kind: "api_key",
                 session: api_key_session(&key.id),
                 actor: key.id,
+                addr: client_addr(req),
             });
         }
         let claims = self
@@ -470,15 +478,22 @@ impl Auth {
                 unauth("access token refused: bad customer claim"),
             ));
         }
+        // A token an API key logged in acts for the key: what keys may not do, its tokens may
+        // not either, and the audit log names the key.
+        let (kind, actor) = match claims.sid.strip_prefix(API_KEY_SESSION_PREFIX) {
+            Some(key_id) => ("api_key", key_id.to_owned()),
+            None => ("user", claims.sub.clone()),
+        };
         Ok(Caller {
             principal: Principal {
-                user_id: claims.sub.clone(),
+                user_id: claims.sub,
                 customer_id: claims.cus,
                 role,
             },
-            kind: "user",
+            kind,
             session: claims.sid,
-            actor: claims.sub,
+            actor,
+            addr: client_addr(req),
         })
     }
 }
@@ -492,7 +507,10 @@ pub fn role_rank(r: Role) -> u8 {
     }
 }
 
+/// How the session id of an API key's tokens starts.
+const API_KEY_SESSION_PREFIX: &str = "key:";
+
 /// The session id of the tokens an API key logs in: revoking the key revokes them.
 pub fn api_key_session(key_id: &str) -> String {
-    format!("key:{key_id}")
+    format!("{API_KEY_SESSION_PREFIX}{key_id}")
 }

@@ -74,14 +74,14 @@ pub fn open_store(path: &Path, metrics: Arc<ManagerMetrics>) -> anyhow::Result<A
     Ok(Arc::new(store))
 }
 
-/// The manager on `store`: keys loaded, pools started, gauges set from the rows; access tokens
-/// valid `access_ttl`.
+/// The manager on `store`: keys loaded, pools started, gauges set from the rows; what it
+/// issues lives `lifetimes`.
 pub fn manager(
     store: Arc<dyn Store>,
     metrics: Arc<ManagerMetrics>,
-    access_ttl: Duration,
+    lifetimes: tokens::Lifetimes,
 ) -> anyhow::Result<Arc<api::Manager>> {
-    let tokens = tokens::Tokens::load(store.as_ref(), auth::unix_now() as i64, access_ttl)?;
+    let tokens = tokens::Tokens::load(store.as_ref(), auth::unix_now() as i64, lifetimes)?;
     let mgr = Arc::new(api::Manager {
         auth: auth::Auth {
             store,
@@ -122,7 +122,7 @@ pub fn spawn_maintenance(mgr: &Arc<api::Manager>) -> std::io::Result<()> {
                     log::warn!("reloading the signing keys: {e:#}");
                 }
                 if round % PURGE_EVERY == 0 {
-                    let kept = tokens::LONGEST_TOKEN_LIFE.as_secs();
+                    let kept = tokens::RETIRED_KEY_VERIFIES.as_secs();
                     match store.purge_expired(now as i64, now.saturating_sub(kept) as i64) {
                         Ok(0) => {}
                         Ok(n) => log::info!("purged {n} expired rows"),

@@ -33,6 +33,8 @@ const FLAGS: &str = "  --data-dir DIR             Where the manager keeps its da
                              random passwords once
   --access-ttl SECS          How long access tokens are valid (default 900; 60 to 86400, or
                              as low as 1 for tests). Refresh tokens renew them
+  --session-ttl SECS         How long a login session lasts, however often it is refreshed
+                             (default 2592000, 30 days; at least 1)
   --email E                  init: the admin's e-mail
   --password-file FILE       init: read the admin's password from FILE instead of stdin
   --drop-old                 keys rotate: delete the old keys instead of retiring them
@@ -44,17 +46,20 @@ struct Flags {
     database: Option<PathBuf>,
     demo: bool,
     access_ttl: Option<u64>,
+    session_ttl: Option<u64>,
     email: Option<String>,
     password_file: Option<PathBuf>,
     drop_old: bool,
 }
 
 impl Flags {
-    fn access_ttl(&self) -> std::time::Duration {
-        self.access_ttl.map_or(
-            manager_lite::tokens::ACCESS_TTL,
-            std::time::Duration::from_secs,
-        )
+    fn lifetimes(&self) -> manager_lite::tokens::Lifetimes {
+        let default = manager_lite::tokens::Lifetimes::default();
+        let secs = std::time::Duration::from_secs;
+        manager_lite::tokens::Lifetimes {
+            access: self.access_ttl.map_or(default.access, secs),
+            session: self.session_ttl.map_or(default.session, secs),
+        }
     }
 
     fn database(&self) -> PathBuf {
@@ -84,6 +89,15 @@ fn main() -> ExitCode {
                     .filter(|s| (1..=86_400).contains(s))
                     .with_context(|| format!("--access-ttl {v:?}: seconds from 1 to 86400"))?;
                 flags.access_ttl = Some(secs);
+            }
+            "session-ttl" => {
+                let v = service::flag_value(name, p)?;
+                let secs: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=10 * 365 * 86_400).contains(s))
+                    .with_context(|| format!("--session-ttl {v:?}: seconds from 1 to 10 years"))?;
+                flags.session_ttl = Some(secs);
             }
             "email" => flags.email = Some(service::flag_value(name, p)?),
             "password-file" => flags.password_file = Some(service::flag_value(name, p)?.into()),
@@ -124,9 +138,8 @@ fn serve(args: service::ServeArgs, flags: &Flags) -> anyhow::Result<()> {
         args,
         |b| std::sync::Arc::new(ManagerMetrics::register(b)),
         |router, metrics| {
-            let mgr = manager_lite::open_store(&db, metrics.clone()).and_then(|store| {
-                manager_lite::manager(store, metrics.clone(), flags.access_ttl())
-            });
+            let mgr = manager_lite::open_store(&db, metrics.clone())
+                .and_then(|store| manager_lite::manager(store, metrics.clone(), flags.lifetimes()));
             match mgr {
                 Ok(mgr) => {
                     let router = manager_lite::api::routes(router, &mgr);
@@ -176,7 +189,7 @@ fn init(flags: &Flags) -> anyhow::Result<()> {
     let db = flags.database();
     let metrics = offline_metrics();
     let store = manager_lite::open_store(&db, metrics.clone())?;
-    let mgr = manager_lite::manager(store, metrics, flags.access_ttl())?;
+    let mgr = manager_lite::manager(store, metrics, flags.lifetimes())?;
     let id = manager_lite::demo::init_admin(&mgr, email, password)?;
     println!("created admin {email} (user id {id}) in {}", db.display());
     Ok(())
@@ -204,7 +217,7 @@ fn keys_list(flags: &Flags) -> anyhow::Result<()> {
     let keys = existing_store(flags)?
         .signing_keys()
         .context("read the signing keys")?;
-    let kept = manager_lite::tokens::LONGEST_TOKEN_LIFE.as_secs() as i64;
+    let kept = manager_lite::tokens::RETIRED_KEY_VERIFIES.as_secs() as i64;
     let signing = keys.iter().rev().find(|k| k.retired_at.is_none());
     for k in &keys {
         let state = match k.retired_at {

@@ -26,8 +26,27 @@ use crate::store::{Revocation, RevocationKind, Role, Store, StoreError, StoredKe
 pub const ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 /// The longest access TTL the manager can be configured with (`--access-ttl`).
 pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(86_400);
-/// How long a refresh token is valid (each use rotates it).
-pub const REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a login session lasts: its refresh tokens (each use rotates one) all expire this
+/// long after the login, so a session ends then however often it was refreshed.
+pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How long what the manager issues stays valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Access tokens ([`ACCESS_TTL`] by default).
+    pub access: Duration,
+    /// Login sessions ([`SESSION_TTL`] by default).
+    pub session: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Lifetimes {
+            access: ACCESS_TTL,
+            session: SESSION_TTL,
+        }
+    }
+}
 /// How old this manager's copy of the revocation list may get.
 pub const REVOCATION_REFRESH: Duration = Duration::from_secs(2);
 /// How often the maintenance thread re-reads the signing keys, so a rotation made by another
@@ -101,7 +120,7 @@ struct Keys {
 
 impl Keys {
     /// The keys of `stored` still in use at `now`: the newest unretired one signs; retired ones
-    /// verify until [`LONGEST_TOKEN_LIFE`] after their retirement.
+    /// verify until [`RETIRED_KEY_VERIFIES`] after their retirement.
     fn from_rows(stored: &[StoredKey], now: i64) -> anyhow::Result<Keys> {
         use anyhow::Context;
         let mut keys = KeySet::new();
@@ -124,15 +143,20 @@ impl Keys {
     }
 }
 
+/// How long after its retirement a key verifies: its last tokens' life, plus the reload
+/// bound during which a manager that has not yet seen the rotation still signs with it.
+pub const RETIRED_KEY_VERIFIES: Duration =
+    Duration::from_secs(LONGEST_TOKEN_LIFE.as_secs() + KEY_RELOAD.as_secs());
+
 fn in_use(k: &StoredKey, now: i64) -> bool {
     k.retired_at
-        .is_none_or(|at| now < at.saturating_add(LONGEST_TOKEN_LIFE.as_secs() as i64))
+        .is_none_or(|at| now < at.saturating_add(RETIRED_KEY_VERIFIES.as_secs() as i64))
 }
 
 /// Signs, verifies and revokes tokens.
 #[derive(Debug)]
 pub struct Tokens {
-    access_ttl: Duration,
+    lifetimes: Lifetimes,
     keys: RwLock<Arc<Keys>>,
     /// When the keys were last read from the store.
     keys_read_at: Mutex<Instant>,
@@ -142,9 +166,9 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    /// Loads the signing keys from `store`, creating the first one if there is none; access
-    /// tokens will be valid `access_ttl`.
-    pub fn load(store: &dyn Store, now: i64, access_ttl: Duration) -> anyhow::Result<Tokens> {
+    /// Loads the signing keys from `store`, creating the first one if there is none; what is
+    /// issued lives `lifetimes`.
+    pub fn load(store: &dyn Store, now: i64, lifetimes: Lifetimes) -> anyhow::Result<Tokens> {
         use anyhow::Context;
         let mut stored = store.signing_keys().context("read the signing keys")?;
         if !stored.iter().any(|k| k.retired_at.is_none()) {
@@ -158,7 +182,7 @@ impl Tokens {
             stored = store.signing_keys().context("read the signing keys")?;
         }
         Ok(Tokens {
-            access_ttl,
+            lifetimes,
             keys: RwLock::new(Arc::new(Keys::from_rows(&stored, now)?)),
             keys_read_at: Mutex::new(Instant::now()),
             revoked: RwLock::default(),
@@ -168,7 +192,7 @@ impl Tokens {
 
     /// Makes a new signing key, which signs from now on (here within [`KEY_RELOAD`], on every
     /// replica reading `store` too). The keys it replaces are retired: they keep verifying
-    /// for [`LONGEST_TOKEN_LIFE`], so nobody is logged out — unless `drop_old`, for a key that
+    /// for [`RETIRED_KEY_VERIFIES`], so nobody is logged out — unless `drop_old`, for a key that
     /// may have leaked: then they are deleted, and every token they signed is refused once
     /// the verifiers have reloaded (callers renew theirs with their refresh tokens).
     pub fn rotate(store: &dyn Store, now: i64, drop_old: bool) -> anyhow::Result<String> {
@@ -181,7 +205,7 @@ impl Tokens {
     }
 
     /// Re-reads the keys from the store (another process may have rotated them) and drops
-    /// those retired longer than [`LONGEST_TOKEN_LIFE`]; true when they changed.
+    /// those retired longer than [`RETIRED_KEY_VERIFIES`]; true when they changed.
     pub fn reload_keys(&self, store: &dyn Store, now: i64) -> anyhow::Result<bool> {
         use anyhow::Context;
         *lock(&self.keys_read_at) = Instant::now();
@@ -215,7 +239,12 @@ impl Tokens {
 
     /// How long access tokens are valid.
     pub fn access_ttl(&self) -> Duration {
-        self.access_ttl
+        self.lifetimes.access
+    }
+
+    /// How long a login session lasts.
+    pub fn session_ttl(&self) -> Duration {
+        self.lifetimes.session
     }
 
     /// The id of the key that signs now.
@@ -230,12 +259,16 @@ impl Tokens {
 
     /// Issues an access token for `who` in session `sid`.
     pub fn issue(&self, who: &Principal, sid: &str, now: u64) -> anyhow::Result<(String, Claims)> {
+        // A user revoked this very second (a change of rights just made) would have this
+        // token refused too: it is marked as issued the second after, within the leeway.
+        let revoked = read(&self.revoked).users.get(&who.user_id).copied();
+        let iat = revoked.map_or(now, |at| now.max(at as u64 + 1));
         let claims = Claims {
             sub: who.user_id.clone(),
             cus: who.customer_id.clone(),
             role: who.role,
-            iat: now,
-            exp: now + self.access_ttl.as_secs(),
+            iat,
+            exp: now + self.lifetimes.access.as_secs(),
             jti: conduit_auth::secret::random_id(12)?,
             sid: sid.to_owned(),
         };
@@ -329,15 +362,19 @@ impl Tokens {
         user_id: &str,
         now: u64,
     ) -> Result<(), StoreError> {
+        // Tokens issued since an earlier revocation this second are marked as issued the
+        // second after it (see `issue`): this one must cover them too.
+        let earlier = read(&self.revoked).users.get(user_id).copied();
+        let at = earlier.map_or(now as i64, |e| (now as i64).max(e + 1));
         store.revoke(&Revocation {
             id: user_id.to_owned(),
             kind: RevocationKind::User,
-            revoked_at: now as i64,
-            expires_at: (now + LONGEST_TOKEN_LIFE.as_secs()) as i64,
+            revoked_at: at,
+            expires_at: at + LONGEST_TOKEN_LIFE.as_secs() as i64,
         })?;
         let mut cache = write(&self.revoked);
-        let at = cache.users.entry(user_id.to_owned()).or_insert(now as i64);
-        *at = (*at).max(now as i64);
+        let cached = cache.users.entry(user_id.to_owned()).or_insert(at);
+        *cached = (*cached).max(at);
         drop(cache);
         lock(&self.active)
             .by_jti

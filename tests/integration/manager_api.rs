@@ -58,13 +58,25 @@ fn init_admin(data: &TempDir) {
     );
 }
 
+/// The timing test measures argon2id work against itself: the other manager tests, which
+/// hash too, share this lock and the timing test holds it alone, so that the two cores are
+/// not theirs while it measures.
+static HASHING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn hashing_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    HASHING
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A manager serving a fresh data directory that holds its first admin ([`ADMIN`]): the
 /// directory (removed on drop), the manager, and the directory's path.
-fn manager_with_admin(name: &str) -> (TempDir, Component, String) {
+fn manager_with_admin(name: &str, flags: &[&str]) -> (TempDir, Component, String) {
     let data = TempDir::new(name);
     init_admin(&data);
     let dir = data.0.display().to_string();
-    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let args = [&["--data-dir", dir.as_str()][..], flags].concat();
+    let c = start_component("conduit-manager", &args);
     (data, c, dir)
 }
 
@@ -98,7 +110,8 @@ fn fam(addr: SocketAddr, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 #[test]
 fn identity_tenancy_and_the_metrics_they_drive() {
-    let (_data, c, _) = manager_with_admin("manager-api");
+    let _hashing = hashing_shared();
+    let (_data, c, _) = manager_with_admin("manager-api", &[]);
     let a = c.addr;
 
     // Before any login: no auth or validation samples.
@@ -603,6 +616,7 @@ fn identity_tenancy_and_the_metrics_they_drive() {
 
 #[test]
 fn acknowledged_writes_survive_kill_9() {
+    let _hashing = hashing_shared();
     let data = TempDir::new("manager-kill9");
     init_admin(&data);
     let dir = data.0.display().to_string();
@@ -688,7 +702,8 @@ fn acknowledged_writes_survive_kill_9() {
 
 #[test]
 fn gateways_and_agents_with_their_credentials() {
-    let (_data, c, _) = manager_with_admin("manager-gw");
+    let _hashing = hashing_shared();
+    let (_data, c, _) = manager_with_admin("manager-gw", &[]);
     let a = c.addr;
     let admin = token(&login(a, ADMIN.0, ADMIN.1));
     let gw = |m: &str| format!("/conduit.manager.v1.GatewayService/{m}");
@@ -869,6 +884,7 @@ fn gateways_and_agents_with_their_credentials() {
 /// answers a user of another customer as if the row did not exist.
 #[test]
 fn every_route_refuses_forged_tokens_and_other_tenants() {
+    let _hashing = hashing_shared();
     let data = TempDir::new("manager-forged");
     init_admin(&data);
     let dir = data.0.display().to_string();
@@ -1105,7 +1121,10 @@ fn all_routes_refuse(
 /// within 20 %), and both count toward the throttle, which then refuses with a retry time.
 #[test]
 fn unknown_accounts_cost_what_wrong_passwords_cost_and_both_are_throttled() {
-    let (_data, c, _) = manager_with_admin("manager-timing");
+    let _alone = HASHING
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (_data, c, _) = manager_with_admin("manager-timing", &[]);
     let a = c.addr;
     let admin = token(&login(a, ADMIN.0, ADMIN.1));
     let cust = ok(
@@ -1232,7 +1251,8 @@ fn published_kids(addr: SocketAddr) -> Vec<String> {
 /// old keys' tokens, and a refresh gets a token of the new key.
 #[test]
 fn signing_keys_rotate_without_logging_anyone_out() {
-    let (_data, c, dir) = manager_with_admin("manager-keys");
+    let _hashing = hashing_shared();
+    let (_data, c, dir) = manager_with_admin("manager-keys", &[]);
     let a = c.addr;
     let who = "/conduit.manager.v1.AuthService/WhoAmI";
     let first = token(&login(a, ADMIN.0, ADMIN.1));
@@ -1247,14 +1267,16 @@ fn signing_keys_rotate_without_logging_anyone_out() {
         .trim_end_matches(';')
         .to_owned();
     assert_ne!(k2, k1, "{out}");
-    let both = wait_for(Duration::from_secs(8), Duration::from_millis(100), || {
+    let both = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
         Some(published_kids(a)).filter(|k| k.len() == 2)
+    })
+    .map(|mut k| {
+        k.sort();
+        k
     });
-    assert_eq!(
-        both,
-        Some(vec![k1.clone(), k2.clone()]),
-        "within the 5 s reload"
-    );
+    let mut want = vec![k1.clone(), k2.clone()];
+    want.sort();
+    assert_eq!(both, Some(want), "within the 5 s reload");
     let second = login(a, ADMIN.0, ADMIN.1);
     assert_eq!(kid_of(&token(&second)), k2, "the new key signs");
     ok(a, who, Some(&first), json!({}));
@@ -1279,7 +1301,7 @@ fn signing_keys_rotate_without_logging_anyone_out() {
     .unwrap_or(0.0);
     let out = manager_cli(&dir, &["keys", "rotate", "--drop-old"]);
     assert!(out.contains("the old keys are deleted"), "{out}");
-    let k3 = wait_for(Duration::from_secs(8), Duration::from_millis(100), || {
+    let k3 = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
         Some(published_kids(a)).filter(|k| k.len() == 1 && k[0] != k2)
     })
     .expect("only the newest key published within the 5 s reload");
@@ -1310,7 +1332,8 @@ fn signing_keys_rotate_without_logging_anyone_out() {
 /// change is audited and tenants change nothing.
 #[test]
 fn users_change_and_their_tokens_follow() {
-    let (_data, c, _) = manager_with_admin("manager-users");
+    let _hashing = hashing_shared();
+    let (_data, c, _) = manager_with_admin("manager-users", &[]);
     let a = c.addr;
     let svc = |m: &str| format!("/conduit.manager.v1.UserService/{m}");
     let who = "/conduit.manager.v1.AuthService/WhoAmI";
@@ -1355,6 +1378,36 @@ fn users_change_and_their_tokens_follow() {
     };
     assert_eq!(login_key(&key).0, 200);
 
+    // Neither an API key nor a token it logged in sets passwords (an admin's key included)
+    // or mints keys.
+    let admin_key = ok(
+        a,
+        "/conduit.manager.v1.ApiKeyService/Create",
+        Some(&admin),
+        json!({"name": "admin automation"}),
+    )["apiKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, key_login) = login_key(&admin_key);
+    assert_eq!(status, 200, "{key_login}");
+    for t in [admin_key.clone(), token(&key_login)] {
+        refused(
+            a,
+            &svc("SetPassword"),
+            Some(&t),
+            json!({"userId": op_id, "newPassword": "taken over by a key"}),
+            "permission_denied",
+        );
+        refused(
+            a,
+            "/conduit.manager.v1.ApiKeyService/Create",
+            Some(&t),
+            json!({"name": "successor"}),
+            "permission_denied",
+        );
+    }
+
     // Tenants change no one.
     for (m, body) in [
         ("Update", json!({"userId": op_id, "role": "viewer"})),
@@ -1382,8 +1435,7 @@ fn users_change_and_their_tokens_follow() {
     assert!(fam(a, "manager_active_tokens", &[]).unwrap() < active);
     refused(a, who, Some(&op_token), json!({}), "unauthenticated");
     assert_eq!(login_key(&key).0, 401, "a key above its owner's role");
-    // Tokens issued in the second of the change are refused too (revocations are in seconds).
-    std::thread::sleep(Duration::from_millis(1100));
+    // At once, in the second of the change: the new token is marked as issued after it.
     let renewed = ok(
         a,
         "/conduit.manager.v1.AuthService/Refresh",
@@ -1433,7 +1485,6 @@ fn users_change_and_their_tokens_follow() {
         Some(&admin),
         json!({"userId": op_id, "disabled": false}),
     );
-    std::thread::sleep(Duration::from_millis(1100));
     let op_pair = login(a, email, pw);
     let op_token = token(&op_pair);
 
@@ -1474,7 +1525,6 @@ fn users_change_and_their_tokens_follow() {
         json!({"email": email, "password": pw}),
         "unauthenticated",
     );
-    std::thread::sleep(Duration::from_millis(1100));
     login(a, email, new_pw);
     // An admin sets anyone's, without theirs.
     ok(
@@ -1483,10 +1533,10 @@ fn users_change_and_their_tokens_follow() {
         Some(&admin),
         json!({"userId": op_id, "newPassword": pw}),
     );
-    std::thread::sleep(Duration::from_millis(1100));
     login(a, email, pw);
 
-    // The last enabled admin is neither demoted, disabled nor deleted.
+    // The last enabled admin is neither demoted, disabled nor deleted (deleting oneself is
+    // refused before the store's trigger, which the store's own test covers).
     for body in [
         json!({"userId": admin_id, "role": "operator", "customerId": cust}),
         json!({"userId": admin_id, "disabled": true}),
@@ -1532,11 +1582,20 @@ fn users_change_and_their_tokens_follow() {
         .expect("records")
         .iter()
         .filter_map(|r| r["action"].as_str())
-        .filter(|s| s.starts_with("user_"))
+        .filter(|s| s.starts_with("user."))
         .collect();
-    for action in ["user_update", "user_password", "user_delete"] {
+    for action in ["user.update", "user.password", "user.delete"] {
         assert!(actions.contains(&action), "{action}: {audit}");
     }
+    let demotion = format!("user {op_id}: name, role viewer of {cust}");
+    assert!(
+        audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["detail"] == demotion.as_str()),
+        "{demotion}: {audit}"
+    );
 }
 
 /// Five wrong passwords for one account hold back its next login, even with the right
@@ -1544,7 +1603,8 @@ fn users_change_and_their_tokens_follow() {
 /// An oversized body is refused with 413 and the manager answers on.
 #[test]
 fn one_account_is_throttled_alone_and_oversized_bodies_are_refused() {
-    let (_data, c, _) = manager_with_admin("manager-account-throttle");
+    let _hashing = hashing_shared();
+    let (_data, c, _) = manager_with_admin("manager-account-throttle", &[]);
     let a = c.addr;
     let admin = token(&login(a, ADMIN.0, ADMIN.1));
     let cust = ok(
@@ -1590,7 +1650,8 @@ fn one_account_is_throttled_alone_and_oversized_bodies_are_refused() {
     std::thread::sleep(Duration::from_secs(wait) + Duration::from_millis(100));
     login(a, "v@t.example", "the viewer's secret");
 
-    let huge = vec![b' '; 2 * 1024 * 1024];
+    // One byte past the 1 MiB limit.
+    let huge = vec![b' '; 1024 * 1024 + 1];
     let r = request(
         a,
         "POST",
@@ -1605,4 +1666,44 @@ fn one_account_is_throttled_alone_and_oversized_bodies_are_refused() {
         get(a, "/metrics", &[]).text()
     );
     login(a, ADMIN.0, ADMIN.1);
+}
+
+/// A login session ends at its lifetime however often it is refreshed: rotation renews the
+/// refresh token, never the session.
+#[test]
+fn a_session_ends_at_its_lifetime_however_often_refreshed() {
+    let _hashing = hashing_shared();
+    let (_data, c, _) = manager_with_admin(
+        "manager-session",
+        &["--session-ttl", "3", "--access-ttl", "1"],
+    );
+    let a = c.addr;
+    let mut pair = login(a, ADMIN.0, ADMIN.1);
+    // After the login's answer, so that its second is at or before this one.
+    let start = std::time::Instant::now();
+    let refresh = |pair: &Value| {
+        call(
+            a,
+            "/conduit.manager.v1.AuthService/Refresh",
+            None,
+            &json!({"refreshToken": pair["refreshToken"]}),
+        )
+    };
+    // Refreshed every 0.5 s while the session lasts.
+    while start.elapsed() < Duration::from_millis(2000) {
+        let (status, v) = refresh(&pair);
+        assert_eq!(status, 200, "{v}");
+        pair = v;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_millis(3100).saturating_sub(start.elapsed()));
+    let (status, v) = refresh(&pair);
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "{v}"
+    );
+    // A new login starts a new session.
+    let fresh = login(a, ADMIN.0, ADMIN.1);
+    assert_eq!(refresh(&fresh).0, 200);
 }

@@ -868,7 +868,8 @@ pub mod manager {
         /// `token`, `session`, `agent` or `user` (every token of the user issued at or before
         /// `revokedAt`).
         pub kind: String,
-        /// When, unix seconds.
+        /// When, unix seconds (0 from managers that did not say).
+        #[serde(default)]
         pub revoked_at: i64,
         /// Dropped from the list after this (what it names has expired by then).
         pub expires_at: i64,

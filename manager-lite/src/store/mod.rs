@@ -394,15 +394,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn users(&self, customer_id: Option<&str>, page: &Page) -> StoreResult<Vec<User>>;
     /// Replaces a user's password hash (a rehash on login, a password change).
     fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<()>;
-    /// Changes a user's name, role, customer and standing (the e-mail and id stay).
-    fn update_user(&self, u: &User) -> StoreResult<()>;
+    /// Changes a user's name, role, customer and standing (the e-mail and id stay) from `was`
+    /// to `now`: a [`StoreError::Conflict`] if the row is no longer `was`.
+    fn update_user(&self, was: &User, now: &User) -> StoreResult<()>;
     /// Deletes a user, with their refresh tokens and API keys.
     fn delete_user(&self, id: &str) -> StoreResult<()>;
     /// Revokes every refresh token of a user at `now` (their sessions end at the next
     /// refresh); how many were live.
     fn revoke_user_refresh(&self, user_id: &str, now: i64) -> StoreResult<u64>;
-    /// How many admins exist, disabled or not (first-run set-up creates one when there is
-    /// none).
+    /// How many enabled admins exist (first-run set-up creates one when there is none).
     fn admin_count(&self) -> StoreResult<u64>;
 
     /// Creates a datacenter (idempotent: an existing id is fine).

@@ -497,14 +497,32 @@ impl Store for SqliteStore {
         })
     }
 
-    fn update_user(&self, u: &User) -> StoreResult<()> {
-        self.write(QueryOp::Update, "users", |tx| {
-            changed(tx.execute(
+    fn update_user(&self, was: &User, u: &User) -> StoreResult<()> {
+        let n = self.write(QueryOp::Update, "users", |tx| {
+            tx.execute(
                 "UPDATE users SET name = ?2, role = ?3, customer_id = ?4, disabled_at = ?5 \
-                 WHERE id = ?1",
-                params![u.id, u.name, u.role.as_str(), u.customer_id, u.disabled_at],
-            )?)
-        })
+                 WHERE id = ?1 AND name = ?6 AND role = ?7 AND customer_id IS ?8 \
+                 AND disabled_at IS ?9",
+                params![
+                    u.id,
+                    u.name,
+                    u.role.as_str(),
+                    u.customer_id,
+                    u.disabled_at,
+                    was.name,
+                    was.role.as_str(),
+                    was.customer_id,
+                    was.disabled_at
+                ],
+            )
+        })?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "user {} changed since it was read",
+                was.id
+            )));
+        }
+        Ok(())
     }
 
     fn delete_user(&self, id: &str) -> StoreResult<()> {
@@ -526,9 +544,11 @@ impl Store for SqliteStore {
 
     fn admin_count(&self) -> StoreResult<u64> {
         self.read(QueryOp::Select, "users", |c| {
-            c.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin'", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            c.query_row(
+                "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
         })
     }
@@ -773,7 +793,7 @@ impl Store for SqliteStore {
     fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
         self.read(QueryOp::Select, "signing_keys", |c| {
             let mut st = c.prepare_cached(
-                "SELECT kid, pkcs8, created_at, retired_at FROM signing_keys ORDER BY created_at",
+                "SELECT kid, pkcs8, created_at, retired_at FROM signing_keys ORDER BY created_at, rowid",
             )?;
             let rows = st.query_map([], |r| {
                 Ok(StoredKey {
@@ -1275,14 +1295,21 @@ mod tests {
             disabled_at: Some(5),
             ..user("a1", "a1@x", Role::Admin, None)
         };
-        assert!(last(s.update_user(&disabled).unwrap_err()));
+        let admin = user("a1", "a1@x", Role::Admin, None);
+        assert!(last(s.update_user(&admin, &disabled).unwrap_err()));
         let demoted = user("a1", "a1@x", Role::Operator, Some("c1"));
-        assert!(last(s.update_user(&demoted).unwrap_err()));
+        assert!(last(s.update_user(&admin, &demoted).unwrap_err()));
         assert!(last(s.delete_user("a1").unwrap_err()));
         // With a second enabled admin, the first may go.
         s.create_user(&user("a2", "a2@x", Role::Admin, None), "h")
             .unwrap();
-        s.update_user(&disabled).unwrap();
+        s.update_user(&user("a1", "a1@x", Role::Admin, None), &disabled)
+            .unwrap();
+        // An update from a row that is no longer there is refused.
+        assert!(matches!(
+            s.update_user(&user("a1", "a1@x", Role::Admin, None), &demoted),
+            Err(StoreError::Conflict(m)) if m.contains("changed since")
+        ));
         assert_eq!(s.user("a1").unwrap().disabled_at, Some(5));
         assert!(last(s.delete_user("a2").unwrap_err()));
         s.delete_user("o1").unwrap();
