@@ -191,11 +191,12 @@ async fn poll_one(fleet: &Fleet, metrics: &AgentMetrics, bmc: &Bmc) {
         }
         Err(e) => {
             let previous = fleet.health().record_down(id);
-            metrics.bmc_up.with(&server, |g| g.set(0));
-            // Down: its readings are not current any more.
+            // Down: its readings are not current any more. They go before `up` turns 0, so
+            // that no scrape sees the BMC down with a reading still standing.
             if let Some(p) = &previous {
                 unpublish(metrics, id, &p.sensors);
             }
+            metrics.bmc_up.with(&server, |g| g.set(0));
             // Logged on the transition to down (and on a first failure), not every round.
             if previous.is_none_or(|h| h.up) {
                 log::warn!("{e}");
