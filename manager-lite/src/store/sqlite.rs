@@ -345,7 +345,6 @@ fn insert_refresh_row(c: &Connection, t: &RefreshToken) -> rusqlite::Result<usiz
     )
 }
 
-/// `Ok(())` when a statement changed a row, `NotFound` otherwise.
 /// The page of servers `f` and `page` ask for, as SQL and its arguments. Only the filters
 /// given go into the query, so that SQLite plans each shape on its own: a tenant's page walks
 /// the (customer_id, id) index instead of every server.
@@ -372,6 +371,7 @@ fn servers_query(f: &ServerFilter, page: &Page) -> (String, Vec<rusqlite::types:
     (sql, args)
 }
 
+/// `Ok(())` when a statement changed a row, `NotFound` otherwise.
 fn changed(n: usize) -> rusqlite::Result<()> {
     if n == 0 {
         Err(rusqlite::Error::QueryReturnedNoRows)
