@@ -39,7 +39,9 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use conduit_auth::{Claims, KeySet, Role, SigningKey};
-use conduit_tests::{bin_command, bin_dir, parse_response, start_component, Component, TempDir};
+use conduit_tests::{
+    bin_command, bin_dir, parse_response, proc_counters, start_component, Component, TempDir,
+};
 use manager_lite::identity::password::Passwords;
 use manager_lite::store::sqlite::SqliteStore;
 use manager_lite::store::{Customer, Page, ServerFilter, Store, User};
@@ -348,26 +350,6 @@ struct LoginFigures {
     wrong: Vec<f64>,
     unknown: Vec<f64>,
     first_unknown: Vec<f64>,
-}
-
-/// (minor page faults, CPU seconds) of process `pid` so far, from /proc.
-fn proc_counters(pid: &str) -> (u64, f64) {
-    static CLK_TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let tck = *CLK_TCK.get_or_init(|| {
-        (std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok())
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-    });
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the name: state (0), …, minflt (7), …, utime (11), stime (12).
-    let f: Vec<u64> = (stat.rsplit_once(')').map_or("", |s| s.1).split_whitespace())
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let at = |i: usize| f.get(i).copied().unwrap_or(0);
-    (at(7), (at(11) + at(12)) as f64 / tck)
 }
 
 /// The logins' times (ms), and the manager's minor faults and CPU ms per login.

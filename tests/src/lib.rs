@@ -121,6 +121,27 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// (minor page faults, CPU seconds) of process `pid` (a number or `self`) so far, from /proc.
+/// CPU time is what the process did, whatever else loads the machine.
+pub fn proc_counters(pid: &str) -> (u64, f64) {
+    static CLK_TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let tck = *CLK_TCK.get_or_init(|| {
+        (std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok())
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the name: state (0), …, minflt (7), …, utime (11), stime (12).
+    let f: Vec<u64> = (stat.rsplit_once(')').map_or("", |s| s.1).split_whitespace())
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    (at(7), (at(11) + at(12)) as f64 / tck)
+}
+
 /// A temp directory removed on drop.
 #[derive(Debug)]
 pub struct TempDir(pub PathBuf);
