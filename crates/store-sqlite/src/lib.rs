@@ -10,13 +10,16 @@
 //! - `busy_timeout = 5000`: a writer waiting for another process's lock (a backup, an operator's
 //!   sqlite3 shell) waits up to 5 s, then fails with an error instead of hanging.
 
+pub mod migrations;
+
+use std::fmt;
 use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use rusqlite::{params, Connection, ErrorCode, Row};
 
-use super::*;
+use conduit_store::*;
 
 /// Readers opened at most; more waiters queue.
 const MAX_READERS: usize = 4;

@@ -1,14 +1,12 @@
 //! The manager's storage: typed rows and the one interface every query goes through.
 //!
-//! Services see [`Store`] only; [`sqlite::SqliteStore`] is the embedded default (PostgreSQL
-//! comes later behind the same trait). Every implementation reports each query to a
-//! [`QueryObserver`] (operation, table, outcome, duration): that is what drives the
-//! `manager_db_*` families, without the store knowing about Prometheus.
+//! Services see [`Store`] only; each engine implements it in its own crate
+//! (`conduit-store-sqlite`, the embedded default, and `conduit-store-postgres`). Every
+//! implementation reports each query to a [`QueryObserver`] (operation, table, outcome,
+//! duration): that is what drives the `manager_db_*` families, without the store knowing
+//! about Prometheus.
 //!
 //! Ids are chosen by the caller (random, see `conduit_auth::secret`); times are unix seconds.
-
-pub mod migrations;
-pub mod sqlite;
 
 use std::fmt;
 use std::time::Duration;
@@ -193,7 +191,8 @@ impl RevocationKind {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// The kind a stored label names.
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "token" => Some(RevocationKind::Token),
             "session" => Some(RevocationKind::Session),
