@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::auth::{client_addr, role_rank, unix_now, user_info, Auth, Caller, API_KEY_PREFIX};
+use crate::identity::throttle;
 use crate::metrics::{ManagerMetrics, ServerLabels};
 use crate::store::{
     ApiKey, AuditRecord, Customer, Page, Role, Server, ServerFilter, Store, StoreError, User,
@@ -956,7 +957,8 @@ fn set_password(
     if own {
         // Guesses of the current password with a stolen token count like failed logins.
         let throttle = &mgr.auth.throttle;
-        if let Err(t) = throttle.check(&u.email, caller.addr, Instant::now()) {
+        if let Err(t) = throttle.check(mgr.store(), &u.email, caller.addr, throttle::unix_now_ms())
+        {
             return Err(RpcError::exhausted(
                 "too many wrong passwords; try again later",
                 t.retry_after,
@@ -968,7 +970,7 @@ fn set_password(
             .user_by_email(&u.email)
             .map_err(|e| store_error("user", e))?;
         if current.is_empty() || !mgr.auth.passwords.verify(&stored.password_hash, current) {
-            throttle.failed(&u.email, caller.addr, Instant::now());
+            throttle.failed(mgr.store(), &u.email, caller.addr, throttle::unix_now_ms());
             let refused = Err(RpcError::new(
                 Code::PermissionDenied,
                 "currentPassword: not the current password",

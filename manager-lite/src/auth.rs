@@ -14,7 +14,7 @@ use conduit_http::rpc::{Code, RpcError};
 use conduit_http::Request;
 
 use crate::identity::password::Passwords;
-use crate::identity::throttle::Throttle;
+use crate::identity::throttle::{unix_now_ms, Throttle};
 use crate::metrics::{AuthLabels, AuthMethod, ManagerMetrics};
 use crate::store::{ApiKey, RefreshToken, Role, Store, StoreError, User};
 use crate::tokens::{Principal, Tokens};
@@ -126,9 +126,14 @@ impl Auth {
         self.metrics
             .auth_duration
             .observe(&AuthMethod { method }, start.elapsed().as_secs_f64());
-        self.metrics
-            .active_tokens
-            .set(self.tokens.active_count(unix_now()));
+        self.refresh_active_tokens(unix_now());
+    }
+
+    /// Sets `manager_active_tokens` from the store's rows.
+    pub fn refresh_active_tokens(&self, now: u64) {
+        if let Some(n) = Tokens::active_count(self.store.as_ref(), now) {
+            self.metrics.active_tokens.set(n);
+        }
     }
 
     /// The refusal of a password login the throttle holds back now (counted), if any: checked
@@ -137,7 +142,12 @@ impl Auth {
         let start = Instant::now();
         let t = self
             .throttle
-            .check(&normalize_email(email), addr, start)
+            .check(
+                self.store.as_ref(),
+                &normalize_email(email),
+                addr,
+                unix_now_ms(),
+            )
             .err()?;
         self.count("password", "throttled", start);
         Some(RpcError::exhausted(
@@ -179,7 +189,10 @@ impl Auth {
                 "email (at most 254 bytes) and password (at most 1024 bytes) are required",
             ));
         }
-        if let Err(t) = self.throttle.check(&account, addr, Instant::now()) {
+        if let Err(t) = self
+            .throttle
+            .check(self.store.as_ref(), &account, addr, unix_now_ms())
+        {
             return Err(RpcError::exhausted(
                 "too many failed logins; try again later",
                 t.retry_after,
@@ -204,16 +217,18 @@ impl Auth {
                 c.user
             }
             Some(_) => {
-                self.throttle.failed(&account, addr, Instant::now());
+                self.throttle
+                    .failed(self.store.as_ref(), &account, addr, unix_now_ms());
                 return Err(invalid_credentials());
             }
             None => {
                 self.passwords.verify_unknown_user(password);
-                self.throttle.failed(&account, addr, Instant::now());
+                self.throttle
+                    .failed(self.store.as_ref(), &account, addr, unix_now_ms());
                 return Err(invalid_credentials());
             }
         };
-        self.throttle.succeeded(&account, addr);
+        self.throttle.succeeded(self.store.as_ref(), &account);
         let family = secret::random_id(12).map_err(|e| internal("login", e))?;
         self.issue_pair(&user, &family)
     }
@@ -265,7 +280,7 @@ impl Auth {
         };
         let (token, _) = self
             .tokens
-            .issue(&who, sid, now)
+            .issue(self.store.as_ref(), &who, sid, now)
             .map_err(|e| internal("issue a token", e))?;
         Ok(TokenResponse {
             access_token: token,
@@ -397,9 +412,7 @@ impl Auth {
         self.tokens
             .revoke_session(self.store.as_ref(), sid, now)
             .map_err(|e| internal("revoke", e))?;
-        self.metrics
-            .active_tokens
-            .set(self.tokens.active_count(now));
+        self.refresh_active_tokens(now);
         Ok(())
     }
 
@@ -415,9 +428,7 @@ impl Auth {
         self.tokens
             .revoke_user(self.store.as_ref(), user_id, now)
             .map_err(|e| internal("revoke", e))?;
-        self.metrics
-            .active_tokens
-            .set(self.tokens.active_count(now));
+        self.refresh_active_tokens(now);
         Ok(())
     }
 

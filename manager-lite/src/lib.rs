@@ -115,7 +115,7 @@ pub fn spawn_maintenance(mgr: &Arc<api::Manager>) -> std::io::Result<()> {
             while let Some(mgr) = weak.upgrade() {
                 let now = auth::unix_now();
                 let (m, store) = (&mgr.auth.metrics, mgr.auth.store.as_ref());
-                m.active_tokens.set(mgr.auth.tokens.active_count(now));
+                mgr.auth.refresh_active_tokens(now);
                 m.db_connections.set(store.connections() as i64);
                 mgr.refresh_gateway_gauge();
                 if let Err(e) = mgr.auth.tokens.reload_keys(store, now as i64) {

@@ -11,7 +11,8 @@
 //!   an API key) and is kept until what it names would have expired anyway. Gateways pull the
 //!   list; this manager re-reads it from the store at most [`REVOCATION_REFRESH`] old, so a
 //!   revocation made on another replica holds here within that bound too.
-//! - `manager_active_tokens` counts access tokens issued here, unexpired and unrevoked.
+//! - `manager_active_tokens` counts access tokens unexpired and unrevoked, from the store's
+//!   rows of the tokens issued, so every replica reports the same number.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use conduit_auth::{Claims, KeySet, SigningKey, TokenError, Verifier};
 
-use crate::store::{Revocation, RevocationKind, Role, Store, StoreError, StoredKey};
+use crate::store::{AccessToken, Revocation, RevocationKind, Role, Store, StoreError, StoredKey};
 
 /// How long an access token is valid by default: short, since it is verified offline; refresh
 /// tokens renew it.
@@ -91,23 +92,6 @@ impl RevocationCache {
     }
 }
 
-/// Tokens issued here: jti → (sid, user, expiry), pruned of the expired at most once a second (so
-/// that a burst of logins does not rescan the table on every one).
-#[derive(Debug, Default)]
-struct ActiveTokens {
-    by_jti: HashMap<String, (String, String, u64)>,
-    pruned_at: u64,
-}
-
-impl ActiveTokens {
-    fn prune(&mut self, now: u64) {
-        if self.pruned_at != now {
-            self.by_jti.retain(|_, (_, _, exp)| *exp > now);
-            self.pruned_at = now;
-        }
-    }
-}
-
 /// The keys in use: the one that signs and a verifier of every published key.
 #[derive(Debug)]
 struct Keys {
@@ -161,8 +145,6 @@ pub struct Tokens {
     /// When the keys were last read from the store.
     keys_read_at: Mutex<Instant>,
     revoked: RwLock<RevocationCache>,
-    /// The tokens issued here.
-    active: Mutex<ActiveTokens>,
 }
 
 impl Tokens {
@@ -186,7 +168,6 @@ impl Tokens {
             keys: RwLock::new(Arc::new(Keys::from_rows(&stored, now)?)),
             keys_read_at: Mutex::new(Instant::now()),
             revoked: RwLock::default(),
-            active: Mutex::default(),
         })
     }
 
@@ -257,8 +238,15 @@ impl Tokens {
         self.keys().verifier.keys().to_jwks()
     }
 
-    /// Issues an access token for `who` in session `sid`.
-    pub fn issue(&self, who: &Principal, sid: &str, now: u64) -> anyhow::Result<(String, Claims)> {
+    /// Issues an access token for `who` in session `sid`, recorded in `store` (it counts in
+    /// `manager_active_tokens` while it lives).
+    pub fn issue(
+        &self,
+        store: &dyn Store,
+        who: &Principal,
+        sid: &str,
+        now: u64,
+    ) -> anyhow::Result<(String, Claims)> {
         // A user revoked this very second (a change of rights just made) would have this
         // token refused too: it is marked as issued the second after, within the leeway.
         let revoked = read(&self.revoked).users.get(&who.user_id).copied();
@@ -273,12 +261,13 @@ impl Tokens {
             sid: sid.to_owned(),
         };
         let token = conduit_auth::sign(&self.keys().signing, &claims);
-        let mut active = lock(&self.active);
-        active.prune(now);
-        active.by_jti.insert(
-            claims.jti.clone(),
-            (claims.sid.clone(), claims.sub.clone(), claims.exp),
-        );
+        store.record_access_token(&AccessToken {
+            jti: claims.jti.clone(),
+            session_id: claims.sid.clone(),
+            user_id: claims.sub.clone(),
+            issued_at: claims.iat as i64,
+            expires_at: claims.exp as i64,
+        })?;
         Ok((token, claims))
     }
 
@@ -348,9 +337,6 @@ impl Tokens {
             expires_at: (now + LONGEST_TOKEN_LIFE.as_secs()) as i64,
         })?;
         write(&self.revoked).ids.insert(("session", sid.to_owned()));
-        lock(&self.active)
-            .by_jti
-            .retain(|_, (s, _, exp)| s != sid && *exp > now);
         Ok(())
     }
 
@@ -375,18 +361,19 @@ impl Tokens {
         let mut cache = write(&self.revoked);
         let cached = cache.users.entry(user_id.to_owned()).or_insert(at);
         *cached = (*cached).max(at);
-        drop(cache);
-        lock(&self.active)
-            .by_jti
-            .retain(|_, (_, u, exp)| u != user_id && *exp > now);
         Ok(())
     }
 
-    /// Access tokens issued here that are neither expired nor revoked.
-    pub fn active_count(&self, now: u64) -> i64 {
-        let mut active = lock(&self.active);
-        active.prune(now);
-        active.by_jti.len() as i64
+    /// Access tokens, issued by any replica, that are neither expired nor revoked; `None`
+    /// when the store cannot say (the gauge keeps its last value).
+    pub fn active_count(store: &dyn Store, now: u64) -> Option<i64> {
+        match store.active_access_tokens(now as i64) {
+            Ok(n) => Some(n as i64),
+            Err(e) => {
+                log::warn!("counting the active tokens: {e}");
+                None
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use rusqlite::{params, Connection, ErrorCode, Row};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use conduit_store::*;
 
@@ -763,8 +763,93 @@ impl Store for SqliteStore {
                  revoked_at = max(revoked_at, excluded.revoked_at), \
                  expires_at = max(expires_at, excluded.expires_at)",
                 params![r.id, r.kind.as_str(), r.revoked_at, r.expires_at],
+            )?;
+            let set = "UPDATE access_tokens SET revoked = 1 WHERE";
+            match r.kind {
+                RevocationKind::Token => {
+                    tx.execute(&format!("{set} jti = ?1"), [&r.id])?;
+                }
+                RevocationKind::Session => {
+                    tx.execute(&format!("{set} session_id = ?1"), [&r.id])?;
+                }
+                RevocationKind::User => {
+                    tx.execute(
+                        &format!("{set} user_id = ?1 AND issued_at <= ?2"),
+                        params![r.id, r.revoked_at],
+                    )?;
+                }
+                RevocationKind::Agent => {}
+            }
+            Ok(())
+        })
+    }
+
+    fn record_access_token(&self, t: &AccessToken) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "access_tokens", |tx| {
+            tx.execute(
+                "INSERT INTO access_tokens (jti, session_id, user_id, issued_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![t.jti, t.session_id, t.user_id, t.issued_at, t.expires_at],
             )
             .map(drop)
+        })
+    }
+
+    fn active_access_tokens(&self, now: i64) -> StoreResult<u64> {
+        self.read(QueryOp::Select, "access_tokens", |c| {
+            c.query_row(
+                "SELECT count(*) FROM access_tokens WHERE expires_at > ?1 AND revoked = 0",
+                [now],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+        })
+    }
+
+    fn login_failures(&self, keys: &[&str], since_ms: i64) -> StoreResult<Vec<LoginFailures>> {
+        self.read(QueryOp::Select, "login_failures", |c| {
+            let mut st = c.prepare_cached(
+                "SELECT key, failures, last_at_ms FROM login_failures \
+                 WHERE key = ?1 AND last_at_ms > ?2",
+            )?;
+            let mut found = Vec::new();
+            for key in keys {
+                if let Some(f) = st
+                    .query_row(params![key, since_ms], |r| {
+                        Ok(LoginFailures {
+                            key: r.get(0)?,
+                            failures: r.get(1)?,
+                            last_at_ms: r.get(2)?,
+                        })
+                    })
+                    .optional()?
+                {
+                    found.push(f);
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn login_failed(&self, keys: &[&str], at_ms: i64, since_ms: i64) -> StoreResult<()> {
+        self.write(QueryOp::Insert, "login_failures", |tx| {
+            for key in keys {
+                tx.execute(
+                    "INSERT INTO login_failures (key, failures, last_at_ms) VALUES (?1, 1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET \
+                     failures = CASE WHEN last_at_ms > ?3 THEN failures + 1 ELSE 1 END, \
+                     last_at_ms = max(last_at_ms, excluded.last_at_ms)",
+                    params![key, at_ms, since_ms],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn clear_login_failures(&self, key: &str) -> StoreResult<()> {
+        self.write(QueryOp::Delete, "login_failures", |tx| {
+            tx.execute("DELETE FROM login_failures WHERE key = ?1", [key])
+                .map(drop)
         })
     }
 
@@ -845,13 +930,22 @@ impl Store for SqliteStore {
         let refresh = self.write(QueryOp::Delete, "refresh_tokens", |tx| {
             tx.execute("DELETE FROM refresh_tokens WHERE expires_at <= ?1", [now])
         })?;
+        let access = self.write(QueryOp::Delete, "access_tokens", |tx| {
+            tx.execute("DELETE FROM access_tokens WHERE expires_at <= ?1", [now])
+        })?;
+        let failures = self.write(QueryOp::Delete, "login_failures", |tx| {
+            tx.execute(
+                "DELETE FROM login_failures WHERE last_at_ms < ?1",
+                [(now - LOGIN_FAILURES_KEPT_SECS).saturating_mul(1000)],
+            )
+        })?;
         let keys = self.write(QueryOp::Delete, "signing_keys", |tx| {
             tx.execute(
                 "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?1",
                 [keys_retired_before],
             )
         })?;
-        Ok((revocations + refresh + keys) as u64)
+        Ok((revocations + refresh + access + failures + keys) as u64)
     }
 
     fn create_gateway(&self, g: &Gateway) -> StoreResult<()> {

@@ -158,4 +158,25 @@ DROP TABLE revocations;
 ALTER TABLE revocations_v3 RENAME TO revocations;
 CREATE INDEX revocations_expiry ON revocations(expires_at);
 "#,
+    // 4: state every replica must share: the access tokens issued (counted while live) and
+    // the failed-login counts of the throttle.
+    r#"
+CREATE TABLE access_tokens (
+    jti TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1))
+) STRICT;
+CREATE INDEX access_tokens_expiry ON access_tokens(expires_at);
+CREATE INDEX access_tokens_session ON access_tokens(session_id);
+CREATE INDEX access_tokens_user ON access_tokens(user_id, issued_at);
+CREATE TABLE login_failures (
+    key TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL CHECK (failures > 0),
+    last_at_ms INTEGER NOT NULL
+) STRICT;
+CREATE INDEX login_failures_last ON login_failures(last_at_ms);
+"#,
 ];

@@ -166,6 +166,37 @@ pub struct ApiKey {
     pub revoked_at: Option<i64>,
 }
 
+/// An access token as issued: counted while it is unexpired and unrevoked, the same on every
+/// replica (`manager_active_tokens`). The token itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `sid`: the login session or API key it belongs to.
+    pub session_id: String,
+    /// Its `sub`.
+    pub user_id: String,
+    /// Its `iat`, unix seconds.
+    pub issued_at: i64,
+    /// Its `exp`, unix seconds.
+    pub expires_at: i64,
+}
+
+/// Failed logins counted under one key (an account, or a client network): the throttle's
+/// state, in the store so that every replica throttles alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginFailures {
+    /// The key.
+    pub key: String,
+    /// Failures since the count started.
+    pub failures: u32,
+    /// The last failure, unix milliseconds.
+    pub last_at_ms: i64,
+}
+
+/// How long a failure count is kept after its last failure (longer than any throttle window).
+pub const LOGIN_FAILURES_KEPT_SECS: i64 = 3600;
+
 /// What a revocation names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevocationKind {
@@ -441,7 +472,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Revokes an API key at `now`.
     fn revoke_api_key(&self, id: &str, now: i64) -> StoreResult<()>;
 
-    /// Adds a revocation (idempotent).
+    /// Adds a revocation (idempotent; again, it moves its time forward, never back), and in
+    /// the same transaction stops counting the access tokens it covers.
     fn revoke(&self, r: &Revocation) -> StoreResult<()>;
     /// Every revocation not yet expired at `now`.
     fn revocations(&self, now: i64) -> StoreResult<Vec<Revocation>>;
@@ -453,8 +485,22 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Stores `new` and, in the same transaction, retires every other unretired key at
     /// `new.created_at` — or deletes every other key if `drop_old`.
     fn rotate_signing_key(&self, new: &StoredKey, drop_old: bool) -> StoreResult<()>;
-    /// Deletes what can no longer matter at `now`: expired revocations and refresh tokens,
-    /// and signing keys retired before `keys_retired_before`; how many rows went.
+    /// Records an access token as issued.
+    fn record_access_token(&self, t: &AccessToken) -> StoreResult<()>;
+    /// Access tokens unexpired at `now` that no revocation covers.
+    fn active_access_tokens(&self, now: i64) -> StoreResult<u64>;
+
+    /// The failure counts under `keys` whose last failure is after `since_ms`.
+    fn login_failures(&self, keys: &[&str], since_ms: i64) -> StoreResult<Vec<LoginFailures>>;
+    /// Counts one failed login at `at_ms` under each of `keys`, in one transaction; a count
+    /// whose last failure is at or before `since_ms` starts again from one.
+    fn login_failed(&self, keys: &[&str], at_ms: i64, since_ms: i64) -> StoreResult<()>;
+    /// Forgets the failures under `key` (its login succeeded).
+    fn clear_login_failures(&self, key: &str) -> StoreResult<()>;
+
+    /// Deletes what can no longer matter at `now`: expired revocations, refresh and access
+    /// tokens, failure counts older than [`LOGIN_FAILURES_KEPT_SECS`], and signing keys
+    /// retired before `keys_retired_before`; how many rows went.
     fn purge_expired(&self, now: i64, keys_retired_before: i64) -> StoreResult<u64>;
 
     /// Creates a gateway with its credential.

@@ -1,17 +1,21 @@
-//! Failed-login throttling, per account and per client address, in bounded memory.
+//! Failed-login throttling, per account and per client address, with its counts in the store.
 //!
 //! Per account: after 5 failures within 15 minutes, each further attempt waits a delay that
 //! doubles from 1 s up to 15 min — an online guesser gets a few dozen tries an hour while a
 //! user who mistypes a few times is not locked out. Per client address (IPv6 per /64, as one
 //! host owns a /64): the same after 20 failures, whatever the accounts, which slows a spray of
 //! one password across many accounts. Unknown and known accounts are throttled alike, so the
-//! throttle reveals nothing either. Each table holds at most `max_entries`; when full, the
-//! entry whose last failure is oldest goes first.
+//! throttle reveals nothing either.
+//!
+//! The counts live in the store (`login_failures`), so that a guesser spreading attempts over
+//! several manager replicas meets one throttle. Each costs the failed attempt a write, next to
+//! the argon2 hash it already cost; counts are purged an hour after their last failure, so the
+//! table holds at most what an hour of hashing can fail.
 
-use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::store::{Store, LOGIN_FAILURES_KEPT_SECS};
 
 /// The numbers.
 #[derive(Debug, Clone)]
@@ -24,10 +28,8 @@ pub struct Policy {
     pub base_delay: Duration,
     /// Longest delay.
     pub max_delay: Duration,
-    /// Failures older than this are forgotten.
+    /// Failures older than this are forgotten (at most the store's hour).
     pub window: Duration,
-    /// Entries per table at most.
-    pub max_entries: usize,
 }
 
 impl Default for Policy {
@@ -38,7 +40,6 @@ impl Default for Policy {
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(15 * 60),
             window: Duration::from_secs(15 * 60),
-            max_entries: 100_000,
         }
     }
 }
@@ -61,85 +62,20 @@ pub struct Throttled {
     pub scope: Scope,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    failures: u32,
-    last: Instant,
-}
-
-/// One table: key → entry, plus an index by last failure for eviction.
-#[derive(Debug)]
-struct Table<K> {
-    entries: HashMap<K, Entry>,
-    by_time: BTreeSet<(Instant, K)>,
-}
-
-impl<K: std::hash::Hash + Eq + Ord + Clone> Table<K> {
-    fn new() -> Self {
-        Table {
-            entries: HashMap::new(),
-            by_time: BTreeSet::new(),
-        }
-    }
-
-    /// The entry, dropped when its last failure is outside the window.
-    fn get(&mut self, key: &K, now: Instant, window: Duration) -> Option<Entry> {
-        let e = *self.entries.get(key)?;
-        if now.saturating_duration_since(e.last) >= window {
-            self.remove(key);
-            return None;
-        }
-        Some(e)
-    }
-
-    fn remove(&mut self, key: &K) {
-        if let Some(e) = self.entries.remove(key) {
-            self.by_time.remove(&(e.last, key.clone()));
-        }
-    }
-
-    fn fail(&mut self, key: K, now: Instant, window: Duration, max: usize) {
-        let failures = self.get(&key, now, window).map_or(0, |e| e.failures);
-        self.remove(&key);
-        while self.entries.len() >= max.max(1) {
-            let Some((_, oldest)) = self.by_time.pop_first() else {
-                break;
-            };
-            self.entries.remove(&oldest);
-        }
-        self.by_time.insert((now, key.clone()));
-        self.entries.insert(
-            key,
-            Entry {
-                failures: failures.saturating_add(1),
-                last: now,
-            },
-        );
-    }
-}
-
-/// The throttle.
-#[derive(Debug)]
+/// The throttle: the policy; the counts are the store's.
+#[derive(Debug, Default)]
 pub struct Throttle {
     policy: Policy,
-    accounts: Mutex<Table<String>>,
-    addresses: Mutex<Table<IpAddr>>,
-}
-
-impl Default for Throttle {
-    fn default() -> Self {
-        Throttle::new(Policy::default())
-    }
 }
 
 /// The account key: a normalized e-mail.
 fn account_key(account: &str) -> String {
-    account.trim().to_lowercase()
+    format!("account:{}", account.trim().to_lowercase())
 }
 
 /// The address key: IPv4 as is, IPv6 by its /64 (IPv4-mapped IPv6 as IPv4).
-fn address_key(addr: IpAddr) -> IpAddr {
-    match addr {
+fn address_key(addr: IpAddr) -> String {
+    let net = match addr {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => {
@@ -148,163 +84,191 @@ fn address_key(addr: IpAddr) -> IpAddr {
             }
         },
         v4 => v4,
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    format!("address:{net}")
 }
 
 impl Throttle {
-    /// With `policy`.
-    pub fn new(policy: Policy) -> Self {
-        Throttle {
-            policy,
-            accounts: Mutex::new(Table::new()),
-            addresses: Mutex::new(Table::new()),
-        }
+    /// With `policy` (its window capped at the hour the store keeps counts).
+    pub fn new(mut policy: Policy) -> Self {
+        policy.window = policy
+            .window
+            .min(Duration::from_secs(LOGIN_FAILURES_KEPT_SECS as u64));
+        Throttle { policy }
     }
 
-    /// The wait left before an attempt with `failures` failures, the last at `last`.
-    fn wait(&self, failures: u32, free: u32, last: Instant, now: Instant) -> Option<Duration> {
+    /// The wait left at `now_ms` before an attempt with `failures` failures, the last at
+    /// `last_ms`.
+    fn wait(&self, failures: u32, free: u32, last_ms: i64, now_ms: i64) -> Option<Duration> {
         let over = failures.checked_sub(free)?;
         let delay = self
             .policy
             .base_delay
             .saturating_mul(1u32 << over.min(20))
             .min(self.policy.max_delay);
-        let until = last + delay;
-        (until > now).then(|| until - now)
+        let until = last_ms.saturating_add(delay.as_millis() as i64);
+        (until > now_ms).then(|| Duration::from_millis((until - now_ms) as u64))
     }
 
-    /// Whether an attempt may go ahead now (call before verifying the password).
-    pub fn check(&self, account: &str, addr: IpAddr, now: Instant) -> Result<(), Throttled> {
-        let w = self.policy.window;
-        if let Some(e) = lock(&self.accounts).get(&account_key(account), now, w) {
-            if let Some(retry_after) = self.wait(e.failures, self.policy.account_free, e.last, now)
-            {
-                return Err(Throttled {
-                    retry_after,
-                    scope: Scope::Account,
-                });
+    fn since(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(self.policy.window.as_millis() as i64)
+    }
+
+    /// Whether an attempt may go ahead at `now_ms` (unix ms; call before verifying the
+    /// password). A store that cannot answer lets it through: the login then fails on the
+    /// same store.
+    pub fn check(
+        &self,
+        store: &dyn Store,
+        account: &str,
+        addr: IpAddr,
+        now_ms: i64,
+    ) -> Result<(), Throttled> {
+        let (account, address) = (account_key(account), address_key(addr));
+        let counts = match store.login_failures(&[&account, &address], self.since(now_ms)) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("reading the failed-login counts: {e}");
+                return Ok(());
             }
-        }
-        if let Some(e) = lock(&self.addresses).get(&address_key(addr), now, w) {
-            if let Some(retry_after) = self.wait(e.failures, self.policy.address_free, e.last, now)
-            {
-                return Err(Throttled {
-                    retry_after,
-                    scope: Scope::Address,
-                });
+        };
+        for c in counts {
+            let (free, scope) = if c.key == account {
+                (self.policy.account_free, Scope::Account)
+            } else {
+                (self.policy.address_free, Scope::Address)
+            };
+            if let Some(retry_after) = self.wait(c.failures, free, c.last_at_ms, now_ms) {
+                return Err(Throttled { retry_after, scope });
             }
         }
         Ok(())
     }
 
-    /// Records a failed attempt.
-    pub fn failed(&self, account: &str, addr: IpAddr, now: Instant) {
-        let (w, max) = (self.policy.window, self.policy.max_entries);
-        lock(&self.accounts).fail(account_key(account), now, w, max);
-        lock(&self.addresses).fail(address_key(addr), now, w, max);
+    /// Records a failed attempt at `now_ms`.
+    pub fn failed(&self, store: &dyn Store, account: &str, addr: IpAddr, now_ms: i64) {
+        let keys = [account_key(account), address_key(addr)];
+        let keys = [keys[0].as_str(), keys[1].as_str()];
+        if let Err(e) = store.login_failed(&keys, now_ms, self.since(now_ms)) {
+            log::warn!("counting a failed login: {e}");
+        }
     }
 
     /// Records a success: the account's count is cleared (the address's is not: a spray
     /// that guesses one account right is still a spray).
-    pub fn succeeded(&self, account: &str, _addr: IpAddr) {
-        lock(&self.accounts).remove(&account_key(account));
+    pub fn succeeded(&self, store: &dyn Store, account: &str) {
+        if let Err(e) = store.clear_login_failures(&account_key(account)) {
+            log::warn!("clearing a failed-login count: {e}");
+        }
     }
+}
 
-    /// Entries held (accounts, addresses).
-    pub fn len(&self) -> (usize, usize) {
-        (
-            lock(&self.accounts).entries.len(),
-            lock(&self.addresses).entries.len(),
-        )
-    }
-
-    /// Whether both tables are empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == (0, 0)
-    }
+/// Unix milliseconds now: the throttle's clock.
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::SqliteStore;
 
-    const S: Duration = Duration::from_secs(1);
+    const S: i64 = 1000;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
+    fn store() -> (SqliteStore, std::path::PathBuf) {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("throttle-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = SqliteStore::open(&dir.join("t.db"), std::sync::Arc::new(|_, _, _, _| {})).unwrap();
+        (s, dir)
+    }
+
     #[test]
     fn an_account_locks_after_its_free_failures_with_doubling_delays() {
+        let (st, dir) = store();
         let t = Throttle::default();
-        let t0 = Instant::now();
+        let t0 = 1_700_000_000_000;
         let a = ip("192.0.2.1");
         for i in 0..5 {
-            assert!(t.check("Ann@x.io", a, t0).is_ok(), "attempt {i}");
-            t.failed("ann@x.io ", a, t0);
+            assert!(t.check(&st, "Ann@x.io", a, t0).is_ok(), "attempt {i}");
+            t.failed(&st, "ann@x.io ", a, t0);
         }
         // the sixth failure: 1 s; a seventh: 2 s; the delay is capped at 15 min
-        t.failed("ann@x.io", a, t0);
-        let r = t.check("ANN@x.io", ip("198.51.100.7"), t0).unwrap_err();
-        assert_eq!((r.retry_after, r.scope), (2 * S, Scope::Account));
-        assert!(t.check("ann@x.io", a, t0 + 2 * S).is_ok());
+        t.failed(&st, "ann@x.io", a, t0);
+        let r = t
+            .check(&st, "ANN@x.io", ip("198.51.100.7"), t0)
+            .unwrap_err();
+        assert_eq!(
+            (r.retry_after, r.scope),
+            (Duration::from_secs(2), Scope::Account)
+        );
+        assert!(t.check(&st, "ann@x.io", a, t0 + 2 * S).is_ok());
         for _ in 0..30 {
-            t.failed("ann@x.io", a, t0);
+            t.failed(&st, "ann@x.io", a, t0);
         }
-        let r = t.check("ann@x.io", a, t0).unwrap_err();
-        assert_eq!(r.retry_after, 15 * 60 * S);
+        let r = t.check(&st, "ann@x.io", a, t0).unwrap_err();
+        assert_eq!(r.retry_after, Duration::from_secs(15 * 60));
         // forgotten after the window; a success clears the account
-        assert!(t.check("ann@x.io", a, t0 + 15 * 60 * S).is_ok());
-        t.succeeded("ann@x.io", a);
-        assert!(t.check("ann@x.io", ip("203.0.113.9"), t0).is_ok());
+        assert!(t.check(&st, "ann@x.io", a, t0 + 15 * 60 * S).is_ok());
+        t.succeeded(&st, "ann@x.io");
+        assert!(t.check(&st, "ann@x.io", ip("203.0.113.9"), t0).is_ok());
+        // a count past the window starts again from one
+        for _ in 0..5 {
+            t.failed(&st, "bob@x.io", ip("203.0.113.10"), t0);
+        }
+        t.failed(&st, "bob@x.io", ip("203.0.113.10"), t0 + 16 * 60 * S);
+        assert!(t.check(&st, "bob@x.io", a, t0 + 16 * 60 * S).is_ok());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn one_address_spraying_many_accounts_is_slowed_and_ipv6_counts_per_64() {
+        let (st, dir) = store();
         let t = Throttle::default();
-        let t0 = Instant::now();
+        let t0 = 1_700_000_000_000;
         for i in 0..21 {
             // a different host in the same /64 each time
             let a = ip(&format!("2001:db8:1:2::{:x}", i + 1));
-            t.failed(&format!("user{i}@x.io"), a, t0);
+            t.failed(&st, &format!("user{i}@x.io"), a, t0);
         }
         let r = t
-            .check("fresh@x.io", ip("2001:db8:1:2:ffff::1"), t0)
+            .check(&st, "fresh@x.io", ip("2001:db8:1:2:ffff::1"), t0)
             .unwrap_err();
         assert_eq!(r.scope, Scope::Address);
-        assert!(t.check("fresh@x.io", ip("2001:db8:1:3::1"), t0).is_ok());
-        // unknown and known accounts alike: nothing here knows which exist
-        assert_eq!(t.len().1, 1);
+        assert!(t
+            .check(&st, "fresh@x.io", ip("2001:db8:1:3::1"), t0)
+            .is_ok());
+        // IPv4-mapped IPv6 is the IPv4 address
+        for i in 0..21 {
+            t.failed(&st, &format!("v4user{i}@x.io"), ip("192.0.2.77"), t0);
+        }
+        assert!(t
+            .check(&st, "fresh@x.io", ip("::ffff:192.0.2.77"), t0)
+            .is_err());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
-    fn memory_stays_bounded_and_stale_entries_go_first() {
-        let t = Throttle::new(Policy {
-            max_entries: 1000,
-            ..Policy::default()
-        });
-        let t0 = Instant::now();
+    fn counts_older_than_the_store_keeps_them_are_purged() {
+        let (st, dir) = store();
+        let t = Throttle::default();
+        let t0 = 1_700_000_000_000;
         let a = ip("192.0.2.1");
-        for _ in 0..6 {
-            t.failed("victim@x.io", a, t0 + S);
+        for i in 0..50 {
+            t.failed(&st, &format!("spray{i}@x.io"), a, t0);
         }
-        for i in 0..100_000u32 {
-            t.failed(&format!("spray{i}@x.io"), a, t0 + S);
-        }
-        assert!(t.len().0 <= 1000);
-        let t = Throttle::new(Policy {
-            max_entries: 2,
-            ..Policy::default()
-        });
-        t.failed("old@x.io", a, t0);
-        t.failed("new@x.io", a, t0 + S);
-        t.failed("newer@x.io", a, t0 + 2 * S);
-        let accounts = lock(&t.accounts);
-        assert!(!accounts.entries.contains_key("old@x.io"));
-        assert!(accounts.entries.contains_key("new@x.io"));
+        let purged = st
+            .purge_expired(t0 / 1000 + LOGIN_FAILURES_KEPT_SECS + 1, 0)
+            .unwrap();
+        assert_eq!(purged, 51, "50 accounts and the address");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
