@@ -102,6 +102,13 @@ pub(crate) fn store_error(what: &str, e: StoreError) -> RpcError {
             log::error!("{what}: {m}");
             RpcError::new(Code::Internal, format!("{what}: the database failed"))
         }
+        StoreError::Unavailable(m) => {
+            log::warn!("{what}: the database is unavailable: {m}");
+            RpcError::new(
+                Code::Unavailable,
+                format!("{what}: the database is unavailable; try again"),
+            )
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::identity::password::Passwords;
 use crate::identity::throttle::{unix_now_ms, Throttle};
 use crate::metrics::{AuthLabels, AuthMethod, ManagerMetrics};
 use crate::store::{ApiKey, RefreshToken, Role, Store, StoreError, User};
-use crate::tokens::{Principal, Tokens};
+use crate::tokens::{Principal, Refusal, Tokens};
 use conduit_metrics::labels::Status;
 
 /// Prefix of refresh tokens.
@@ -93,6 +93,25 @@ fn invalid_credentials() -> RpcError {
 fn internal(what: &str, e: impl std::fmt::Display) -> RpcError {
     log::error!("{what}: {e}");
     RpcError::new(Code::Internal, format!("{what} failed"))
+}
+
+/// A caller that cannot be checked now: the database is down.
+fn unavailable_check() -> RpcError {
+    RpcError::new(
+        Code::Unavailable,
+        "the caller cannot be checked now: the database is unavailable; try again",
+    )
+}
+
+/// A store failure where no row can be missing or conflict: `unavailable` when the database
+/// may come back (the API's one mapping), else internal.
+fn db_failure(what: &str, e: StoreError) -> RpcError {
+    match e {
+        e @ (StoreError::Backend(_) | StoreError::Unavailable(_)) => {
+            crate::api::store_error(what, e)
+        }
+        e => internal(what, e),
+    }
 }
 
 /// The API's view of a user.
@@ -201,7 +220,7 @@ impl Auth {
         let found = match self.store.user_by_email(&account) {
             Ok(c) => Some(c),
             Err(StoreError::NotFound) => None,
-            Err(e) => return Err(internal("login", e)),
+            Err(e) => return Err(db_failure("login", e)),
         };
         let user = match found {
             // A disabled account answers as a wrong password does, after the same work.
@@ -240,7 +259,7 @@ impl Auth {
         let refresh = self.new_refresh(user, family, now, ends as i64)?;
         self.store
             .insert_refresh(&refresh.1)
-            .map_err(|e| internal("login", e))?;
+            .map_err(|e| db_failure("login", e))?;
         self.access(user, family, Some(refresh.0), now)
     }
 
@@ -281,7 +300,10 @@ impl Auth {
         let (token, _) = self
             .tokens
             .issue(self.store.as_ref(), &who, sid, now)
-            .map_err(|e| internal("issue a token", e))?;
+            .map_err(|e| match e.downcast::<StoreError>() {
+                Ok(e) => db_failure("issue a token", e),
+                Err(e) => internal("issue a token", e),
+            })?;
         Ok(TokenResponse {
             access_token: token,
             expires_in: self.tokens.access_ttl().as_secs(),
@@ -313,7 +335,7 @@ impl Auth {
         let row = match self.store.refresh(s.id()) {
             Ok(r) => r,
             Err(StoreError::NotFound) => return Err(invalid()),
-            Err(e) => return Err(internal("refresh", e)),
+            Err(e) => return Err(db_failure("refresh", e)),
         };
         if !secret::constant_time_eq(&row.secret_hash, &secret::hash(s.secret())) {
             return Err(invalid());
@@ -325,7 +347,7 @@ impl Auth {
         let user = match self.store.user(&row.user_id) {
             Ok(u) if u.disabled_at.is_none() => u,
             Ok(_) | Err(StoreError::NotFound) => return Err(invalid()),
-            Err(e) => return Err(internal("refresh", e)),
+            Err(e) => return Err(db_failure("refresh", e)),
         };
         // The session's end stays where the login put it: rotation renews the token, never the
         // session, so a stolen session cannot be kept alive forever by refreshing.
@@ -333,7 +355,7 @@ impl Auth {
         let was = self
             .store
             .rotate_refresh(&row.id, now as i64, &next)
-            .map_err(|e| internal("refresh", e))?;
+            .map_err(|e| db_failure("refresh", e))?;
         if was.spent_at.is_some() || was.revoked_at.is_some() {
             self.revoke_session(&row.family_id, now)?;
             log::warn!(
@@ -377,7 +399,7 @@ impl Auth {
         let key = match self.store.api_key(s.id()) {
             Ok(k) => k,
             Err(StoreError::NotFound) => return Err(invalid()),
-            Err(e) => return Err(internal("API key check", e)),
+            Err(e) => return Err(db_failure("API key check", e)),
         };
         // A non-admin key acts for exactly one customer (the schema says so too).
         let scoped = (key.role == Role::Admin) == key.customer_id.is_none();
@@ -389,7 +411,7 @@ impl Auth {
         }
         let user = self.store.user(&key.user_id).map_err(|e| match e {
             StoreError::NotFound => invalid(),
-            e => internal("API key check", e),
+            e => db_failure("API key check", e),
         })?;
         // A key acts with at most its owner's rights now: a disabled owner's keys do nothing,
         // and a key made before its owner was demoted or moved to another customer is refused
@@ -408,10 +430,10 @@ impl Auth {
     pub fn revoke_session(&self, sid: &str, now: u64) -> Result<(), RpcError> {
         self.store
             .revoke_family(sid, now as i64)
-            .map_err(|e| internal("revoke", e))?;
+            .map_err(|e| db_failure("revoke", e))?;
         self.tokens
             .revoke_session(self.store.as_ref(), sid, now)
-            .map_err(|e| internal("revoke", e))?;
+            .map_err(|e| db_failure("revoke", e))?;
         self.refresh_active_tokens(now);
         Ok(())
     }
@@ -423,11 +445,11 @@ impl Auth {
         if refresh {
             self.store
                 .revoke_user_refresh(user_id, now as i64)
-                .map_err(|e| internal("revoke", e))?;
+                .map_err(|e| db_failure("revoke", e))?;
         }
         self.tokens
             .revoke_user(self.store.as_ref(), user_id, now)
-            .map_err(|e| internal("revoke", e))?;
+            .map_err(|e| db_failure("revoke", e))?;
         self.refresh_active_tokens(now);
         Ok(())
     }
@@ -462,9 +484,10 @@ impl Auth {
             return Err(("missing", unauth("missing bearer token")));
         };
         if given.starts_with(&format!("{API_KEY_PREFIX}_")) {
-            let (key, user) = self
-                .check_api_key(given)
-                .map_err(|e| ("invalid_api_key", e))?;
+            let (key, user) = self.check_api_key(given).map_err(|e| match e.code {
+                Code::Unavailable => ("unavailable", e),
+                _ => ("invalid_api_key", e),
+            })?;
             return Ok(Caller {
                 principal: Principal {
                     user_id: user.id,
@@ -480,7 +503,10 @@ impl Auth {
         let claims = self
             .tokens
             .verify(self.store.as_ref(), given, unix_now())
-            .map_err(|e| (e.as_str(), unauth(&format!("access token refused: {e}"))))?;
+            .map_err(|r| match r {
+                Refusal::Token(e) => (e.as_str(), unauth(&format!("access token refused: {e}"))),
+                Refusal::Unavailable => ("unavailable", unavailable_check()),
+            })?;
         let role = claims.role;
         let customer_ok = (role == Role::Admin) == claims.cus.is_none();
         if !customer_ok {

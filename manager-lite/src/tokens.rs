@@ -61,6 +61,21 @@ pub const KEY_RELOAD_ON_MISS: Duration = Duration::from_secs(1);
 pub const LONGEST_TOKEN_LIFE: Duration =
     Duration::from_secs(MAX_ACCESS_TTL.as_secs() + conduit_auth::token::LEEWAY_SECS);
 
+/// Why an access token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The token is bad: its signature, its times, or a revocation.
+    Token(TokenError),
+    /// The revocation list could not be read, so the token cannot be accepted now.
+    Unavailable,
+}
+
+impl From<TokenError> for Refusal {
+    fn from(e: TokenError) -> Self {
+        Refusal::Token(e)
+    }
+}
+
 /// Who a token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -272,7 +287,7 @@ impl Tokens {
     }
 
     /// Verifies an access token: signature, expiry, then the revocation list.
-    pub fn verify(&self, store: &dyn Store, token: &str, now: u64) -> Result<Claims, TokenError> {
+    pub fn verify(&self, store: &dyn Store, token: &str, now: u64) -> Result<Claims, Refusal> {
         let claims = match self.keys().verifier.verify(token, now) {
             // A key made on another replica moments ago: read the keys again, at most once
             // per KEY_RELOAD_ON_MISS, so made-up key ids cannot make every call a query.
@@ -284,8 +299,8 @@ impl Tokens {
             }
             other => other,
         }?;
-        if self.is_revoked(store, &claims, now) {
-            return Err(TokenError::Revoked);
+        if self.is_revoked(store, &claims, now)? {
+            return Err(Refusal::Token(TokenError::Revoked));
         }
         Ok(claims)
     }
@@ -294,7 +309,7 @@ impl Tokens {
         lock(&self.keys_read_at).elapsed() >= KEY_RELOAD_ON_MISS
     }
 
-    fn is_revoked(&self, store: &dyn Store, claims: &Claims, now: u64) -> bool {
+    fn is_revoked(&self, store: &dyn Store, claims: &Claims, now: u64) -> Result<bool, Refusal> {
         let stale = read(&self.revoked)
             .read_at
             .is_none_or(|t| t.elapsed() >= REVOCATION_REFRESH);
@@ -316,14 +331,15 @@ impl Tokens {
                     }
                     cache.read_at = Some(Instant::now());
                 }
-                // Fail closed: without a fresh list nothing is known to be unrevoked.
+                // Fail closed: without a fresh list nothing is known to be unrevoked. The
+                // token may well be good: the caller is told to try again, not to log in.
                 Err(e) => {
                     log::warn!("reading the revocation list: {e}");
-                    return true;
+                    return Err(Refusal::Unavailable);
                 }
             }
         }
-        read(&self.revoked).revokes(claims)
+        Ok(read(&self.revoked).revokes(claims))
     }
 
     /// Revokes every access token of session `sid` (issued until `now`), here and, through the

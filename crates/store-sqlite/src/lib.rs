@@ -154,13 +154,19 @@ impl SqliteStore {
             rusqlite::Error::SqliteFailure(f, m) if f.code == ErrorCode::ConstraintViolation => {
                 StoreError::Conflict(m.unwrap_or_else(|| f.to_string()))
             }
+            // another process (a backup, an sqlite3 shell) held the lock past busy_timeout
+            rusqlite::Error::SqliteFailure(f, m)
+                if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+            {
+                StoreError::Unavailable(format!("{table}: {}", m.unwrap_or_else(|| f.to_string())))
+            }
             other => StoreError::Backend(format!("{table}: {other}")),
         });
         let outcome = match &result {
             Ok(_) => "ok",
             Err(StoreError::NotFound) => "not_found",
             Err(StoreError::Conflict(_)) => "conflict",
-            Err(StoreError::Backend(_)) => "error",
+            Err(StoreError::Backend(_) | StoreError::Unavailable(_)) => "error",
         };
         (self.observe)(op, table, outcome, start.elapsed());
         result

@@ -353,8 +353,18 @@ pub enum StoreError {
     NotFound,
     /// A unique key or reference was violated (e.g. an e-mail already taken).
     Conflict(String),
-    /// The database failed (I/O, corruption, busy past the timeout).
+    /// The database failed (corruption, a bug, a refused statement).
     Backend(String),
+    /// The database cannot be reached or is busy past its timeouts; the same call may
+    /// succeed later (the API answers `unavailable`).
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -363,6 +373,7 @@ impl fmt::Display for StoreError {
             StoreError::NotFound => f.write_str("not found"),
             StoreError::Conflict(m) => write!(f, "conflict: {m}"),
             StoreError::Backend(m) => write!(f, "database: {m}"),
+            StoreError::Unavailable(m) => write!(f, "database unavailable: {m}"),
         }
     }
 }
