@@ -50,8 +50,39 @@ pub fn query_observer(metrics: Arc<ManagerMetrics>) -> QueryObserver {
     })
 }
 
-/// Opens the SQLite store at `path` (creating its directory), reporting to `metrics`.
-pub fn open_store(path: &Path, metrics: Arc<ManagerMetrics>) -> anyhow::Result<Arc<dyn Store>> {
+/// PostgreSQL connections a manager opens by default (`--db-connections`).
+pub const DEFAULT_DB_CONNECTIONS: usize = 8;
+
+/// Opens the store of `db` (creating a SQLite file's directory; applying pending migrations),
+/// reporting to `metrics`; a PostgreSQL pool holds at most `connections`.
+pub fn open_store(
+    db: &store::Database,
+    connections: usize,
+    metrics: Arc<ManagerMetrics>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match db {
+        store::Database::Sqlite(path) => Arc::new(open_sqlite(path, metrics.clone())?),
+        store::Database::Postgres { url, password } => {
+            let mut config =
+                conduit_pg::Config::parse(url).map_err(|e| anyhow::anyhow!("--database: {e}"))?;
+            if let Some(p) = password {
+                config.set_password(p.as_str());
+            }
+            let observer = query_observer(metrics.clone());
+            Arc::new(
+                store::postgres::PgStore::with_config(config, connections, observer)
+                    .with_context(|| format!("open the database {db}"))?,
+            )
+        }
+    };
+    metrics.db_connections.set(store.connections() as i64);
+    Ok(store)
+}
+
+fn open_sqlite(
+    path: &Path,
+    metrics: Arc<ManagerMetrics>,
+) -> anyhow::Result<store::sqlite::SqliteStore> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     // The database holds the signing keys and every hash: readable by the manager's user only.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -61,7 +92,7 @@ pub fn open_store(path: &Path, metrics: Arc<ManagerMetrics>) -> anyhow::Result<A
             .create(dir)
             .with_context(|| format!("create the data directory {}", dir.display()))?;
     }
-    let store = store::sqlite::SqliteStore::open(path, query_observer(metrics.clone()))
+    let store = store::sqlite::SqliteStore::open(path, query_observer(metrics))
         .with_context(|| format!("open the database {}", path.display()))?;
     for suffix in ["", "-wal", "-shm"] {
         let f = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
@@ -70,8 +101,7 @@ pub fn open_store(path: &Path, metrics: Arc<ManagerMetrics>) -> anyhow::Result<A
                 .with_context(|| format!("restrict {}", f.display()))?;
         }
     }
-    metrics.db_connections.set(store.connections() as i64);
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 /// The manager on `store`: keys loaded, pools started, gauges set from the rows; what it
@@ -100,8 +130,9 @@ pub fn manager(
     Ok(mgr)
 }
 
-/// What changes with time alone, every [`tokens::KEY_RELOAD`]: the gauges (access tokens
-/// expire, gateways fall silent, the store opens readers as load comes), the signing keys
+/// What changes with time alone or on another replica, every [`tokens::KEY_RELOAD`]: the
+/// gauges (access tokens expire, gateways fall silent, the store opens readers as load comes,
+/// another manager on the same PostgreSQL changes servers), the signing keys
 /// (another process may have rotated them), and rows that can no longer matter (expired
 /// revocations and refresh tokens, keys retired past every token they signed), purged once
 /// a minute.
@@ -117,6 +148,8 @@ pub fn spawn_maintenance(mgr: &Arc<api::Manager>) -> std::io::Result<()> {
                 let (m, store) = (&mgr.auth.metrics, mgr.auth.store.as_ref());
                 mgr.auth.refresh_active_tokens(now);
                 m.db_connections.set(store.connections() as i64);
+                // another replica may have changed the rows these count
+                mgr.refresh_server_gauge();
                 mgr.refresh_gateway_gauge();
                 if let Err(e) = mgr.auth.tokens.reload_keys(store, now as i64) {
                     log::warn!("reloading the signing keys: {e:#}");

@@ -1,10 +1,12 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use conduit_service as service;
 use manager_lite::metrics::ManagerMetrics;
+use manager_lite::store::{Database, Store};
 
 #[global_allocator]
 static ALLOC: conduit_metrics::heap::CountingAllocator = conduit_metrics::heap::CountingAllocator;
@@ -27,7 +29,13 @@ Usage: conduit-manager [OPTIONS]                 Serve the API, /metrics and /he
 
 const FLAGS: &str = "  --data-dir DIR             Where the manager keeps its database (default
                              ./conduit-manager-data)
-  --database FILE            The SQLite database (default DIR/manager.db)
+  --database FILE|URL        The SQLite database file (default DIR/manager.db), or a
+                             PostgreSQL URL postgres://USER@HOST:PORT/DB (several managers
+                             on one PostgreSQL share everything; see README)
+  --db-password-file FILE    PostgreSQL: the password, read from FILE (one line), so that it
+                             is not on the command line; a password in the URL also works
+  --db-connections N         PostgreSQL connections this manager opens at most (default 8;
+                             1 to 256). SQLite always uses one writer and up to 4 readers
   --demo                     On an empty database, create a demo admin, two customers with
                              an operator and a viewer each, and a few servers; print their
                              random passwords once
@@ -43,7 +51,9 @@ const FLAGS: &str = "  --data-dir DIR             Where the manager keeps its da
 #[derive(Debug, Default)]
 struct Flags {
     data_dir: Option<PathBuf>,
-    database: Option<PathBuf>,
+    database: Option<String>,
+    db_connections: Option<usize>,
+    db_password_file: Option<PathBuf>,
     demo: bool,
     access_ttl: Option<u64>,
     session_ttl: Option<u64>,
@@ -62,13 +72,32 @@ impl Flags {
         }
     }
 
-    fn database(&self) -> PathBuf {
-        self.database.clone().unwrap_or_else(|| {
-            self.data_dir
-                .clone()
-                .unwrap_or_else(|| "conduit-manager-data".into())
-                .join("manager.db")
-        })
+    fn database(&self) -> anyhow::Result<Database> {
+        let mut db = match &self.database {
+            Some(spec) => Database::parse(spec),
+            None => Database::Sqlite(
+                self.data_dir
+                    .clone()
+                    .unwrap_or_else(|| "conduit-manager-data".into())
+                    .join("manager.db"),
+            ),
+        };
+        if let Some(file) = &self.db_password_file {
+            let Database::Postgres { password, .. } = &mut db else {
+                anyhow::bail!("--db-password-file is for a PostgreSQL --database");
+            };
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("read --db-password-file {}", file.display()))?;
+            *password = Some(text.lines().next().unwrap_or_default().to_owned());
+        }
+        Ok(db)
+    }
+
+    fn open(&self, metrics: std::sync::Arc<ManagerMetrics>) -> anyhow::Result<Arc<dyn Store>> {
+        let connections = self
+            .db_connections
+            .unwrap_or(manager_lite::DEFAULT_DB_CONNECTIONS);
+        manager_lite::open_store(&self.database()?, connections, metrics)
     }
 }
 
@@ -79,7 +108,19 @@ fn main() -> ExitCode {
     let (args, words) = match service::parse_args(&info, &usage, |name, p| {
         match name {
             "data-dir" => flags.data_dir = Some(service::flag_value(name, p)?.into()),
-            "database" => flags.database = Some(service::flag_value(name, p)?.into()),
+            "database" => flags.database = Some(service::flag_value(name, p)?),
+            "db-password-file" => {
+                flags.db_password_file = Some(service::flag_value(name, p)?.into())
+            }
+            "db-connections" => {
+                let v = service::flag_value(name, p)?;
+                let n: usize = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .with_context(|| format!("--db-connections {v:?}: a number from 1 to 256"))?;
+                flags.db_connections = Some(n);
+            }
             "demo" => flags.demo = true,
             "access-ttl" => {
                 let v = service::flag_value(name, p)?;
@@ -131,14 +172,15 @@ fn serve(args: service::ServeArgs, flags: &Flags) -> anyhow::Result<()> {
             args.listen
         );
     }
-    let db = flags.database();
+    let db = flags.database()?;
     let mut built = None;
     let (stack, _metrics) = service::Stack::build(
         manager_lite::INFO,
         args,
         |b| std::sync::Arc::new(ManagerMetrics::register(b)),
         |router, metrics| {
-            let mgr = manager_lite::open_store(&db, metrics.clone())
+            let mgr = flags
+                .open(metrics.clone())
                 .and_then(|store| manager_lite::manager(store, metrics.clone(), flags.lifetimes()));
             match mgr {
                 Ok(mgr) => {
@@ -154,7 +196,7 @@ fn serve(args: service::ServeArgs, flags: &Flags) -> anyhow::Result<()> {
         },
     );
     let mgr = built.context("the manager was not built")??;
-    log::info!("database {}", db.display());
+    log::info!("database: {db}");
     if flags.demo {
         let creds = manager_lite::demo::seed(&mgr).context("seed the demo data")?;
         if creds.is_empty() {
@@ -186,12 +228,12 @@ fn init(flags: &Flags) -> anyhow::Result<()> {
         }
     };
     let password = password.trim_end_matches(['\r', '\n']);
-    let db = flags.database();
+    let db = flags.database()?;
     let metrics = offline_metrics();
-    let store = manager_lite::open_store(&db, metrics.clone())?;
+    let store = flags.open(metrics.clone())?;
     let mgr = manager_lite::manager(store, metrics, flags.lifetimes())?;
     let id = manager_lite::demo::init_admin(&mgr, email, password)?;
-    println!("created admin {email} (user id {id}) in {}", db.display());
+    println!("created admin {email} (user id {id}) in {db}");
     Ok(())
 }
 
@@ -207,10 +249,11 @@ fn offline_metrics() -> std::sync::Arc<ManagerMetrics> {
 }
 
 /// The store of an existing database, for the commands that work on one.
-fn existing_store(flags: &Flags) -> anyhow::Result<std::sync::Arc<dyn manager_lite::store::Store>> {
-    let db = flags.database();
-    anyhow::ensure!(db.exists(), "no database at {}", db.display());
-    manager_lite::open_store(&db, offline_metrics())
+fn existing_store(flags: &Flags) -> anyhow::Result<Arc<dyn Store>> {
+    if let Database::Sqlite(path) = flags.database()? {
+        anyhow::ensure!(path.exists(), "no database at {}", path.display());
+    }
+    flags.open(offline_metrics())
 }
 
 fn keys_list(flags: &Flags) -> anyhow::Result<()> {
@@ -243,7 +286,13 @@ fn keys_rotate(flags: &Flags) -> anyhow::Result<()> {
 }
 
 fn check(flags: &Flags) -> anyhow::Result<()> {
-    let db = flags.database();
+    let db = match flags.database()? {
+        Database::Sqlite(path) => path,
+        Database::Postgres { .. } => anyhow::bail!(
+            "check verifies a SQLite file; PostgreSQL checks its own pages (data checksums, \
+             amcheck)"
+        ),
+    };
     anyhow::ensure!(db.exists(), "no database at {}", db.display());
     let store =
         manager_lite::store::sqlite::SqliteStore::open(&db, std::sync::Arc::new(|_, _, _, _| {}))?;

@@ -22,6 +22,10 @@
 //! 4. Acknowledged writes per second: CustomerService.Create in sequence and from 4 clients
 //!    at once. Floor: rusqlite INSERTs with the store's pragmas (WAL, synchronous = FULL), one
 //!    transaction each, in-process, in the same directory.
+//! 5. The engines, same machine, same run: acknowledged writes per second (1 and 4 clients)
+//!    and login p50/p99 (`ENGINE_LOGINS` users) on SQLite, on PostgreSQL 15 (a server of the
+//!    bench's own, on loopback), and on two manager replicas sharing one PostgreSQL (clients
+//!    and logins spread over both). The comparison is SQLite's figures in this run.
 //!
 //! Set-up goes around the API for speed, and says so: the first admin by `conduit-manager
 //! init`; customers and users (hashed with the manager's own `Passwords`) through the store
@@ -40,7 +44,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use conduit_auth::{Claims, KeySet, Role, SigningKey};
 use conduit_tests::{
-    bin_command, bin_dir, parse_response, proc_counters, start_component, Component, TempDir,
+    bin_command, bin_dir, parse_response, postgres, proc_counters, start_component, Component,
+    TempDir,
 };
 use manager_lite::identity::password::Passwords;
 use manager_lite::store::sqlite::SqliteStore;
@@ -223,10 +228,11 @@ fn verdict(met: bool) -> &'static str {
 
 // ---- set-up ---------------------------------------------------------------------------------
 
-fn init_admin(data: &TempDir) {
+fn init_admin(data: &TempDir, flags: &[&str]) {
     let mut child = bin_command("conduit-manager")
         .arg("--data-dir")
         .arg(&data.0)
+        .args(flags)
         .args(["init", "--email", ADMIN.0])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -336,11 +342,9 @@ fn populate(db: &Path) -> Vec<String> {
     customers
 }
 
-fn start_manager(data: &TempDir) -> Component {
-    start_component(
-        "conduit-manager",
-        &["--data-dir", data.0.to_str().expect("utf-8")],
-    )
+fn start_manager(data: &TempDir, flags: &[&str]) -> Component {
+    let dir = ["--data-dir", data.0.to_str().expect("utf-8")];
+    start_component("conduit-manager", &[&dir[..], flags].concat())
 }
 
 // ---- 1. login -------------------------------------------------------------------------------
@@ -373,10 +377,15 @@ fn logins(mgr: &Component) -> (Vec<f64>, f64, f64) {
 
 /// Each batch on a fresh manager: one unknown-e-mail login (timed apart: it makes the dummy
 /// hash), then PAIRS wrong-password and unknown-e-mail logins, alternating which goes first.
+/// The throttle's counts are in the database: each batch starts with them deleted (around
+/// the API, like the rest of the set-up).
 fn failures(data: &TempDir, fig: &mut LoginFigures) {
     let mut account = 0;
     for batch in 0..BATCHES {
-        let mgr = start_manager(data);
+        rusqlite::Connection::open(data.0.join("manager.db"))
+            .and_then(|c| c.execute("DELETE FROM login_failures", []))
+            .expect("forget the failed logins");
+        let mgr = start_manager(data, &[]);
         let mut c = Client::new(mgr.addr);
         let mut timed = |email: &str, password: &str| {
             let start = Instant::now();
@@ -468,12 +477,17 @@ fn verification(dir: &TempDir) -> ([f64; 4], usize) {
         customer_id: claims.cus.clone(),
         role: Role::Operator,
     };
-    let (mgr_jwt, _) = tokens.issue(&who, &claims.sid, now).expect("issue");
+    let (mgr_jwt, _) = tokens.issue(&store, &who, &claims.sid, now).expect("issue");
     let mut manager = || {
         black_box(tokens.verify(&store, black_box(&mgr_jwt), now)).expect("valid");
     };
     let fresh: Vec<String> = (0..2 * conduit_auth::verifier::REMEMBERED)
-        .map(|_| tokens.issue(&who, &claims.sid, now).expect("issue").0)
+        .map(|_| {
+            tokens
+                .issue(&store, &who, &claims.sid, now)
+                .expect("issue")
+                .0
+        })
         .collect();
     let mut turn = 0;
     let mut manager_new = || {
@@ -602,13 +616,111 @@ fn plan(db: &Path, tenant: Option<&str>) -> String {
     store.servers_plan(&filter, &page).expect("plan")
 }
 
+// ---- 5. engines ------------------------------------------------------------------------------
+
+/// Users each engine's logins are timed with.
+const ENGINE_LOGINS: usize = 40;
+
+/// One configuration's figures: (writes/s with 1 client, with CLIENTS clients, login p50,
+/// login p99 in ms).
+fn engine_figures(managers: &[&Component]) -> (f64, f64, f64, f64) {
+    let addrs: Vec<SocketAddr> = managers.iter().map(|m| m.addr).collect();
+    let mut c = Client::new(addrs[0]);
+    let (status, v) = c.login(ADMIN.0, ADMIN.1);
+    assert_eq!(status, 200, "admin login: {v}");
+    let admin = token(&v);
+    let cust = c.ok(
+        "CustomerService/Create",
+        Some(&admin),
+        json!({"name": "engine bench"}),
+    )["customerId"]
+        .clone();
+    for i in 0..ENGINE_LOGINS {
+        c.ok(
+            "UserService/Create",
+            Some(&admin),
+            json!({"email": user_email(i), "password": user_password(i), "role": "viewer",
+                   "customerId": cust}),
+        );
+    }
+    // Logins in turn on each manager, one connection each.
+    let mut clients: Vec<Client> = addrs.iter().map(|&a| Client::new(a)).collect();
+    let mut times = Vec::new();
+    for i in 0..ENGINE_LOGINS {
+        let c = &mut clients[i % addrs.len()];
+        let start = Instant::now();
+        let (status, v) = c.login(&user_email(i), &user_password(i));
+        times.push(ms(start.elapsed()));
+        assert_eq!(status, 200, "login: {v}");
+    }
+    let one = creates(&addrs, &admin, 1);
+    let many = creates(&addrs, &admin, CLIENTS);
+    (one, many, pct(&times, 0.5), pct(&times, 0.99))
+}
+
+/// SQLite, PostgreSQL, and two replicas on one PostgreSQL, each on a fresh database.
+fn engines(rows: &mut Vec<Row>) {
+    let mut configs: Vec<(String, (f64, f64, f64, f64))> = Vec::new();
+    {
+        let data = TempDir::new("bench-engine-sqlite");
+        init_admin(&data, &[]);
+        let m = start_manager(&data, &[]);
+        configs.push(("SQLite (synchronous = FULL)".into(), engine_figures(&[&m])));
+    }
+    if !postgres::Postgres::available() {
+        println!("engines: PostgreSQL 15 is not installed; SQLite only");
+    } else {
+        let pg = postgres::Postgres::start();
+        let url = pg.url();
+        let flags = ["--database", url.as_str()];
+        let data = TempDir::new("bench-engine-pg");
+        init_admin(&data, &flags);
+        let m = start_manager(&data, &flags);
+        configs.push(("PostgreSQL 15, one manager".into(), engine_figures(&[&m])));
+        drop(m);
+        let pg2 = postgres::Postgres::start();
+        let url2 = pg2.url();
+        let flags2 = ["--database", url2.as_str()];
+        let (d1, d2) = (
+            TempDir::new("bench-engine-r1"),
+            TempDir::new("bench-engine-r2"),
+        );
+        init_admin(&d1, &flags2);
+        let (r1, r2) = (start_manager(&d1, &flags2), start_manager(&d2, &flags2));
+        configs.push((
+            "PostgreSQL 15, two replicas".into(),
+            engine_figures(&[&r1, &r2]),
+        ));
+    }
+    let sqlite = configs[0].1;
+    for (what, (one, many, l50, l99)) in &configs {
+        rows.push(row(
+            &format!("{what}: writes 1 / {CLIENTS} clients"),
+            format!("{one:.0} / {many:.0} /s"),
+            &format!("SQLite: {:.0} / {:.0} /s", sqlite.0, sqlite.1),
+            format!("{:.2}x / {:.2}x", one / sqlite.0, many / sqlite.1),
+            "(report)".into(),
+        ));
+        rows.push(row(
+            &format!("{what}: login p50 / p99 ({ENGINE_LOGINS})"),
+            format!("{l50:.1} / {l99:.1} ms"),
+            &format!("SQLite: {:.1} / {:.1} ms", sqlite.2, sqlite.3),
+            format!("{:.2}x", l99 / sqlite.3),
+            format!("p99 <= 100 ms: {}", verdict(*l99 <= 100.0)),
+        ));
+    }
+}
+
 // ---- 4. acknowledged writes -------------------------------------------------------------------
 
-fn creates(addr: SocketAddr, admin: &str, clients: usize) -> f64 {
+/// CustomerService.Create from `clients` clients at once, client `t` calling manager
+/// `t mod n`; acknowledged writes per second.
+fn creates(addrs: &[SocketAddr], admin: &str, clients: usize) -> f64 {
     let start = Instant::now();
     let total: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
             .map(|t| {
+                let addr = addrs[t % addrs.len()];
                 s.spawn(move || {
                     let mut c = Client::new(addr);
                     let mut n = 0;
@@ -673,12 +785,12 @@ fn main() {
     );
     let data = TempDir::new("bench-manager");
     let db = data.0.join("manager.db");
-    init_admin(&data);
+    init_admin(&data, &[]);
     let customers = populate(&db);
     let mut rows = Vec::new();
 
     // 1. Logins.
-    let mgr = start_manager(&data);
+    let mgr = start_manager(&data, &[]);
     let mut c = Client::new(mgr.addr);
     let (status, v) = c.login(ADMIN.0, ADMIN.1);
     assert_eq!(status, 200, "admin login: {v}");
@@ -734,8 +846,8 @@ fn main() {
     ));
 
     // 4. Acknowledged writes.
-    let seq = creates(mgr.addr, &admin, 1);
-    let conc = creates(mgr.addr, &admin, CLIENTS);
+    let seq = creates(&[mgr.addr], &admin, 1);
+    let conc = creates(&[mgr.addr], &admin, CLIENTS);
     let raw = raw_inserts(&data);
     rows.push(row(
         "CustomerService.Create, 1 client",
@@ -754,7 +866,7 @@ fn main() {
     drop(c);
     drop(mgr);
 
-    // 1, continued: failures, on fresh managers (the throttle lives in memory).
+    // 1, continued: failures, on fresh managers.
     failures(&data, &mut fig);
     let (w, u) = (median(&fig.wrong), median(&fig.unknown));
     let diff = (u - w).abs() / w;
@@ -792,6 +904,9 @@ fn main() {
         format!("{:.0}%", 100.0 * manager_new / ring),
         format!(">= 20k/s: {}", verdict(manager_new >= 20_000.0)),
     ));
+
+    // 5. The engines.
+    engines(&mut rows);
 
     let width = |f: fn(&Row) -> &str, head: &str| {
         rows.iter()

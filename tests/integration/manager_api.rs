@@ -1,5 +1,6 @@
 //! The manager-lite binary: first-run admin, logins, tokens, tenancy, and the metrics each of
-//! those events drives — against the release binary and its SQLite file.
+//! those events drives — against the release binary, every story on both engines: its
+//! SQLite file and a PostgreSQL server of the test's own (`sqlite::…` and `postgres::…`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,10 +10,15 @@ use std::time::Duration;
 use conduit_tests::*;
 use serde_json::{json, Value};
 
-const ADMIN: (&str, &str) = ("root@example.com", "correct horse battery staple");
+pub(crate) const ADMIN: (&str, &str) = ("root@example.com", "correct horse battery staple");
 
 /// One Connect call: `(HTTP status, JSON body)`.
-fn call(addr: SocketAddr, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+pub(crate) fn call(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("Content-Type", "application/json")];
     if let Some(a) = &auth {
@@ -24,25 +30,83 @@ fn call(addr: SocketAddr, path: &str, token: Option<&str>, body: &Value) -> (u16
 }
 
 /// A call that must succeed.
-fn ok(addr: SocketAddr, path: &str, token: Option<&str>, body: Value) -> Value {
+pub(crate) fn ok(addr: SocketAddr, path: &str, token: Option<&str>, body: Value) -> Value {
     let (status, v) = call(addr, path, token, &body);
     assert_eq!(status, 200, "{path} {body}: {v}");
     v
 }
 
 /// A call that must fail with Connect code `code`.
-fn refused(addr: SocketAddr, path: &str, token: Option<&str>, body: Value, code: &str) -> Value {
+pub(crate) fn refused(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+    code: &str,
+) -> Value {
     let (status, v) = call(addr, path, token, &body);
     assert_ne!(status, 200, "{path} {body} must be refused: {v}");
     assert_eq!(v["code"], code, "{path} {body}: {v}");
     v
 }
 
+/// Which engine a story runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A manager's database: a data directory and, on PostgreSQL, a server of the test's own
+/// (stopped on drop).
+pub(crate) struct Db {
+    _data: TempDir,
+    pub pg: Option<conduit_tests::postgres::Postgres>,
+    args: Vec<String>,
+}
+
+impl Db {
+    pub(crate) fn new(engine: Engine, name: &str) -> Db {
+        let data = TempDir::new(name);
+        let mut args = vec!["--data-dir".to_owned(), data.0.display().to_string()];
+        let pg = (engine == Engine::Postgres).then(conduit_tests::postgres::Postgres::start);
+        if let Some(pg) = &pg {
+            args.extend(["--database".to_owned(), pg.url()]);
+        }
+        Db {
+            _data: data,
+            pg,
+            args,
+        }
+    }
+
+    /// Another data directory on the same PostgreSQL database: a second replica's.
+    pub(crate) fn replica(&self, name: &str) -> Db {
+        let data = TempDir::new(name);
+        let mut args = self.args.clone();
+        args[1] = data.0.display().to_string();
+        Db {
+            _data: data,
+            pg: None,
+            args,
+        }
+    }
+
+    /// The flags that point a manager (serving or a command) at this database.
+    pub(crate) fn args(&self) -> Vec<&str> {
+        self.args.iter().map(String::as_str).collect()
+    }
+
+    /// A serving manager on this database, with `flags` too.
+    pub(crate) fn start(&self, flags: &[&str]) -> Component {
+        start_component("conduit-manager", &[&self.args()[..], flags].concat())
+    }
+}
+
 /// `conduit-manager init` with the password on stdin.
-fn init_admin(data: &TempDir) {
+pub(crate) fn init_admin(db: &Db) {
     let mut child = bin_command("conduit-manager")
-        .arg("--data-dir")
-        .arg(&data.0)
+        .args(db.args())
         .args(["init", "--email", ADMIN.0])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -63,24 +127,22 @@ fn init_admin(data: &TempDir) {
 /// not theirs while it measures.
 static HASHING: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-fn hashing_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+pub(crate) fn hashing_shared() -> std::sync::RwLockReadGuard<'static, ()> {
     HASHING
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A manager serving a fresh data directory that holds its first admin ([`ADMIN`]): the
-/// directory (removed on drop), the manager, and the directory's path.
-fn manager_with_admin(name: &str, flags: &[&str]) -> (TempDir, Component, String) {
-    let data = TempDir::new(name);
-    init_admin(&data);
-    let dir = data.0.display().to_string();
-    let args = [&["--data-dir", dir.as_str()][..], flags].concat();
-    let c = start_component("conduit-manager", &args);
-    (data, c, dir)
+/// A manager serving a fresh database that holds its first admin ([`ADMIN`]), with `flags`:
+/// the database (removed on drop) and the manager.
+pub(crate) fn manager_with_admin(engine: Engine, name: &str, flags: &[&str]) -> (Db, Component) {
+    let db = Db::new(engine, name);
+    init_admin(&db);
+    let c = db.start(flags);
+    (db, c)
 }
 
-fn login(addr: SocketAddr, email: &str, password: &str) -> Value {
+pub(crate) fn login(addr: SocketAddr, email: &str, password: &str) -> Value {
     ok(
         addr,
         "/conduit.manager.v1.AuthService/Login",
@@ -89,7 +151,7 @@ fn login(addr: SocketAddr, email: &str, password: &str) -> Value {
     )
 }
 
-fn token(v: &Value) -> String {
+pub(crate) fn token(v: &Value) -> String {
     v["accessToken"]
         .as_str()
         .expect("an access token")
@@ -104,14 +166,13 @@ fn b64url_decode(s: &str) -> Vec<u8> {
     conduit_base64::decode_url(s).expect("base64url")
 }
 
-fn fam(addr: SocketAddr, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn fam(addr: SocketAddr, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
     sample(&get(addr, "/metrics", &[]).text(), family, labels)
 }
 
-#[test]
-fn identity_tenancy_and_the_metrics_they_drive() {
+fn identity_tenancy_and_the_metrics_they_drive(engine: Engine) {
     let _hashing = hashing_shared();
-    let (_data, c, _) = manager_with_admin("manager-api", &[]);
+    let (_db, c) = manager_with_admin(engine, "manager-api", &[]);
     let a = c.addr;
 
     // Before any login: no auth or validation samples.
@@ -614,13 +675,11 @@ fn identity_tenancy_and_the_metrics_they_drive() {
     );
 }
 
-#[test]
-fn acknowledged_writes_survive_kill_9() {
+fn acknowledged_writes_survive_kill_9(engine: Engine) {
     let _hashing = hashing_shared();
-    let data = TempDir::new("manager-kill9");
-    init_admin(&data);
-    let dir = data.0.display().to_string();
-    let mut c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let db = Db::new(engine, "manager-kill9");
+    init_admin(&db);
+    let mut c = db.start(&[]);
     let admin = token(&login(c.addr, ADMIN.0, ADMIN.1));
     let addr = c.addr;
     let writer = std::thread::spawn(move || {
@@ -655,20 +714,12 @@ fn acknowledged_writes_survive_kill_9() {
         acked.len()
     );
 
-    let check = bin_command("conduit-manager")
-        .arg("--data-dir")
-        .arg(&data.0)
-        .arg("check")
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "integrity check: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ok");
+    // SQLite's file passes its integrity check (PostgreSQL checks its own pages).
+    if engine == Engine::Sqlite {
+        assert_eq!(manager_cli(&db, &["check"]).trim(), "ok");
+    }
 
-    let c = start_component("conduit-manager", &["--data-dir", &dir]);
+    let c = db.start(&[]);
     let admin = token(&login(c.addr, ADMIN.0, ADMIN.1));
     let mut stored = std::collections::HashSet::new();
     let mut page_token: Option<String> = None;
@@ -700,10 +751,9 @@ fn acknowledged_writes_survive_kill_9() {
     );
 }
 
-#[test]
-fn gateways_and_agents_with_their_credentials() {
+fn gateways_and_agents_with_their_credentials(engine: Engine) {
     let _hashing = hashing_shared();
-    let (_data, c, _) = manager_with_admin("manager-gw", &[]);
+    let (_db, c) = manager_with_admin(engine, "manager-gw", &[]);
     let a = c.addr;
     let admin = token(&login(a, ADMIN.0, ADMIN.1));
     let gw = |m: &str| format!("/conduit.manager.v1.GatewayService/{m}");
@@ -882,17 +932,12 @@ fn gateways_and_agents_with_their_credentials() {
 /// (`alg: none`), signed by another key under the manager's key id, HMAC-signed with the
 /// manager's public key, tampered — and changes nothing; and every route that names a row
 /// answers a user of another customer as if the row did not exist.
-#[test]
-fn every_route_refuses_forged_tokens_and_other_tenants() {
+fn every_route_refuses_forged_tokens_and_other_tenants(engine: Engine) {
     let _hashing = hashing_shared();
-    let data = TempDir::new("manager-forged");
-    init_admin(&data);
-    let dir = data.0.display().to_string();
+    let db = Db::new(engine, "manager-forged");
+    init_admin(&db);
     // Access tokens valid 1 s, so that one expires during the test (plus the 30 s leeway).
-    let c = start_component(
-        "conduit-manager",
-        &["--data-dir", &dir, "--access-ttl", "1"],
-    );
+    let c = db.start(&["--access-ttl", "1"]);
     let a = c.addr;
     let to_expire = token(&login(a, ADMIN.0, ADMIN.1));
     let expiry_starts = std::time::Instant::now();
@@ -1120,12 +1165,11 @@ fn all_routes_refuse(
 /// No user enumeration by timing: a wrong password and an unknown e-mail cost the manager the
 /// same work (its CPU time for each kind within 20 %), and both count toward the throttle,
 /// which then refuses with a retry time.
-#[test]
-fn unknown_accounts_cost_what_wrong_passwords_cost_and_both_are_throttled() {
+fn unknown_accounts_cost_what_wrong_passwords_cost_and_both_are_throttled(engine: Engine) {
     let _alone = HASHING
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (_data, c, _) = manager_with_admin("manager-timing", &[]);
+    let (_db, c) = manager_with_admin(engine, "manager-timing", &[]);
     let a = c.addr;
     let admin = token(&login(a, ADMIN.0, ADMIN.1));
     let cust = ok(
@@ -1221,9 +1265,9 @@ fn unknown_accounts_cost_what_wrong_passwords_cost_and_both_are_throttled() {
 }
 
 /// `conduit-manager --data-dir DIR ARGS…`, which must succeed: its stdout.
-fn manager_cli(dir: &str, args: &[&str]) -> String {
+pub(crate) fn manager_cli(db: &Db, args: &[&str]) -> String {
     let out = bin_command("conduit-manager")
-        .args(["--data-dir", dir])
+        .args(db.args())
         .args(args)
         .output()
         .expect("run conduit-manager");
@@ -1257,17 +1301,16 @@ fn published_kids(addr: SocketAddr) -> Vec<String> {
 /// Key rotation, run from the CLI beside a serving manager: the new key signs within the
 /// reload bound and the old one keeps verifying (nobody is logged out); `--drop-old` ends the
 /// old keys' tokens, and a refresh gets a token of the new key.
-#[test]
-fn signing_keys_rotate_without_logging_anyone_out() {
+fn signing_keys_rotate_without_logging_anyone_out(engine: Engine) {
     let _hashing = hashing_shared();
-    let (_data, c, dir) = manager_with_admin("manager-keys", &[]);
+    let (db, c) = manager_with_admin(engine, "manager-keys", &[]);
     let a = c.addr;
     let who = "/conduit.manager.v1.AuthService/WhoAmI";
     let first = token(&login(a, ADMIN.0, ADMIN.1));
     let k1 = kid_of(&first);
     assert_eq!(published_kids(a), std::slice::from_ref(&k1));
 
-    let out = manager_cli(&dir, &["keys", "rotate"]);
+    let out = manager_cli(&db, &["keys", "rotate"]);
     let k2 = out
         .split_whitespace()
         .nth(3)
@@ -1288,7 +1331,7 @@ fn signing_keys_rotate_without_logging_anyone_out() {
     let second = login(a, ADMIN.0, ADMIN.1);
     assert_eq!(kid_of(&token(&second)), k2, "the new key signs");
     ok(a, who, Some(&first), json!({}));
-    let listed = manager_cli(&dir, &["keys", "list"]);
+    let listed = manager_cli(&db, &["keys", "list"]);
     assert!(
         listed.contains(&format!("{k1}  created"))
             && listed
@@ -1307,7 +1350,7 @@ fn signing_keys_rotate_without_logging_anyone_out() {
         &[("status", "unknown_key")],
     )
     .unwrap_or(0.0);
-    let out = manager_cli(&dir, &["keys", "rotate", "--drop-old"]);
+    let out = manager_cli(&db, &["keys", "rotate", "--drop-old"]);
     assert!(out.contains("the old keys are deleted"), "{out}");
     let k3 = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
         Some(published_kids(a)).filter(|k| k.len() == 1 && k[0] != k2)
@@ -1338,10 +1381,9 @@ fn signing_keys_rotate_without_logging_anyone_out() {
 /// refresh brings the new role) and the keys above it, disabling ends every session and login,
 /// a password change ends every session and the old password; the last admin stays one; each
 /// change is audited and tenants change nothing.
-#[test]
-fn users_change_and_their_tokens_follow() {
+fn users_change_and_their_tokens_follow(engine: Engine) {
     let _hashing = hashing_shared();
-    let (_data, c, _) = manager_with_admin("manager-users", &[]);
+    let (_db, c) = manager_with_admin(engine, "manager-users", &[]);
     let a = c.addr;
     let svc = |m: &str| format!("/conduit.manager.v1.UserService/{m}");
     let who = "/conduit.manager.v1.AuthService/WhoAmI";
@@ -1609,10 +1651,9 @@ fn users_change_and_their_tokens_follow() {
 /// Five wrong passwords for one account hold back its next login, even with the right
 /// password, while other accounts from the same address log in; after the delay it works.
 /// An oversized body is refused with 413 and the manager answers on.
-#[test]
-fn one_account_is_throttled_alone_and_oversized_bodies_are_refused() {
+fn one_account_is_throttled_alone_and_oversized_bodies_are_refused(engine: Engine) {
     let _hashing = hashing_shared();
-    let (_data, c, _) = manager_with_admin("manager-account-throttle", &[]);
+    let (_db, c) = manager_with_admin(engine, "manager-account-throttle", &[]);
     let a = c.addr;
     let admin = token(&login(a, ADMIN.0, ADMIN.1));
     let cust = ok(
@@ -1678,10 +1719,10 @@ fn one_account_is_throttled_alone_and_oversized_bodies_are_refused() {
 
 /// A login session ends at its lifetime however often it is refreshed: rotation renews the
 /// refresh token, never the session.
-#[test]
-fn a_session_ends_at_its_lifetime_however_often_refreshed() {
+fn a_session_ends_at_its_lifetime_however_often_refreshed(engine: Engine) {
     let _hashing = hashing_shared();
-    let (_data, c, _) = manager_with_admin(
+    let (_db, c) = manager_with_admin(
+        engine,
         "manager-session",
         &["--session-ttl", "3", "--access-ttl", "1"],
     );
@@ -1715,3 +1756,33 @@ fn a_session_ends_at_its_lifetime_however_often_refreshed() {
     let fresh = login(a, ADMIN.0, ADMIN.1);
     assert_eq!(refresh(&fresh).0, 200);
 }
+
+/// Every story on both engines: `manager_api::sqlite::…` and `manager_api::postgres::…`.
+macro_rules! on_both_engines {
+    ($($story:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $story() {
+                super::$story(super::Engine::Sqlite)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $story() {
+                super::$story(super::Engine::Postgres)
+            })*
+        }
+    };
+}
+
+on_both_engines!(
+    identity_tenancy_and_the_metrics_they_drive,
+    acknowledged_writes_survive_kill_9,
+    gateways_and_agents_with_their_credentials,
+    every_route_refuses_forged_tokens_and_other_tenants,
+    unknown_accounts_cost_what_wrong_passwords_cost_and_both_are_throttled,
+    signing_keys_rotate_without_logging_anyone_out,
+    users_change_and_their_tokens_follow,
+    one_account_is_throttled_alone_and_oversized_bodies_are_refused,
+    a_session_ends_at_its_lifetime_however_often_refreshed,
+);

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 pub mod ipmi_sim;
+pub mod postgres;
 pub mod sushy;
 pub mod udp_delay;
 pub mod vnc;
