@@ -24,7 +24,7 @@
 //!    transaction each, in-process, in the same directory.
 //! 5. The engines, same machine, same run: acknowledged writes per second (1 and 4 clients)
 //!    and login p50/p99 (`ENGINE_LOGINS` users) on SQLite, on PostgreSQL 15 (a server of the
-//!    bench's own, on loopback), and on two manager replicas sharing one PostgreSQL (clients
+//!    bench's own, on loopback, durable: fsync and synchronous commit on), and on two manager replicas sharing one PostgreSQL (clients
 //!    and logins spread over both). The comparison is SQLite's figures in this run.
 //!
 //! Set-up goes around the API for speed, and says so: the first admin by `conduit-manager
@@ -670,7 +670,7 @@ fn engines(rows: &mut Vec<Row>) {
     if !postgres::Postgres::available() {
         println!("engines: PostgreSQL 15 is not installed; SQLite only");
     } else {
-        let pg = postgres::Postgres::start();
+        let pg = postgres::Postgres::start_durable();
         let url = pg.url();
         let flags = ["--database", url.as_str()];
         let data = TempDir::new("bench-engine-pg");
@@ -678,7 +678,7 @@ fn engines(rows: &mut Vec<Row>) {
         let m = start_manager(&data, &flags);
         configs.push(("PostgreSQL 15, one manager".into(), engine_figures(&[&m])));
         drop(m);
-        let pg2 = postgres::Postgres::start();
+        let pg2 = postgres::Postgres::start_durable();
         let url2 = pg2.url();
         let flags2 = ["--database", url2.as_str()];
         let (d1, d2) = (

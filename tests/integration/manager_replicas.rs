@@ -424,3 +424,60 @@ tests:
         );
     }
 }
+
+/// The database password can stay off the command line (`--db-password-file`), and is never
+/// in what the manager prints, even when PostgreSQL refuses it.
+#[test]
+fn the_database_password_stays_out_of_logs_and_command_lines() {
+    let pg = postgres::Postgres::start();
+    let dir = TempDir::new("manager-pg-password");
+    let bare = format!("postgres://conduit@127.0.0.1:{}/postgres", pg.port());
+    let right = dir.0.join("right");
+    let wrong = dir.0.join("wrong");
+    std::fs::write(&right, format!("{}\n", pg.password())).unwrap();
+    std::fs::write(&wrong, "not the password\n").unwrap();
+    let manager = |file: &std::path::Path, url: &str| {
+        bin_command("conduit-manager")
+            .arg("--data-dir")
+            .arg(&dir.0)
+            .args(["--database", url, "--db-password-file"])
+            .arg(file)
+            .args(["keys", "rotate"])
+            .output()
+            .expect("run conduit-manager")
+    };
+    let out = manager(&right, &bare);
+    assert!(
+        out.status.success(),
+        "with --db-password-file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("new signing key"));
+
+    // Refused: the reason is said, the password (in the URL or the file) is not.
+    let url = pg.url();
+    for (file, url) in [(&wrong, bare.as_str()), (&wrong, url.as_str())] {
+        let out = manager(file, url);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "a wrong password must fail: {text}");
+        assert!(
+            text.contains("28P01") || text.contains("password authentication failed"),
+            "{text}"
+        );
+        for secret in [pg.password(), "not the password"] {
+            assert!(!text.contains(secret), "the password is in the output: {text}");
+        }
+    }
+    // A serving manager's log names the database without its password.
+    let c = start_component(
+        "conduit-manager",
+        &["--data-dir", dir.0.to_str().unwrap(), "--database", &pg.url()],
+    );
+    let log = c.proc.log.lock().unwrap().clone();
+    assert!(log.contains("PostgreSQL postgres://conduit:***@127.0.0.1"), "{log}");
+    assert!(!log.contains(pg.password()), "{log}");
+}

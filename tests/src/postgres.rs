@@ -53,9 +53,20 @@ impl Postgres {
         there
     }
 
-    /// Initializes a data directory and starts the server on a free loopback port; panics
-    /// (with the server's log) if it does not come up.
+    /// Initializes a data directory and starts the server on a free loopback port, with
+    /// fsync off (a test's data need not outlive a power cut); panics (with the server's log)
+    /// if it does not come up.
     pub fn start() -> Postgres {
+        Postgres::start_with(false)
+    }
+
+    /// [`Postgres::start`] with PostgreSQL's durable defaults (fsync, synchronous commit, full
+    /// page writes): what a benchmark against SQLite's `synchronous = FULL` compares with.
+    pub fn start_durable() -> Postgres {
+        Postgres::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Postgres {
         assert!(
             Postgres::available(),
             "PostgreSQL 15 is not installed ({BIN} missing): apt-get install postgresql"
@@ -90,12 +101,14 @@ impl Postgres {
                 .arg(format!("--pwfile={}", pwfile.display())),
             "initdb",
         );
-        let conf = format!(
-            "\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
-             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
+        let mut conf = format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n",
             pg.port,
             pg.dir.0.display()
         );
+        if !durable {
+            conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+        }
         let conf_path = pg.data().join("postgresql.conf");
         let mut all = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
         all.push_str(&conf);
