@@ -20,4 +20,4 @@ mod pg_client;
 mod prometheus_e2e;
 mod redfish_live;
 mod redfish_mockup;
-mod store_postgres;
+mod store_engines;

@@ -469,15 +469,26 @@ fn the_database_password_stays_out_of_logs_and_command_lines() {
             "{text}"
         );
         for secret in [pg.password(), "not the password"] {
-            assert!(!text.contains(secret), "the password is in the output: {text}");
+            assert!(
+                !text.contains(secret),
+                "the password is in the output: {text}"
+            );
         }
     }
     // A serving manager's log names the database without its password.
     let c = start_component(
         "conduit-manager",
-        &["--data-dir", dir.0.to_str().unwrap(), "--database", &pg.url()],
+        &[
+            "--data-dir",
+            dir.0.to_str().unwrap(),
+            "--database",
+            &pg.url(),
+        ],
     );
     let log = c.proc.log.lock().unwrap().clone();
-    assert!(log.contains("PostgreSQL postgres://conduit:***@127.0.0.1"), "{log}");
+    assert!(
+        log.contains("PostgreSQL postgres://conduit:***@127.0.0.1"),
+        "{log}"
+    );
     assert!(!log.contains(pg.password()), "{log}");
 }

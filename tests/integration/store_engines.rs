@@ -1,14 +1,25 @@
-//! The PostgreSQL store on a live PostgreSQL 15: SQLite's store stories (each a function over
-//! `&dyn Store`, so one suite can walk them on both engines), plus what only replicas sharing
-//! one database can get wrong: concurrent migrations, rotations and demotions.
+//! The stores on both engines, atuin-style: every story takes an [`Engine`], opens its store
+//! with [`fresh`] and then talks to it through `&dyn Store` only; the `on_both_engines!` list
+//! at the bottom runs each as `sqlite::<story>` (a [`SqliteStore`] on a file in a temp dir)
+//! and `postgres::<story>` (a [`PgStore`] on a fresh database of a live PostgreSQL 15 of the
+//! test's own). Where the engines differ only in how a test reaches behind the store (raw
+//! SQL; the schema version, SQLite's `user_version` or PostgreSQL's `schema_version` table),
+//! a small [`Home`] helper hides it and the assertions stay shared.
+//!
+//! PostgreSQL-only (`postgres::`, from the list's `postgres_only`): what only replicas
+//! sharing one database can get wrong (concurrent migrations, refresh rotations, admin
+//! demotions, audit commit order) and a server that stops and comes back.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use conduit_store::*;
 use conduit_store_postgres::PgStore;
+use conduit_store_sqlite::SqliteStore;
 use conduit_tests::postgres::Postgres;
+use conduit_tests::TempDir;
 
 // ---------------------------------------------------------------- rows
 
@@ -81,7 +92,9 @@ type Seen = Arc<Mutex<Vec<(QueryOp, &'static str, &'static str)>>>;
 
 /// Rows come back as stored, e-mails match in any case, and every query is observed with
 /// its outcome.
-fn rows_round_trip_verbatim_and_every_query_is_observed(s: &dyn Store, seen: &Seen) {
+fn rows_round_trip_verbatim_and_every_query_is_observed(engine: Engine) {
+    let (_home, s, seen) = fresh(engine);
+    let s = &*s;
     s.create_customer(&customer("c1")).unwrap();
     assert_eq!(s.customer("c1").unwrap(), customer("c1"));
     let u = user("u1", "Ann@Example.com", Role::Operator, Some("c1"));
@@ -114,11 +127,10 @@ fn rows_round_trip_verbatim_and_every_query_is_observed(s: &dyn Store, seen: &Se
 }
 
 /// Roles, references and tenancy are checked by the schema; the audit log refuses changes
-/// made behind the store's back (`raw` runs one statement on the engine directly).
-fn the_schema_enforces_roles_references_and_an_append_only_audit(
-    s: &dyn Store,
-    raw: &dyn Fn(&str) -> Result<(), String>,
-) {
+/// made behind the store's back (run as raw SQL on the engine directly).
+fn the_schema_enforces_roles_references_and_an_append_only_audit(engine: Engine) {
+    let (home, s, _) = fresh(engine);
+    let s = &*s;
     // an admin with a customer, an operator without one, an unknown customer
     s.create_customer(&customer("c1")).unwrap();
     for bad in [
@@ -136,8 +148,13 @@ fn the_schema_enforces_roles_references_and_an_append_only_audit(
         "DELETE FROM audit".to_owned(),
         format!("UPDATE audit SET result = 'x' WHERE seq = {seq}"),
     ] {
-        let err = raw(&sql).unwrap_err();
+        let err = home.raw(&sql).unwrap_err();
         assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    if engine == Engine::Postgres {
+        // TRUNCATE (PostgreSQL's alone) fires no row trigger: refused on its own
+        let err = home.raw("TRUNCATE audit").unwrap_err();
+        assert!(err.contains("append-only"), "{err}");
     }
     assert_eq!(
         s.audit(Some("c1"), 0, 10).unwrap(),
@@ -151,7 +168,9 @@ fn the_schema_enforces_roles_references_and_an_append_only_audit(
 }
 
 /// Keyset pages walk every row once, within the tenant when asked; counts group by owner.
-fn server_pages_walk_every_row_once_within_the_tenant(s: &dyn Store) {
+fn server_pages_walk_every_row_once_within_the_tenant(engine: Engine) {
+    let (_home, s, _) = fresh(engine);
+    let s = &*s;
     s.create_customer(&customer("c1")).unwrap();
     for i in 0..25 {
         let owner = (i % 2 == 0).then_some("c1");
@@ -195,7 +214,9 @@ fn server_pages_walk_every_row_once_within_the_tenant(s: &dyn Store) {
 
 /// Ids order by their bytes, as SQLite compares them, whatever the database's collation:
 /// a page token from one engine means the same on the other.
-fn pages_order_ids_by_their_bytes(s: &dyn Store) {
+fn pages_order_ids_by_their_bytes(engine: Engine) {
+    let (_home, s, _) = fresh(engine);
+    let s = &*s;
     for id in ["b", "B", "a", "A", "_", "é"] {
         s.create_customer(&customer(id)).unwrap();
     }
@@ -214,7 +235,9 @@ fn pages_order_ids_by_their_bytes(s: &dyn Store) {
 }
 
 /// A refresh token is spent once; using it again stores nothing and shows the reuse.
-fn a_refresh_token_rotates_once_and_its_reuse_is_visible(s: &dyn Store) {
+fn a_refresh_token_rotates_once_and_its_reuse_is_visible(engine: Engine) {
+    let (_home, s, _) = fresh(engine);
+    let s = &*s;
     s.create_user(&user("a", "a@x.io", Role::Admin, None), "h")
         .unwrap();
     s.insert_refresh(&refresh("r1", "f", "a")).unwrap();
@@ -234,7 +257,9 @@ fn a_refresh_token_rotates_once_and_its_reuse_is_visible(s: &dyn Store) {
 
 /// The last enabled admin is neither disabled, demoted nor deleted; an update from a stale
 /// row is refused; a user revocation only moves forward and is purged when expired.
-fn the_last_enabled_admin_stays_and_user_revocations_only_move_forward(s: &dyn Store) {
+fn the_last_enabled_admin_stays_and_user_revocations_only_move_forward(engine: Engine) {
+    let (_home, s, _) = fresh(engine);
+    let s = &*s;
     s.create_customer(&customer("c1")).unwrap();
     s.create_user(&user("a1", "a1@x", Role::Admin, None), "h")
         .unwrap();
@@ -290,7 +315,9 @@ fn the_last_enabled_admin_stays_and_user_revocations_only_move_forward(s: &dyn S
 }
 
 /// Rotating a signing key retires (or drops) every other one in the same step.
-fn a_rotation_retires_or_drops_the_old_keys_in_one_step(s: &dyn Store) {
+fn a_rotation_retires_or_drops_the_old_keys_in_one_step(engine: Engine) {
+    let (_home, s, _) = fresh(engine);
+    let s = &*s;
     let key = |kid: &str, at| StoredKey {
         kid: kid.into(),
         pkcs8: vec![1, 0, 255],
@@ -317,7 +344,9 @@ fn a_rotation_retires_or_drops_the_old_keys_in_one_step(s: &dyn Store) {
 
 /// Issued access tokens count while unexpired and uncovered by a revocation of their token,
 /// session or user (up to its time); expired ones are purged.
-fn access_tokens_count_until_revoked_or_expired(s: &dyn Store) {
+fn access_tokens_count_until_revoked_or_expired(engine: Engine) {
+    let (_home, s, _) = fresh(engine);
+    let s = &*s;
     let token = |jti: &str, sid: &str, sub: &str, iat| AccessToken {
         jti: jti.into(),
         session_id: sid.into(),
@@ -365,7 +394,9 @@ fn access_tokens_count_until_revoked_or_expired(s: &dyn Store) {
 
 /// Failed logins count per key, start again after the window, are forgotten on success and
 /// purged when old.
-fn login_failures_count_restart_and_clear(s: &dyn Store) {
+fn login_failures_count_restart_and_clear(engine: Engine) {
+    let (_home, s, _) = fresh(engine);
+    let s = &*s;
     let counts = |keys: &[&str], since| {
         s.login_failures(keys, since)
             .unwrap()
@@ -401,7 +432,9 @@ fn login_failures_count_restart_and_clear(s: &dyn Store) {
 
 /// Gateways and agents: credentials, Register and Heartbeat, and a gateway's report moving
 /// agents in its own datacenter only.
-fn gateways_and_agents_report_and_revoke(s: &dyn Store) {
+fn gateways_and_agents_report_and_revoke(engine: Engine) {
+    let (_home, s, _) = fresh(engine);
+    let s = &*s;
     let gateway = |id: &str, dc: &str| Gateway {
         id: id.into(),
         name: id.into(),
@@ -484,7 +517,9 @@ fn gateways_and_agents_report_and_revoke(s: &dyn Store) {
 }
 
 /// Users, API keys and servers change and go as the trait says.
-fn users_keys_and_servers_change_and_go(s: &dyn Store) {
+fn users_keys_and_servers_change_and_go(engine: Engine) {
+    let (_home, s, _) = fresh(engine);
+    let s = &*s;
     s.create_customer(&customer("c1")).unwrap();
     s.create_user(&user("a1", "a1@x", Role::Admin, None), "h")
         .unwrap();
@@ -564,121 +599,174 @@ fn users_keys_and_servers_change_and_go(s: &dyn Store) {
     assert!(matches!(s.delete_server("s1"), Err(StoreError::NotFound)));
 }
 
-// ---------------------------------------------------------------- PostgreSQL
+/// Migrations apply once: a second open has nothing to do and finds the schema at this
+/// build's version; a database a newer manager migrated is refused with an error that says
+/// so (SQLite's version is its `user_version`, PostgreSQL's the `schema_version` table).
+fn migrations_apply_once_and_a_newer_schema_is_refused(engine: Engine) {
+    let home = Home::new(engine);
+    drop(home.open(quiet()).unwrap());
+    // again: nothing to apply, and the schema is at this build's version
+    let s = home.open(quiet()).unwrap();
+    assert_eq!(home.schema_version(), engine.migrations());
+    if let Home::Sqlite { path, .. } = &home {
+        let check = SqliteStore::open(path, quiet()).unwrap();
+        assert_eq!(check.integrity_check().unwrap(), "ok");
+    }
+    s.create_customer(&customer("c1")).unwrap();
+    assert_eq!(s.customer("c1").unwrap(), customer("c1"));
+    drop(s);
+    home.set_schema_version(99);
+    let err = home.open(quiet()).unwrap_err().to_string();
+    assert!(err.contains("newer"), "{err}");
+    assert!(err.contains("schema version 99"), "{err}");
+    // the error names the database, never its password
+    for secret in home.secrets() {
+        assert!(!err.contains(&secret), "{err}");
+    }
+}
 
-/// A server for this test and a store on a fresh database of it, with what its observer saw.
-fn fresh(name: &str) -> (Postgres, PgStore, Seen) {
-    let pg = Postgres::start();
-    let url = pg.create_database(name);
+// ---------------------------------------------------------------- engines
+
+/// Which engine a story runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    /// How many migrations this build knows for the engine.
+    fn migrations(self) -> i64 {
+        let n = match self {
+            Engine::Sqlite => conduit_store_sqlite::migrations::MIGRATIONS.len(),
+            Engine::Postgres => conduit_store_postgres::migrations::MIGRATIONS.len(),
+        };
+        n as i64
+    }
+}
+
+/// Where a test's store lives, kept (and, on PostgreSQL, the server running) until dropped.
+enum Home {
+    /// A database file in a temp dir of the test's own.
+    Sqlite { _dir: TempDir, path: PathBuf },
+    /// A fresh database on a PostgreSQL server of the test's own.
+    Postgres { pg: Postgres, url: String },
+}
+
+impl Home {
+    fn new(engine: Engine) -> Home {
+        match engine {
+            Engine::Sqlite => {
+                let dir = TempDir::new("store-engines");
+                let path = dir.0.join("manager.db");
+                Home::Sqlite { _dir: dir, path }
+            }
+            Engine::Postgres => {
+                let pg = Postgres::start();
+                let url = pg.create_database("conduit");
+                Home::Postgres { pg, url }
+            }
+        }
+    }
+
+    /// Opens a store on this home (migrating it).
+    fn open(&self, observe: QueryObserver) -> StoreResult<Box<dyn Store>> {
+        Ok(match self {
+            Home::Sqlite { path, .. } => Box::new(SqliteStore::open(path, observe)?),
+            Home::Postgres { url, .. } => Box::new(PgStore::open(url, 4, observe)?),
+        })
+    }
+
+    /// Runs statements on the database directly, past any store.
+    fn raw(&self, sql: &str) -> Result<(), String> {
+        match self {
+            Home::Sqlite { path, .. } => {
+                let c = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+                c.busy_timeout(Duration::from_secs(5))
+                    .map_err(|e| e.to_string())?;
+                c.execute_batch(sql).map_err(|e| e.to_string())
+            }
+            Home::Postgres { .. } => self.pg_conn()?.batch(sql).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn pg_conn(&self) -> Result<conduit_pg::Conn, String> {
+        let Home::Postgres { url, .. } = self else {
+            unreachable!("a PostgreSQL home")
+        };
+        let config = conduit_pg::Config::parse(url).map_err(|e| e.to_string())?;
+        conduit_pg::Conn::connect(&config).map_err(|e| e.to_string())
+    }
+
+    /// The schema version the database records: SQLite's `user_version`, PostgreSQL's
+    /// `schema_version` table.
+    fn schema_version(&self) -> i64 {
+        match self {
+            Home::Sqlite { path, .. } => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap(),
+            Home::Postgres { .. } => self
+                .pg_conn()
+                .unwrap()
+                .query("SELECT COALESCE(max(version), 0) FROM schema_version", &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<i64>(0).unwrap())
+                .next()
+                .unwrap(),
+        }
+    }
+
+    /// Records `version` as the database's schema version, as a newer manager would.
+    fn set_schema_version(&self, version: i64) {
+        let sql = match self {
+            Home::Sqlite { .. } => format!("PRAGMA user_version = {version}"),
+            Home::Postgres { .. } => {
+                format!("INSERT INTO schema_version (version) VALUES ({version})")
+            }
+        };
+        self.raw(&sql).unwrap();
+    }
+
+    /// What an error about this database must never show.
+    fn secrets(&self) -> Vec<String> {
+        match self {
+            Home::Sqlite { .. } => Vec::new(),
+            Home::Postgres { pg, url } => vec![pg.password().to_owned(), password_of(url)],
+        }
+    }
+}
+
+/// A fresh home on `engine` and a store on it, with what its observer saw.
+fn fresh(engine: Engine) -> (Home, Box<dyn Store>, Seen) {
+    let home = Home::new(engine);
     let seen: Seen = Arc::default();
     let log = seen.clone();
     let observe: QueryObserver = Arc::new(move |op, table, outcome, _| {
         log.lock().unwrap().push((op, table, outcome));
     });
-    let store = PgStore::open(&url, 4, observe).unwrap();
-    (pg, store, seen)
+    let store = home.open(observe).unwrap();
+    (home, store, seen)
 }
 
 fn quiet() -> QueryObserver {
     Arc::new(|_, _, _, _| {})
 }
 
-/// Runs one statement on the store's database, past the store.
-fn raw(store: &PgStore, sql: &str) -> Result<(), String> {
-    let mut c = store
-        .pool()
-        .get(Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
-    c.batch(sql).map_err(|e| e.to_string())
+/// The password part of a `postgres://user:password@…` URL ("" when there is none).
+fn password_of(url: &str) -> String {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(auth, _)| auth.split_once(':'))
+        .map(|(_, p)| p.to_owned())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "\u{0}never".into())
 }
 
-#[test]
-fn pg_rows_round_trip_verbatim_and_every_query_is_observed() {
-    let (_pg, s, seen) = fresh("round_trip");
-    rows_round_trip_verbatim_and_every_query_is_observed(&s, &seen);
-}
+// ---------------------------------------------------------------- PostgreSQL only
 
-#[test]
-fn pg_the_schema_enforces_roles_references_and_an_append_only_audit() {
-    let (_pg, s, _) = fresh("schema");
-    the_schema_enforces_roles_references_and_an_append_only_audit(&s, &|sql| raw(&s, sql));
-    // TRUNCATE fires no row trigger: refused on its own
-    let err = raw(&s, "TRUNCATE audit").unwrap_err();
-    assert!(err.contains("append-only"), "{err}");
-}
-
-#[test]
-fn pg_server_pages_walk_every_row_once_within_the_tenant() {
-    let (_pg, s, _) = fresh("pages");
-    server_pages_walk_every_row_once_within_the_tenant(&s);
-}
-
-#[test]
-fn pg_pages_order_ids_by_their_bytes() {
-    let (_pg, s, _) = fresh("byte_order");
-    pages_order_ids_by_their_bytes(&s);
-}
-
-#[test]
-fn pg_a_refresh_token_rotates_once_and_its_reuse_is_visible() {
-    let (_pg, s, _) = fresh("refresh");
-    a_refresh_token_rotates_once_and_its_reuse_is_visible(&s);
-}
-
-#[test]
-fn pg_the_last_enabled_admin_stays_and_user_revocations_only_move_forward() {
-    let (_pg, s, _) = fresh("last_admin");
-    the_last_enabled_admin_stays_and_user_revocations_only_move_forward(&s);
-}
-
-#[test]
-fn pg_a_rotation_retires_or_drops_the_old_keys_in_one_step() {
-    let (_pg, s, _) = fresh("keys");
-    a_rotation_retires_or_drops_the_old_keys_in_one_step(&s);
-}
-
-#[test]
-fn pg_access_tokens_count_until_revoked_or_expired() {
-    let (_pg, s, _) = fresh("access_tokens");
-    access_tokens_count_until_revoked_or_expired(&s);
-}
-
-#[test]
-fn pg_login_failures_count_restart_and_clear() {
-    let (_pg, s, _) = fresh("login_failures");
-    login_failures_count_restart_and_clear(&s);
-}
-
-#[test]
-fn pg_gateways_and_agents_report_and_revoke() {
-    let (_pg, s, _) = fresh("gateways");
-    gateways_and_agents_report_and_revoke(&s);
-}
-
-#[test]
-fn pg_users_keys_and_servers_change_and_go() {
-    let (_pg, s, _) = fresh("users");
-    users_keys_and_servers_change_and_go(&s);
-}
-
-#[test]
-fn pg_migrations_apply_once_and_a_newer_schema_is_refused() {
-    let pg = Postgres::start();
-    let url = pg.create_database("migrations");
-    drop(PgStore::open(&url, 1, quiet()).unwrap());
-    // again: nothing to apply
-    let s = PgStore::open(&url, 1, quiet()).unwrap();
-    s.create_customer(&customer("c1")).unwrap();
-    raw(&s, "INSERT INTO schema_version (version) VALUES (99)").unwrap();
-    drop(s);
-    let err = PgStore::open(&url, 1, quiet()).unwrap_err();
-    assert!(err.to_string().contains("newer"), "{err}");
-    // the error names the database, never its password
-    assert!(!err.to_string().contains(&password_of(&url)), "{err}");
-}
-
-#[test]
-fn pg_two_replicas_starting_together_migrate_once() {
+fn two_replicas_starting_together_migrate_once() {
     let pg = Postgres::start();
     let url = pg.create_database("replicas");
     let go = Barrier::new(2);
@@ -707,8 +795,7 @@ fn pg_two_replicas_starting_together_migrate_once() {
     assert!(rows.len() >= 4, "{rows:?}");
 }
 
-#[test]
-fn pg_one_refresh_token_rotated_by_two_replicas_at_once_rotates_once() {
+fn one_refresh_token_rotated_by_two_replicas_at_once_rotates_once() {
     let pg = Postgres::start();
     let url = pg.create_database("rotate_race");
     let a = PgStore::open(&url, 2, quiet()).unwrap();
@@ -739,8 +826,7 @@ fn pg_one_refresh_token_rotated_by_two_replicas_at_once_rotates_once() {
     }
 }
 
-#[test]
-fn pg_two_replicas_demoting_the_last_two_admins_at_once_keep_one() {
+fn two_replicas_demoting_the_last_two_admins_at_once_keep_one() {
     let pg = Postgres::start();
     let url = pg.create_database("admin_race");
     let a = PgStore::open(&url, 2, quiet()).unwrap();
@@ -793,9 +879,11 @@ fn pg_two_replicas_demoting_the_last_two_admins_at_once_keep_one() {
     }
 }
 
-#[test]
-fn pg_a_stopped_server_reads_as_unavailable_and_a_restarted_one_serves_again() {
-    let (mut pg, s, seen) = fresh("outage");
+fn a_stopped_server_reads_as_unavailable_and_a_restarted_one_serves_again() {
+    let (mut home, s, seen) = fresh(Engine::Postgres);
+    let Home::Postgres { pg, .. } = &mut home else {
+        unreachable!("a PostgreSQL home")
+    };
     s.create_customer(&customer("c1")).unwrap();
     pg.stop();
     let err = s.customer("c1").unwrap_err();
@@ -808,8 +896,7 @@ fn pg_a_stopped_server_reads_as_unavailable_and_a_restarted_one_serves_again() {
     assert_eq!(s.customer("c1").unwrap(), customer("c1"));
 }
 
-#[test]
-fn pg_audit_appends_from_two_replicas_read_in_commit_order() {
+fn audit_appends_from_two_replicas_read_in_commit_order() {
     let pg = Postgres::start();
     let url = pg.create_database("audit_order");
     let stores = [(); 3].map(|_| PgStore::open(&url, 2, quiet()).unwrap());
@@ -842,12 +929,54 @@ fn pg_audit_appends_from_two_replicas_read_in_commit_order() {
     });
 }
 
-/// The password part of a `postgres://user:password@…` URL ("" when there is none).
-fn password_of(url: &str) -> String {
-    url.split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .and_then(|(auth, _)| auth.split_once(':'))
-        .map(|(_, p)| p.to_owned())
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "\u{0}never".into())
+// ---------------------------------------------------------------- the lists
+
+/// `sqlite::<story>` and `postgres::<story>` for each shared story, and `postgres::<test>`
+/// for each PostgreSQL-only one.
+macro_rules! on_both_engines {
+    (
+        both: [$($story:ident),* $(,)?],
+        postgres_only: [$($pg:ident),* $(,)?] $(,)?
+    ) => {
+        mod sqlite {
+            $(#[test]
+            fn $story() {
+                super::$story(super::Engine::Sqlite)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $story() {
+                super::$story(super::Engine::Postgres)
+            })*
+            $(#[test]
+            fn $pg() {
+                super::$pg()
+            })*
+        }
+    };
 }
+
+on_both_engines!(
+    both: [
+        rows_round_trip_verbatim_and_every_query_is_observed,
+        the_schema_enforces_roles_references_and_an_append_only_audit,
+        server_pages_walk_every_row_once_within_the_tenant,
+        pages_order_ids_by_their_bytes,
+        a_refresh_token_rotates_once_and_its_reuse_is_visible,
+        the_last_enabled_admin_stays_and_user_revocations_only_move_forward,
+        a_rotation_retires_or_drops_the_old_keys_in_one_step,
+        access_tokens_count_until_revoked_or_expired,
+        login_failures_count_restart_and_clear,
+        gateways_and_agents_report_and_revoke,
+        users_keys_and_servers_change_and_go,
+        migrations_apply_once_and_a_newer_schema_is_refused,
+    ],
+    postgres_only: [
+        two_replicas_starting_together_migrate_once,
+        one_refresh_token_rotated_by_two_replicas_at_once_rotates_once,
+        two_replicas_demoting_the_last_two_admins_at_once_keep_one,
+        a_stopped_server_reads_as_unavailable_and_a_restarted_one_serves_again,
+        audit_appends_from_two_replicas_read_in_commit_order,
+    ],
+);
