@@ -450,15 +450,28 @@ fn auth_routes(router: Router, mgr: &Arc<Manager>) -> Router {
                         email: Some(email),
                         password: Some(password),
                         api_key: None,
-                    } => match mgr.auth.refuse_throttled(&email, addr) {
-                        // Refused here, on the worker (an in-memory check): a flood of
+                    } => {
+                        // The throttle's counts are rows: checked on the db pool (never on the
+                        // worker, which also serves /metrics and /health), so that a flood of
                         // throttled guesses never queues for the hash threads.
-                        Some(e) => conduit_http::rpc::refused(e),
-                        None => mgr
-                            .pools
-                            .hash
-                            .run(move || mgr2.auth.login_password(&email, &password, addr)),
-                    },
+                        let (mgr3, email2) = (mgr.clone(), email.clone());
+                        let check = mgr.pools.db.run(move || {
+                            match mgr3.auth.refuse_throttled(&email2, addr) {
+                                Some(e) => Err(e),
+                                None => Ok(()),
+                            }
+                        });
+                        Box::pin(async move {
+                            check.await?;
+                            mgr2.pools
+                                .hash
+                                .run({
+                                    let mgr = mgr2.clone();
+                                    move || mgr.auth.login_password(&email, &password, addr)
+                                })
+                                .await
+                        })
+                    }
                     _ => conduit_http::rpc::refused(RpcError::new(
                         Code::InvalidArgument,
                         "give email and password, or apiKey",
@@ -966,10 +979,7 @@ fn set_password(
         let throttle = &mgr.auth.throttle;
         if let Err(t) = throttle.check(mgr.store(), &u.email, caller.addr, throttle::unix_now_ms())
         {
-            return Err(RpcError::exhausted(
-                "too many wrong passwords; try again later",
-                t.retry_after,
-            ));
+            return Err(crate::auth::throttle_refusal(t));
         }
         let current = r.current_password.as_deref().unwrap_or_default();
         let stored = mgr
@@ -977,7 +987,9 @@ fn set_password(
             .user_by_email(&u.email)
             .map_err(|e| store_error("user", e))?;
         if current.is_empty() || !mgr.auth.passwords.verify(&stored.password_hash, current) {
-            throttle.failed(mgr.store(), &u.email, caller.addr, throttle::unix_now_ms());
+            throttle
+                .failed(mgr.store(), &u.email, caller.addr, throttle::unix_now_ms())
+                .map_err(|e| store_error("user", e))?;
             let refused = Err(RpcError::new(
                 Code::PermissionDenied,
                 "currentPassword: not the current password",

@@ -95,6 +95,18 @@ fn internal(what: &str, e: impl std::fmt::Display) -> RpcError {
     RpcError::new(Code::Internal, format!("{what} failed"))
 }
 
+/// The answer to an attempt the throttle holds back: `resource_exhausted` with when to try
+/// again, or `unavailable` when the counts could not be read.
+pub fn throttle_refusal(t: crate::identity::throttle::Throttled) -> RpcError {
+    match t.scope {
+        Some(_) => RpcError::exhausted("too many failed logins; try again later", t.retry_after),
+        None => RpcError::new(
+            Code::Unavailable,
+            "the login cannot be checked now: the database is unavailable; try again",
+        ),
+    }
+}
+
 /// A caller that cannot be checked now: the database is down.
 fn unavailable_check() -> RpcError {
     RpcError::new(
@@ -168,11 +180,14 @@ impl Auth {
                 unix_now_ms(),
             )
             .err()?;
-        self.count("password", "throttled", start);
-        Some(RpcError::exhausted(
-            "too many failed logins; try again later",
-            t.retry_after,
-        ))
+        let refusal = throttle_refusal(t);
+        let status = if t.scope.is_some() {
+            "throttled"
+        } else {
+            "error"
+        };
+        self.count("password", status, start);
+        Some(refusal)
     }
 
     /// Login with e-mail and password (runs on the hash pool).
@@ -212,10 +227,7 @@ impl Auth {
             .throttle
             .check(self.store.as_ref(), &account, addr, unix_now_ms())
         {
-            return Err(RpcError::exhausted(
-                "too many failed logins; try again later",
-                t.retry_after,
-            ));
+            return Err(throttle_refusal(t));
         }
         let found = match self.store.user_by_email(&account) {
             Ok(c) => Some(c),
@@ -237,13 +249,15 @@ impl Auth {
             }
             Some(_) => {
                 self.throttle
-                    .failed(self.store.as_ref(), &account, addr, unix_now_ms());
+                    .failed(self.store.as_ref(), &account, addr, unix_now_ms())
+                    .map_err(|e| db_failure("login", e))?;
                 return Err(invalid_credentials());
             }
             None => {
                 self.passwords.verify_unknown_user(password);
                 self.throttle
-                    .failed(self.store.as_ref(), &account, addr, unix_now_ms());
+                    .failed(self.store.as_ref(), &account, addr, unix_now_ms())
+                    .map_err(|e| db_failure("login", e))?;
                 return Err(invalid_credentials());
             }
         };

@@ -50,6 +50,10 @@ pub fn query_observer(metrics: Arc<ManagerMetrics>) -> QueryObserver {
     })
 }
 
+/// How long a PostgreSQL statement (or its wait for a lock) may take unless the URL says
+/// (`?statement_timeout=MS`).
+pub const PG_STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// PostgreSQL connections a manager opens by default (`--db-connections`).
 pub const DEFAULT_DB_CONNECTIONS: usize = 8;
 
@@ -68,6 +72,9 @@ pub fn open_store(
             if let Some(p) = password {
                 config.set_password(p.as_str());
             }
+            // No manager query takes long: one that does is stuck behind a lock or a sick
+            // server, and is better cancelled (the caller gets `unavailable`) than waited on.
+            config.statement_timeout.get_or_insert(PG_STATEMENT_TIMEOUT);
             let observer = query_observer(metrics.clone());
             Arc::new(
                 store::postgres::PgStore::with_config(config, connections, observer)

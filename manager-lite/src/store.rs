@@ -26,7 +26,8 @@ pub enum Database {
 impl Database {
     /// `--database`: a `postgres://` or `postgresql://` URL, else a SQLite file path.
     pub fn parse(spec: &str) -> Database {
-        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        let scheme = spec.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
             Database::Postgres {
                 url: spec.to_owned(),
                 password: None,

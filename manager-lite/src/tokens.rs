@@ -254,7 +254,7 @@ impl Tokens {
     }
 
     /// Issues an access token for `who` in session `sid`, recorded in `store` (it counts in
-    /// `manager_active_tokens` while it lives).
+    /// `manager_active_tokens` while it lives; a failed record only leaves it uncounted).
     pub fn issue(
         &self,
         store: &dyn Store,
@@ -276,13 +276,17 @@ impl Tokens {
             sid: sid.to_owned(),
         };
         let token = conduit_auth::sign(&self.keys().signing, &claims);
-        store.record_access_token(&AccessToken {
+        // The row only feeds the gauge: a refresh has already spent its token when this runs,
+        // so failing here would turn the client's retry into a reuse that ends its session.
+        if let Err(e) = store.record_access_token(&AccessToken {
             jti: claims.jti.clone(),
             session_id: claims.sid.clone(),
             user_id: claims.sub.clone(),
             issued_at: claims.iat as i64,
             expires_at: claims.exp as i64,
-        })?;
+        }) {
+            log::warn!("recording an access token for manager_active_tokens: {e}");
+        }
         Ok((token, claims))
     }
 

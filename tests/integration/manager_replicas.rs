@@ -162,6 +162,8 @@ fn two_replicas_on_one_postgres_share_every_decision() {
         json!({"email": "victim@example.com", "password": "a long enough secret",
                "role": "viewer", "customerId": cust}),
     );
+    // After the fifth failure the account waits 1 s: the two checks below come within
+    // milliseconds (a throttled attempt does no hashing).
     for i in 0..5 {
         let r = if i % 2 == 0 { a } else { b };
         refused(

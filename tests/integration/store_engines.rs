@@ -7,8 +7,8 @@
 //! a small [`Home`] helper hides it and the assertions stay shared.
 //!
 //! PostgreSQL-only (`postgres::`, from the list's `postgres_only`): what only replicas
-//! sharing one database can get wrong (concurrent migrations, refresh rotations, admin
-//! demotions, audit commit order) and a server that stops and comes back.
+//! sharing one database can get wrong (concurrent migrations, refresh rotations, a revocation
+//! racing a rotation, admin demotions, audit commit order) and a server that stops and comes back.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -826,6 +826,47 @@ fn one_refresh_token_rotated_by_two_replicas_at_once_rotates_once() {
     }
 }
 
+/// A session revoked on one replica while another rotates its refresh token stays revoked:
+/// the token the rotation made is revoked too (a logout or reuse detection must not leave a
+/// fresh refresh token alive).
+fn a_session_revoked_while_another_replica_rotates_it_stays_revoked() {
+    let pg = Postgres::start();
+    let url = pg.create_database("revoke_race");
+    let a = PgStore::open(&url, 2, quiet()).unwrap();
+    let b = PgStore::open(&url, 2, quiet()).unwrap();
+    a.create_user(&user("u", "u@x", Role::Admin, None), "h")
+        .unwrap();
+    for round in 0..30 {
+        let (id, family) = (format!("r{round}"), format!("f{round}"));
+        a.insert_refresh(&refresh(&id, &family, "u")).unwrap();
+        let next = format!("{id}-next");
+        let go = Barrier::new(2);
+        std::thread::scope(|t| {
+            let rotate = t.spawn(|| {
+                go.wait();
+                a.rotate_refresh(&id, 5, &refresh(&next, &family, "u"))
+                    .unwrap();
+            });
+            let revoke = t.spawn(|| {
+                go.wait();
+                b.revoke_family(&family, 6).unwrap();
+            });
+            rotate.join().unwrap();
+            revoke.join().unwrap();
+        });
+        for token in [&id, &next] {
+            match a.refresh(token) {
+                Ok(r) => assert!(
+                    r.revoked_at.is_some(),
+                    "round {round}: {token} is live after its session was revoked"
+                ),
+                Err(StoreError::NotFound) => {} // the revocation came first: nothing was made
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
+
 fn two_replicas_demoting_the_last_two_admins_at_once_keep_one() {
     let pg = Postgres::start();
     let url = pg.create_database("admin_race");
@@ -975,6 +1016,7 @@ on_both_engines!(
     postgres_only: [
         two_replicas_starting_together_migrate_once,
         one_refresh_token_rotated_by_two_replicas_at_once_rotates_once,
+        a_session_revoked_while_another_replica_rotates_it_stays_revoked,
         two_replicas_demoting_the_last_two_admins_at_once_keep_one,
         a_stopped_server_reads_as_unavailable_and_a_restarted_one_serves_again,
         audit_appends_from_two_replicas_read_in_commit_order,

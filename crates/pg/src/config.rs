@@ -26,10 +26,14 @@ pub struct Config {
     pub statement_timeout: Option<Duration>,
     /// Shown in `pg_stat_activity`.
     pub application_name: String,
+    /// Whether the password may be sent as cleartext or md5 when the server asks (URL
+    /// `auth=password`). Off by default: without TLS, anyone posing as the server could ask
+    /// for cleartext and get the password; SCRAM proves the server knows it too.
+    pub password_auth: bool,
 }
 
 impl Config {
-    /// `postgres://user:password@host:port/dbname?connect_timeout=SECS&statement_timeout=MS&io_timeout=SECS&application_name=NAME`
+    /// `postgres://user:password@host:port/dbname?connect_timeout=SECS&statement_timeout=MS&io_timeout=SECS&application_name=NAME&auth=scram|password`
     /// (or `postgresql://`). User, password, database and parameter values are
     /// percent-decoded; the host may be a name, an IPv4 literal or a bracketed IPv6 literal.
     pub fn parse(url: &str) -> Result<Config, Error> {
@@ -79,6 +83,7 @@ impl Config {
             io_timeout: Duration::from_secs(30),
             statement_timeout: None,
             application_name: "conduit".into(),
+            password_auth: false,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -105,6 +110,13 @@ impl Config {
                     }
                 }
                 "application_name" => cfg.application_name = value,
+                "auth" => {
+                    cfg.password_auth = match value.as_str() {
+                        "scram" => false,
+                        "password" => true,
+                        _ => return Err(bad("auth must be scram (the default) or password")),
+                    }
+                }
                 "sslmode" if matches!(value.as_str(), "disable" | "allow" | "prefer") => {}
                 "sslmode" => return Err(bad("TLS is not supported yet (sslmode=disable)")),
                 // the key only: a value might be a secret

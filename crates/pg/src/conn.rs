@@ -19,6 +19,9 @@ use crate::{Config, Error};
 
 /// The longest backend message accepted (a row or an error); longer is a protocol error.
 pub const MAX_MESSAGE: usize = 64 << 20;
+/// The most row data one response may hold: each message is bounded by [`MAX_MESSAGE`], and
+/// this bounds their sum, so a broken server or proxy streaming rows cannot exhaust memory.
+pub const MAX_RESPONSE: usize = 256 << 20;
 
 /// Bytes read from the socket at a time.
 const CHUNK: usize = 16 << 10;
@@ -189,8 +192,14 @@ impl Conn {
             // what FromSql<Vec<u8>> reads, whatever the server's default
             ("bytea_output", "hex"),
         ];
+        // A client that gives up (its I/O timeout, a partition) must not leave the server
+        // holding locks: a statement stops at statement_timeout and waits for a lock at most
+        // as long; an open transaction left idle ends after the client's I/O timeout.
+        let idle_ms = config.io_timeout.as_millis().max(1).to_string();
+        params.push(("idle_in_transaction_session_timeout", &idle_ms));
         if let Some(ms) = &statement_timeout {
             params.push(("statement_timeout", ms));
+            params.push(("lock_timeout", ms));
         }
         frontend::startup_message(params.iter().copied(), &mut self.wbuf)
             .map_err(|e| Error::Config(format!("startup parameters: {e}")))?;
@@ -211,6 +220,17 @@ impl Conn {
         loop {
             match self.recv(DOING)? {
                 backend::Message::AuthenticationOk => return Ok(()),
+                backend::Message::AuthenticationCleartextPassword
+                | backend::Message::AuthenticationMd5Password(_)
+                    if !config.password_auth =>
+                {
+                    return Err(Error::Auth(
+                        "the server asks for the password itself (cleartext or md5), not \
+                         SCRAM-SHA-256: refused, since a server posing as the real one would \
+                         get it (allow with auth=password in the URL)"
+                            .into(),
+                    ));
+                }
                 backend::Message::AuthenticationCleartextPassword => {
                     frontend::password_message(config.password().as_bytes(), &mut self.wbuf)
                         .map_err(|_| Error::Auth("the password holds a NUL byte".into()))?;
@@ -441,6 +461,7 @@ impl Conn {
             tag: String::new(),
         };
         let mut error = None;
+        let mut kept = 0usize;
         loop {
             match self.recv(doing)? {
                 backend::Message::ParseComplete
@@ -454,6 +475,12 @@ impl Conn {
                 backend::Message::DataRow(b) => {
                     let row = self.row(&columns, b)?;
                     if keep_rows && error.is_none() {
+                        kept += row.data.len();
+                        if kept > MAX_RESPONSE {
+                            return Err(self.protocol(format!(
+                                "a response of over {MAX_RESPONSE} bytes of rows"
+                            )));
+                        }
                         out.rows.push(row);
                     }
                 }

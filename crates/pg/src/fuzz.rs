@@ -219,8 +219,9 @@ fn startup_seeds() -> Vec<Vec<u8>> {
     ]
 }
 
+/// Password auth allowed, so that the cleartext and md5 seeds drive those paths too.
 fn config() -> Config {
-    Config::parse("postgres://u:secret@127.0.0.1/d").unwrap()
+    Config::parse("postgres://u:secret@127.0.0.1/d?auth=password").unwrap()
 }
 
 /// What every run must satisfy: no panic (by getting here), a bounded read buffer, and a
@@ -299,6 +300,15 @@ fn the_seeds_parse() {
     let conn = Conn::handshake(io, &config(), Instant::now() + Duration::from_secs(5)).unwrap();
     assert_eq!(conn.parameter("server_version"), Some("15.18"));
     assert_eq!(conn.backend_pid(), Some(9));
+}
+
+#[test]
+fn a_server_asking_for_the_password_itself_is_refused_by_default() {
+    let io = Box::new(Script(Cursor::new(startup_seeds()[1].clone())));
+    let scram_only = Config::parse("postgres://u:secret@127.0.0.1/d").unwrap();
+    let e = Conn::handshake(io, &scram_only, Instant::now() + Duration::from_secs(5)).unwrap_err();
+    assert!(matches!(e, Error::Auth(_)), "{e}");
+    assert!(!e.to_string().contains("secret"), "{e}");
 }
 
 #[test]

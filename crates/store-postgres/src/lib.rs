@@ -640,6 +640,13 @@ impl Store for PgStore {
 
     fn revoke_user_refresh(&self, user_id: &str, now: i64) -> StoreResult<u64> {
         self.write(QueryOp::Update, "refresh_tokens", |tx| {
+            // Waits for a rotation in flight on another replica (it holds its row FOR
+            // UPDATE): the UPDATE below, a new statement, then sees the token it inserted,
+            // which its own snapshot would miss under READ COMMITTED.
+            tx.execute(
+                "SELECT 1 FROM refresh_tokens WHERE user_id = $1 FOR UPDATE",
+                &[&user_id],
+            )?;
             Ok(tx.execute(
                 "UPDATE refresh_tokens SET revoked_at = $2 \
                  WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
@@ -795,6 +802,11 @@ impl Store for PgStore {
 
     fn revoke_family(&self, family_id: &str, now: i64) -> StoreResult<u64> {
         self.write(QueryOp::Update, "refresh_tokens", |tx| {
+            // As in revoke_user_refresh: wait out a rotation in flight, then revoke what it made.
+            tx.execute(
+                "SELECT 1 FROM refresh_tokens WHERE family_id = $1 FOR UPDATE",
+                &[&family_id],
+            )?;
             Ok(tx.execute(
                 "UPDATE refresh_tokens SET revoked_at = $2 \
                  WHERE family_id = $1 AND revoked_at IS NULL",

@@ -15,7 +15,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::store::{Store, LOGIN_FAILURES_KEPT_SECS};
+use crate::store::{Store, StoreError, LOGIN_FAILURES_KEPT_SECS};
 
 /// The numbers.
 #[derive(Debug, Clone)]
@@ -58,9 +58,13 @@ pub enum Scope {
 pub struct Throttled {
     /// When to try again.
     pub retry_after: Duration,
-    /// Why.
-    pub scope: Scope,
+    /// Why: a count's scope, or `None` when the counts could not be read (the store is down or
+    /// busy): then nothing is known to allow the attempt, so it waits too.
+    pub scope: Option<Scope>,
 }
+
+/// How long to wait when the counts cannot be read.
+const UNREADABLE_RETRY: Duration = Duration::from_secs(1);
 
 /// The throttle: the policy; the counts are the store's.
 #[derive(Debug, Default)]
@@ -115,8 +119,8 @@ impl Throttle {
     }
 
     /// Whether an attempt may go ahead at `now_ms` (unix ms; call before verifying the
-    /// password). A store that cannot answer lets it through: the login then fails on the
-    /// same store.
+    /// password). A store that cannot answer refuses it: a guesser who keeps the database
+    /// busy must not get unthrottled guesses.
     pub fn check(
         &self,
         store: &dyn Store,
@@ -129,14 +133,17 @@ impl Throttle {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("reading the failed-login counts: {e}");
-                return Ok(());
+                return Err(Throttled {
+                    retry_after: UNREADABLE_RETRY,
+                    scope: None,
+                });
             }
         };
         for c in counts {
             let (free, scope) = if c.key == account {
-                (self.policy.account_free, Scope::Account)
+                (self.policy.account_free, Some(Scope::Account))
             } else {
-                (self.policy.address_free, Scope::Address)
+                (self.policy.address_free, Some(Scope::Address))
             };
             if let Some(retry_after) = self.wait(c.failures, free, c.last_at_ms, now_ms) {
                 return Err(Throttled { retry_after, scope });
@@ -145,13 +152,18 @@ impl Throttle {
         Ok(())
     }
 
-    /// Records a failed attempt at `now_ms`.
-    pub fn failed(&self, store: &dyn Store, account: &str, addr: IpAddr, now_ms: i64) {
+    /// Records a failed attempt at `now_ms`; an error means it was not counted (the caller
+    /// answers `unavailable` rather than let an uncounted guess pass as a plain failure).
+    pub fn failed(
+        &self,
+        store: &dyn Store,
+        account: &str,
+        addr: IpAddr,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         let keys = [account_key(account), address_key(addr)];
         let keys = [keys[0].as_str(), keys[1].as_str()];
-        if let Err(e) = store.login_failed(&keys, now_ms, self.since(now_ms)) {
-            log::warn!("counting a failed login: {e}");
-        }
+        store.login_failed(&keys, now_ms, self.since(now_ms))
     }
 
     /// Records a success: the account's count is cleared (the address's is not: a spray
@@ -199,20 +211,20 @@ mod tests {
         let a = ip("192.0.2.1");
         for i in 0..5 {
             assert!(t.check(&st, "Ann@x.io", a, t0).is_ok(), "attempt {i}");
-            t.failed(&st, "ann@x.io ", a, t0);
+            t.failed(&st, "ann@x.io ", a, t0).unwrap();
         }
         // the sixth failure: 1 s; a seventh: 2 s; the delay is capped at 15 min
-        t.failed(&st, "ann@x.io", a, t0);
+        t.failed(&st, "ann@x.io", a, t0).unwrap();
         let r = t
             .check(&st, "ANN@x.io", ip("198.51.100.7"), t0)
             .unwrap_err();
         assert_eq!(
             (r.retry_after, r.scope),
-            (Duration::from_secs(2), Scope::Account)
+            (Duration::from_secs(2), Some(Scope::Account))
         );
         assert!(t.check(&st, "ann@x.io", a, t0 + 2 * S).is_ok());
         for _ in 0..30 {
-            t.failed(&st, "ann@x.io", a, t0);
+            t.failed(&st, "ann@x.io", a, t0).unwrap();
         }
         let r = t.check(&st, "ann@x.io", a, t0).unwrap_err();
         assert_eq!(r.retry_after, Duration::from_secs(15 * 60));
@@ -222,9 +234,10 @@ mod tests {
         assert!(t.check(&st, "ann@x.io", ip("203.0.113.9"), t0).is_ok());
         // a count past the window starts again from one
         for _ in 0..5 {
-            t.failed(&st, "bob@x.io", ip("203.0.113.10"), t0);
+            t.failed(&st, "bob@x.io", ip("203.0.113.10"), t0).unwrap();
         }
-        t.failed(&st, "bob@x.io", ip("203.0.113.10"), t0 + 16 * 60 * S);
+        t.failed(&st, "bob@x.io", ip("203.0.113.10"), t0 + 16 * 60 * S)
+            .unwrap();
         assert!(t.check(&st, "bob@x.io", a, t0 + 16 * 60 * S).is_ok());
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -237,18 +250,19 @@ mod tests {
         for i in 0..21 {
             // a different host in the same /64 each time
             let a = ip(&format!("2001:db8:1:2::{:x}", i + 1));
-            t.failed(&st, &format!("user{i}@x.io"), a, t0);
+            t.failed(&st, &format!("user{i}@x.io"), a, t0).unwrap();
         }
         let r = t
             .check(&st, "fresh@x.io", ip("2001:db8:1:2:ffff::1"), t0)
             .unwrap_err();
-        assert_eq!(r.scope, Scope::Address);
+        assert_eq!(r.scope, Some(Scope::Address));
         assert!(t
             .check(&st, "fresh@x.io", ip("2001:db8:1:3::1"), t0)
             .is_ok());
         // IPv4-mapped IPv6 is the IPv4 address
         for i in 0..21 {
-            t.failed(&st, &format!("v4user{i}@x.io"), ip("192.0.2.77"), t0);
+            t.failed(&st, &format!("v4user{i}@x.io"), ip("192.0.2.77"), t0)
+                .unwrap();
         }
         assert!(t
             .check(&st, "fresh@x.io", ip("::ffff:192.0.2.77"), t0)
@@ -263,7 +277,7 @@ mod tests {
         let t0 = 1_700_000_000_000;
         let a = ip("192.0.2.1");
         for i in 0..50 {
-            t.failed(&st, &format!("spray{i}@x.io"), a, t0);
+            t.failed(&st, &format!("spray{i}@x.io"), a, t0).unwrap();
         }
         let purged = st
             .purge_expired(t0 / 1000 + LOGIN_FAILURES_KEPT_SECS + 1, 0)
