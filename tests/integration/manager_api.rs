@@ -1280,14 +1280,14 @@ pub(crate) fn manager_cli(db: &Db, args: &[&str]) -> String {
 }
 
 /// The key id in an access token's header.
-fn kid_of(jwt: &str) -> String {
+pub(crate) fn kid_of(jwt: &str) -> String {
     let header: Value = serde_json::from_slice(&b64url_decode(jwt.split('.').next().unwrap()))
         .expect("a JSON header");
     header["kid"].as_str().expect("a kid").to_owned()
 }
 
 /// The key ids the manager publishes.
-fn published_kids(addr: SocketAddr) -> Vec<String> {
+pub(crate) fn published_kids(addr: SocketAddr) -> Vec<String> {
     let jwks: Value =
         serde_json::from_str(&get(addr, "/.well-known/jwks.json", &[]).text()).expect("a JWKS");
     jwks["keys"]

@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use conduit_tests::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::manager_api::{
-    call, fam, hashing_shared, init_admin, login, manager_cli, ok, refused, token, Db, Engine,
-    ADMIN,
+    call, fam, hashing_shared, init_admin, kid_of, login, manager_cli, ok, published_kids, refused,
+    token, Db, Engine, ADMIN,
 };
 
 const WHO: &str = "/conduit.manager.v1.AuthService/WhoAmI";
@@ -40,24 +40,6 @@ fn samples(addr: SocketAddr, family: &str) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-fn kid_of(jwt: &str) -> String {
-    let header = jwt.split('.').next().unwrap();
-    let header: Value =
-        serde_json::from_slice(&conduit_base64::decode_url(header).expect("base64url")).unwrap();
-    header["kid"].as_str().unwrap().to_owned()
-}
-
-fn published_kids(addr: SocketAddr) -> Vec<String> {
-    let jwks: Value =
-        serde_json::from_str(&get(addr, "/.well-known/jwks.json", &[]).text()).expect("a JWKS");
-    jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// Two managers on one PostgreSQL, started together on an empty database: the schema is
