@@ -84,7 +84,7 @@ fn sdr_repository_and_sensor_readings() {
     block_on(async {
         // ipmi_sim refuses whole-record reads (0xCA): this only works chunked.
         let records = sdr::read_repository(&b).await.expect("sdr");
-        let sensors = sdr::threshold_sensors(&records);
+        let sensors = sdr::sensor_records(&records);
         let names: Vec<(&str, &str)> = sensors.iter().map(|s| (s.name.as_str(), s.unit)).collect();
         assert_eq!(names, [("CPU Temp", "celsius"), ("FAN 1", "rpm")]);
         let cpu = sdr::read_sensor(&b, &sensors[0]).await.unwrap();

@@ -54,8 +54,14 @@ pub struct ChassisStatus {
     pub power_on: bool,
     /// Power overload.
     pub power_overload: bool,
-    /// Power fault.
+    /// Main power fault, or a fault in power control (current power state bits 3, 4).
     pub power_fault: bool,
+    /// Power interlock active (bit 2): a cover open cut the power.
+    pub power_interlock: bool,
+    /// Drive fault (misc chassis state, bit 2).
+    pub drive_fault: bool,
+    /// Cooling or fan fault (misc chassis state, bit 3): IPMI has one bit for both.
+    pub cooling_fault: bool,
 }
 
 impl From<GetChassisStatus> for Message {
@@ -73,10 +79,14 @@ impl IpmiCommand for GetChassisStatus {
         if data.len() < 3 {
             return Err(NotEnoughData);
         }
+        let misc = data[2];
         Ok(ChassisStatus {
             power_on: current & 0x01 != 0,
             power_overload: current & 0x02 != 0,
-            power_fault: current & 0x08 != 0,
+            power_fault: current & 0x18 != 0,
+            power_interlock: current & 0x04 != 0,
+            drive_fault: misc & 0x04 != 0,
+            cooling_fault: misc & 0x08 != 0,
         })
     }
 }
@@ -146,7 +156,9 @@ mod tests {
     #[test]
     fn chassis_status_bits() {
         let s = GetChassisStatus::parse_success_response(&[0x01, 0x00, 0x40]).unwrap();
-        assert!(s.power_on && !s.power_fault);
+        assert!(s.power_on && !s.power_fault && !s.drive_fault && !s.cooling_fault);
+        let s = GetChassisStatus::parse_success_response(&[0x10, 0x00, 0x0C]).unwrap();
+        assert!(!s.power_on && s.power_fault && s.drive_fault && s.cooling_fault);
         assert!(GetChassisStatus::parse_success_response(&[0x01]).is_err());
         let m: Message = ChassisControl::SoftShutdown.into();
         assert_eq!(

@@ -176,15 +176,30 @@ mod tests {
             0x6d, 0x70,
         ]
         .to_vec();
-        for m in mutations(&cpu, &mut rng, ROUNDS) {
-            if m.len() < 2 {
-                continue;
-            }
-            // ipmi-rs-core's parser is what the agent feeds BMC bytes to.
-            if let Ok(info) = ipmi_rs_core::storage::sdr::SdrRecordInfo::parse(&m) {
-                for s in super::super::sdr::threshold_sensors(&[info.record]) {
-                    for raw in [0u8, 0x7F, 0x80, 0xFF] {
-                        let _ = super::super::sdr::convert_for_test(&s, raw);
+        // A compact discrete record (power supply "PSU 1") beside the full one.
+        let mut psu = vec![
+            0xFF, 0xFF, 0x05, 0x00, 0x51, 0x02, 0x20, 0x20, 0x00, 0x03, 0x0A,
+        ];
+        psu.extend([
+            0x01, 0x67, 0x40, 0x08, 0x6F, 0x0F, 0x00, 0x0F, 0x00, 0x0F, 0x00, 0x00,
+        ]);
+        psu.extend([
+            0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xC5,
+        ]);
+        psu.extend(b"PSU 1");
+        let seeds = [cpu, psu];
+        for seed in &seeds {
+            for m in mutations(seed, &mut rng, ROUNDS) {
+                // As the cache does: the reserved modifiers ipmi-rs-core panics on are skipped.
+                if m.len() < 2 || !super::super::sdr::parsable(&m[2..]) {
+                    continue;
+                }
+                // ipmi-rs-core's parser is what the agent feeds BMC bytes to.
+                if let Ok(info) = ipmi_rs_core::storage::sdr::SdrRecordInfo::parse(&m) {
+                    for s in super::super::sdr::sensor_records(&[info.record]) {
+                        for raw in [0u8, 0x7F, 0x80, 0xFF] {
+                            let _ = super::super::sdr::convert_for_test(&s, raw);
+                        }
                     }
                 }
             }

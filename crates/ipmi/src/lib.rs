@@ -4,8 +4,9 @@
 //!
 //! Layers: [`wire`] (bytes) → [`rakp`] (handshake) and [`session`] (established session) →
 //! [`client`] (UDP I/O, retransmits, batches kept by [`pipeline`]) → [`IpmiBmc`] (session
-//! reuse) → [`commands`], [`sdr`] (repository and sensors), [`sel`] (event log), [`boot`]
-//! (boot device override), `sol` (feature `sol`: Serial over LAN).
+//! reuse) → [`commands`], [`sdr`] (repository and sensors), [`sel`] (event log), [`status`]
+//! (identity, event log size, DCMI power), [`boot`] (boot device override), `sol` (feature
+//! `sol`: Serial over LAN).
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod sel;
 pub mod session;
 #[cfg(feature = "sol")]
 pub mod sol;
+pub mod status;
 pub mod wire;
 
 use std::net::SocketAddr;

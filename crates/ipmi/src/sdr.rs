@@ -68,7 +68,9 @@ const CC_RESERVATION_CANCELLED: u8 = 0xC5;
 const CC_NOT_PRESENT: u8 = 0xCB;
 const TOO_LONG: [u8; 3] = [0xCA, 0xC7, 0xC8];
 
-/// A threshold sensor from the repository.
+/// A sensor from the repository that has a reading: a threshold sensor (full record, event/
+/// reading type 0x01), whose value is converted with the record's formula, or a discrete one
+/// (any other type, full or compact record), whose reading is a set of asserted states.
 #[derive(Debug, Clone)]
 pub struct SensorRecord {
     /// Sensor name from the record (untrusted: sanitize before using it as a label).
@@ -77,7 +79,22 @@ pub struct SensorRecord {
     pub number: u8,
     /// Unit label, e.g. `celsius`, `rpm`.
     pub unit: &'static str,
-    record: FullSensorRecord,
+    /// The SDR record ID.
+    pub record_id: u16,
+    /// Sensor type (IPMI 2.0 table 42-3).
+    pub sensor_type: u8,
+    /// Event/reading type (0x01 threshold, 0x02-0x0C generic, 0x6F sensor-specific).
+    pub event_reading_type: u8,
+    // The conversion formula of a threshold sensor with a full record.
+    formula: Option<FullSensorRecord>,
+}
+
+impl SensorRecord {
+    /// Whether this is a threshold sensor (a value and threshold states) rather than a discrete
+    /// one (asserted states only).
+    pub fn is_threshold(&self) -> bool {
+        self.event_reading_type == 0x01
+    }
 }
 
 /// One sensor reading.
@@ -87,10 +104,19 @@ pub struct SensorReading {
     pub name: String,
     /// Unit label.
     pub unit: &'static str,
-    /// Converted value; `None` when the BMC says the reading is unavailable.
+    /// Converted value; `None` when the BMC says the reading is unavailable, and for discrete
+    /// sensors.
     pub value: Option<f64>,
-    /// `ok`, `non_critical`, `critical`, `non_recoverable` or `unavailable`.
+    /// `ok`, `non_critical`, `critical`, `non_recoverable` or `unavailable`; for a discrete
+    /// sensor, the most severe of its asserted states ([`sel::state_severity`](super::sel::state_severity)):
+    /// `ok`, `non_critical` or `critical`.
     pub state: &'static str,
+    /// The SDR record ID.
+    pub record_id: u16,
+    /// Sensor type (IPMI 2.0 table 42-3).
+    pub sensor_type: u8,
+    /// Whether the sensor is discrete (states, no value).
+    pub discrete: bool,
 }
 
 /// Unit label for an IPMI base unit code (IPMI 2.0 table 43-15); `other` beyond the common ones.
@@ -625,13 +651,17 @@ impl SdrCache {
     /// Parses the records the walk took since the last call.
     fn take_records(&mut self) {
         for (id, raw) in &self.walk.taken[self.parsed..] {
+            if !parsable(raw) {
+                log::debug!("sdr record {id:#06x} skipped: reserved ID string modifier");
+                continue;
+            }
             match Record::parse(raw) {
                 Ok(r) => self.records.push(r),
                 Err(e) => log::debug!("sdr record {id:#06x} skipped: {e:?}"),
             }
         }
         self.parsed = self.walk.taken.len();
-        self.sensors = threshold_sensors(&self.records);
+        self.sensors = sensor_records(&self.records);
     }
 
     /// The repository info the records were read under (`None` before the first refresh).
@@ -674,21 +704,86 @@ pub async fn read_repository(bmc: &IpmiBmc) -> Result<Vec<Record>, IpmiError> {
     Ok(cache.records)
 }
 
-/// The threshold sensors (full sensor records) of a repository.
-pub fn threshold_sensors(records: &[Record]) -> Vec<SensorRecord> {
-    records
-        .iter()
-        .filter_map(|r| r.full_sensor())
-        .map(|f| {
-            let units = f.common().sensor_units;
-            SensorRecord {
-                name: f.common().sensor_id.to_string(),
-                number: f.sensor_number().get(),
-                unit: unit_label(u8::from(units.base_unit), units.is_percentage),
-                record: f.clone(),
+/// The sensors with a reading of a repository: full and compact sensor records (event-only
+/// records have none). A compact record shared by several sensors (record sharing) stands
+/// for each of them, numbered and named on from the first as IPMI 2.0 §43.2 says.
+pub fn sensor_records(records: &[Record]) -> Vec<SensorRecord> {
+    use ipmi_rs_core::storage::sdr::record::RecordContents;
+    let mut out = Vec::new();
+    for r in records {
+        let (common, formula, sharing) = match &r.contents {
+            RecordContents::FullSensor(f) => (f.common(), Some(f), None),
+            RecordContents::CompactSensor(c) => (c.common(), None, Some(&c.record_sharing)),
+            _ => continue,
+        };
+        let units = common.sensor_units;
+        let event_reading_type = reading_type_code(common.event_reading_type_code);
+        let base = SensorRecord {
+            name: common.sensor_id.to_string(),
+            number: common.key.sensor_number.get(),
+            unit: unit_label(u8::from(units.base_unit), units.is_percentage),
+            record_id: r.header.id.value(),
+            sensor_type: u8::from(common.ty),
+            event_reading_type,
+            formula: formula.filter(|_| event_reading_type == 0x01).cloned(),
+        };
+        match sharing.filter(|s| s.share_count > 1) {
+            None => out.push(base),
+            Some(s) => {
+                for i in 0..s.share_count {
+                    let n = s.modifier_offset + i;
+                    // ipmi-rs-core does not export the modifier's type, only its Debug.
+                    let suffix = if format!("{:?}", s.id_string_modifier) == "Alpha" {
+                        alpha(n)
+                    } else {
+                        n.to_string()
+                    };
+                    out.push(SensorRecord {
+                        name: format!("{}{suffix}", base.name),
+                        number: base.number.wrapping_add(i),
+                        ..base.clone()
+                    });
+                }
             }
-        })
-        .collect()
+        }
+    }
+    out
+}
+
+/// The code ipmi-rs-core parsed into `c`.
+fn reading_type_code(
+    c: ipmi_rs_core::storage::sdr::event_reading_type_code::EventReadingTypeCodes,
+) -> u8 {
+    use ipmi_rs_core::storage::sdr::event_reading_type_code::EventReadingTypeCodes as C;
+    match c {
+        C::Unspecified => 0x00,
+        C::Threshold => 0x01,
+        C::SensorSpecific => 0x6F,
+        C::DiscreteGeneric(v) | C::Oem(v) | C::Reserved(v) => v,
+    }
+}
+
+/// An alphabetic instance modifier: 'A'..'Z', then 'BA', 'BB', ... (base 26).
+fn alpha(mut n: u8) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(b'A' + n % 26);
+        n /= 26;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap_or_default()
+}
+
+/// ipmi-rs-core 0.6 panics on a compact record whose ID string instance modifier type (byte
+/// 24, bits 5:4) is one of the reserved values 2 or 3: such a record is skipped here instead,
+/// before it reaches the parser. Returns whether `raw` (header included) is safe to parse.
+pub fn parsable(raw: &[u8]) -> bool {
+    const COMPACT: u8 = 0x02;
+    const SHARING: usize = 23;
+    !(raw.get(3) == Some(&COMPACT) && raw.get(SHARING).is_some_and(|b| (b >> 4) & 0x3 >= 2))
 }
 
 /// Converts a raw reading with the record's linear formula, `y = (M x + B 10^Bexp) 10^Rexp`.
@@ -712,7 +807,7 @@ pub fn convert(record: &FullSensorRecord, raw: u8) -> Option<f64> {
 /// [`convert`] for a sensor record (tests outside this module).
 #[cfg(test)]
 pub(crate) fn convert_for_test(sensor: &SensorRecord, raw: u8) -> Option<f64> {
-    convert(&sensor.record, raw)
+    sensor.formula.as_ref().and_then(|f| convert(f, raw))
 }
 
 /// The state bits of a Get Sensor Reading response (byte 3, threshold sensors).
@@ -728,31 +823,54 @@ pub fn threshold_state(status: u8) -> &'static str {
     }
 }
 
+/// The state of a discrete sensor: the most severe of the states its reading asserts (bytes 3
+/// and 4 of the response, states 0-14).
+pub fn discrete_state(sensor: &SensorRecord, low: u8, high: u8) -> &'static str {
+    use super::sel::{state_severity, Severity};
+    let bits = u16::from_le_bytes([low, high & 0x7F]);
+    let worst = (0..15u8)
+        .filter(|o| bits & (1 << o) != 0)
+        .map(|o| state_severity(sensor.event_reading_type, sensor.sensor_type, o))
+        .max()
+        .unwrap_or(Severity::Info);
+    match worst {
+        Severity::Info => "ok",
+        Severity::Warning => "non_critical",
+        Severity::Critical => "critical",
+    }
+}
+
 /// A Get Sensor Reading answer, converted: completion codes other than 0 (0xCB "not present",
 /// 0xD5 "not in present state", ...) and the "reading unavailable" or "scanning disabled"
 /// bits make the sensor unavailable, not the BMC.
 fn reading(sensor: &SensorRecord, code: u8, r: &[u8]) -> Result<SensorReading, IpmiError> {
-    let unavailable = || SensorReading {
+    let read = |value, state| SensorReading {
         name: sensor.name.clone(),
         unit: sensor.unit,
-        value: None,
-        state: "unavailable",
+        value,
+        state,
+        record_id: sensor.record_id,
+        sensor_type: sensor.sensor_type,
+        discrete: !sensor.is_threshold(),
     };
     if code != 0 {
-        return Ok(unavailable());
+        return Ok(read(None, "unavailable"));
     }
     if r.len() < 2 {
         return Err(IpmiError::Malformed("get sensor reading"));
     }
     if r[1] & 0x20 != 0 || r[1] & 0x40 == 0 {
-        return Ok(unavailable());
+        return Ok(read(None, "unavailable"));
     }
-    Ok(SensorReading {
-        name: sensor.name.clone(),
-        unit: sensor.unit,
-        value: convert(&sensor.record, r[0]),
-        state: threshold_state(r.get(2).copied().unwrap_or(0)),
-    })
+    let low = r.get(2).copied().unwrap_or(0);
+    if !sensor.is_threshold() {
+        return Ok(read(
+            None,
+            discrete_state(sensor, low, r.get(3).copied().unwrap_or(0)),
+        ));
+    }
+    let value = sensor.formula.as_ref().and_then(|f| convert(f, r[0]));
+    Ok(read(value, threshold_state(low)))
 }
 
 fn reading_request(sensor: &SensorRecord) -> Request {
@@ -832,23 +950,26 @@ mod tests {
         let mut with_next = vec![0xFF, 0xFF];
         with_next.extend_from_slice(&cpu);
         let rec = RecordInfo::parse(&with_next).unwrap().record;
-        let sensors = threshold_sensors(&[rec]);
+        let sensors = sensor_records(&[rec]);
         assert_eq!(sensors.len(), 1);
         assert_eq!(
             (sensors[0].name.as_str(), sensors[0].number, sensors[0].unit),
             ("CPU Temp", 1, "celsius")
         );
-        assert_eq!(convert(&sensors[0].record, 0x28), Some(40.0));
+        assert_eq!(
+            convert(sensors[0].formula.as_ref().unwrap(), 0x28),
+            Some(40.0)
+        );
 
         // The same record declaring one's-complement readings (sensor units 1, bits 7:6 = 01).
         let mut ones = vec![0xFF, 0xFF];
         ones.extend_from_slice(&cpu);
         ones[2 + 20] = 0x40;
         let rec = RecordInfo::parse(&ones).unwrap().record;
-        let s = &threshold_sensors(&[rec])[0];
-        assert_eq!(convert(&s.record, 0x05), Some(5.0));
-        assert_eq!(convert(&s.record, 0xFA), Some(-5.0));
-        assert_eq!(convert(&s.record, 0xFF), Some(-0.0));
+        let s = &sensor_records(&[rec])[0];
+        assert_eq!(convert(s.formula.as_ref().unwrap(), 0x05), Some(5.0));
+        assert_eq!(convert(s.formula.as_ref().unwrap(), 0xFA), Some(-5.0));
+        assert_eq!(convert(s.formula.as_ref().unwrap(), 0xFF), Some(-0.0));
     }
 
     /// The CPU Temp record of tests/peers/ipmi/bmc.emu as record `id`, sensor `number`,
@@ -1258,6 +1379,99 @@ mod tests {
             ]
         );
         assert_eq!(fake.count(CMD_GET_SENSOR_READING), 5);
+    }
+
+    /// A compact sensor record (IPMI 2.0 table 43-2): power supply `name`, sensor-specific
+    /// states, sensor number 3, with the record-sharing byte 24 given.
+    fn compact_record(name: &str, sharing: u8, modifier_offset: u8) -> Vec<u8> {
+        let mut r = vec![0x05, 0x00, 0x51, 0x02, 0x00];
+        r.extend([0x20, 0x00, 0x03, 0x0A, 0x01, 0x67, 0x40, 0x08, 0x6F]);
+        r.extend([0x0F, 0x00, 0x0F, 0x00, 0x0F, 0x00, 0x00, 0x00, 0x00]);
+        r.extend([sharing, modifier_offset, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
+        r.push(0xC0 | name.len() as u8);
+        r.extend(name.as_bytes());
+        r[4] = (r.len() - 5) as u8;
+        r
+    }
+
+    fn parse_records(raws: &[Vec<u8>]) -> Vec<SensorRecord> {
+        let records: Vec<Record> = raws
+            .iter()
+            .map(|r| Record::parse(r).expect("record"))
+            .collect();
+        sensor_records(&records)
+    }
+
+    #[test]
+    fn a_compact_discrete_sensor_reads_as_its_worst_asserted_state() {
+        let sensors = parse_records(&[compact_record("PSU 1", 0x01, 0)]);
+        let psu = &sensors[0];
+        assert_eq!(
+            (psu.name.as_str(), psu.number, psu.record_id),
+            ("PSU 1", 3, 5)
+        );
+        assert!(!psu.is_threshold());
+        let state = |low: u8| {
+            let r = reading(psu, 0, &[0x00, 0xC0, low, 0x80]).unwrap();
+            assert_eq!((r.value, r.discrete, r.sensor_type), (None, true, 0x08));
+            r.state
+        };
+        // Presence detected (offset 0) is nominal; failure (1) critical; predictive failure
+        // (2) a warning; the worst one asserted wins.
+        assert_eq!(state(0x01), "ok");
+        assert_eq!(state(0x00), "ok");
+        assert_eq!(state(0x05), "non_critical");
+        assert_eq!(state(0x07), "critical");
+        // Scanning disabled: unavailable, as for threshold sensors.
+        assert_eq!(
+            reading(psu, 0, &[0, 0x00, 0x03]).unwrap().state,
+            "unavailable"
+        );
+        assert_eq!(reading(psu, 0xCB, &[]).unwrap().state, "unavailable");
+    }
+
+    #[test]
+    fn a_shared_compact_record_stands_for_each_of_its_sensors() {
+        // Three sensors, numeric modifiers from 1; then two with alphabetic ones from 'B'.
+        let sensors = parse_records(&[
+            compact_record("PSU", 0x03, 1),
+            compact_record("FAN", 0x12, 1),
+        ]);
+        let got: Vec<(&str, u8)> = sensors
+            .iter()
+            .map(|s| (s.name.as_str(), s.number))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("PSU1", 3),
+                ("PSU2", 4),
+                ("PSU3", 5),
+                ("FANB", 3),
+                ("FANC", 4)
+            ]
+        );
+        assert_eq!(alpha(27), "BB");
+    }
+
+    #[test]
+    fn a_reserved_id_string_modifier_is_skipped_not_a_panic() {
+        // ipmi-rs-core 0.6 panics on modifier types 2 and 3: such records never reach it.
+        for bits in [0x20, 0x30] {
+            assert!(!parsable(&compact_record("X", bits | 1, 0)));
+        }
+        assert!(parsable(&compact_record("X", 0x11, 0)));
+        assert!(parsable(&CPU_TEMP));
+        // Through the cache: the bad record goes, the sensors around it stay.
+        let mut bad = compact_record("X", 0x21, 0);
+        bad[0] = 2;
+        let fake = Fake::new(
+            vec![sensor_record(1, 1, "T1"), bad, sensor_record(3, 3, "T3")],
+            64,
+        );
+        let mut cache = SdrCache::new();
+        block_on(cache.refresh(&fake, FOREVER)).unwrap();
+        assert_eq!(names(&cache), ["T1", "T3"]);
     }
 
     #[test]

@@ -239,26 +239,32 @@ impl SystemEvent {
 
     /// How much the event matters; see the module docs.
     pub fn severity(&self) -> Severity {
-        use Severity::*;
         if self.deassertion {
-            return Info;
+            return Severity::Info;
         }
-        let offset = self.offset();
-        match self.event_type {
-            0x01 => match offset {
-                0x0 | 0x1 | 0x6 | 0x7 => Warning,
-                0x2..=0x5 | 0x8..=0xB => Critical,
-                _ => Info,
-            },
-            0x07 => match offset {
-                0x1 | 0x4 => Warning,
-                0x2 | 0x3 | 0x5 | 0x6 => Critical,
-                _ => Info,
-            },
-            0x04 | 0x05 if offset == 0x1 => Warning,
-            0x6F => sensor_specific(self.sensor_type, offset),
+        state_severity(self.event_type, self.sensor_type, self.offset())
+    }
+}
+
+/// How much it matters that state `offset` of a sensor is asserted, by its event/reading type
+/// and sensor type (see the module docs): what a SEL event's assertion says, and what a
+/// discrete sensor's current reading says for each state it has asserted.
+pub fn state_severity(event_type: u8, sensor_type: u8, offset: u8) -> Severity {
+    use Severity::*;
+    match event_type {
+        0x01 => match offset {
+            0x0 | 0x1 | 0x6 | 0x7 => Warning,
+            0x2..=0x5 | 0x8..=0xB => Critical,
             _ => Info,
-        }
+        },
+        0x07 => match offset {
+            0x1 | 0x4 => Warning,
+            0x2 | 0x3 | 0x5 | 0x6 => Critical,
+            _ => Info,
+        },
+        0x04 | 0x05 if offset == 0x1 => Warning,
+        0x6F => sensor_specific(sensor_type, offset),
+        _ => Info,
     }
 }
 
