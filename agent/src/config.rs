@@ -238,6 +238,7 @@ struct RawAgent {
     max_operations: Option<Spanned<i64>>,
     max_operations_per_server: Option<Spanned<i64>>,
     state_dir: Option<Spanned<String>>,
+    ipmi_exporter_endpoint: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -341,6 +342,9 @@ pub struct Config {
     /// Where the agent keeps what must survive a crash (the SOL payloads it holds):
     /// `agent.state_dir`, by default `state` next to the configuration file.
     pub state_dir: PathBuf,
+    /// `agent.ipmi_exporter_endpoint`: serve `/ipmi?target=…` in ipmi_exporter's names
+    /// (default off).
+    pub ipmi_exporter_endpoint: bool,
 }
 
 /// Upper bounds of the operation and console caps: together they stay below the HTTP
@@ -841,6 +845,7 @@ impl Config {
                 4,
                 MAX_OPERATIONS as i64,
             )?,
+            ipmi_exporter_endpoint: a.ipmi_exporter_endpoint.unwrap_or(false),
             bmcs,
         })
     }

@@ -45,6 +45,44 @@ pub struct SensorReading {
     pub value: Option<f64>,
     /// `ok`, `non_critical`, `critical`, `non_recoverable` or `unavailable`.
     pub state: &'static str,
+    /// IPMI: the SDR record ID; Redfish: none.
+    pub record_id: Option<u16>,
+    /// IPMI: the sensor type code (IPMI 2.0 table 42-3); Redfish: none.
+    pub sensor_type: Option<u8>,
+    /// A discrete sensor: states, never a value.
+    pub discrete: bool,
+}
+
+impl SensorReading {
+    /// The state as a level: 0 nominal (`ok`), 1 warning (`non_critical`), 2 critical
+    /// (`critical`, `non_recoverable`); `None` while unavailable.
+    pub fn level(&self) -> Option<u8> {
+        match self.state {
+            "ok" => Some(0),
+            "non_critical" => Some(1),
+            "critical" | "non_recoverable" => Some(2),
+            _ => None,
+        }
+    }
+}
+
+/// What a poll reads of a BMC beside power and sensors ([`Fleet::status`]). A part the BMC
+/// does not report is `None` (or absent from `health`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BmcStatus {
+    /// Identity.
+    pub identity: Option<BmcIdentity>,
+    /// Watts the server draws: IPMI DCMI Get Power Reading; Redfish `PowerConsumedWatts` or
+    /// `EnvironmentMetrics`.
+    pub power_watts: Option<f64>,
+    /// Entries in the event log: IPMI Get SEL Info; Redfish, the event logs' entry counts.
+    pub event_log_entries: Option<u64>,
+    /// Free bytes in the IPMI SEL.
+    pub event_log_free_bytes: Option<u64>,
+    /// Health by component, from a fixed set: IPMI `power`, `cooling`, `drive` (chassis status
+    /// fault bits: 0 or 2); Redfish `system`, `chassis`, `power_supply`, `fan`, `memory`,
+    /// `processor` (`Status.Health`: 0 OK, 1 Warning, 2 Critical).
+    pub health: Vec<(&'static str, u8)>,
 }
 
 /// A power action.
@@ -126,6 +164,34 @@ pub struct BmcIdentity {
     pub product: String,
     /// Firmware version of the BMC.
     pub firmware: String,
+    /// IPMI version the BMC speaks (`2.0`); empty for Redfish.
+    pub ipmi_version: String,
+    /// The system's serial number (Redfish); empty for IPMI.
+    pub serial: String,
+}
+
+impl BmcIdentity {
+    #[cfg(feature = "ipmi")]
+    fn of_device(d: &ipmi_rs_core::app::DeviceId) -> BmcIdentity {
+        BmcIdentity {
+            manufacturer: format!("IANA {}", d.manufacturer_id),
+            product: format!("{:#06x}", d.product_id),
+            firmware: format!("{}.{:02}", d.major_fw_revision, d.minor_fw_revision),
+            ipmi_version: format!("{}.{}", d.major_version, d.minor_version),
+            serial: String::new(),
+        }
+    }
+
+    #[cfg(feature = "redfish")]
+    fn of_redfish(i: conduit_redfish::RedfishInfo) -> BmcIdentity {
+        BmcIdentity {
+            manufacturer: i.manufacturer,
+            product: i.model,
+            firmware: i.firmware,
+            ipmi_version: String::new(),
+            serial: i.serial,
+        }
+    }
 }
 
 /// A boot device to override the boot order with.
@@ -822,20 +888,77 @@ impl Fleet {
                 #[cfg(feature = "ipmi")]
                 Backend::Ipmi { ipmi, .. } => {
                     let d = ipmi.execute("get device id", GetDeviceId).await?;
-                    Ok(BmcIdentity {
-                        manufacturer: format!("IANA {}", d.manufacturer_id),
-                        product: format!("{:#06x}", d.product_id),
-                        firmware: format!("{}.{:02}", d.major_fw_revision, d.minor_fw_revision),
+                    Ok(BmcIdentity::of_device(&d))
+                }
+                #[cfg(feature = "redfish")]
+                Backend::Redfish(r, lock) => Ok(BmcIdentity::of_redfish(
+                    redfish(r, lock, |r| r.info()).await?,
+                )),
+            }
+        })
+        .await
+    }
+
+    /// What the poller reads beside power and sensors (`status`): IPMI Get Device ID, Get SEL
+    /// Info, DCMI Get Power Reading and Get Chassis Status in one batch; Redfish identity,
+    /// health roll-ups and power draw ([`RedfishBmc::status`]) and the entry counts of the
+    /// logs [`Fleet::events`] reads.
+    pub async fn status(&self, id: &str) -> Result<BmcStatus, OpError> {
+        let bmc = &*self.find(id, "status")?;
+        self.run(bmc, "status", async {
+            match bmc.backend().await? {
+                #[cfg(feature = "ipmi")]
+                Backend::Ipmi { ipmi, .. } => {
+                    let s = conduit_ipmi::status::read_status(ipmi.as_ref()).await?;
+                    let fault = |f: bool| if f { 2 } else { 0 };
+                    Ok(BmcStatus {
+                        identity: s.device.as_ref().map(BmcIdentity::of_device),
+                        power_watts: s.power.map(|p| f64::from(p.current_watts)),
+                        event_log_entries: s.sel.map(|l| u64::from(l.entries)),
+                        event_log_free_bytes: s.sel.map(|l| u64::from(l.free_bytes)),
+                        health: s
+                            .chassis
+                            .map(|c| {
+                                vec![
+                                    ("power", fault(c.power_fault || c.power_overload)),
+                                    ("cooling", fault(c.cooling_fault)),
+                                    ("drive", fault(c.drive_fault)),
+                                ]
+                            })
+                            .unwrap_or_default(),
                     })
                 }
                 #[cfg(feature = "redfish")]
                 Backend::Redfish(r, lock) => {
-                    let i = redfish(r, lock, |r| r.info()).await?;
-                    Ok(BmcIdentity {
-                        manufacturer: i.manufacturer,
-                        product: i.model,
-                        firmware: i.firmware,
+                    redfish(r, lock, |r| {
+                        use conduit_redfish::health::Health;
+                        let s = r.status()?;
+                        let mut entries = None;
+                        for service in crate::event_log::event_services(r.log_services()?) {
+                            if let Some(n) = r.log_entry_count(&service)? {
+                                *entries.get_or_insert(0) += n;
+                            }
+                        }
+                        Ok(BmcStatus {
+                            identity: Some(BmcIdentity::of_redfish(s.info)),
+                            power_watts: s.power_watts,
+                            event_log_entries: entries,
+                            event_log_free_bytes: None,
+                            health: s
+                                .health
+                                .into_iter()
+                                .map(|(c, h)| {
+                                    let level = match h {
+                                        Health::Ok => 0,
+                                        Health::Warning => 1,
+                                        Health::Critical => 2,
+                                    };
+                                    (c.as_str(), level)
+                                })
+                                .collect(),
+                        })
                     })
+                    .await
                 }
             }
         })
@@ -860,6 +983,9 @@ impl Fleet {
             unit,
             value,
             state,
+            record_id: None,
+            sensor_type: None,
+            discrete: false,
         };
         match backend {
             #[cfg(feature = "ipmi")]
@@ -880,7 +1006,12 @@ impl Fleet {
                     let readings = sdr::read_sensors(ipmi.as_ref(), cache.sensors()).await?;
                     Ok(readings
                         .into_iter()
-                        .map(|r| convert(r.name, r.unit, r.value, r.state))
+                        .map(|r| SensorReading {
+                            record_id: Some(r.record_id),
+                            sensor_type: Some(r.sensor_type),
+                            discrete: r.discrete,
+                            ..convert(r.name, r.unit, r.value, r.state)
+                        })
                         .collect())
                 })
                 .await

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use crate::fleet::SensorReading;
+use crate::fleet::{BmcStatus, SensorReading};
 
 /// One BMC's last polled state.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -19,6 +19,8 @@ pub struct Health {
     pub last_success: Option<f64>,
     /// Sensor readings of the last successful sensor poll.
     pub sensors: Vec<SensorReading>,
+    /// Identity, power draw, event log size and health of the last successful status read.
+    pub status: Option<BmcStatus>,
 }
 
 /// Every polled BMC's [`Health`], by server id.
@@ -52,6 +54,7 @@ impl HealthCache {
         let h = all.entry(server.to_owned()).or_default();
         h.up = false;
         h.sensors.clear();
+        h.status = None;
         previous
     }
 
@@ -61,6 +64,14 @@ impl HealthCache {
         std::mem::replace(
             &mut self.write().entry(server.to_owned()).or_default().sensors,
             sensors,
+        )
+    }
+
+    /// Records the status read of a poll (none when it failed); returns the one it replaces.
+    pub fn record_status(&self, server: &str, status: Option<BmcStatus>) -> Option<BmcStatus> {
+        std::mem::replace(
+            &mut self.write().entry(server.to_owned()).or_default().status,
+            status,
         )
     }
 

@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod event_log;
 pub mod fleet;
 pub mod health;
+pub mod ipmi_exporter;
 pub mod metrics;
 pub mod operations;
 pub mod poller;

@@ -107,6 +107,45 @@ pub struct AgentMetrics {
     pub bmc_last_poll_success: CappedFamily<ServerId, FloatGauge>,
     /// `agent_bmc_sensor_value` (addition): last polled sensor readings.
     pub bmc_sensor_value: CappedFamily<SensorLabels, FloatGauge>,
+    /// `agent_bmc_sensor_state` (addition): 0 nominal, 1 warning, 2 critical.
+    pub bmc_sensor_state: CappedFamily<SensorLabels, Gauge>,
+    /// `agent_bmc_info` (addition): the BMC's identity, value 1.
+    pub bmc_info: CappedFamily<BmcInfo, Gauge>,
+    /// `agent_bmc_power_consumption_watts` (addition).
+    pub bmc_power_consumption: CappedFamily<ServerId, FloatGauge>,
+    /// `agent_bmc_event_log_entries` (addition).
+    pub bmc_event_log_entries: CappedFamily<ServerId, Gauge>,
+    /// `agent_bmc_event_log_free_bytes` (addition).
+    pub bmc_event_log_free_bytes: CappedFamily<ServerId, Gauge>,
+    /// `agent_bmc_health` (addition): 0 ok, 1 warning, 2 critical, by component.
+    pub bmc_health: CappedFamily<HealthLabels, Gauge>,
+}
+
+/// `{server_id, manufacturer, product, firmware, ipmi_version, serial}` of `agent_bmc_info`:
+/// the BMC's strings, sanitized.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BmcInfo {
+    /// Server id.
+    pub server_id: String,
+    /// Manufacturer.
+    pub manufacturer: String,
+    /// Product or model.
+    pub product: String,
+    /// BMC firmware version.
+    pub firmware: String,
+    /// IPMI version (empty for Redfish).
+    pub ipmi_version: String,
+    /// System serial number (empty for IPMI).
+    pub serial: String,
+}
+
+/// `{server_id, component}` of `agent_bmc_health`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    /// Server id.
+    pub server_id: String,
+    /// Component, from a fixed set.
+    pub component: &'static str,
 }
 
 /// `{server_id, sensor, unit}` of sensor readings.
@@ -173,6 +212,25 @@ impl AgentMetrics {
             ),
             bmc_sensor_value: b
                 .float_gauge_family("bmc_sensor_value", "BMC sensor reading at the last poll"),
+            bmc_sensor_state: b.gauge_family(
+                "bmc_sensor_state",
+                "BMC sensor state at the last poll (0 nominal, 1 warning, 2 critical)",
+            ),
+            bmc_info: b.gauge_family("bmc_info", "BMC identity at the last poll (value 1)"),
+            bmc_power_consumption: b.float_gauge_family(
+                "bmc_power_consumption_watts",
+                "Power the server draws, as its BMC reports it",
+            ),
+            bmc_event_log_entries: b
+                .gauge_family("bmc_event_log_entries", "Entries in the BMC's event log"),
+            bmc_event_log_free_bytes: b.gauge_family(
+                "bmc_event_log_free_bytes",
+                "Free space in the BMC's system event log",
+            ),
+            bmc_health: b.gauge_family(
+                "bmc_health",
+                "Health the BMC reports by component (0 ok, 1 warning, 2 critical)",
+            ),
         }
     }
 }
@@ -265,6 +323,35 @@ mod tests {
                         unit: "celsius",
                     },
                     |g| g.set(40.0),
+                );
+                m.bmc_sensor_state.with(
+                    &SensorLabels {
+                        server_id: "s1".into(),
+                        sensor: "CPU Temp".into(),
+                        unit: "celsius",
+                    },
+                    |g| g.set(0),
+                );
+                m.bmc_info.with(
+                    &BmcInfo {
+                        server_id: "s1".into(),
+                        manufacturer: "IANA 4753".into(),
+                        product: "0x0f02".into(),
+                        firmware: "9.08".into(),
+                        ipmi_version: "2.0".into(),
+                        serial: String::new(),
+                    },
+                    |g| g.set(1),
+                );
+                m.bmc_power_consumption.with(&server, |g| g.set(240.0));
+                m.bmc_event_log_entries.with(&server, |g| g.set(3));
+                m.bmc_event_log_free_bytes.with(&server, |g| g.set(8000));
+                m.bmc_health.with(
+                    &HealthLabels {
+                        server_id: "s1".into(),
+                        component: "cooling",
+                    },
+                    |g| g.set(0),
                 );
             },
         );

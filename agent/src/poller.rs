@@ -8,8 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_lite::future;
 
-use crate::fleet::{Bmc, Fleet};
-use crate::metrics::{AgentMetrics, SensorLabels};
+use std::collections::HashSet;
+
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::fleet::{Bmc, BmcIdentity, BmcStatus, Fleet};
+use crate::health::Health;
+use crate::metrics::{AgentMetrics, BmcInfo, HealthLabels, SensorLabels};
 use conduit_metrics::labels::sanitize_value;
 use conduit_metrics::labels::ServerId;
 use conduit_runtime::heartbeat::{Heartbeat, Heartbeats};
@@ -84,39 +89,138 @@ fn sensor_labels(server_id: &str, r: &crate::fleet::SensorReading) -> SensorLabe
     }
 }
 
-/// Publishes `readings` and removes the series of `previous` readings that are not among
-/// them: a sensor that is unavailable now, or gone from the repository, has no series rather
-/// than a stale one.
+/// Publishes `readings` (values, and states where known) and removes the series of
+/// `previous` readings that are not among them: a sensor that is unavailable now, or gone from
+/// the repository, has no series rather than a stale one.
 fn publish_sensors(
     metrics: &AgentMetrics,
     server_id: &str,
     readings: &[crate::fleet::SensorReading],
     previous: &[crate::fleet::SensorReading],
 ) {
-    let mut current = std::collections::HashSet::new();
+    let (mut values, mut states) = (HashSet::new(), HashSet::new());
     for r in readings {
         let labels = sensor_labels(server_id, r);
         if let Some(v) = r.value {
             metrics.bmc_sensor_value.with(&labels, |g| g.set(v));
-            current.insert(labels);
+            values.insert(labels.clone());
+        }
+        if let Some(level) = r.level() {
+            metrics
+                .bmc_sensor_state
+                .with(&labels, |g| g.set(i64::from(level)));
+            states.insert(labels);
         }
     }
     for r in previous {
         let labels = sensor_labels(server_id, r);
-        if !current.contains(&labels) {
+        if !values.contains(&labels) {
             metrics.bmc_sensor_value.remove(&labels);
+        }
+        if !states.contains(&labels) {
+            metrics.bmc_sensor_state.remove(&labels);
+        }
+    }
+}
+
+fn info_labels(server_id: &str, i: &BmcIdentity) -> BmcInfo {
+    BmcInfo {
+        server_id: server_id.to_owned(),
+        manufacturer: sanitize_value(&i.manufacturer),
+        product: sanitize_value(&i.product),
+        firmware: sanitize_value(&i.firmware),
+        ipmi_version: sanitize_value(&i.ipmi_version),
+        serial: sanitize_value(&i.serial),
+    }
+}
+
+/// Publishes a status read (`None`: it failed, or the BMC is gone) and removes what
+/// `previous` had that it has not: a firmware update replaces the info series, a log the BMC
+/// stopped reporting loses its series.
+fn publish_status(
+    metrics: &AgentMetrics,
+    server_id: &str,
+    status: Option<&BmcStatus>,
+    previous: Option<&BmcStatus>,
+) {
+    let server = ServerId {
+        server_id: server_id.to_owned(),
+    };
+    let info = status
+        .and_then(|s| s.identity.as_ref())
+        .map(|i| info_labels(server_id, i));
+    if let Some(old) = previous
+        .and_then(|s| s.identity.as_ref())
+        .map(|i| info_labels(server_id, i))
+    {
+        if info.as_ref() != Some(&old) {
+            metrics.bmc_info.remove(&old);
+        }
+    }
+    if let Some(labels) = &info {
+        metrics.bmc_info.with(labels, |g| g.set(1));
+    }
+    let gauge = |family: &conduit_metrics::catalog::CappedFamily<ServerId, Gauge>,
+                 v: Option<u64>| match v {
+        Some(v) => {
+            family.with(&server, |g| g.set(i64::try_from(v).unwrap_or(i64::MAX)));
+        }
+        None => {
+            family.remove(&server);
+        }
+    };
+    gauge(
+        &metrics.bmc_event_log_entries,
+        status.and_then(|s| s.event_log_entries),
+    );
+    gauge(
+        &metrics.bmc_event_log_free_bytes,
+        status.and_then(|s| s.event_log_free_bytes),
+    );
+    match status.and_then(|s| s.power_watts) {
+        Some(w) => {
+            metrics.bmc_power_consumption.with(&server, |g| g.set(w));
+        }
+        None => {
+            metrics.bmc_power_consumption.remove(&server);
+        }
+    }
+    let health = |s: Option<&BmcStatus>| s.map(|s| s.health.clone()).unwrap_or_default();
+    let now = health(status);
+    for (component, level) in &now {
+        let labels = HealthLabels {
+            server_id: server_id.to_owned(),
+            component,
+        };
+        metrics
+            .bmc_health
+            .with(&labels, |g| g.set(i64::from(*level)));
+    }
+    for (component, _) in health(previous) {
+        if !now.iter().any(|(c, _)| *c == component) {
+            metrics.bmc_health.remove(&HealthLabels {
+                server_id: server_id.to_owned(),
+                component,
+            });
         }
     }
 }
 
 /// Removes every series of `server_id` that is a reading (not `agent_bmc_up`, which says
 /// why they are gone).
-pub fn unpublish(
-    metrics: &AgentMetrics,
-    server_id: &str,
-    previous: &[crate::fleet::SensorReading],
-) {
-    publish_sensors(metrics, server_id, &[], previous);
+pub fn unpublish(metrics: &AgentMetrics, server_id: &str, previous: Option<&Health>) {
+    publish_sensors(
+        metrics,
+        server_id,
+        &[],
+        previous.map_or(&[], |h| h.sensors.as_slice()),
+    );
+    publish_status(
+        metrics,
+        server_id,
+        None,
+        previous.and_then(|h| h.status.as_ref()),
+    );
     metrics.bmc_power_on.remove(&ServerId {
         server_id: server_id.to_owned(),
     });
@@ -124,12 +228,8 @@ pub fn unpublish(
 
 /// Removes every series of a server that left the inventory (or was replaced by a reload):
 /// no ghost of it stays in the exposition.
-pub fn unpublish_server(
-    metrics: &AgentMetrics,
-    server_id: &str,
-    previous: Option<&[crate::fleet::SensorReading]>,
-) {
-    unpublish(metrics, server_id, previous.unwrap_or_default());
+pub fn unpublish_server(metrics: &AgentMetrics, server_id: &str, previous: Option<&Health>) {
+    unpublish(metrics, server_id, previous);
     let server = ServerId {
         server_id: server_id.to_owned(),
     };
@@ -188,13 +288,20 @@ async fn poll_one(fleet: &Fleet, metrics: &AgentMetrics, bmc: &Bmc) {
                     log::debug!("{e}");
                 }
             }
+            let status = fleet.status(id).await;
+            if !current(fleet, bmc) {
+                return;
+            }
+            let status = status.map_err(|e| log::debug!("{e}")).ok();
+            let previous = fleet.health().record_status(id, status.clone());
+            publish_status(metrics, id, status.as_ref(), previous.as_ref());
         }
         Err(e) => {
             let previous = fleet.health().record_down(id);
             // Down: its readings are not current any more. They go before `up` turns 0, so
             // that no scrape sees the BMC down with a reading still standing.
             if let Some(p) = &previous {
-                unpublish(metrics, id, &p.sensors);
+                unpublish(metrics, id, Some(p));
             }
             metrics.bmc_up.with(&server, |g| g.set(0));
             // Logged on the transition to down (and on a first failure), not every round.

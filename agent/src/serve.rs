@@ -55,6 +55,10 @@ impl Reload {
                 next.max_operations_per_server != r.max_operations_per_server,
             ),
             ("state_dir", next.state_dir != r.state_dir),
+            (
+                "ipmi_exporter_endpoint",
+                next.ipmi_exporter_endpoint != r.ipmi_exporter_endpoint,
+            ),
             ("[console]", next.console != r.console),
             (
                 "[discovery] (but its inventory)",
@@ -85,11 +89,7 @@ impl Reload {
         }
         for id in &ended {
             let health = r.forgotten.iter().find(|(f, _)| f == id).map(|(_, h)| h);
-            crate::poller::unpublish_server(
-                &self.metrics,
-                id,
-                health.map(|h| h.sensors.as_slice()),
-            );
+            crate::poller::unpublish_server(&self.metrics, id, health);
         }
         let retired = r.retired.clone();
         futures_lite::future::block_on(conduit_runtime::with_timeout(
@@ -226,6 +226,14 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
                     fleet_error = Some(format!("start the console thread: {e}"));
                     return conduit_http::router::Router::new();
                 }
+            };
+            let router = match config.filter(|c| c.ipmi_exporter_endpoint) {
+                Some(_) => router.route(
+                    conduit_http::Method::Get,
+                    crate::ipmi_exporter::PATH,
+                    crate::ipmi_exporter::handler(f.clone()),
+                ),
+                None => router,
             };
             crate::api::routes(router, f, ops.clone(), d, token)
         },

@@ -1,19 +1,25 @@
 //! What a poll learns of a BMC beside power and sensors, in one round trip: Get Device ID
-//! (identity), Get SEL Info (the event log's size) and DCMI Get Power Reading (DCMI 1.5
-//! §6.6.1: the system's power draw), sent as one batch with the three requests outstanding.
+//! (identity), Get SEL Info (the event log's size), DCMI Get Power Reading (DCMI 1.5 §6.6.1:
+//! the system's power draw) and Get Chassis Status (its fault bits), sent as one batch with
+//! the four requests outstanding.
 //!
 //! A BMC refusing one of them (a completion code: no DCMI, no SEL) leaves that part `None`;
 //! only a transport failure fails the whole read.
 
 use ipmi_rs_core::app::DeviceId;
+use ipmi_rs_core::connection::IpmiCommand;
+
+use super::commands::{ChassisStatus, GetChassisStatus};
 
 use super::client::{IpmiError, Request};
 use super::sel::SelInfo;
 use super::Queries;
 
+const NETFN_CHASSIS: u8 = 0x00;
 const NETFN_APP: u8 = 0x06;
 const NETFN_STORAGE: u8 = 0x0A;
 const NETFN_GROUP_EXTENSION: u8 = 0x2C;
+const CMD_GET_CHASSIS_STATUS: u8 = 0x01;
 const CMD_GET_DEVICE_ID: u8 = 0x01;
 const CMD_GET_SEL_INFO: u8 = 0x40;
 const CMD_DCMI_GET_POWER_READING: u8 = 0x02;
@@ -67,10 +73,12 @@ pub struct BmcStatus {
     pub sel: Option<SelInfo>,
     /// DCMI power reading, when the BMC has DCMI and its power measurement is active.
     pub power: Option<PowerReading>,
+    /// Get Chassis Status.
+    pub chassis: Option<ChassisStatus>,
 }
 
-/// The three requests, in the order [`parse_status`] reads their answers.
-pub fn status_requests() -> [Request; 3] {
+/// The four requests, in the order [`parse_status`] reads their answers.
+pub fn status_requests() -> [Request; 4] {
     [
         Request {
             netfn: NETFN_APP,
@@ -86,6 +94,11 @@ pub fn status_requests() -> [Request; 3] {
             netfn: NETFN_GROUP_EXTENSION,
             cmd: CMD_DCMI_GET_POWER_READING,
             data: vec![DCMI_GROUP, DCMI_SYSTEM_POWER, 0x00, 0x00],
+        },
+        Request {
+            netfn: NETFN_CHASSIS,
+            cmd: CMD_GET_CHASSIS_STATUS,
+            data: Vec::new(),
         },
     ]
 }
@@ -107,6 +120,7 @@ pub fn parse_status(replies: &[(u8, Vec<u8>)]) -> BmcStatus {
         power: ok(2)
             .and_then(|d| PowerReading::parse(d).ok())
             .filter(|p| p.active),
+        chassis: ok(3).and_then(|d| GetChassisStatus::parse_success_response(d).ok()),
     }
 }
 
@@ -151,7 +165,9 @@ mod tests {
             (0, DEVICE_ID.to_vec()),
             (0, sel.to_vec()),
             (0, power(false)),
+            (0, vec![0x01, 0x00, 0x08]),
         ]);
+        assert!(s.chassis.unwrap().cooling_fault);
         let d = s.device.unwrap();
         assert_eq!((d.manufacturer_id, d.product_id), (0x1291, 0x0f02));
         assert_eq!((d.major_version, d.minor_version), (2, 0));
@@ -171,7 +187,8 @@ mod tests {
             BmcStatus {
                 device: None,
                 sel: None,
-                power: None
+                power: None,
+                chassis: None
             }
         );
         assert_eq!(parse_status(&[]).device, None);

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod boot;
+pub mod health;
 mod logs;
 mod sensors;
 mod session;
@@ -250,6 +251,19 @@ pub struct RedfishInfo {
     pub model: String,
     /// Manager (BMC) firmware version.
     pub firmware: String,
+    /// System serial number.
+    pub serial: String,
+}
+
+/// What a poll reads of a service beside power and sensors ([`RedfishBmc::status`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedfishStatus {
+    /// Identity.
+    pub info: RedfishInfo,
+    /// Health of the parts that report one.
+    pub health: Vec<(health::Component, health::Health)>,
+    /// Watts the chassis draws, if the service says.
+    pub power_watts: Option<f64>,
 }
 
 /// A session this client opened.
@@ -799,7 +813,90 @@ impl RedfishBmc {
             manufacturer: text(&sys, "Manufacturer"),
             model: text(&sys, "Model"),
             firmware: text(&mgr, "FirmwareVersion"),
+            serial: text(&sys, "SerialNumber"),
         })
+    }
+
+    /// A resource the service may not have or may fail to serve: `None` then, but a service
+    /// that stops answering is an error.
+    fn optional(
+        &self,
+        what: &'static str,
+        path: Option<&str>,
+    ) -> Result<Option<Value>, RedfishError> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        match self.get(what, path) {
+            Ok(v) => Ok(Some(v)),
+            Err(RedfishError::Status { .. } | RedfishError::Malformed(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Identity, health roll-ups (system, memory and processor summaries, chassis, power
+    /// supplies, fans) and power draw: the system, its manager and chassis, and the chassis'
+    /// `Power` and `Thermal` resources (or, in the newer model, its `PowerSubsystem`,
+    /// `ThermalSubsystem` and `EnvironmentMetrics`). A part the service does not have or fails
+    /// to serve is left out.
+    pub fn status(&self) -> Result<RedfishStatus, RedfishError> {
+        let (_, sys) = self.system()?;
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let firmware = match self.manager(&sys) {
+            Ok(m) => text(&m, "FirmwareVersion"),
+            Err(RedfishError::Status { .. } | RedfishError::Malformed(_)) => String::new(),
+            Err(e) => return Err(e),
+        };
+        let info = RedfishInfo {
+            manufacturer: text(&sys, "Manufacturer"),
+            model: text(&sys, "Model"),
+            firmware,
+            serial: text(&sys, "SerialNumber"),
+        };
+        let mut out = health::system(&sys);
+        let ch = self.get("chassis", &self.chassis_of(&sys)?)?;
+        out.extend(health::chassis(&ch).map(|h| (health::Component::Chassis, h)));
+        let link = |k: &str| {
+            ch.pointer(&format!("/{k}/@odata.id"))
+                .and_then(Value::as_str)
+        };
+        let mut power_watts = None;
+        if let Some(p) = self.optional("power", link("Power"))? {
+            out.extend(health::power_supplies(&p).map(|h| (health::Component::PowerSupply, h)));
+            power_watts = health::power_watts(&p);
+        } else if let Some(p) = self.optional("power subsystem", link("PowerSubsystem"))? {
+            out.extend(health::subsystem(&p).map(|h| (health::Component::PowerSupply, h)));
+        }
+        if power_watts.is_none() {
+            if let Some(e) = self.optional("environment metrics", link("EnvironmentMetrics"))? {
+                power_watts = health::environment_watts(&e);
+            }
+        }
+        if let Some(t) = self.optional("thermal", link("Thermal"))? {
+            out.extend(health::fans(&t).map(|h| (health::Component::Fan, h)));
+        } else if let Some(t) = self.optional("thermal subsystem", link("ThermalSubsystem"))? {
+            out.extend(health::subsystem(&t).map(|h| (health::Component::Fan, h)));
+        }
+        Ok(RedfishStatus {
+            info,
+            health: out,
+            power_watts,
+        })
+    }
+
+    /// The number of entries in a log: its collection's `Members@odata.count`, or the members
+    /// of a collection with one page. `None` when the service says neither.
+    pub fn log_entry_count(&self, service: &LogService) -> Result<Option<u64>, RedfishError> {
+        let v = self.get("log entries", &service.entries)?;
+        if let Some(n) = v.get("Members@odata.count").and_then(Value::as_u64) {
+            return Ok(Some(n));
+        }
+        if v.get("Members@odata.nextLink").is_some() {
+            return Ok(None);
+        }
+        Ok(v.get("Members")
+            .and_then(Value::as_array)
+            .map(|m| m.len() as u64))
     }
 
     /// The log services of the system, then those of its manager (at most 16 each), with an
@@ -922,14 +1019,7 @@ impl RedfishBmc {
     /// collection is empty or the service fails to serve it.
     pub fn sensors(&self) -> Result<Vec<RedfishReading>, RedfishError> {
         let (_, sys) = self.system()?;
-        let chassis = match sys
-            .pointer("/Links/Chassis/0/@odata.id")
-            .and_then(Value::as_str)
-        {
-            Some(p) => p.to_owned(),
-            None => self.first_member("chassis", "/redfish/v1/Chassis")?,
-        };
-        let ch = self.get("chassis", &chassis)?;
+        let ch = self.get("chassis", &self.chassis_of(&sys)?)?;
         let thermal = ch.pointer("/Thermal/@odata.id").and_then(Value::as_str);
         let power = ch.pointer("/Power/@odata.id").and_then(Value::as_str);
         if let Some(path) = ch.pointer("/Sensors/@odata.id").and_then(Value::as_str) {
@@ -951,6 +1041,17 @@ impl RedfishBmc {
             out.extend(sensors::power(&self.get("power", power)?));
         }
         Ok(out)
+    }
+
+    /// The system's chassis: the one it links, else the service's first.
+    fn chassis_of(&self, sys: &Value) -> Result<String, RedfishError> {
+        match sys
+            .pointer("/Links/Chassis/0/@odata.id")
+            .and_then(Value::as_str)
+        {
+            Some(p) => Ok(p.to_owned()),
+            None => self.first_member("chassis", "/redfish/v1/Chassis"),
+        }
     }
 
     fn sensor_collection(&self, path: &str) -> Result<Vec<RedfishReading>, RedfishError> {
