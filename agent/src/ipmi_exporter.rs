@@ -77,19 +77,58 @@ fn freeipmi_type(code: u8) -> &'static str {
     }
 }
 
+/// A typed family pair of ipmi_exporter: value and state names, and their HELP texts.
+struct Typed {
+    value: &'static str,
+    value_help: &'static str,
+    state: &'static str,
+    state_help: &'static str,
+}
+
 /// The family a reading goes to, by unit, as ipmi_exporter sorts ipmi-sensors' units; the
 /// rest (discrete sensors among them) go to the generic `ipmi_sensor_*` pair.
-fn typed_family(r: &SensorReading) -> Option<(&'static str, &'static str)> {
+fn typed_family(r: &SensorReading) -> Option<Typed> {
     if r.discrete {
         return None;
     }
-    Some(match r.unit {
-        "rpm" => ("fan_speed_rpm", "fan_speed_state"),
-        "celsius" => ("temperature_celsius", "temperature_state"),
-        "amps" => ("current_amperes", "current_state"),
-        "volts" => ("voltage_volts", "voltage_state"),
-        "watts" => ("power_watts", "power_state"),
+    let (value, value_help, state, state_help) = match r.unit {
+        "rpm" => (
+            "fan_speed_rpm",
+            "Fan speed in rotations per minute.",
+            "fan_speed_state",
+            "Reported state of a fan speed sensor (0=nominal, 1=warning, 2=critical).",
+        ),
+        "celsius" => (
+            "temperature_celsius",
+            "Temperature reading in degree Celsius.",
+            "temperature_state",
+            "Reported state of a temperature sensor (0=nominal, 1=warning, 2=critical).",
+        ),
+        "amps" => (
+            "current_amperes",
+            "Current reading in Amperes.",
+            "current_state",
+            "Reported state of a current sensor (0=nominal, 1=warning, 2=critical).",
+        ),
+        "volts" => (
+            "voltage_volts",
+            "Voltage reading in Volts.",
+            "voltage_state",
+            "Reported state of a voltage sensor (0=nominal, 1=warning, 2=critical).",
+        ),
+        "watts" => (
+            "power_watts",
+            "Power reading in Watts.",
+            "power_state",
+            "Reported state of a power sensor (0=nominal, 1=warning, 2=critical).",
+        ),
         _ => return None,
+    };
+    Some(Typed {
+        value,
+        value_help,
+        state,
+        state_help,
     })
 }
 
@@ -143,6 +182,7 @@ impl Text {
 
 /// The exposition for one BMC's cached state (`None`: not polled yet).
 pub fn render(health: Option<&Health>) -> String {
+    let started = std::time::Instant::now();
     let mut t = Text::default();
     let up_help = "'1' if a scrape of the IPMI device was successful, '0' otherwise.";
     let up = |t: &mut Text, collector: &str, ok: bool| {
@@ -165,7 +205,7 @@ pub fn render(health: Option<&Health>) -> String {
             &format!(
                 "{{firmware_revision=\"{}\",manufacturer_id=\"{}\",system_firmware_version=\"N/A\"}}",
                 escape(&i.firmware),
-                escape(&i.manufacturer)
+                escape(i.manufacturer.strip_prefix("IANA ").unwrap_or(&i.manufacturer))
             ),
             "1".into(),
         );
@@ -213,23 +253,10 @@ pub fn render(health: Option<&Health>) -> String {
         let id = r.record_id.map_or(i as u64 + 1, u64::from);
         let state = number(r.level().map(f64::from));
         match typed_family(r) {
-            Some((value_family, state_family)) => {
+            Some(f) => {
                 let labels = format!("{{id=\"{id}\",name=\"{}\"}}", escape(&r.name));
-                let what = value_family.split('_').next().unwrap_or("sensor");
-                t.sample(
-                    value_family,
-                    &format!("{} reading from an IPMI sensor.", capitalize(what)),
-                    &labels,
-                    number(r.value),
-                );
-                t.sample(
-                    state_family,
-                    &format!(
-                        "Reported state of a {what} sensor (0=nominal, 1=warning, 2=critical)."
-                    ),
-                    &labels,
-                    state,
-                );
+                t.sample(f.value, f.value_help, &labels, number(r.value));
+                t.sample(f.state, f.state_help, &labels, state);
             }
             None => {
                 let kind = r.sensor_type.map_or("N/A", freeipmi_type);
@@ -285,14 +312,14 @@ pub fn render(health: Option<&Health>) -> String {
             number(Some(w)),
         );
     }
+    // What this scrape took: reading the cache, not the BMC.
+    t.sample(
+        "scrape_duration_seconds",
+        "Returns how long the scrape took to complete in seconds.",
+        "",
+        format!("{:.9}", started.elapsed().as_secs_f64()),
+    );
     t.finish()
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().chain(c).collect())
-        .unwrap_or_default()
 }
 
 /// The configured BMC `target` names: its server id, `host:port`, or `host` for port 623.
@@ -375,6 +402,7 @@ mod tests {
         let text = render(Some(&h));
         for line in [
             "ipmi_up{collector=\"bmc\"} 1",
+            "ipmi_bmc_info{firmware_revision=\"9.08\",manufacturer_id=\"4753\",system_firmware_version=\"N/A\"} 1",
             "ipmi_up{collector=\"dcmi\"} 0",
             "ipmi_chassis_power_state 1",
             "ipmi_chassis_cooling_fault_state 0",
@@ -403,15 +431,12 @@ mod tests {
             }),
         ] {
             let text = render(h);
-            assert_eq!(
-                text.lines().filter(|l| !l.starts_with('#')).count(),
-                5,
-                "{text}"
-            );
-            assert!(text
+            let samples: Vec<&str> = text
                 .lines()
-                .filter(|l| !l.starts_with('#'))
-                .all(|l| l.ends_with(" 0")));
+                .filter(|l| !l.starts_with('#') && !l.starts_with("ipmi_scrape_duration"))
+                .collect();
+            assert_eq!(samples.len(), 5, "{text}");
+            assert!(samples.iter().all(|l| l.ends_with(" 0")), "{text}");
         }
     }
 }

@@ -11,6 +11,7 @@ mod discovery;
 mod exposition;
 mod http_guards;
 mod ipmi_cancel;
+mod ipmi_exporter_oracle;
 mod ipmi_live;
 mod ipmi_pace;
 mod manager_api;

@@ -69,6 +69,20 @@ impl IpmiSim {
         )
     }
 
+    /// [`IpmiSim::start_with_emu`] on `addr` (a test that points an agent at it first).
+    pub fn start_with_emu_at(addr: SocketAddr, emu: &str) -> IpmiSim {
+        IpmiSim::start_from(
+            addr,
+            SocketAddr::from(([127, 0, 0, 1], crate::free_port())),
+            Some(emu),
+        )
+    }
+
+    /// A free loopback UDP address to start a simulator on later.
+    pub fn free_addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], free_udp_port()))
+    }
+
     fn start_full(addr: SocketAddr, sol_host: SocketAddr) -> IpmiSim {
         IpmiSim::start_from(addr, sol_host, None)
     }

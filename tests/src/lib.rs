@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod ipmi_exporter;
 pub mod ipmi_sim;
 pub mod postgres;
 pub mod sushy;

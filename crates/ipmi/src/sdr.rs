@@ -800,8 +800,14 @@ pub fn convert(record: &FullSensorRecord, raw: u8) -> Option<f64> {
         DataFormat::OnesComplement => f64::from(raw),
         DataFormat::TwosComplement => f64::from(raw as i8),
     };
-    let b = f64::from(record.b) * 10f64.powi(i32::from(record.b_exponent));
-    Some((f64::from(record.m) * x + b) * 10f64.powi(i32::from(record.result_exponent)))
+    // Dividing by a power of ten rather than multiplying by its inexact inverse: 1104 / 100
+    // is the double nearest 11.04, 1104 * 0.01 is not (11.040000000000001).
+    let scale = |v: f64, exp: i8| match exp {
+        e if e < 0 => v / 10f64.powi(-i32::from(e)),
+        e => v * 10f64.powi(i32::from(e)),
+    };
+    let b = scale(f64::from(record.b), record.b_exponent);
+    Some(scale(f64::from(record.m) * x + b, record.result_exponent))
 }
 
 /// [`convert`] for a sensor record (tests outside this module).
