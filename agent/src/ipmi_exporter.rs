@@ -132,6 +132,17 @@ fn typed_family(r: &SensorReading) -> Option<Typed> {
     })
 }
 
+/// A reading's state as ipmi_exporter reports it: FreeIPMI's default interpretation
+/// (`freeipmi_interpret_sensor.conf`) takes a threshold sensor past a non-critical threshold as
+/// Nominal, so a warning of the agent's own `agent_bmc_sensor_state` is 0 here, and alerts
+/// written as `ipmi_temperature_state > 0` fire as they did. Discrete states are as they are.
+fn freeipmi_level(r: &SensorReading) -> Option<u8> {
+    match r.level() {
+        Some(1) if !r.discrete => Some(0),
+        level => level,
+    }
+}
+
 /// A label value in the text format: backslash, double quote and newline escaped.
 fn escape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
@@ -251,7 +262,7 @@ pub fn render(health: Option<&Health>) -> String {
         .enumerate()
     {
         let id = r.record_id.map_or(i as u64 + 1, u64::from);
-        let state = number(r.level().map(f64::from));
+        let state = number(freeipmi_level(r).map(f64::from));
         match typed_family(r) {
             Some(f) => {
                 let labels = format!("{{id=\"{id}\",name=\"{}\"}}", escape(&r.name));
@@ -382,6 +393,8 @@ mod tests {
             last_success: Some(1.0),
             sensors: vec![
                 reading("CPU \"Temp\"", "celsius", Some(40.0), "ok"),
+                reading("Fan", "rpm", Some(300.0), "non_critical"),
+                reading("PSU 2", "unspecified", None, "non_critical"),
                 reading("PSU 1", "unspecified", None, "critical"),
                 reading("Gone", "volts", None, "unavailable"),
             ],
@@ -410,6 +423,8 @@ mod tests {
             "ipmi_temperature_celsius{id=\"7\",name=\"CPU \\\"Temp\\\"\"} 40",
             "ipmi_temperature_state{id=\"7\",name=\"CPU \\\"Temp\\\"\"} 0",
             "ipmi_sensor_state{id=\"7\",name=\"PSU 1\",type=\"Power Supply\"} 2",
+            "ipmi_fan_speed_state{id=\"7\",name=\"Fan\"} 0",
+            "ipmi_sensor_state{id=\"7\",name=\"PSU 2\",type=\"Power Supply\"} 1",
             "ipmi_sensor_value{id=\"7\",name=\"PSU 1\",type=\"Power Supply\"} NaN",
             "ipmi_voltage_volts{id=\"7\",name=\"Gone\"} NaN",
             "ipmi_sel_logs_count 3",

@@ -85,10 +85,21 @@ fn against_agent(exporter: &Samples, agent: &Samples) -> Vec<String> {
                 v,
                 agent_sensor(agent, "agent_bmc_sensor_value", name),
             ),
-            "ipmi_temperature_state"
-            | "ipmi_fan_speed_state"
-            | "ipmi_voltage_state"
-            | "ipmi_sensor_state" => check(
+            // FreeIPMI's default interpretation takes a non-critical threshold crossed as
+            // Nominal; the agent's own family says warning (1), as IPMI does.
+            "ipmi_temperature_state" | "ipmi_fan_speed_state" | "ipmi_voltage_state" => check(
+                &mut wrong,
+                format!("{family} {name}"),
+                v,
+                agent_sensor(agent, "agent_bmc_sensor_state", name).map(|l| {
+                    if l == 1.0 {
+                        0.0
+                    } else {
+                        l
+                    }
+                }),
+            ),
+            "ipmi_sensor_state" => check(
                 &mut wrong,
                 format!("{family} {name}"),
                 v,
@@ -275,12 +286,11 @@ fn the_agent_reports_what_ipmi_exporter_reports_of_the_same_bmc() {
             && value(s, "ipmi_voltage_volts", "12V Rail") == Some(12.0)
     });
 
-    // The host overheats, the fan slows, the power supply fails, an event is logged and the
-    // server is powered off. (A rail sagging under its lower non-critical threshold is left
-    // out: ipmi_sim sets a threshold bit for it that the agent reads as a warning and
-    // FreeIPMI does not; see the issue 16 note.)
+    // The host overheats, the fan slows, the rail sags under its lower non-critical
+    // threshold, the power supply fails, an event is logged and the server is powered off.
     sim.console("sensor_set_value 0x20 0 1 0x55 1");
     sim.console("sensor_set_value 0x20 0 2 0x28 1");
+    sim.console("sensor_set_value 0x20 0 3 0xb8 1");
     sim.console("sensor_set_bit 0x20 0 4 1 1 0");
     sim.console(
         "sel_add 0x20 0x02 0x00 0x00 0x00 0x60 0x20 0x00 0x04 0x07 0x05 0x6f 0x00 0xff 0xff",
@@ -289,14 +299,20 @@ fn the_agent_reports_what_ipmi_exporter_reports_of_the_same_bmc() {
     agree("after the changes", &|s| {
         value(s, "ipmi_temperature_state", "CPU Temp") == Some(2.0)
             && value(s, "ipmi_fan_speed_rpm", "FAN 1") == Some(2000.0)
+            && value(s, "ipmi_voltage_volts", "12V Rail") == Some(11.04)
             && value(s, "ipmi_sensor_state", "PSU 1") == Some(2.0)
             && value(s, "ipmi_sel_logs_count", "") == Some(4.0)
             && value(s, "ipmi_chassis_power_state", "") == Some(0.0)
     });
 
-    // The agent's own view has what the exporter has not: the IPMI version, and the chassis
-    // fault bits (ipmi_sim reports none).
+    // The agent's own view has what the exporter has not: the rail's warning, the IPMI
+    // version, and the chassis fault bits (ipmi_sim reports none).
     let m = samples(&scrape(agent.addr, "/metrics"), "agent_bmc_");
+    assert_eq!(
+        agent_sensor(&m, "agent_bmc_sensor_state", "12V Rail"),
+        Some(1.0),
+        "a rail under its lower non-critical threshold is a warning"
+    );
     let info = m
         .keys()
         .find(|(n, _)| n == "agent_bmc_info")
