@@ -92,6 +92,13 @@ fn typed_family(r: &SensorReading) -> Option<Typed> {
         return None;
     }
     let (value, value_help, state, state_help) = match r.unit {
+        // A fan's duty cycle, as a ratio.
+        "percent" if r.sensor_type == Some(0x04) => (
+            "fan_speed_ratio",
+            "Fan speed as a proportion of the maximum speed.",
+            "fan_speed_state",
+            "Reported state of a fan speed sensor (0=nominal, 1=warning, 2=critical).",
+        ),
         "rpm" => (
             "fan_speed_rpm",
             "Fan speed in rotations per minute.",
@@ -261,12 +268,21 @@ pub fn render(health: Option<&Health>) -> String {
         .iter()
         .enumerate()
     {
+        // ipmi_exporter runs ipmimonitoring, which leaves out sensors without a reading
+        // (`--ignore-not-available-sensors`).
+        if r.state == "unavailable" {
+            continue;
+        }
         let id = r.record_id.map_or(i as u64 + 1, u64::from);
         let state = number(freeipmi_level(r).map(f64::from));
         match typed_family(r) {
             Some(f) => {
                 let labels = format!("{{id=\"{id}\",name=\"{}\"}}", escape(&r.name));
-                t.sample(f.value, f.value_help, &labels, number(r.value));
+                let value = match f.value {
+                    "fan_speed_ratio" => r.value.map(|v| v / 100.0),
+                    _ => r.value,
+                };
+                t.sample(f.value, f.value_help, &labels, number(value));
                 t.sample(f.state, f.state_help, &labels, state);
             }
             None => {
@@ -394,6 +410,10 @@ mod tests {
             sensors: vec![
                 reading("CPU \"Temp\"", "celsius", Some(40.0), "ok"),
                 reading("Fan", "rpm", Some(300.0), "non_critical"),
+                SensorReading {
+                    sensor_type: Some(0x04),
+                    ..reading("Duty", "percent", Some(50.0), "ok")
+                },
                 reading("PSU 2", "unspecified", None, "non_critical"),
                 reading("PSU 1", "unspecified", None, "critical"),
                 reading("Gone", "volts", None, "unavailable"),
@@ -426,7 +446,7 @@ mod tests {
             "ipmi_fan_speed_state{id=\"7\",name=\"Fan\"} 0",
             "ipmi_sensor_state{id=\"7\",name=\"PSU 2\",type=\"Power Supply\"} 1",
             "ipmi_sensor_value{id=\"7\",name=\"PSU 1\",type=\"Power Supply\"} NaN",
-            "ipmi_voltage_volts{id=\"7\",name=\"Gone\"} NaN",
+            "ipmi_fan_speed_ratio{id=\"7\",name=\"Duty\"} 0.5",
             "ipmi_sel_logs_count 3",
             "ipmi_sel_free_space_bytes 8000",
         ] {
@@ -435,6 +455,8 @@ mod tests {
                 "{line} missing from\n{text}"
             );
         }
+        // Without a reading, a sensor is left out, as ipmimonitoring leaves it out.
+        assert!(!text.contains("Gone"), "{text}");
         // One HELP and TYPE per family, before its samples.
         assert_eq!(text.matches("# TYPE ipmi_up gauge").count(), 1);
         // Down, or never polled: every collector 0 and nothing else.

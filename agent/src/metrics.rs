@@ -133,9 +133,9 @@ pub struct BmcInfo {
     pub product: String,
     /// BMC firmware version.
     pub firmware: String,
-    /// IPMI version (empty for Redfish).
+    /// IPMI version (`unknown` for Redfish).
     pub ipmi_version: String,
-    /// System serial number (empty for IPMI).
+    /// System serial number (`unknown` for IPMI).
     pub serial: String,
 }
 

@@ -230,3 +230,108 @@ fn a_once_boot_override_read_and_the_patch_on_the_wire() {
         assert!(data.contains(part), "{data}");
     }
 }
+
+#[test]
+fn status_identity_health_and_power_draw_from_the_newer_model() {
+    use conduit_redfish::health::{Component, Health};
+    let s = SushyStatic::start();
+    let st = client(&s).status().expect("status");
+    assert_eq!(
+        (st.info.serial.as_str(), st.info.firmware.as_str()),
+        ("437XR1138R2", "4.20.7")
+    );
+    let mut health = st.health.clone();
+    health.sort_by_key(|(c, _)| c.as_str());
+    assert_eq!(
+        health,
+        [
+            (Component::Chassis, Health::Ok),
+            (Component::Fan, Health::Ok),
+            (Component::Memory, Health::Warning),
+            (Component::PowerSupply, Health::Critical),
+            (Component::Processor, Health::Ok),
+            (Component::System, Health::Ok),
+        ]
+    );
+    assert_eq!(st.power_watts, Some(312.5), "from EnvironmentMetrics");
+}
+
+#[test]
+fn the_agent_publishes_a_redfish_bmcs_identity_health_power_and_log_size() {
+    use conduit_tests::{get, sample, start_component, wait_for, TempDir};
+    let s = SushyStatic::start();
+    let dir = TempDir::new("agent-mockup");
+    let cfg = dir.0.join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\npoll_interval_secs = 0.5\n[[bmc]]\nid = \"rf1\"\naddress = \"127.0.0.1\"\n\
+             port = {}\nprotocol = \"redfish\"\nusername = \"admin\"\npassword = \"password\"\n\
+             tls_ca_file = \"{}\"\n",
+            s.addr.port(),
+            s.pki.ca.display()
+        ),
+    )
+    .unwrap();
+    let agent = start_component("conduit-agent", &["--config", cfg.to_str().unwrap()]);
+    let rf1 = [("server_id", "rf1")];
+    let text = wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
+        let t = get(agent.addr, "/metrics", &[]).text();
+        sample(&t, "agent_bmc_event_log_entries", &rf1).map(|_| t)
+    })
+    .unwrap_or_else(|| panic!("rf1's status not published:\n{}", agent.proc.log()));
+    // The SEL's Members@odata.count (the log GetEventLog reads: the SEL when there is one).
+    assert_eq!(
+        sample(&text, "agent_bmc_event_log_entries", &rf1),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "agent_bmc_event_log_free_bytes", &rf1), None);
+    assert_eq!(
+        sample(&text, "agent_bmc_power_consumption_watts", &rf1),
+        Some(312.5)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "agent_bmc_info",
+            &[
+                ("server_id", "rf1"),
+                ("manufacturer", "Contoso"),
+                ("product", "3500"),
+                ("firmware", "4.20.7"),
+                ("serial", "437XR1138R2"),
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    for (component, level) in [
+        ("system", 0.0),
+        ("chassis", 0.0),
+        ("memory", 1.0),
+        ("processor", 0.0),
+        ("power_supply", 2.0),
+        ("fan", 0.0),
+    ] {
+        assert_eq!(
+            sample(
+                &text,
+                "agent_bmc_health",
+                &[("server_id", "rf1"), ("component", component)]
+            ),
+            Some(level),
+            "{component}: {text}"
+        );
+    }
+    // Sensor states from Status.Health, next to the values (the CPU sensor says Warning).
+    let state = |sensor| {
+        sample(
+            &text,
+            "agent_bmc_sensor_state",
+            &[("server_id", "rf1"), ("sensor", sensor)],
+        )
+    };
+    assert_eq!(state("CPU #1 Temperature"), Some(1.0), "{text}");
+    assert_eq!(state("Intake Temperature"), Some(0.0), "{text}");
+}

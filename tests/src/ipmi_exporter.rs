@@ -1,7 +1,8 @@
 //! Debian's `prometheus-ipmi-exporter` (prometheus/ipmi_exporter 1.6, FreeIPMI underneath) as
 //! a test peer: one instance per test on its own loopback port, with a module `sim` for
-//! ipmi_sim's admin user, and its own `HOME` so that FreeIPMI's SDR caches
-//! (`~/.freeipmi/sdr-cache`) are not shared between tests.
+//! ipmi_sim's admin user. FreeIPMI caches SDRs under the user's home from passwd (not
+//! `$HOME`), keyed by host:port; the exporter passes `--sdr-cache-recreate`, and each test's
+//! simulator has a port of its own.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -16,7 +17,7 @@ pub struct IpmiExporter {
     pub proc: Running,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Its config and `HOME`.
+    /// Its config.
     pub dir: TempDir,
 }
 
@@ -38,8 +39,7 @@ impl IpmiExporter {
         let port = crate::free_port();
         let mut cmd = Command::new(tool("prometheus-ipmi-exporter"));
         cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .env("HOME", &dir.0);
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"));
         let (proc, addr) = start_until(
             "prometheus-ipmi-exporter",
             cmd,

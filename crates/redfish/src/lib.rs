@@ -860,23 +860,33 @@ impl RedfishBmc {
             ch.pointer(&format!("/{k}/@odata.id"))
                 .and_then(Value::as_str)
         };
-        let mut power_watts = None;
-        if let Some(p) = self.optional("power", link("Power"))? {
-            out.extend(health::power_supplies(&p).map(|h| (health::Component::PowerSupply, h)));
-            power_watts = health::power_watts(&p);
-        } else if let Some(p) = self.optional("power subsystem", link("PowerSubsystem"))? {
-            out.extend(health::subsystem(&p).map(|h| (health::Component::PowerSupply, h)));
-        }
-        if power_watts.is_none() {
-            if let Some(e) = self.optional("environment metrics", link("EnvironmentMetrics"))? {
-                power_watts = health::environment_watts(&e);
-            }
-        }
-        if let Some(t) = self.optional("thermal", link("Thermal"))? {
-            out.extend(health::fans(&t).map(|h| (health::Component::Fan, h)));
-        } else if let Some(t) = self.optional("thermal subsystem", link("ThermalSubsystem"))? {
-            out.extend(health::subsystem(&t).map(|h| (health::Component::Fan, h)));
-        }
+        // The deprecated Power and Thermal resources first (older services have only those),
+        // then the newer model's subsystems and EnvironmentMetrics for what they left out.
+        let power = self.optional("power", link("Power"))?;
+        let supplies = match power.as_ref().and_then(health::power_supplies) {
+            Some(h) => Some(h),
+            None => self
+                .optional("power subsystem", link("PowerSubsystem"))?
+                .as_ref()
+                .and_then(health::subsystem),
+        };
+        out.extend(supplies.map(|h| (health::Component::PowerSupply, h)));
+        let thermal = self.optional("thermal", link("Thermal"))?;
+        let fans = match thermal.as_ref().and_then(health::fans) {
+            Some(h) => Some(h),
+            None => self
+                .optional("thermal subsystem", link("ThermalSubsystem"))?
+                .as_ref()
+                .and_then(health::subsystem),
+        };
+        out.extend(fans.map(|h| (health::Component::Fan, h)));
+        let power_watts = match power.as_ref().and_then(health::power_watts) {
+            Some(w) => Some(w),
+            None => self
+                .optional("environment metrics", link("EnvironmentMetrics"))?
+                .as_ref()
+                .and_then(health::environment_watts),
+        };
         Ok(RedfishStatus {
             info,
             health: out,
