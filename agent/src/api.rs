@@ -99,7 +99,17 @@ async fn power_action(
 async fn get_server(fleet: Arc<Fleet>, id: String) -> Result<GetServerResponse, RpcError> {
     let server = server_info(&fleet, &id)
         .ok_or_else(|| RpcError::new(Code::NotFound, format!("no server {id:?}")))?;
-    let ident = fleet.identity(&id).await.map_err(rpc_error)?;
+    // The poller's last status read, else one now (a BMC not polled yet).
+    let cached = fleet.health().get(&id).and_then(|h| h.status?.identity);
+    let ident = match cached {
+        Some(i) => i,
+        None => fleet
+            .status(&id)
+            .await
+            .map_err(rpc_error)?
+            .identity
+            .unwrap_or_default(),
+    };
     Ok(GetServerResponse {
         server,
         manufacturer: ident.manufacturer,

@@ -131,7 +131,8 @@ pub fn run(cmd: Command, config: &Config) -> anyhow::Result<()> {
             Command::Power(Some(action), server) => {
                 fleet.power(&server, action).await.map(|()| println!("ok"))
             }
-            Command::Info(server) => fleet.identity(&server).await.map(|id| {
+            Command::Info(server) => fleet.status(&server).await.map(|s| {
+                let id = s.identity.unwrap_or_default();
                 println!("manufacturer\t{}", id.manufacturer);
                 println!("product\t{}", id.product);
                 println!("firmware\t{}", id.firmware);

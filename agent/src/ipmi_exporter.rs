@@ -21,60 +21,15 @@ use crate::health::Health;
 /// The route's template.
 pub const PATH: &str = "/ipmi";
 
-/// The FreeIPMI name of an IPMI sensor type (ipmi-sensors' "Type" column), which
-/// ipmi_exporter puts in its `type` label.
-fn freeipmi_type(code: u8) -> &'static str {
-    const NAMES: [&str; 0x2D] = [
-        "Reserved",
-        "Temperature",
-        "Voltage",
-        "Current",
-        "Fan",
-        "Physical Security",
-        "Platform Security",
-        "Processor",
-        "Power Supply",
-        "Power Unit",
-        "Cooling Device",
-        "Other Units Based Sensor",
-        "Memory",
-        "Drive Slot",
-        "POST Memory Resize",
-        "System Firmware Progress",
-        "Event Logging Disabled",
-        "Watchdog 1",
-        "System Event",
-        "Critical Interrupt",
-        "Button/Switch",
-        "Module/Board",
-        "Microcontroller/Coprocessor",
-        "Add In Card",
-        "Chassis",
-        "Chip Set",
-        "Other FRU",
-        "Cable/Interconnect",
-        "Terminator",
-        "System Boot Initiated",
-        "Boot Error",
-        "OS Boot",
-        "OS Critical Stop",
-        "Slot/Connector",
-        "System ACPI Power State",
-        "Watchdog 2",
-        "Platform Alert",
-        "Entity Presence",
-        "Monitor ASIC/IC",
-        "LAN",
-        "Management Subsystem Health",
-        "Battery",
-        "Session Audit",
-        "Version Change",
-        "FRU State",
-    ];
-    match code {
-        0xC0..=0xFF => "OEM Reserved",
-        c => NAMES.get(usize::from(c)).copied().unwrap_or("Reserved"),
-    }
+/// FreeIPMI's name of an IPMI sensor type (only IPMI readings carry one).
+#[cfg(feature = "ipmi")]
+fn type_name(code: u8) -> &'static str {
+    conduit_ipmi::sel::sensor_type_name(code)
+}
+
+#[cfg(not(feature = "ipmi"))]
+fn type_name(_: u8) -> &'static str {
+    "N/A"
 }
 
 /// A typed family pair of ipmi_exporter: value and state names, and their HELP texts.
@@ -171,30 +126,30 @@ fn number(v: Option<f64>) -> String {
     }
 }
 
-/// An exposition being written: each family's HELP and TYPE once, before its first sample.
+/// An exposition being written: each family's HELP and TYPE once, before its first sample,
+/// and its samples together (families are kept apart until the end).
 #[derive(Default)]
 struct Text {
-    out: String,
     families: Vec<(&'static str, String)>,
 }
 
 impl Text {
     fn sample(&mut self, family: &'static str, help: &str, labels: &str, value: String) {
-        let name = format!("ipmi_{family}");
-        if let Some((_, body)) = self.families.iter_mut().find(|(f, _)| *f == family) {
-            let _ = writeln!(body, "{name}{labels} {value}");
-            return;
-        }
-        let mut body = format!("# HELP {name} {help}\n# TYPE {name} gauge\n");
-        let _ = writeln!(body, "{name}{labels} {value}");
-        self.families.push((family, body));
+        let at = match self.families.iter().position(|(f, _)| *f == family) {
+            Some(at) => at,
+            None => {
+                self.families.push((
+                    family,
+                    format!("# HELP ipmi_{family} {help}\n# TYPE ipmi_{family} gauge\n"),
+                ));
+                self.families.len() - 1
+            }
+        };
+        let _ = writeln!(self.families[at].1, "ipmi_{family}{labels} {value}");
     }
 
-    fn finish(mut self) -> String {
-        for (_, body) in self.families.drain(..) {
-            self.out.push_str(&body);
-        }
-        self.out
+    fn finish(self) -> String {
+        self.families.into_iter().map(|(_, body)| body).collect()
     }
 }
 
@@ -286,7 +241,7 @@ pub fn render(health: Option<&Health>) -> String {
                 t.sample(f.state, f.state_help, &labels, state);
             }
             None => {
-                let kind = r.sensor_type.map_or("N/A", freeipmi_type);
+                let kind = r.sensor_type.map_or("N/A", type_name);
                 let labels = format!(
                     "{{id=\"{id}\",name=\"{}\",type=\"{}\"}}",
                     escape(&r.name),

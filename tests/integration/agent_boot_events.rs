@@ -76,7 +76,7 @@ fn ipmi_boot_device_and_event_log() {
     assert_eq!(status, 200, "{body}");
     let events = body["events"].as_array().unwrap();
     assert_eq!(events.len(), 3, "{body}");
-    assert_eq!(events[0]["sensor"], "temperature #1", "{body}");
+    assert_eq!(events[0]["sensor"], "Temperature #1", "{body}");
     assert_eq!(events[0]["severity"], "critical", "{body}");
     assert!(
         events[0]["event"]

@@ -121,58 +121,60 @@ impl Severity {
     }
 }
 
-/// The name of an IPMI sensor type (IPMI 2.0 table 42-3), `oem` or `reserved` beyond it.
+/// The name of an IPMI sensor type (IPMI 2.0 table 42-3), spelt as FreeIPMI's tools print it
+/// (ipmi-sensors' "Type" column, which ipmi_exporter puts in its `type` label): `OEM
+/// Reserved` for OEM codes, `Reserved` beyond the table.
 pub fn sensor_type_name(code: u8) -> &'static str {
     const NAMES: [&str; 0x2D] = [
-        "reserved",
-        "temperature",
-        "voltage",
-        "current",
-        "fan",
-        "physical security",
-        "platform security",
-        "processor",
-        "power supply",
-        "power unit",
-        "cooling device",
-        "other units-based sensor",
-        "memory",
-        "drive slot",
-        "POST memory resize",
-        "system firmware progress",
-        "event logging disabled",
-        "watchdog 1",
-        "system event",
-        "critical interrupt",
-        "button/switch",
-        "module/board",
-        "microcontroller/coprocessor",
-        "add-in card",
-        "chassis",
-        "chip set",
-        "other FRU",
-        "cable/interconnect",
-        "terminator",
-        "system boot initiated",
-        "boot error",
-        "OS boot",
-        "OS critical stop",
-        "slot/connector",
-        "system ACPI power state",
-        "watchdog 2",
-        "platform alert",
-        "entity presence",
-        "monitor ASIC/IC",
+        "Reserved",
+        "Temperature",
+        "Voltage",
+        "Current",
+        "Fan",
+        "Physical Security",
+        "Platform Security",
+        "Processor",
+        "Power Supply",
+        "Power Unit",
+        "Cooling Device",
+        "Other Units Based Sensor",
+        "Memory",
+        "Drive Slot",
+        "POST Memory Resize",
+        "System Firmware Progress",
+        "Event Logging Disabled",
+        "Watchdog 1",
+        "System Event",
+        "Critical Interrupt",
+        "Button/Switch",
+        "Module/Board",
+        "Microcontroller/Coprocessor",
+        "Add In Card",
+        "Chassis",
+        "Chip Set",
+        "Other FRU",
+        "Cable/Interconnect",
+        "Terminator",
+        "System Boot Initiated",
+        "Boot Error",
+        "OS Boot",
+        "OS Critical Stop",
+        "Slot/Connector",
+        "System ACPI Power State",
+        "Watchdog 2",
+        "Platform Alert",
+        "Entity Presence",
+        "Monitor ASIC/IC",
         "LAN",
-        "management subsystem health",
-        "battery",
-        "session audit",
-        "version change",
-        "FRU state",
+        "Management Subsystem Health",
+        "Battery",
+        "Session Audit",
+        "Version Change",
+        "FRU State",
     ];
     match code {
-        0xC0..=0xFF => "oem",
-        c => NAMES.get(usize::from(c)).copied().unwrap_or("reserved"),
+        0xC0..=0xFF => "OEM Reserved",
+        c => NAMES.get(usize::from(c)).copied().unwrap_or("Reserved"),
     }
 }
 
@@ -516,10 +518,11 @@ mod tests {
 
     #[test]
     fn sensor_type_names() {
-        assert_eq!(sensor_type_name(0x01), "temperature");
-        assert_eq!(sensor_type_name(0x2C), "FRU state");
-        assert_eq!(sensor_type_name(0x2D), "reserved");
-        assert_eq!(sensor_type_name(0xC5), "oem");
+        assert_eq!(sensor_type_name(0x01), "Temperature");
+        assert_eq!(sensor_type_name(0x08), "Power Supply");
+        assert_eq!(sensor_type_name(0x2C), "FRU State");
+        assert_eq!(sensor_type_name(0x2D), "Reserved");
+        assert_eq!(sensor_type_name(0xC5), "OEM Reserved");
     }
     use futures_lite::future::block_on;
     use std::cell::{Cell, RefCell};

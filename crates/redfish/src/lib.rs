@@ -804,16 +804,25 @@ impl RedfishBmc {
         self.get("manager", &manager)
     }
 
-    /// System manufacturer and model, and the manager's firmware version.
+    /// System manufacturer, model and serial number, and the manager's firmware version (empty
+    /// when the service fails to serve the manager).
     pub fn info(&self) -> Result<RedfishInfo, RedfishError> {
         let (_, sys) = self.system()?;
+        self.identity(&sys)
+    }
+
+    fn identity(&self, sys: &Value) -> Result<RedfishInfo, RedfishError> {
         let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-        let mgr = self.manager(&sys)?;
+        let firmware = match self.manager(sys) {
+            Ok(m) => text(&m, "FirmwareVersion"),
+            Err(RedfishError::Status { .. } | RedfishError::Malformed(_)) => String::new(),
+            Err(e) => return Err(e),
+        };
         Ok(RedfishInfo {
-            manufacturer: text(&sys, "Manufacturer"),
-            model: text(&sys, "Model"),
-            firmware: text(&mgr, "FirmwareVersion"),
-            serial: text(&sys, "SerialNumber"),
+            manufacturer: text(sys, "Manufacturer"),
+            model: text(sys, "Model"),
+            firmware,
+            serial: text(sys, "SerialNumber"),
         })
     }
 
@@ -841,18 +850,7 @@ impl RedfishBmc {
     /// to serve is left out.
     pub fn status(&self) -> Result<RedfishStatus, RedfishError> {
         let (_, sys) = self.system()?;
-        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-        let firmware = match self.manager(&sys) {
-            Ok(m) => text(&m, "FirmwareVersion"),
-            Err(RedfishError::Status { .. } | RedfishError::Malformed(_)) => String::new(),
-            Err(e) => return Err(e),
-        };
-        let info = RedfishInfo {
-            manufacturer: text(&sys, "Manufacturer"),
-            model: text(&sys, "Model"),
-            firmware,
-            serial: text(&sys, "SerialNumber"),
-        };
+        let info = self.identity(&sys)?;
         let mut out = health::system(&sys);
         let ch = self.get("chassis", &self.chassis_of(&sys)?)?;
         out.extend(health::chassis(&ch).map(|h| (health::Component::Chassis, h)));
