@@ -777,13 +777,24 @@ fn alpha(mut n: u8) -> String {
     String::from_utf8(digits).unwrap_or_default()
 }
 
-/// ipmi-rs-core 0.6 panics on a compact record whose ID string instance modifier type (byte
-/// 24, bits 5:4) is one of the reserved values 2 or 3: such a record is skipped here instead,
-/// before it reaches the parser. Returns whether `raw` (header included) is safe to parse.
+/// Whether `raw` (a record, header included) is safe to hand to ipmi-rs-core 0.6's parser,
+/// which panics on some records a BMC can send: a compact record whose ID string instance
+/// modifier type (byte 24, bits 5:4) is one of the reserved values 2 or 3, and records shorter
+/// than their type's fixed part, where it indexes past its own length checks (full sensor
+/// records of 15-17 or 42 bytes after the header, FRU device locators of 8-10). Such records
+/// are skipped; a record of the spec's length (IPMI 2.0 §43) is unaffected.
 pub fn parsable(raw: &[u8]) -> bool {
-    const COMPACT: u8 = 0x02;
     const SHARING: usize = 23;
-    !(raw.get(3) == Some(&COMPACT) && raw.get(SHARING).is_some_and(|b| (b >> 4) & 0x3 >= 2))
+    let body = raw.len().saturating_sub(5);
+    match raw.get(3) {
+        // Full sensor record: 48 bytes before the ID string.
+        Some(0x01) => body >= 43,
+        // Compact sensor record: 32 bytes before the ID string.
+        Some(0x02) => body >= 27 && raw.get(SHARING).is_some_and(|b| (b >> 4) & 0x3 < 2),
+        // FRU device locator: 16 bytes before the ID string.
+        Some(0x11) => body >= 11,
+        _ => true,
+    }
 }
 
 /// Converts a raw reading with the record's linear formula, `y = (M x + B 10^Bexp) 10^Rexp`.
@@ -1461,13 +1472,30 @@ mod tests {
     }
 
     #[test]
-    fn a_reserved_id_string_modifier_is_skipped_not_a_panic() {
+    fn records_ipmi_rs_core_would_panic_on_are_skipped() {
         // ipmi-rs-core 0.6 panics on modifier types 2 and 3: such records never reach it.
         for bits in [0x20, 0x30] {
             assert!(!parsable(&compact_record("X", bits | 1, 0)));
         }
         assert!(parsable(&compact_record("X", 0x11, 0)));
         assert!(parsable(&CPU_TEMP));
+        // Short records of every type, with any bytes: what is parsable parses without a
+        // panic (full records of 15-17 and 42 bytes, FRU locators of 8-10 panicked).
+        let mut rng = fastrand::Rng::with_seed(16);
+        for ty in [0x01, 0x02, 0x03, 0x10, 0x11, 0x12, 0xC0] {
+            for len in 0..64u8 {
+                for _ in 0..64 {
+                    let mut raw = vec![0x01, 0x00, 0x51, ty, len];
+                    raw.extend((0..len).map(|_| rng.u8(..)));
+                    if parsable(&raw) {
+                        let _ = Record::parse(&raw);
+                    }
+                }
+            }
+        }
+        let mut short = CPU_TEMP[..20].to_vec();
+        short[4] = 15;
+        assert!(!parsable(&short));
         // Through the cache: the bad record goes, the sensors around it stay.
         let mut bad = compact_record("X", 0x21, 0);
         bad[0] = 2;
