@@ -908,11 +908,10 @@ impl Fleet {
     /// What the poller reads beside power and sensors (`status`): IPMI Get Device ID, Get SEL
     /// Info, DCMI Get Power Reading and Get Chassis Status in one batch; Redfish identity,
     /// health roll-ups and power draw ([`RedfishBmc::status`]) and the entry counts of the
-    /// logs [`Fleet::events`] reads. Under the SDR budget, as the event log is: on Redfish it
-    /// is some ten GETs, more than one operation timeout on a slow service.
+    /// logs [`Fleet::events`] reads, under one operation timeout.
     pub async fn status(&self, id: &str) -> Result<BmcStatus, OpError> {
         let bmc = &*self.find(id, "status")?;
-        self.run_within(bmc, "status", SDR_BUDGET, async {
+        self.run(bmc, "status", async {
             match bmc.backend().await? {
                 #[cfg(feature = "ipmi")]
                 Backend::Ipmi { ipmi, .. } => {

@@ -32,12 +32,12 @@ pub fn start(
     heartbeats: &Heartbeats,
 ) -> std::io::Result<Background> {
     // One BMC's poll is power (one operation timeout), the SDR repository (its budget plus a
-    // timeout), the readings (a timeout) and the status read (the budget); with up to
+    // timeout), the readings (a timeout) and the status read (a timeout); with up to
     // CONCURRENCY in flight, a step of one
     // ends at least that often while a round runs. The beat goes stale after STALE_AFTER
     // periods: the period is that bound over STALE_AFTER, with a second to spare.
     let t = fleet.operation_timeout();
-    let step = crate::fleet::SDR_BUDGET * 2 + t * 3;
+    let step = crate::fleet::SDR_BUDGET + t * 4;
     let period = step / conduit_runtime::heartbeat::STALE_AFTER + Duration::from_secs(1);
     let beat = heartbeats.register("bmc poller", period.max(t * 2));
     Background::spawn("bmc-poller", move |stopped| {
