@@ -233,6 +233,90 @@ impl Bmcs {
     }
 }
 
+/// The API's BMC operations by method name, for the gateway uplink: the same operations,
+/// bounds and `agent_rpc_*` metrics as the Connect routes.
+#[derive(Clone)]
+pub struct Dispatcher {
+    bmcs: Bmcs,
+    rpc: Arc<conduit_http::middleware::RpcMetrics>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dispatcher")
+    }
+}
+
+fn json<T: serde::Serialize + Send + 'static>(f: RpcFuture<T>) -> RpcFuture<serde_json::Value> {
+    Box::pin(async move {
+        let v = f.await?;
+        serde_json::to_value(v).map_err(|e| RpcError::new(Code::Internal, e.to_string()))
+    })
+}
+
+impl Dispatcher {
+    /// Operations on `fleet`, run on `ops`.
+    pub fn new(fleet: Arc<Fleet>, ops: Arc<Operations>) -> Self {
+        let rpc = fleet.metrics().rpc.clone();
+        Dispatcher {
+            bmcs: Bmcs { fleet, ops },
+            rpc,
+        }
+    }
+
+    /// Runs `method` with the agent API's request `body`; the answer is its response body.
+    pub fn call(
+        &self,
+        method: conduit_api::uplink::Method,
+        body: serde_json::Value,
+    ) -> RpcFuture<serde_json::Value> {
+        use conduit_api::uplink::Method as M;
+        fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, RpcError> {
+            serde_json::from_value(v)
+                .map_err(|e| RpcError::new(Code::InvalidArgument, format!("request body: {e}")))
+        }
+        let b = &self.bmcs;
+        let started = std::time::Instant::now();
+        let answer = match method {
+            M::Unknown => refused(RpcError::new(
+                Code::Unimplemented,
+                "this agent does not know that method",
+            )),
+            M::PowerAction => match decode::<PowerActionRequest>(body) {
+                Ok(r) => json(b.power(&r.server_id, &r.action)),
+                Err(e) => refused(e),
+            },
+            M::SetBootDevice => match decode::<SetBootDeviceRequest>(body) {
+                Ok(r) => json(b.set_boot(&r.server_id, &r.device, r.persistent)),
+                Err(e) => refused(e),
+            },
+            m => match decode::<ServerRequest>(body) {
+                Ok(r) => match m {
+                    M::GetServer => json(b.submit(&r.server_id, get_server)),
+                    M::PowerStatus => json(b.submit(&r.server_id, power_status)),
+                    M::GetSensors => json(b.submit(&r.server_id, sensors)),
+                    M::GetBootDevice => json(b.submit(&r.server_id, get_boot)),
+                    M::GetEventLog => json(b.submit(&r.server_id, events)),
+                    _ => json(b.submit(&r.server_id, clear_events)),
+                },
+                Err(e) => refused(e),
+            },
+        };
+        let rpc = self.rpc.clone();
+        Box::pin(async move {
+            let result = answer.await;
+            let code = result.as_ref().err().map_or(Code::Ok, |e| e.code);
+            rpc.observe(
+                BMC_SERVICE,
+                method.as_str(),
+                code.as_str(),
+                started.elapsed(),
+            );
+            result
+        })
+    }
+}
+
 /// A REST handler: token check, then `f`, JSON either way.
 fn rest<T: serde::Serialize>(
     token: Option<Arc<str>>,

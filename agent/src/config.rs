@@ -76,6 +76,80 @@ pub struct RawConfig {
     discovery: RawDiscovery,
     #[serde(default)]
     console: RawConsole,
+    uplink: Option<RawUplink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUplink {
+    gateways: Spanned<Vec<String>>,
+    credential: Option<Spanned<String>>,
+    credential_file: Option<Spanned<String>>,
+    credential_env: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    datacenter: Option<String>,
+    plaintext: Option<bool>,
+}
+
+/// One gateway the agent may dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayAddr {
+    /// As configured, for messages.
+    pub url: String,
+    /// Host name or address (TLS checks the certificate against it).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// `wss://` (else `ws://`, only with `plaintext = true`).
+    pub tls: bool,
+}
+
+impl GatewayAddr {
+    /// Parses `wss://host[:port]` or `ws://host[:port]` (default port 8443); `None` otherwise.
+    pub fn parse(url: &str) -> Option<GatewayAddr> {
+        let (tls, rest) = match url.split_once("://")? {
+            ("wss", r) => (true, r),
+            ("ws", r) => (false, r),
+            _ => return None,
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+            return None;
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']')?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().ok()?,
+                None if after.is_empty() => 8443,
+                None => return None,
+            };
+            (h.to_owned(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), p.parse().ok()?),
+                None => (authority.to_owned(), 8443),
+            }
+        };
+        (!host.is_empty() && port != 0).then(|| GatewayAddr {
+            url: url.to_owned(),
+            host,
+            port,
+            tls,
+        })
+    }
+}
+
+/// The gateway uplink (`[uplink]`).
+#[derive(Debug, Clone)]
+pub struct UplinkConfig {
+    /// Gateways in order of preference; the agent fails over down the list.
+    pub gateways: Vec<GatewayAddr>,
+    /// The credential the manager issued this agent.
+    pub credential: Secret,
+    /// The CA the gateways' certificates must chain to (PEM).
+    pub ca_pem: Option<Vec<u8>>,
+    /// The datacenter, as told to the gateway (its credential's record decides).
+    pub datacenter: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -345,6 +419,8 @@ pub struct Config {
     /// `agent.ipmi_exporter_endpoint`: serve `/ipmi?target=…` in ipmi_exporter's names
     /// (default off).
     pub ipmi_exporter_endpoint: bool,
+    /// The gateway uplink, if configured.
+    pub uplink: Option<UplinkConfig>,
 }
 
 /// Upper bounds of the operation and console caps: together they stay below the HTTP
@@ -468,6 +544,84 @@ fn secs(
             "must be a number of seconds between 0 and 86400",
         ),
     }
+}
+
+fn uplink(ctx: &Ctx, u: &RawUplink) -> Result<UplinkConfig, ConfigError> {
+    if !cfg!(feature = "uplink") {
+        return ctx.err(
+            u.gateways.span(),
+            "uplink",
+            "this agent was built without the uplink feature",
+        );
+    }
+    let plaintext = u.plaintext.unwrap_or(false);
+    let mut gateways = Vec::new();
+    for g in u.gateways.get_ref() {
+        let Some(addr) = GatewayAddr::parse(g) else {
+            return ctx.err(
+                u.gateways.span(),
+                "uplink.gateways",
+                format!("{g:?}: give wss://HOST[:PORT]"),
+            );
+        };
+        if !addr.tls && !plaintext {
+            return ctx.err(
+                u.gateways.span(),
+                "uplink.gateways",
+                format!("{g:?} is plaintext: use wss://, or set plaintext = true (loopback or a trusted VLAN only)"),
+            );
+        }
+        gateways.push(addr);
+    }
+    if gateways.is_empty() || gateways.len() > 16 {
+        return ctx.err(
+            u.gateways.span(),
+            "uplink.gateways",
+            "list 1 to 16 gateways",
+        );
+    }
+    let credential = ctx
+        .secret(
+            "uplink.credential",
+            &u.credential,
+            &u.credential_file,
+            &u.credential_env,
+        )?
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "{}: [uplink]: give credential, credential_file or credential_env (the agent credential the manager issued)",
+                ctx.path.display()
+            ))
+        })?;
+    let ca_pem = match &u.ca_file {
+        Some(f) => {
+            let p = ctx.resolve(f.get_ref());
+            match std::fs::read(&p) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    return ctx.err(f.span(), "uplink.ca_file", format!("{}: {e}", p.display()))
+                }
+            }
+        }
+        None if gateways.iter().any(|g| g.tls) => {
+            return ctx.err(
+                u.gateways.span(),
+                "uplink.ca_file",
+                "wss:// gateways need ca_file: the CA their certificates chain to",
+            )
+        }
+        None => None,
+    };
+    let datacenter = u.datacenter.clone().unwrap_or_default();
+    if datacenter.len() > 64 {
+        return ctx.err(u.gateways.span(), "uplink.datacenter", "at most 64 bytes");
+    }
+    Ok(UplinkConfig {
+        gateways,
+        credential,
+        ca_pem,
+        datacenter,
+    })
 }
 
 impl Config {
@@ -846,6 +1000,10 @@ impl Config {
                 MAX_OPERATIONS as i64,
             )?,
             ipmi_exporter_endpoint: a.ipmi_exporter_endpoint.unwrap_or(false),
+            uplink: match &raw.uplink {
+                Some(u) => Some(uplink(&ctx, u)?),
+                None => None,
+            },
             bmcs,
         })
     }

@@ -23,6 +23,8 @@ pub mod operations;
 pub mod poller;
 pub mod probe;
 pub mod serve;
+#[cfg(feature = "uplink")]
+pub mod uplink;
 
 use conduit_service::ComponentInfo;
 

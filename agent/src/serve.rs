@@ -257,6 +257,16 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    #[cfg(feature = "uplink")]
+    let uplink = match (config.and_then(|c| c.uplink.clone()), fleet.clone()) {
+        (Some(u), Some(fleet)) => Some(crate::uplink::start(
+            u,
+            fleet.clone(),
+            crate::api::Dispatcher::new(fleet, ops.clone()),
+            &heartbeats,
+        )?),
+        _ => None,
+    };
     let petter = start_watchdog(agent, config, server.local_addr()?)?;
     let stop_asked = std::sync::Arc::new(std::sync::OnceLock::new());
     let hooks = SignalHooks {
@@ -320,6 +330,12 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
         s.spawn(move || {
             if let Some(d) = discovering {
                 d.stop();
+            }
+        });
+        #[cfg(feature = "uplink")]
+        s.spawn(move || {
+            if let Some(u) = uplink {
+                u.stop(Duration::from_secs(1));
             }
         });
     });

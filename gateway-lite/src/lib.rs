@@ -1,12 +1,25 @@
 //! gateway-lite: the per-site broker between users and agents.
 //!
-//! So far it registers its RFD 021 catalog and serves `/metrics` and `/health`; agent uplinks,
-//! operation routing and console brokering, which drive the business metrics, come with later
-//! issues.
+//! - `uplink`: agents dial in over TLS + WebSocket and register; heartbeats, inventory and
+//!   operations travel on that one link (`conduit_api::uplink`).
+//! - `agents`: who is connected, in which state, and the routing of an operation to the agent
+//!   serving its server.
+//! - `trust`: the manager's keys, revocations, inventory and vouched agent credentials, for
+//!   deciding offline; `sync` keeps them fresh and reports back; `manager_link` is the client.
+//! - `api`: `conduit.gateway.v1.GatewayService` for users; `audit`: the durable outbox.
+//! - `serve`: the wiring; `metrics`: the catalog.
 
 #![forbid(unsafe_code)]
 
+pub mod agents;
+pub mod api;
+pub mod audit;
+pub mod manager_link;
 pub mod metrics;
+pub mod serve;
+pub mod sync;
+pub mod trust;
+pub mod uplink;
 
 use conduit_service::ComponentInfo;
 

@@ -1,12 +1,98 @@
 use std::process::ExitCode;
+use std::time::Duration;
+
+use conduit_service as service;
+use gateway_lite::serve::Config;
 
 #[global_allocator]
 static ALLOC: conduit_metrics::heap::CountingAllocator = conduit_metrics::heap::CountingAllocator;
 
+const INTRO: &str = "\
+Usage: conduit-gateway [OPTIONS]    Register at the manager, accept agents' uplinks, and serve
+                                    GatewayService (users' BMC operations), /metrics, /health
+";
+
+const FLAGS: &str =
+    "  --manager URL              The manager (default http://127.0.0.1:8080; https:// needs
+                             --manager-ca)
+  --manager-ca FILE          CA certificate(s), PEM, for an https manager
+  --credential-file FILE     This gateway's credential (cgw_…, from the manager's
+                             GatewayService.Create; default ./gateway.credential)
+  --uplink-listen ADDR       Where agents dial in (default 0.0.0.0:8443)
+  --tls-cert FILE            Certificate chain (PEM) agents check against their CA
+  --tls-key FILE             Its private key (PEM)
+  --uplink-plaintext         Uplinks without TLS: loopback or a trusted VLAN only
+  --address URL              Where users reach this gateway, as told to the manager
+                             (default http://LISTEN)
+  --state-dir DIR            The audit outbox (default ./conduit-gateway-data)
+  --heartbeat-secs N         Agents heartbeat this often (default 10); stale after 3 missed,
+                             their link closed after 6
+  --forget-after SECS        A disconnected agent and its series are dropped after this
+                             (default 600)
+  --trust-ttl SECS           Without the manager, keys, revocations, inventory and agent
+                             credentials serve this long after the last pull (default 600);
+                             then user calls answer unavailable
+  --operation-timeout SECS   Longest wait for an agent's answer (default 30)
+  --max-agents N             Most uplinks at once (default 20000)
+  --agent-series-limit N     Per-agent metric families are sized for N agents (default 10000)
+";
+
 fn main() -> ExitCode {
-    conduit_service::main(
-        gateway_lite::INFO,
-        gateway_lite::metrics::GatewayMetrics::register,
-        |router, _metrics| router,
-    )
+    let info = gateway_lite::INFO;
+    let mut cfg = Config::default();
+    let usage = service::usage_full(&info, INTRO, FLAGS);
+    let (args, words) = match service::parse_args(&info, &usage, |name, p| {
+        let secs = |p: &mut lexopt::Parser| -> anyhow::Result<Duration> {
+            service::parse_secs(&service::flag_value(name, p)?)
+        };
+        match name {
+            "manager" => cfg.manager = service::flag_value(name, p)?,
+            "manager-ca" => cfg.manager_ca = Some(service::flag_value(name, p)?.into()),
+            "credential-file" => cfg.credential_file = service::flag_value(name, p)?.into(),
+            "uplink-listen" => {
+                cfg.uplink_listen = service::parse_listen(&service::flag_value(name, p)?)?
+            }
+            "tls-cert" | "tls-key" => {
+                let v: std::path::PathBuf = service::flag_value(name, p)?.into();
+                let (mut cert, mut key) = cfg.tls.take().unwrap_or_default();
+                if name == "tls-cert" {
+                    cert = v;
+                } else {
+                    key = v;
+                }
+                cfg.tls = Some((cert, key));
+            }
+            "uplink-plaintext" => cfg.uplink_plaintext = true,
+            "address" => cfg.address = Some(service::flag_value(name, p)?),
+            "state-dir" => cfg.state_dir = service::flag_value(name, p)?.into(),
+            "heartbeat-secs" => {
+                let hb = secs(p)?;
+                anyhow::ensure!(hb >= Duration::from_secs(1), "--heartbeat-secs: at least 1");
+                cfg.policy.heartbeat = hb;
+                cfg.policy.stale_after = 3 * hb;
+            }
+            "forget-after" => cfg.policy.forget_after = secs(p)?,
+            "trust-ttl" => cfg.trust_ttl = secs(p)?,
+            "operation-timeout" => cfg.operation_timeout = secs(p)?,
+            "max-agents" => cfg.max_agents = service::parse_count(&service::flag_value(name, p)?)?,
+            "agent-series-limit" => {
+                cfg.agent_series_limit = service::parse_count(&service::flag_value(name, p)?)?
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }) {
+        Ok((args, words)) => (args, words),
+        Err(code) => return code,
+    };
+    if let Some(w) = words.first() {
+        return service::usage_error(&info, &format!("unexpected argument {w:?}"));
+    }
+    if let Some((cert, key)) = &cfg.tls {
+        if cert.as_os_str().is_empty() || key.as_os_str().is_empty() {
+            return service::usage_error(&info, "--tls-cert and --tls-key go together");
+        }
+    }
+    service::logging::init(info.binary, args.log_level);
+    service::exit_with(gateway_lite::serve::run(info, args, cfg))
 }

@@ -7,7 +7,7 @@
 use conduit_http::middleware::RpcMetrics;
 use conduit_metrics::buckets;
 use conduit_metrics::catalog::{Buckets, CappedFamily, CatalogBuilder, FloatGauge};
-use conduit_metrics::labels::{DatacenterStatus, ErrorType, Operation, OperationStatus};
+use conduit_metrics::labels::{DatacenterStatus, ErrorType, Operation, OperationStatus, Status};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -109,19 +109,36 @@ pub struct GatewayMetrics {
     pub websocket_errors: CappedFamily<WebSocketError, Counter>,
     /// `gateway_rpc_calls_total`, `gateway_rpc_call_duration_seconds`
     pub rpc: std::sync::Arc<RpcMetrics>,
+    /// Addition: user tokens checked at this gateway.
+    pub token_validations: CappedFamily<Status, Counter>,
 }
 
+/// Agents the per-agent families are sized for unless `--agent-series-limit` says otherwise.
+pub const DEFAULT_AGENTS: usize = 10_000;
+
 impl GatewayMetrics {
-    /// Registers the catalog under `gateway_`.
+    /// Registers the catalog under `gateway_`, the per-agent families sized for
+    /// [`DEFAULT_AGENTS`].
     pub fn register(b: &mut CatalogBuilder) -> Self {
+        Self::register_for(b, DEFAULT_AGENTS)
+    }
+
+    /// Registers the catalog, the per-agent families (`agent_heartbeats_total`: two statuses
+    /// per agent; `agent_last_heartbeat_seconds`: one) capped for `agents` agents rather than
+    /// by the component's `--series-limit`.
+    pub fn register_for(b: &mut CatalogBuilder, agents: usize) -> Self {
         GatewayMetrics {
             agents: b.gauge_family("agents_total", "Connected agents"),
             agent_registrations: b.counter_family("agent_registrations", "Registration attempts"),
-            agent_heartbeats: b.counter_family("agent_heartbeats", "Heartbeats received"),
-            agent_last_heartbeat: b.float_gauge_family(
-                "agent_last_heartbeat_seconds",
-                "Seconds since last heartbeat",
-            ),
+            agent_heartbeats: b
+                .counter_family("agent_heartbeats", "Heartbeats received")
+                .with_limit(2 * agents),
+            agent_last_heartbeat: b
+                .float_gauge_family(
+                    "agent_last_heartbeat_seconds",
+                    "Seconds since last heartbeat",
+                )
+                .with_limit(agents),
             sessions: b.gauge_family("sessions_total", "Active console sessions"),
             session_operations: b.counter_family("session_operations", "Session operations"),
             session_duration: b.histogram_family(
@@ -149,6 +166,7 @@ impl GatewayMetrics {
             websocket_messages: b.counter_family("websocket_messages", "Messages"),
             websocket_errors: b.counter_family("websocket_errors", "WebSocket errors"),
             rpc: std::sync::Arc::new(RpcMetrics::register(b)),
+            token_validations: b.counter_family("token_validations", "User token validations"),
         }
     }
 }
@@ -167,6 +185,7 @@ mod tests {
             GatewayMetrics::register,
             |m| {
                 let dc = || "dc1".to_owned();
+                m.token_validations.inc(&Status { status: "valid" });
                 m.agents.with(
                     &DatacenterStatus {
                         datacenter: dc(),

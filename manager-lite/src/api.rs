@@ -149,11 +149,7 @@ pub(crate) fn check_text(field: &str, v: &str, max: usize) -> Result<(), RpcErro
 
 /// Ids the caller chooses (server ids): letters, digits and `.-_:`, 1–64 bytes.
 pub(crate) fn check_id(field: &str, v: &str) -> Result<(), RpcError> {
-    let ok = !v.is_empty()
-        && v.len() <= 64
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    if ok {
+    if conduit_api::valid_id(v) {
         Ok(())
     } else {
         Err(RpcError::new(

@@ -14,7 +14,6 @@
 //! - `manager_active_tokens` counts access tokens unexpired and unrevoked, from the store's
 //!   rows of the tokens issued, so every replica reports the same number.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -90,21 +89,8 @@ pub struct Principal {
 /// Revocations as last read from the store.
 #[derive(Debug, Default)]
 struct RevocationCache {
-    ids: HashSet<(&'static str, String)>,
-    /// User id → revoked at: their tokens issued until then are refused.
-    users: HashMap<String, i64>,
+    list: conduit_auth::Revocations,
     read_at: Option<Instant>,
-}
-
-impl RevocationCache {
-    fn revokes(&self, claims: &Claims) -> bool {
-        self.ids.contains(&("token", claims.jti.clone()))
-            || self.ids.contains(&("session", claims.sid.clone()))
-            || self
-                .users
-                .get(&claims.sub)
-                .is_some_and(|at| claims.iat as i64 <= *at)
-    }
 }
 
 /// The keys in use: the one that signs and a verifier of every published key.
@@ -264,7 +250,7 @@ impl Tokens {
     ) -> anyhow::Result<(String, Claims)> {
         // A user revoked this very second (a change of rights just made) would have this
         // token refused too: it is marked as issued the second after, within the leeway.
-        let revoked = read(&self.revoked).users.get(&who.user_id).copied();
+        let revoked = read(&self.revoked).list.user_revoked_at(&who.user_id);
         let iat = revoked.map_or(now, |at| now.max(at as u64 + 1));
         let claims = Claims {
             sub: who.user_id.clone(),
@@ -321,17 +307,9 @@ impl Tokens {
             match store.revocations(now as i64) {
                 Ok(list) => {
                     let mut cache = write(&self.revoked);
-                    cache.ids.clear();
-                    cache.users.clear();
+                    cache.list = conduit_auth::Revocations::new();
                     for r in list {
-                        match r.kind {
-                            RevocationKind::User => {
-                                cache.users.insert(r.id, r.revoked_at);
-                            }
-                            kind => {
-                                cache.ids.insert((kind.as_str(), r.id));
-                            }
-                        }
+                        cache.list.insert(r.kind.as_str(), r.id, r.revoked_at);
                     }
                     cache.read_at = Some(Instant::now());
                 }
@@ -343,7 +321,7 @@ impl Tokens {
                 }
             }
         }
-        Ok(read(&self.revoked).revokes(claims))
+        Ok(read(&self.revoked).list.revokes(claims))
     }
 
     /// Revokes every access token of session `sid` (issued until `now`), here and, through the
@@ -356,7 +334,9 @@ impl Tokens {
             // Kept as long as any token of the session could live.
             expires_at: (now + LONGEST_TOKEN_LIFE.as_secs()) as i64,
         })?;
-        write(&self.revoked).ids.insert(("session", sid.to_owned()));
+        write(&self.revoked)
+            .list
+            .insert("session", sid.to_owned(), now as i64);
         Ok(())
     }
 
@@ -370,7 +350,7 @@ impl Tokens {
     ) -> Result<(), StoreError> {
         // Tokens issued since an earlier revocation this second are marked as issued the
         // second after it (see `issue`): this one must cover them too.
-        let earlier = read(&self.revoked).users.get(user_id).copied();
+        let earlier = read(&self.revoked).list.user_revoked_at(user_id);
         let at = earlier.map_or(now as i64, |e| (now as i64).max(e + 1));
         store.revoke(&Revocation {
             id: user_id.to_owned(),
@@ -378,9 +358,9 @@ impl Tokens {
             revoked_at: at,
             expires_at: at + LONGEST_TOKEN_LIFE.as_secs() as i64,
         })?;
-        let mut cache = write(&self.revoked);
-        let cached = cache.users.entry(user_id.to_owned()).or_insert(at);
-        *cached = (*cached).max(at);
+        write(&self.revoked)
+            .list
+            .insert("user", user_id.to_owned(), at);
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub mod ipmi_exporter;
 pub mod ipmi_sim;
+pub mod pki;
 pub mod postgres;
 pub mod sushy;
 pub mod udp_delay;
@@ -342,6 +343,23 @@ pub fn start_component(binary: &str, extra: &[&str]) -> Component {
     if let Some(d) = &data {
         cmd.arg("--data-dir").arg(&d.0);
     }
+    // A gateway alone (for its /metrics): plaintext uplinks on a free port, a placeholder
+    // credential and no manager to reach (it keeps retrying its registration, harmlessly).
+    let data = match (binary, data) {
+        ("conduit-gateway", None) if !extra.contains(&"--credential-file") => {
+            let d = TempDir::new("gateway");
+            std::fs::write(d.0.join("credential"), "cgw_placeholder_x\n")
+                .expect("write credential");
+            cmd.arg("--credential-file")
+                .arg(d.0.join("credential"))
+                .arg("--state-dir")
+                .arg(d.0.join("state"))
+                .args(["--uplink-plaintext", "--uplink-listen", "127.0.0.1:0"])
+                .args(["--manager", "http://127.0.0.1:9"]);
+            Some(d)
+        }
+        (_, data) => data,
+    };
     let (proc, addr) = start_until(binary, cmd, Duration::from_secs(10), |line| {
         let rest = line.split("listening on ").nth(1)?;
         rest.split(';').next()?.parse::<SocketAddr>().ok()

@@ -1,6 +1,17 @@
 //! Messages between Conduit components and their clients (Connect JSON: lowerCamelCase field
 //! names). One definition, used by the server that answers and the client that asks.
 
+pub mod uplink;
+
+/// Whether `v` is a valid id of a server, customer, gateway or agent: 1–64 of ASCII letters,
+/// digits and `. - _ :` (ids appear in metric labels and paths, so nothing else).
+pub fn valid_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
 /// `conduit.agent.v1.BmcService`: the agent's BMC API.
 pub mod agent {
     use serde::{Deserialize, Serialize};
@@ -987,5 +998,42 @@ pub mod manager {
                 .field("credential", &"<redacted>")
                 .finish()
         }
+    }
+}
+
+/// `conduit.gateway.v1.GatewayService`: users' BMC operations at their site's gateway. The
+/// requests and answers of the operations are the agent API's ([`agent`]), so a call means
+/// the same at the gateway as at the agent; ListServers adds who reaches each server.
+pub mod gateway {
+    use serde::{Deserialize, Serialize};
+
+    /// The service name.
+    pub const GATEWAY_SERVICE: &str = "conduit.gateway.v1.GatewayService";
+
+    /// One of the caller's servers, as this gateway reaches it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Server {
+        /// Server id.
+        pub server_id: String,
+        /// Display name.
+        pub name: String,
+        /// `online` (its agent is connected here), `stale` (its agent missed heartbeats),
+        /// `offline` (its agent's link is gone) or `unreachable` (no agent here serves it).
+        pub state: String,
+        /// The agent serving it here, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub agent_id: Option<String>,
+        /// `ipmi` or `redfish`, when an agent serves it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub protocol: Option<String>,
+    }
+
+    /// ListServers response.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ListServersResponse {
+        /// The caller's servers in this gateway's datacenter.
+        pub servers: Vec<Server>,
     }
 }

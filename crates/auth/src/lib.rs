@@ -19,11 +19,13 @@
 #![forbid(unsafe_code)]
 
 pub mod key;
+pub mod revocation;
 pub mod secret;
 pub mod token;
 pub mod verifier;
 
 pub use key::{KeySet, PublicKey, SigningKey};
+pub use revocation::Revocations;
 pub use secret::{random_id, Secret};
 pub use token::{sign, verify, Claims, Role, TokenError};
 pub use verifier::Verifier;

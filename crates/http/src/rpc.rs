@@ -41,7 +41,26 @@ pub enum Code {
     PermissionDenied,
     /// Too many calls in flight; retry later (`Retry-After` says when).
     ResourceExhausted,
+    /// The operation was cut off midway: whether it took effect is unknown.
+    Aborted,
 }
+
+/// Every code, for parsing.
+const CODES: [Code; 13] = [
+    Code::Ok,
+    Code::InvalidArgument,
+    Code::NotFound,
+    Code::AlreadyExists,
+    Code::FailedPrecondition,
+    Code::DeadlineExceeded,
+    Code::Unimplemented,
+    Code::Internal,
+    Code::Unavailable,
+    Code::Unauthenticated,
+    Code::PermissionDenied,
+    Code::ResourceExhausted,
+    Code::Aborted,
+];
 
 impl Code {
     /// The code as written in JSON errors and metric labels.
@@ -59,7 +78,13 @@ impl Code {
             Code::Unauthenticated => "unauthenticated",
             Code::PermissionDenied => "permission_denied",
             Code::ResourceExhausted => "resource_exhausted",
+            Code::Aborted => "aborted",
         }
+    }
+
+    /// The code written `word`, if it is one of ours.
+    pub fn parse(word: &str) -> Option<Code> {
+        CODES.into_iter().find(|c| c.as_str() == word)
     }
 
     /// Connect's HTTP status for the code.
@@ -77,6 +102,7 @@ impl Code {
             Code::Unauthenticated => 401,
             Code::PermissionDenied => 403,
             Code::ResourceExhausted => 429,
+            Code::Aborted => 409,
         }
     }
 }

@@ -94,6 +94,13 @@ where
     S: Clone + Hash + Eq,
     C: MetricConstructor<M>,
 {
+    /// This family with its own series limit instead of the component's (per-agent families
+    /// are sized to the fleet, not to the default).
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit.max(1);
+        self
+    }
+
     /// Runs `f` on the series for `labels`, creating it if the family is under its limit.
     ///
     /// Returns `None` (and counts the drop) when the series does not exist and the family is

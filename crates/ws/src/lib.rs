@@ -382,12 +382,16 @@ pub fn encode_client_frame(opcode: Opcode, payload: &[u8], mask: [u8; 4]) -> Vec
 
 /// The close codes a relay answers protocol violations with (RFC 6455 §7.4.1).
 pub mod close_code {
+    /// A normal end.
+    pub const NORMAL: u16 = 1000;
     /// A protocol error: bad framing, fragmentation out of order.
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// Data inconsistent with its type: a text message that is not UTF-8.
     pub const INVALID_DATA: u16 = 1007;
     /// A message too big to process.
     pub const TOO_BIG: u16 = 1009;
+    /// A message that breaks the application's rules (out of order, not allowed).
+    pub const POLICY: u16 = 1008;
 }
 
 /// Which message a connection's data frames belong to: the fragmentation rules of RFC 6455

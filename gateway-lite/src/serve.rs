@@ -1,0 +1,218 @@
+//! The gateway's wiring: flags into a configuration, then the HTTP stack (GatewayService,
+//! `/metrics`, `/health`), the `uplinks` executor thread (listener, links, the once-a-second
+//! sweep) and the `manager-sync` thread.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use conduit_runtime::heartbeat::Heartbeats;
+use conduit_service::{ServeArgs, SignalHooks, Stack};
+
+use crate::agents::{Agents, Policy};
+use crate::api::Api;
+use crate::audit::Outbox;
+use crate::manager_link::ManagerLink;
+use crate::metrics::GatewayMetrics;
+use crate::trust::Trust;
+use crate::uplink::Uplinks;
+
+/// The gateway's own settings (beside the shared serve flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The manager's URL.
+    pub manager: String,
+    /// CA for an https manager.
+    pub manager_ca: Option<PathBuf>,
+    /// The file holding this gateway's credential (`cgw_…`).
+    pub credential_file: PathBuf,
+    /// Where agents dial in.
+    pub uplink_listen: SocketAddr,
+    /// TLS certificate chain and key for uplinks; `None` with `uplink_plaintext`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Plaintext uplinks (loopback or a trusted VLAN only).
+    pub uplink_plaintext: bool,
+    /// What users reach this gateway at.
+    pub address: Option<String>,
+    /// Audit outbox and other state.
+    pub state_dir: PathBuf,
+    /// Agent timing.
+    pub policy: Policy,
+    /// How long decisions serve without the manager.
+    pub trust_ttl: Duration,
+    /// How long a routed operation may take.
+    pub operation_timeout: Duration,
+    /// Most uplinks at once.
+    pub max_agents: usize,
+    /// Per-agent families are sized for this many agents.
+    pub agent_series_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let hb = Duration::from_secs(10);
+        Config {
+            manager: "http://127.0.0.1:8080".into(),
+            manager_ca: None,
+            credential_file: PathBuf::from("gateway.credential"),
+            uplink_listen: "0.0.0.0:8443".parse().expect("literal"),
+            tls: None,
+            uplink_plaintext: false,
+            address: None,
+            state_dir: PathBuf::from("conduit-gateway-data"),
+            policy: Policy {
+                heartbeat: hb,
+                stale_after: 3 * hb,
+                forget_after: Duration::from_secs(600),
+            },
+            trust_ttl: Duration::from_secs(600),
+            operation_timeout: Duration::from_secs(30),
+            max_agents: 20_000,
+            agent_series_limit: crate::metrics::DEFAULT_AGENTS,
+        }
+    }
+}
+
+fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("read {what} {}", path.display()))
+}
+
+/// Runs the gateway until SIGTERM or SIGINT.
+pub fn run(
+    info: conduit_service::ComponentInfo,
+    args: ServeArgs,
+    cfg: Config,
+) -> anyhow::Result<()> {
+    let credential = String::from_utf8(read(&cfg.credential_file, "--credential-file")?)
+        .context("--credential-file is not text")?
+        .trim()
+        .to_owned();
+    let manager_ca = cfg
+        .manager_ca
+        .as_ref()
+        .map(|p| read(p, "--manager-ca"))
+        .transpose()?;
+    let manager = Arc::new(ManagerLink::new(&cfg.manager, manager_ca, credential)?);
+    let tls = match (&cfg.tls, cfg.uplink_plaintext) {
+        (Some((cert, key)), false) => {
+            let config = conduit_uplink::tls::server_config(
+                &read(cert, "--tls-cert")?,
+                &read(key, "--tls-key")?,
+            )
+            .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?;
+            Some(conduit_uplink::tls::TlsAcceptor::from(config))
+        }
+        (None, true) => {
+            log::warn!(
+                "uplinks in plaintext (--uplink-plaintext): only on loopback or a trusted network"
+            );
+            None
+        }
+        (Some(_), true) => anyhow::bail!("--uplink-plaintext and --tls-cert exclude each other"),
+        (None, false) => anyhow::bail!(
+            "uplinks need --tls-cert and --tls-key (or --uplink-plaintext on a trusted network)"
+        ),
+    };
+    let outbox = Arc::new(Outbox::open(&cfg.state_dir).with_context(|| {
+        format!(
+            "open the audit outbox in --state-dir {}",
+            cfg.state_dir.display()
+        )
+    })?);
+    let listener = std::net::TcpListener::bind(cfg.uplink_listen)
+        .with_context(|| format!("listen for uplinks on {}", cfg.uplink_listen))?;
+    let uplink_addr = listener.local_addr()?;
+    let listener = async_io::Async::new(listener)?;
+
+    let heartbeats = Arc::new(Heartbeats::default());
+    let mut built = None;
+    let address = cfg
+        .address
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.listen));
+    let (stack, metrics) = Stack::build_with_health(
+        info,
+        args,
+        heartbeats.clone(),
+        |b| Arc::new(GatewayMetrics::register_for(b, cfg.agent_series_limit)),
+        |router, metrics: &Arc<GatewayMetrics>| {
+            let trust = Arc::new(Trust::new(cfg.trust_ttl));
+            let agents = Arc::new(Agents::new(metrics.clone(), cfg.policy));
+            let api = Arc::new(Api {
+                trust: trust.clone(),
+                agents: agents.clone(),
+                metrics: metrics.clone(),
+                outbox: outbox.clone(),
+                timeout: cfg.operation_timeout,
+            });
+            built = Some((trust, agents));
+            crate::api::routes(router, &api)
+        },
+    );
+    let (trust, agents) = built.expect("routes were built");
+    let datacenter = Arc::new(RwLock::new(String::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let uplinks = Uplinks::new(
+        agents.clone(),
+        trust.clone(),
+        manager.clone(),
+        metrics.clone(),
+        tls,
+        datacenter.clone(),
+        cfg.max_agents,
+    );
+    let sweep_beat = heartbeats.register("uplinks", Duration::from_secs(1));
+    std::thread::Builder::new()
+        .name("uplinks".into())
+        .spawn({
+            let agents = agents.clone();
+            move || {
+                let ex = Arc::new(smol::Executor::new());
+                ex.spawn(async move {
+                    loop {
+                        async_io::Timer::after(Duration::from_secs(1)).await;
+                        agents.sweep();
+                        sweep_beat.tick();
+                    }
+                })
+                .detach();
+                futures_lite::future::block_on(ex.run(uplinks.serve(listener, ex.clone())));
+            }
+        })
+        .context("spawn the uplinks thread")?;
+    log::info!(
+        "agents dial {}://{uplink_addr}{}",
+        if cfg.uplink_plaintext { "ws" } else { "wss" },
+        conduit_api::uplink::PATH
+    );
+
+    let sync = crate::sync::Sync {
+        manager,
+        trust,
+        agents,
+        outbox,
+        datacenter,
+        address,
+        beat: heartbeats.register("manager-sync", Duration::from_secs(20)),
+        stop: stop.clone(),
+    };
+    std::thread::Builder::new()
+        .name("manager-sync".into())
+        .spawn(move || sync.run())
+        .context("spawn the manager-sync thread")?;
+
+    let server = stack.bind()?;
+    stack.run_with(
+        server,
+        SignalHooks {
+            on_stop: Some(Box::new(move || {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed)
+            })),
+            on_reload: None,
+        },
+    )
+}

@@ -1,0 +1,563 @@
+//! The gateway and the agent uplink, as real binaries: a manager, gateways, agents and an
+//! ipmi_sim BMC. The agent dials out over TLS checked against the test CA and registers with
+//! the credential the manager issued; users' operations reach the BMC through the gateway,
+//! authorized by the manager's inventory and roles; refusals, outages and the metrics each
+//! event drives are checked live.
+//!
+//! `Site` is the harness later work reuses: one manager with an admin, customers with users,
+//! a CA, and functions to start gateways and agents against them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use conduit_tests::ipmi_sim::IpmiSim;
+use conduit_tests::pki::Pki;
+use conduit_tests::*;
+use serde_json::{json, Value};
+
+use crate::manager_api::{call, login, manager_with_admin, ok, token, Db, Engine, ADMIN};
+
+const PASSWORD: &str = "a long enough test password";
+
+/// A manager with an admin, two customers (`acme` with an operator and a viewer, `globex`
+/// with an operator), a gateway credential and a test CA.
+pub(crate) struct Site {
+    _db: Db,
+    pub manager: Component,
+    pub admin: String,
+    pub pki: Pki,
+    pub dir: TempDir,
+    /// Customer ids.
+    pub acme: String,
+    /// Access tokens.
+    pub acme_operator: String,
+    pub acme_viewer: String,
+    pub globex_operator: String,
+}
+
+impl Site {
+    pub(crate) fn new(name: &str) -> Site {
+        let _hashing = crate::manager_api::hashing_shared();
+        let (db, manager) = manager_with_admin(Engine::Sqlite, name, &[]);
+        let m = manager.addr;
+        let admin = token(&login(m, ADMIN.0, ADMIN.1));
+        let customer = |n: &str| {
+            ok(
+                m,
+                "/conduit.manager.v1.CustomerService/Create",
+                Some(&admin),
+                json!({"name": n}),
+            )["customerId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let (acme, globex) = (customer("Acme"), customer("Globex"));
+        let user = |email: &str, role: &str, cus: &str| {
+            ok(
+                m,
+                "/conduit.manager.v1.UserService/Create",
+                Some(&admin),
+                json!({"email": email, "password": PASSWORD, "role": role, "customerId": cus}),
+            );
+            token(&login(m, email, PASSWORD))
+        };
+        let acme_operator = user("op@acme.test", "operator", &acme);
+        let acme_viewer = user("viewer@acme.test", "viewer", &acme);
+        let globex_operator = user("op@globex.test", "operator", &globex);
+        Site {
+            _db: db,
+            manager,
+            admin,
+            pki: Pki::new(name),
+            dir: TempDir::new(name),
+            acme,
+            acme_operator,
+            acme_viewer,
+            globex_operator,
+        }
+    }
+
+    /// A new credential for gateway or agent `id` of `dc1`, written to a file.
+    pub(crate) fn credential(&self, service: &str, field: &str, id: &str) -> std::path::PathBuf {
+        let v = ok(
+            self.manager.addr,
+            &format!("/conduit.manager.v1.{service}/Create"),
+            Some(&self.admin),
+            json!({field: id, "datacenter": "dc1"}),
+        );
+        let p = self.dir.0.join(format!("{id}.credential"));
+        std::fs::write(&p, v["credential"].as_str().unwrap()).unwrap();
+        p
+    }
+
+    /// A gateway with its own credential; its uplink port is `uplink` (TLS unless `plain`).
+    pub(crate) fn gateway(&self, id: &str, uplink: u16, plain: bool) -> Component {
+        let cred = self.credential("GatewayService", "gatewayId", id);
+        self.gateway_with(&cred, id, uplink, plain)
+    }
+
+    /// A gateway on an existing credential file (a restart).
+    pub(crate) fn gateway_with(
+        &self,
+        cred: &std::path::Path,
+        id: &str,
+        uplink: u16,
+        plain: bool,
+    ) -> Component {
+        let listen = format!("127.0.0.1:{uplink}");
+        let state = self.dir.0.join(format!("{id}-state"));
+        let manager = format!("http://{}", self.manager.addr);
+        let mut args = vec![
+            "--manager",
+            &manager,
+            "--credential-file",
+            cred.to_str().unwrap(),
+            "--uplink-listen",
+            &listen,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--heartbeat-secs",
+            "1",
+            "--forget-after",
+            "5",
+        ];
+        if plain {
+            args.push("--uplink-plaintext");
+        } else {
+            args.extend([
+                "--tls-cert",
+                self.pki.cert.to_str().unwrap(),
+                "--tls-key",
+                self.pki.key.to_str().unwrap(),
+            ]);
+        }
+        start_component("conduit-gateway", &args)
+    }
+
+    /// An agent `name` serving `sim` as server `s1`, dialing `gateways` with `credential`.
+    pub(crate) fn agent(
+        &self,
+        name: &str,
+        sim: &IpmiSim,
+        gateways: &[String],
+        credential: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> Component {
+        let path = self.dir.0.join(format!("{name}.toml"));
+        let list: Vec<String> = gateways.iter().map(|g| format!("{g:?}")).collect();
+        std::fs::write(
+            &path,
+            format!(
+                r#"[agent]
+poll_interval_secs = 1
+operation_timeout_secs = 3
+
+[[bmc]]
+id = "s1"
+address = "127.0.0.1"
+port = {port}
+username = "admin"
+password = "password"
+
+[uplink]
+gateways = [{list}]
+credential_file = {cred:?}
+ca_file = {ca:?}
+datacenter = "dc1"
+plaintext = true
+"#,
+                port = sim.addr.port(),
+                list = list.join(", "),
+                cred = credential.display().to_string(),
+                ca = ca.display().to_string(),
+            ),
+        )
+        .unwrap();
+        start_component("conduit-agent", &["--config", path.to_str().unwrap()])
+    }
+
+    /// A GatewayService call.
+    pub(crate) fn gw(
+        &self,
+        gw: &Component,
+        method: &str,
+        tok: Option<&str>,
+        body: Value,
+    ) -> (u16, Value) {
+        call(
+            gw.addr,
+            &format!("/conduit.gateway.v1.GatewayService/{method}"),
+            tok,
+            &body,
+        )
+    }
+}
+
+pub(crate) fn metric(addr: SocketAddr, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    sample(&get(addr, "/metrics", &[]).text(), family, labels)
+}
+
+fn eventually<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for(within, Duration::from_millis(100), f)
+        .unwrap_or_else(|| panic!("{what} within {within:?}"))
+}
+
+#[test]
+fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
+    let site = Site::new("uplink");
+    let sim = IpmiSim::start();
+    let port = free_port();
+    let gw = site.gateway("gw1", port, false);
+    let wss = format!("wss://localhost:{port}");
+
+    // Nothing before the first agent.
+    let text = get(gw.addr, "/metrics", &[]).text();
+    for f in [
+        "gateway_agents_total",
+        "gateway_agent_registrations_total",
+        "gateway_agent_heartbeats_total",
+        "gateway_bmc_operations_total",
+    ] {
+        assert!(
+            !text.lines().any(|l| l.starts_with(f)),
+            "{f} before any agent:\n{text}"
+        );
+    }
+
+    let cred = site.credential("AgentService", "agentId", "ag1");
+    let mut agent = site.agent("ag1", &sim, std::slice::from_ref(&wss), &cred, &site.pki.ca);
+    eventually("the agent registered", Duration::from_secs(15), || {
+        metric(
+            gw.addr,
+            "gateway_agents_total",
+            &[("datacenter", "dc1"), ("status", "connected")],
+        )
+        .filter(|v| *v == 1.0)
+    });
+    assert_eq!(
+        metric(
+            gw.addr,
+            "gateway_agent_registrations_total",
+            &[("datacenter", "dc1"), ("status", "success")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(agent.addr, "agent_gateway_connection_status", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            agent.addr,
+            "agent_gateway_registrations_total",
+            &[("status", "success")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            gw.addr,
+            "gateway_websocket_connections_total",
+            &[("type", "uplink")]
+        ),
+        Some(1.0)
+    );
+    eventually("heartbeats both ways", Duration::from_secs(5), || {
+        metric(
+            gw.addr,
+            "gateway_agent_heartbeats_total",
+            &[("agent_id", "ag1"), ("status", "ok")],
+        )?;
+        metric(
+            agent.addr,
+            "agent_heartbeats_sent_total",
+            &[("status", "success")],
+        )
+    });
+
+    // The gateway reported the agent's server: it arrives unassigned; the admin assigns it.
+    let m = site.manager.addr;
+    eventually(
+        "s1 reported to the manager",
+        Duration::from_secs(10),
+        || {
+            let (s, v) = call(
+                m,
+                "/conduit.manager.v1.ServerService/Get",
+                Some(&site.admin),
+                &json!({"serverId": "s1"}),
+            );
+            (s == 200 && v.to_string().contains("ag1")).then_some(v)
+        },
+    );
+    ok(
+        m,
+        "/conduit.manager.v1.ServerService/Assign",
+        Some(&site.admin),
+        json!({"serverId": "s1", "customerId": site.acme}),
+    );
+    let op = Some(site.acme_operator.as_str());
+    let listed = eventually(
+        "the gateway pulled the assignment",
+        Duration::from_secs(15),
+        || {
+            let (s, v) = site.gw(&gw, "ListServers", op, json!({}));
+            (s == 200 && v["servers"].as_array().is_some_and(|a| a.len() == 1)).then_some(v)
+        },
+    );
+    assert_eq!(listed["servers"][0]["serverId"], "s1");
+    assert_eq!(listed["servers"][0]["state"], "online");
+    assert_eq!(listed["servers"][0]["agentId"], "ag1");
+
+    // The operator acts; the BMC changes.
+    assert!(!sim.power());
+    let (s, v) = site.gw(&gw, "PowerStatus", op, json!({"serverId": "s1"}));
+    assert_eq!((s, v["power"].as_str()), (200, Some("off")), "{v}");
+    let (s, v) = site.gw(
+        &gw,
+        "PowerAction",
+        op,
+        json!({"serverId": "s1", "action": "on"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(sim.power(), "the BMC is on");
+    let (s, v) = site.gw(&gw, "GetSensors", op, json!({"serverId": "s1"}));
+    assert!(
+        s == 200 && !v["sensors"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+
+    // The viewer reads but may not act; the other customer sees nothing; no token, no entry.
+    let viewer = Some(site.acme_viewer.as_str());
+    assert_eq!(
+        site.gw(&gw, "PowerStatus", viewer, json!({"serverId": "s1"}))
+            .0,
+        200
+    );
+    let (_, v) = site.gw(
+        &gw,
+        "PowerAction",
+        viewer,
+        json!({"serverId": "s1", "action": "off"}),
+    );
+    assert_eq!(v["code"], "permission_denied", "{v}");
+    let other = Some(site.globex_operator.as_str());
+    let (_, v) = site.gw(
+        &gw,
+        "PowerAction",
+        other,
+        json!({"serverId": "s1", "action": "off"}),
+    );
+    assert_eq!(v["code"], "not_found", "{v}");
+    let (_, v) = site.gw(&gw, "ListServers", other, json!({}));
+    assert_eq!(v["servers"], json!([]));
+    let (_, v) = site.gw(&gw, "PowerStatus", None, json!({"serverId": "s1"}));
+    assert_eq!(v["code"], "unauthenticated", "{v}");
+    assert!(sim.power(), "refused calls changed nothing");
+
+    let g = gw.addr;
+    assert_eq!(
+        metric(
+            g,
+            "gateway_bmc_operations_total",
+            &[("operation", "power_on"), ("status", "ok")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            g,
+            "gateway_bmc_operations_total",
+            &[("operation", "power_off"), ("status", "ok")]
+        ),
+        None
+    );
+    assert_eq!(
+        metric(
+            g,
+            "gateway_token_validations_total",
+            &[("status", "missing")]
+        ),
+        Some(1.0)
+    );
+    assert!(metric(g, "gateway_token_validations_total", &[("status", "valid")]).unwrap() >= 6.0);
+    assert_eq!(
+        metric(
+            g,
+            "gateway_rpc_calls_total",
+            &[
+                ("service", "conduit.gateway.v1.GatewayService"),
+                ("method", "PowerAction"),
+                ("status", "permission_denied")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            g,
+            "gateway_websocket_messages_total",
+            &[("type", "uplink"), ("direction", "inbound")]
+        )
+        .unwrap()
+            >= 3.0
+    );
+    assert!(
+        metric(
+            g,
+            "gateway_websocket_bytes_transmitted_total",
+            &[("type", "uplink"), ("direction", "outbound")]
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert!(
+        metric(
+            agent.addr,
+            "agent_rpc_calls_total",
+            &[
+                ("service", "conduit.agent.v1.BmcService"),
+                ("method", "PowerAction"),
+                ("status", "ok")
+            ]
+        ) == Some(1.0),
+        "the agent counts the routed call like its own API's"
+    );
+
+    // The power action is audited at the manager, by the operator.
+    let audit = eventually(
+        "the audit record delivered",
+        Duration::from_secs(10),
+        || {
+            let v = ok(
+                m,
+                "/conduit.manager.v1.AuditService/List",
+                Some(&site.admin),
+                json!({}),
+            );
+            v["records"]
+                .as_array()?
+                .iter()
+                .find(|r| r["action"] == "power.on")
+                .cloned()
+        },
+    );
+    assert_eq!(audit["serverId"], "s1");
+    assert_eq!(audit["result"], "ok");
+    assert!(
+        audit["detail"]
+            .as_str()
+            .unwrap()
+            .contains("via gateway gw1"),
+        "{audit}"
+    );
+
+    // An unknown credential and a wrong CA are refused, and counted on both sides.
+    let bogus = site.dir.0.join("bogus.credential");
+    std::fs::write(&bogus, "cag_bogus_0123456789abcdef").unwrap();
+    let stranger = site.agent(
+        "stranger",
+        &sim,
+        std::slice::from_ref(&wss),
+        &bogus,
+        &site.pki.ca,
+    );
+    eventually("the unknown agent refused", Duration::from_secs(10), || {
+        metric(
+            stranger.addr,
+            "agent_gateway_registrations_total",
+            &[("status", "unauthenticated")],
+        )
+    });
+    assert!(metric(
+        g,
+        "gateway_agent_registrations_total",
+        &[("datacenter", "dc1"), ("status", "unauthenticated")]
+    )
+    .is_some());
+    assert!(
+        stranger
+            .proc
+            .log()
+            .contains("registration refused (unauthenticated)"),
+        "{}",
+        stranger.proc.log()
+    );
+    drop(stranger);
+    let rogue = Pki::new("rogue");
+    let fooled = site.agent("fooled", &sim, std::slice::from_ref(&wss), &cred, &rogue.ca);
+    eventually(
+        "the gateway's certificate refused",
+        Duration::from_secs(10),
+        || {
+            metric(
+                fooled.addr,
+                "agent_gateway_registrations_total",
+                &[("status", "tls_error")],
+            )
+        },
+    );
+    eventually(
+        "the failed handshake counted",
+        Duration::from_secs(5),
+        || {
+            metric(
+                g,
+                "gateway_websocket_errors_total",
+                &[("type", "uplink"), ("error_type", "tls")],
+            )
+        },
+    );
+    assert_eq!(
+        metric(fooled.addr, "agent_gateway_connection_status", &[]),
+        Some(0.0)
+    );
+    drop(fooled);
+
+    // The agent dies: its server is unavailable at once (the link is gone), and comes back
+    // with it — one registration each time, never two entries.
+    agent.proc.kill9();
+    eventually("the agent disconnected", Duration::from_secs(5), || {
+        metric(
+            g,
+            "gateway_agents_total",
+            &[("datacenter", "dc1"), ("status", "disconnected")],
+        )
+    });
+    let (_, v) = site.gw(&gw, "PowerStatus", op, json!({"serverId": "s1"}));
+    assert_eq!(v["code"], "unavailable", "{v}");
+    let (_, v) = site.gw(&gw, "ListServers", op, json!({}));
+    assert_eq!(v["servers"][0]["state"], "offline");
+    let agent = site.agent("ag1", &sim, &[wss], &cred, &site.pki.ca);
+    eventually("the agent back", Duration::from_secs(15), || {
+        let (s, _) = site.gw(&gw, "PowerStatus", op, json!({"serverId": "s1"}));
+        (s == 200).then_some(())
+    });
+    assert_eq!(
+        metric(
+            g,
+            "gateway_agents_total",
+            &[("datacenter", "dc1"), ("status", "connected")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            g,
+            "gateway_agents_total",
+            &[("datacenter", "dc1"), ("status", "disconnected")]
+        ),
+        None
+    );
+    assert_eq!(
+        metric(
+            g,
+            "gateway_agent_registrations_total",
+            &[("datacenter", "dc1"), ("status", "success")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(get(g, "/health", &[]).status, 200);
+    drop(agent);
+}

@@ -1,0 +1,50 @@
+//! Certificate authorities for tests: a CA and a server certificate it issued (for
+//! `localhost` and 127.0.0.1), written as PEM files.
+
+use std::path::PathBuf;
+
+use crate::TempDir;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+/// A CA and one server certificate, on disk.
+#[derive(Debug)]
+pub struct Pki {
+    _dir: TempDir,
+    /// The CA certificate (what agents trust).
+    pub ca: PathBuf,
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+impl Pki {
+    /// A fresh CA named `name` and a server certificate from it.
+    pub fn new(name: &str) -> Pki {
+        let dir = TempDir::new(&format!("pki-{name}"));
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let key = KeyPair::generate().expect("server key");
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("server params");
+        let cert = params
+            .signed_by(&key, &ca, &ca_key)
+            .expect("server certificate");
+        let write = |file: &str, text: String| {
+            let p = dir.0.join(file);
+            std::fs::write(&p, text).expect("write PEM");
+            p
+        };
+        Pki {
+            ca: write("ca.pem", ca.pem()),
+            cert: write("server.pem", cert.pem()),
+            key: write("server.key", key.serialize_pem()),
+            _dir: dir,
+        }
+    }
+}
