@@ -247,10 +247,13 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
-fn json<T: serde::Serialize + Send + 'static>(f: RpcFuture<T>) -> RpcFuture<serde_json::Value> {
+type Raw = Box<serde_json::value::RawValue>;
+
+fn json<T: serde::Serialize + Send + 'static>(f: RpcFuture<T>) -> RpcFuture<Raw> {
     Box::pin(async move {
         let v = f.await?;
-        serde_json::to_value(v).map_err(|e| RpcError::new(Code::Internal, e.to_string()))
+        serde_json::value::to_raw_value(&v)
+            .map_err(|e| RpcError::new(Code::Internal, e.to_string()))
     })
 }
 
@@ -265,14 +268,12 @@ impl Dispatcher {
     }
 
     /// Runs `method` with the agent API's request `body`; the answer is its response body.
-    pub fn call(
-        &self,
-        method: conduit_api::uplink::Method,
-        body: serde_json::Value,
-    ) -> RpcFuture<serde_json::Value> {
+    pub fn call(&self, method: conduit_api::uplink::Method, body: Raw) -> RpcFuture<Raw> {
         use conduit_api::uplink::Method as M;
-        fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, RpcError> {
-            serde_json::from_value(v)
+        fn decode<T: serde::de::DeserializeOwned>(
+            v: &serde_json::value::RawValue,
+        ) -> Result<T, RpcError> {
+            serde_json::from_str(v.get())
                 .map_err(|e| RpcError::new(Code::InvalidArgument, format!("request body: {e}")))
         }
         let b = &self.bmcs;
@@ -282,15 +283,15 @@ impl Dispatcher {
                 Code::Unimplemented,
                 "this agent does not know that method",
             )),
-            M::PowerAction => match decode::<PowerActionRequest>(body) {
+            M::PowerAction => match decode::<PowerActionRequest>(&body) {
                 Ok(r) => json(b.power(&r.server_id, &r.action)),
                 Err(e) => refused(e),
             },
-            M::SetBootDevice => match decode::<SetBootDeviceRequest>(body) {
+            M::SetBootDevice => match decode::<SetBootDeviceRequest>(&body) {
                 Ok(r) => json(b.set_boot(&r.server_id, &r.device, r.persistent)),
                 Err(e) => refused(e),
             },
-            m => match decode::<ServerRequest>(body) {
+            m => match decode::<ServerRequest>(&body) {
                 Ok(r) => match m {
                     M::GetServer => json(b.submit(&r.server_id, get_server)),
                     M::PowerStatus => json(b.submit(&r.server_id, power_status)),

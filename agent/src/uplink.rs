@@ -349,24 +349,23 @@ impl Ctx {
             Some(r) => r,
             None => return Ended::Failed("timeout", "no answer to the registration".into()),
         };
-        let (agent_id, heartbeat) = match first
-            .map(|m| m.and_then(|m| serde_json::from_slice::<GatewayMessage>(&m).ok()))
-        {
-            Ok(Some(GatewayMessage::Registered {
-                agent_id,
-                heartbeat_secs,
-            })) => (agent_id, Duration::from_secs(heartbeat_secs.clamp(1, 3600))),
-            Ok(Some(GatewayMessage::Refused { reason, message })) => {
-                return Ended::Refused(reason.as_str(), message)
-            }
-            Ok(_) => {
-                return Ended::Failed(
-                    "handshake_failed",
-                    "the gateway did not answer the registration".into(),
-                )
-            }
-            Err(e) => return Ended::Failed("handshake_failed", e.to_string()),
-        };
+        let (agent_id, heartbeat) =
+            match first.map(|m| m.and_then(|m| GatewayMessage::decode(&m).ok())) {
+                Ok(Some(GatewayMessage::Registered {
+                    agent_id,
+                    heartbeat_secs,
+                })) => (agent_id, Duration::from_secs(heartbeat_secs.clamp(1, 3600))),
+                Ok(Some(GatewayMessage::Refused { reason, message })) => {
+                    return Ended::Refused(reason.as_str(), message)
+                }
+                Ok(_) => {
+                    return Ended::Failed(
+                        "handshake_failed",
+                        "the gateway did not answer the registration".into(),
+                    )
+                }
+                Err(e) => return Ended::Failed("handshake_failed", e.to_string()),
+            };
         self.registration("success");
         self.metrics
             .gateway_registration_duration
@@ -485,7 +484,7 @@ impl Ctx {
                 }
                 Incoming::Message(m) => m,
             };
-            match serde_json::from_slice::<GatewayMessage>(&message) {
+            match GatewayMessage::decode(&message) {
                 Ok(GatewayMessage::HeartbeatAck { seq }) => {
                     acked.fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
                     self.metrics

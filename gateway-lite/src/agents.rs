@@ -100,7 +100,7 @@ impl Link {
     pub async fn call(
         &self,
         method: Method,
-        body: serde_json::Value,
+        body: Box<serde_json::value::RawValue>,
         deadline: Duration,
     ) -> Result<Reply, Failure> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -48,17 +48,19 @@ fn unix_now() -> u64 {
 
 const POWER_ACTIONS: &[&str] = &["on", "off", "cycle", "reset", "soft", "diag"];
 
-/// The `operation` label of a call (the agent's words).
-fn operation(op: Op, body: &serde_json::Value) -> &'static str {
+type Raw = Box<serde_json::value::RawValue>;
+
+/// The `operation` label of a call (the agent's words); `action` is a checked power action.
+fn operation(op: Op, action: &str) -> &'static str {
     match op {
         Op::GetServer => "get_server",
         Op::PowerStatus => "power_status",
-        Op::PowerAction => match body.get("action").and_then(|a| a.as_str()) {
-            Some("on") => "power_on",
-            Some("off") => "power_off",
-            Some("cycle") => "power_cycle",
-            Some("reset") => "power_reset",
-            Some("soft") => "power_soft",
+        Op::PowerAction => match action {
+            "on" => "power_on",
+            "off" => "power_off",
+            "cycle" => "power_cycle",
+            "reset" => "power_reset",
+            "soft" => "power_soft",
             _ => "power_diag",
         },
         Op::GetSensors => "sensors",
@@ -71,28 +73,33 @@ fn operation(op: Op, body: &serde_json::Value) -> &'static str {
 }
 
 /// The audit action of a state change.
-fn audit_action(op: Op, body: &serde_json::Value) -> String {
+fn audit_action(op: Op, action: &str) -> String {
     match op {
-        Op::PowerAction => format!(
-            "power.{}",
-            body.get("action").and_then(|a| a.as_str()).unwrap_or("?")
-        ),
+        Op::PowerAction => format!("power.{action}"),
         Op::SetBootDevice => "boot.set".into(),
         _ => "sel.clear".into(),
     }
 }
 
-/// The request body, checked as the agent API's type for `op`; returns the server id.
-fn check_body(op: Op, req: &Request) -> Result<(String, serde_json::Value), RpcError> {
+/// A request checked as the agent API's type for `op`: the server, what it asks (a power
+/// action or boot device, for labels and audit) and the body to forward, re-encoded from the
+/// typed value so that only known fields travel.
+struct Checked {
+    server_id: String,
+    what: String,
+    body: Raw,
+}
+
+fn check_body(op: Op, req: &Request) -> Result<Checked, RpcError> {
     fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
         req: &Request,
-    ) -> Result<(T, serde_json::Value), RpcError> {
+    ) -> Result<(T, Raw), RpcError> {
         let t: T = decode_body(req)?;
-        let v =
-            serde_json::to_value(&t).map_err(|e| RpcError::new(Code::Internal, e.to_string()))?;
+        let v = serde_json::value::to_raw_value(&t)
+            .map_err(|e| RpcError::new(Code::Internal, e.to_string()))?;
         Ok((t, v))
     }
-    let (id, body) = match op {
+    let (id, what, body) = match op {
         Op::PowerAction => {
             let (t, v) = typed::<PowerActionRequest>(req)?;
             if !POWER_ACTIONS.contains(&t.action.as_str()) {
@@ -101,15 +108,15 @@ fn check_body(op: Op, req: &Request) -> Result<(String, serde_json::Value), RpcE
                     format!("action must be one of {}", POWER_ACTIONS.join(", ")),
                 ));
             }
-            (t.server_id, v)
+            (t.server_id, t.action, v)
         }
         Op::SetBootDevice => {
             let (t, v) = typed::<SetBootDeviceRequest>(req)?;
-            (t.server_id, v)
+            (t.server_id, t.device, v)
         }
         _ => {
             let (t, v) = typed::<ServerRequest>(req)?;
-            (t.server_id, v)
+            (t.server_id, String::new(), v)
         }
     };
     if !conduit_api::valid_id(&id) {
@@ -118,7 +125,11 @@ fn check_body(op: Op, req: &Request) -> Result<(String, serde_json::Value), RpcE
             "serverId: 1–64 of letters, digits and . - _ :",
         ));
     }
-    Ok((id, body))
+    Ok(Checked {
+        server_id: id,
+        what,
+        body,
+    })
 }
 
 impl Api {
@@ -164,18 +175,25 @@ impl Api {
     }
 
     /// Checks and routes one operation; the answer comes later.
-    fn operate(self: &Arc<Self>, op: Op, req: &Request) -> RpcFuture<serde_json::Value> {
+    fn operate(self: &Arc<Self>, op: Op, req: &Request) -> RpcFuture<Raw> {
         let checked = self.caller(req).and_then(|caller| {
-            let (server_id, body) = check_body(op, req)?;
+            let checked = check_body(op, req)?;
             self.trust
-                .authorize(&caller, &server_id, op.changes_state())?;
-            Ok((caller, server_id, body))
+                .authorize(&caller, &checked.server_id, op.changes_state())?;
+            Ok((caller, checked))
         });
-        let (caller, server_id, body) = match checked {
+        let (
+            caller,
+            Checked {
+                server_id,
+                what,
+                body,
+            },
+        ) = match checked {
             Ok(c) => c,
             Err(e) => return refused(e),
         };
-        let operation = operation(op, &body);
+        let operation = operation(op, &what);
         let routed = self.agents.route(&server_id);
         let me = self.clone();
         Box::pin(async move {
@@ -187,7 +205,7 @@ impl Api {
                     Err(e)
                 }
                 Ok((agent_id, link)) => {
-                    let answer = link.call(op, body.clone(), me.timeout).await;
+                    let answer = link.call(op, body, me.timeout).await;
                     me.answer(answer, &agent_id, &op_id)
                 }
             };
@@ -206,10 +224,13 @@ impl Api {
                 let record = GatewayAuditRecord {
                     at: unix_now() as i64,
                     actor: caller.claims.sub.clone(),
-                    action: audit_action(op, &body),
+                    action: audit_action(op, &what),
                     server_id: server_id.clone(),
                     result: code.as_str().into(),
-                    detail: format!("operation {op_id}"),
+                    detail: match op {
+                        Op::SetBootDevice => format!("operation {op_id}, device {what}"),
+                        _ => format!("operation {op_id}"),
+                    },
                 };
                 let outbox = me.outbox.clone();
                 if let Err(e) = smol::unblock(move || outbox.append(&record)).await {
@@ -231,7 +252,7 @@ impl Api {
         answer: Result<conduit_api::uplink::Reply, Failure>,
         agent_id: &str,
         op_id: &str,
-    ) -> Result<serde_json::Value, RpcError> {
+    ) -> Result<Raw, RpcError> {
         match answer {
             Ok(reply) => match (reply.result, reply.error) {
                 (Some(v), None) => Ok(v),

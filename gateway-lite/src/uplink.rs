@@ -341,8 +341,7 @@ impl Uplinks {
                 Incoming::Close(_) => return Ok("agent closed"),
                 Incoming::Message(m) => {
                     self.flow("inbound", 0, 1);
-                    let msg: AgentMessage =
-                        serde_json::from_slice(&m).map_err(|_| End::Malformed)?;
+                    let msg = AgentMessage::decode(&m).map_err(|_| End::Malformed)?;
                     match msg {
                         AgentMessage::Heartbeat { seq } => {
                             if !self.agents.heartbeat(agent_id, link.conn) {
@@ -393,7 +392,7 @@ impl Uplinks {
                 ))
             }
         }
-        let reg = match serde_json::from_slice::<AgentMessage>(first) {
+        let reg = match AgentMessage::decode(first) {
             Ok(AgentMessage::Register(r)) => r,
             _ => return Err((Refusal::Malformed, "malformed registration".into())),
         };

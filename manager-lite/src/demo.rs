@@ -5,10 +5,11 @@
 //! generates random ones and prints them once.
 
 use anyhow::{bail, Context};
-use conduit_api::manager::CreateUserRequest;
+use conduit_api::manager::{CreateAgentRequest, CreateGatewayRequest, CreateUserRequest};
 
 use crate::api::{create_user, Manager};
 use crate::auth::unix_now;
+use crate::gateways::{create_agent, create_gateway};
 use crate::store::{Customer, Server};
 
 /// Creates the first admin; refuses when an admin already exists.
@@ -35,11 +36,30 @@ fn random_password() -> anyhow::Result<String> {
     conduit_auth::secret::random_id(18).context("a random password")
 }
 
-/// Seeds the demo data when the database has no admin yet; returns the credentials to print
-/// (nothing when it was seeded before).
-pub fn seed(mgr: &Manager) -> anyhow::Result<Vec<(String, String, String)>> {
+/// What the demo seeded: users' logins to print, and component credentials to hand to the
+/// demo gateways and agent.
+#[derive(Debug, Default)]
+pub struct Demo {
+    /// (who, e-mail, password).
+    pub users: Vec<(String, String, String)>,
+    /// (gateway or agent id, credential).
+    pub credentials: Vec<(String, String)>,
+}
+
+/// The demo's datacenter, gateways and agent (what `scripts/run-stack` starts).
+pub const DATACENTER: &str = "dc1";
+/// The demo gateways.
+pub const GATEWAYS: [&str; 2] = ["gw-1", "gw-2"];
+/// The demo agent.
+pub const AGENT: &str = "agent-1";
+
+/// Seeds the demo data when the database has no admin yet (nothing when it was seeded
+/// before): the admin, two customers with an operator and a viewer each, the servers the
+/// run-stack agent serves (`sim-node1`, `sim-node2` for Acme, `sim-redfish` for Globex), two
+/// gateways and an agent of [`DATACENTER`].
+pub fn seed(mgr: &Manager) -> anyhow::Result<Demo> {
     if mgr.auth.store.admin_count()? > 0 {
-        return Ok(Vec::new());
+        return Ok(Demo::default());
     }
     let mut creds = Vec::new();
     let admin_pw = random_password()?;
@@ -71,15 +91,19 @@ pub fn seed(mgr: &Manager) -> anyhow::Result<Vec<(String, String, String)>> {
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             creds.push((format!("{role} of {cid}"), email, pw));
         }
-        for i in 1..=2 {
-            let id = format!("{cid}-bmc-{i}");
+        let servers: &[(&str, &str)] = if n == 0 {
+            &[("sim-node1", "ipmi"), ("sim-node2", "ipmi")]
+        } else {
+            &[("sim-redfish", "redfish")]
+        };
+        for (id, protocol) in servers {
             mgr.auth.store.create_server(&Server {
-                id: id.clone(),
-                name: id,
-                datacenter: "dc1".into(),
-                agent_id: Some("agent-1".into()),
-                protocol: if n == 0 { "ipmi" } else { "redfish" }.into(),
-                capabilities: "power,sensors".into(),
+                id: (*id).into(),
+                name: (*id).into(),
+                datacenter: DATACENTER.into(),
+                agent_id: Some(AGENT.into()),
+                protocol: (*protocol).into(),
+                capabilities: "boot,event_log,power,sensors".into(),
                 customer_id: Some(cid.into()),
                 status: "active".into(),
                 created_at: now,
@@ -88,5 +112,31 @@ pub fn seed(mgr: &Manager) -> anyhow::Result<Vec<(String, String, String)>> {
         }
     }
     mgr.refresh_server_gauge();
-    Ok(creds)
+    let mut credentials = Vec::new();
+    for g in GATEWAYS {
+        let c = create_gateway(
+            mgr,
+            CreateGatewayRequest {
+                gateway_id: g.into(),
+                name: String::new(),
+                datacenter: DATACENTER.into(),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        credentials.push((c.id, c.credential));
+    }
+    let c = create_agent(
+        mgr,
+        CreateAgentRequest {
+            agent_id: AGENT.into(),
+            name: String::new(),
+            datacenter: DATACENTER.into(),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    credentials.push((c.id, c.credential));
+    Ok(Demo {
+        users: creds,
+        credentials,
+    })
 }

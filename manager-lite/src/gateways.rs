@@ -445,6 +445,78 @@ fn report_servers(
     Ok(m::Empty {})
 }
 
+/// A new gateway and its credential (shown once).
+pub fn create_gateway(
+    mgr: &Manager,
+    r: m::CreateGatewayRequest,
+) -> Result<m::CredentialResponse, RpcError> {
+    check_id("gatewayId", &r.gateway_id)?;
+    check_id("datacenter", &r.datacenter)?;
+    check_text("name", &r.name, 200)?;
+    let (s, hash) = new_credential(GATEWAY_PREFIX)?;
+    let g = Gateway {
+        id: r.gateway_id.clone(),
+        name: if r.name.is_empty() {
+            r.gateway_id
+        } else {
+            r.name
+        },
+        datacenter: r.datacenter,
+        credential_id: s.id().to_owned(),
+        credential_hash: hash,
+        address: String::new(),
+        version: String::new(),
+        registered_at: None,
+        last_seen: None,
+        created_at: unix_now() as i64,
+        revoked_at: None,
+    };
+    mgr.auth
+        .store
+        .create_gateway(&g)
+        .map_err(|e| store_error("gateway", e))?;
+    mgr.refresh_gateway_gauge();
+    Ok(m::CredentialResponse {
+        credential: s.to_string(),
+        id: g.id,
+    })
+}
+
+/// A new agent and its credential (shown once).
+pub fn create_agent(
+    mgr: &Manager,
+    r: m::CreateAgentRequest,
+) -> Result<m::CredentialResponse, RpcError> {
+    check_id("agentId", &r.agent_id)?;
+    check_id("datacenter", &r.datacenter)?;
+    check_text("name", &r.name, 200)?;
+    let (s, hash) = new_credential(AGENT_PREFIX)?;
+    let a = Agent {
+        id: r.agent_id.clone(),
+        name: if r.name.is_empty() {
+            r.agent_id
+        } else {
+            r.name
+        },
+        datacenter: r.datacenter,
+        credential_id: s.id().to_owned(),
+        credential_hash: hash,
+        gateway_id: None,
+        connected: false,
+        last_seen: None,
+        created_at: unix_now() as i64,
+        revoked_at: None,
+    };
+    mgr.auth
+        .store
+        .create_agent(&a)
+        .map_err(|e| store_error("agent", e))?;
+    Ok(m::CredentialResponse {
+        credential: s.to_string(),
+        id: a.id,
+    })
+}
+
 fn admin_routes(router: Router, mgr: &Arc<Manager>) -> Router {
     let gsvc = m::GATEWAY_SERVICE;
     let router = route(
@@ -454,36 +526,7 @@ fn admin_routes(router: Router, mgr: &Arc<Manager>) -> Router {
         "Create",
         |mgr, caller, r: m::CreateGatewayRequest| {
             caller.require_admin()?;
-            check_id("gatewayId", &r.gateway_id)?;
-            check_id("datacenter", &r.datacenter)?;
-            check_text("name", &r.name, 200)?;
-            let (s, hash) = new_credential(GATEWAY_PREFIX)?;
-            let g = Gateway {
-                id: r.gateway_id.clone(),
-                name: if r.name.is_empty() {
-                    r.gateway_id
-                } else {
-                    r.name
-                },
-                datacenter: r.datacenter,
-                credential_id: s.id().to_owned(),
-                credential_hash: hash,
-                address: String::new(),
-                version: String::new(),
-                registered_at: None,
-                last_seen: None,
-                created_at: unix_now() as i64,
-                revoked_at: None,
-            };
-            mgr.auth
-                .store
-                .create_gateway(&g)
-                .map_err(|e| store_error("gateway", e))?;
-            mgr.refresh_gateway_gauge();
-            Ok(m::CredentialResponse {
-                credential: s.to_string(),
-                id: g.id,
-            })
+            create_gateway(mgr, r)
         },
     );
     let router = route(router, mgr, gsvc, "List", |mgr, caller, _: m::Empty| {
@@ -521,34 +564,7 @@ fn admin_routes(router: Router, mgr: &Arc<Manager>) -> Router {
         "Create",
         |mgr, caller, r: m::CreateAgentRequest| {
             caller.require_admin()?;
-            check_id("agentId", &r.agent_id)?;
-            check_id("datacenter", &r.datacenter)?;
-            check_text("name", &r.name, 200)?;
-            let (s, hash) = new_credential(AGENT_PREFIX)?;
-            let a = Agent {
-                id: r.agent_id.clone(),
-                name: if r.name.is_empty() {
-                    r.agent_id
-                } else {
-                    r.name
-                },
-                datacenter: r.datacenter,
-                credential_id: s.id().to_owned(),
-                credential_hash: hash,
-                gateway_id: None,
-                connected: false,
-                last_seen: None,
-                created_at: unix_now() as i64,
-                revoked_at: None,
-            };
-            mgr.auth
-                .store
-                .create_agent(&a)
-                .map_err(|e| store_error("agent", e))?;
-            Ok(m::CredentialResponse {
-                credential: s.to_string(),
-                id: a.id,
-            })
+            create_agent(mgr, r)
         },
     );
     let router = route(

@@ -72,15 +72,16 @@ impl Flags {
         }
     }
 
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| "conduit-manager-data".into())
+    }
+
     fn database(&self) -> anyhow::Result<Database> {
         let mut db = match &self.database {
             Some(spec) => Database::parse(spec),
-            None => Database::Sqlite(
-                self.data_dir
-                    .clone()
-                    .unwrap_or_else(|| "conduit-manager-data".into())
-                    .join("manager.db"),
-            ),
+            None => Database::Sqlite(self.data_dir().join("manager.db")),
         };
         if let Some(file) = &self.db_password_file {
             let Database::Postgres { password, .. } = &mut db else {
@@ -198,16 +199,40 @@ fn serve(args: service::ServeArgs, flags: &Flags) -> anyhow::Result<()> {
     let mgr = built.context("the manager was not built")??;
     log::info!("database: {db}");
     if flags.demo {
-        let creds = manager_lite::demo::seed(&mgr).context("seed the demo data")?;
-        if creds.is_empty() {
+        let demo = manager_lite::demo::seed(&mgr).context("seed the demo data")?;
+        if demo.users.is_empty() {
             log::info!("demo data already present (passwords were printed when it was created)");
         }
-        for (who, email, password) in creds {
+        for (who, email, password) in demo.users {
             println!("demo {who}: {email} / {password}");
+        }
+        // Component credentials go to files (mode 0600), never to the terminal.
+        let dir = flags.data_dir().join("demo-credentials");
+        for (id, credential) in demo.credentials {
+            let path = dir.join(format!("{id}.credential"));
+            write_secret(&path, &credential)
+                .with_context(|| format!("write {}", path.display()))?;
+            println!("demo credential {id}: {}", path.display());
         }
     }
     manager_lite::spawn_maintenance(&mgr)?;
     stack.serve()
+}
+
+/// Writes `secret` to a new file only its owner can read.
+fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(f, "{secret}")
 }
 
 fn init(flags: &Flags) -> anyhow::Result<()> {

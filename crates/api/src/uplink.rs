@@ -110,9 +110,13 @@ impl std::fmt::Debug for Register {
     }
 }
 
-/// Messages from the agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// Messages from the agent (decoded with [`AgentMessage::decode`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
 pub enum AgentMessage {
     /// First message: who the agent is and what it serves.
     Register(Register),
@@ -206,20 +210,24 @@ impl Method {
 }
 
 /// One operation the gateway asks for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Call {
     /// Unique on this connection; the response carries it back.
     pub id: u64,
     /// What to do.
     pub method: Method,
-    /// The agent API's request body for `method`.
-    pub body: serde_json::Value,
+    /// The agent API's request body for `method`, as JSON text (carried unparsed).
+    pub body: Box<serde_json::value::RawValue>,
 }
 
-/// Messages from the gateway.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// Messages from the gateway (decoded with [`GatewayMessage::decode`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
 pub enum GatewayMessage {
     /// The registration is accepted.
     Registered {
@@ -245,14 +253,14 @@ pub enum GatewayMessage {
 }
 
 /// The answer to a [`Call`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Reply {
     /// The call's id.
     pub id: u64,
-    /// The agent API's response body, on success.
+    /// The agent API's response body, on success, as JSON text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
+    pub result: Option<Box<serde_json::value::RawValue>>,
     /// The Connect error, on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ReplyError>,
@@ -265,6 +273,89 @@ pub struct ReplyError {
     pub code: String,
     /// For a person.
     pub message: String,
+}
+
+// Decoding: the `type` first, then the variant's own struct from the same text. (serde's
+// internally tagged enums buffer the whole message into an intermediate tree, which costs code
+// size on the appliance and cannot carry the raw JSON bodies.)
+
+#[derive(Deserialize)]
+struct Kind {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct Seq {
+    seq: u64,
+}
+
+#[derive(Deserialize)]
+struct Servers {
+    servers: Vec<ServerEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Registered {
+    agent_id: String,
+    heartbeat_secs: u64,
+}
+
+#[derive(Deserialize)]
+struct Refused {
+    reason: Refusal,
+    message: String,
+}
+
+fn unknown_type(kind: &str) -> serde_json::Error {
+    serde::de::Error::custom(format_args!("unknown message type {kind:?}"))
+}
+
+impl AgentMessage {
+    /// Decodes one message from the agent.
+    pub fn decode(text: &[u8]) -> Result<AgentMessage, serde_json::Error> {
+        let Kind { kind } = serde_json::from_slice(text)?;
+        Ok(match kind.as_str() {
+            "register" => AgentMessage::Register(serde_json::from_slice(text)?),
+            "heartbeat" => AgentMessage::Heartbeat {
+                seq: serde_json::from_slice::<Seq>(text)?.seq,
+            },
+            "servers" => AgentMessage::Servers {
+                servers: serde_json::from_slice::<Servers>(text)?.servers,
+            },
+            "response" => AgentMessage::Response(serde_json::from_slice(text)?),
+            other => return Err(unknown_type(other)),
+        })
+    }
+}
+
+impl GatewayMessage {
+    /// Decodes one message from the gateway.
+    pub fn decode(text: &[u8]) -> Result<GatewayMessage, serde_json::Error> {
+        let Kind { kind } = serde_json::from_slice(text)?;
+        Ok(match kind.as_str() {
+            "registered" => {
+                let r: Registered = serde_json::from_slice(text)?;
+                GatewayMessage::Registered {
+                    agent_id: r.agent_id,
+                    heartbeat_secs: r.heartbeat_secs,
+                }
+            }
+            "refused" => {
+                let r: Refused = serde_json::from_slice(text)?;
+                GatewayMessage::Refused {
+                    reason: r.reason,
+                    message: r.message,
+                }
+            }
+            "heartbeat_ack" => GatewayMessage::HeartbeatAck {
+                seq: serde_json::from_slice::<Seq>(text)?.seq,
+            },
+            "request" => GatewayMessage::Request(serde_json::from_slice(text)?),
+            other => return Err(unknown_type(other)),
+        })
+    }
 }
 
 /// Reads only the version of a registration, so that another major version is refused as
@@ -317,15 +408,44 @@ mod tests {
             serde_json::to_string(&m).unwrap(),
             r#"{"type":"heartbeat","seq":3}"#
         );
-        let call: GatewayMessage = serde_json::from_str(
-            r#"{"type":"request","id":7,"method":"PowerAction","body":{"serverId":"s1","action":"on"},"later":1}"#,
+        let call = GatewayMessage::decode(
+            br#"{"type":"request","id":7,"method":"PowerAction","body":{"serverId":"s1","action":"on"},"later":1}"#,
         )
         .unwrap();
         let GatewayMessage::Request(c) = call else {
             panic!("not a request")
         };
         assert_eq!((c.id, c.method), (7, Method::PowerAction));
+        assert_eq!(c.body.get(), r#"{"serverId":"s1","action":"on"}"#);
         assert!(c.method.changes_state());
+        // what one end encodes the other decodes
+        let again = serde_json::to_vec(&GatewayMessage::Request(c)).unwrap();
+        assert!(matches!(
+            GatewayMessage::decode(&again),
+            Ok(GatewayMessage::Request(_))
+        ));
+        let reg = serde_json::to_vec(&GatewayMessage::Registered {
+            agent_id: "a".into(),
+            heartbeat_secs: 10,
+        })
+        .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&reg).unwrap(),
+            r#"{"type":"registered","agentId":"a","heartbeatSecs":10}"#
+        );
+        assert!(matches!(
+            GatewayMessage::decode(&reg),
+            Ok(GatewayMessage::Registered {
+                heartbeat_secs: 10,
+                ..
+            })
+        ));
+        assert!(AgentMessage::decode(br#"{"type":"nope"}"#).is_err());
+        assert!(AgentMessage::decode(br#"{"seq":1}"#).is_err());
+        assert!(matches!(
+            AgentMessage::decode(br#"{"type":"heartbeat","seq":2}"#),
+            Ok(AgentMessage::Heartbeat { seq: 2 })
+        ));
         let later: Call = serde_json::from_str(r#"{"id":1,"method":"Reboot2","body":{}}"#).unwrap();
         assert_eq!(later.method, Method::Unknown);
     }
@@ -337,7 +457,7 @@ mod tests {
             registration_version(v2),
             Some(Version { major: 2, minor: 0 })
         );
-        assert!(serde_json::from_slice::<AgentMessage>(v2).is_err());
+        assert!(AgentMessage::decode(v2).is_err());
         assert_eq!(
             registration_version(br#"{"type":"heartbeat","seq":1}"#),
             None
