@@ -22,8 +22,9 @@ const PASSWORD: &str = "a long enough test password";
 /// A manager with an admin, two customers (`acme` with an operator and a viewer, `globex`
 /// with an operator), a gateway credential and a test CA.
 pub(crate) struct Site {
-    _db: Db,
+    db: Db,
     pub manager: Component,
+    manager_listen: String,
     pub admin: String,
     pub pki: Pki,
     pub dir: TempDir,
@@ -38,7 +39,10 @@ pub(crate) struct Site {
 impl Site {
     pub(crate) fn new(name: &str) -> Site {
         let _hashing = crate::manager_api::hashing_shared();
-        let (db, manager) = manager_with_admin(Engine::Sqlite, name, &[]);
+        // A fixed port: gateways find a restarted manager where they left it.
+        let manager_listen = format!("127.0.0.1:{}", free_port());
+        let (db, manager) =
+            manager_with_admin(Engine::Sqlite, name, &["--listen", &manager_listen]);
         let m = manager.addr;
         let admin = token(&login(m, ADMIN.0, ADMIN.1));
         let customer = |n: &str| {
@@ -66,8 +70,9 @@ impl Site {
         let acme_viewer = user("viewer@acme.test", "viewer", &acme);
         let globex_operator = user("op@globex.test", "operator", &globex);
         Site {
-            _db: db,
+            db,
             manager,
+            manager_listen,
             admin,
             pki: Pki::new(name),
             dir: TempDir::new(name),
@@ -76,6 +81,11 @@ impl Site {
             acme_viewer,
             globex_operator,
         }
+    }
+
+    /// Starts the manager again on its database and port (after `manager.proc.kill9()`).
+    pub(crate) fn restart_manager(&mut self) {
+        self.manager = self.db.start(&["--listen", &self.manager_listen]);
     }
 
     /// A new credential for gateway or agent `id` of `dc1`, written to a file.
@@ -135,11 +145,12 @@ impl Site {
         start_component("conduit-gateway", &args)
     }
 
-    /// An agent `name` serving `sim` as server `s1`, dialing `gateways` with `credential`.
+    /// An agent `name` serving the IPMI BMC at `bmc` as server `s1`, dialing `gateways` with
+    /// `credential`.
     pub(crate) fn agent(
         &self,
         name: &str,
-        sim: &IpmiSim,
+        bmc: SocketAddr,
         gateways: &[String],
         credential: &std::path::Path,
         ca: &std::path::Path,
@@ -167,7 +178,7 @@ ca_file = {ca:?}
 datacenter = "dc1"
 plaintext = true
 "#,
-                port = sim.addr.port(),
+                port = bmc.port(),
                 list = list.join(", "),
                 cred = credential.display().to_string(),
                 ca = ca.display().to_string(),
@@ -226,7 +237,13 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
     }
 
     let cred = site.credential("AgentService", "agentId", "ag1");
-    let mut agent = site.agent("ag1", &sim, std::slice::from_ref(&wss), &cred, &site.pki.ca);
+    let mut agent = site.agent(
+        "ag1",
+        sim.addr,
+        std::slice::from_ref(&wss),
+        &cred,
+        &site.pki.ca,
+    );
     eventually("the agent registered", Duration::from_secs(15), || {
         metric(
             gw.addr,
@@ -458,7 +475,7 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
     std::fs::write(&bogus, "cag_bogus_0123456789abcdef").unwrap();
     let stranger = site.agent(
         "stranger",
-        &sim,
+        sim.addr,
         std::slice::from_ref(&wss),
         &bogus,
         &site.pki.ca,
@@ -486,7 +503,13 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
     );
     drop(stranger);
     let rogue = Pki::new("rogue");
-    let fooled = site.agent("fooled", &sim, std::slice::from_ref(&wss), &cred, &rogue.ca);
+    let fooled = site.agent(
+        "fooled",
+        sim.addr,
+        std::slice::from_ref(&wss),
+        &cred,
+        &rogue.ca,
+    );
     eventually(
         "the gateway's certificate refused",
         Duration::from_secs(10),
@@ -529,7 +552,7 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
     assert_eq!(v["code"], "unavailable", "{v}");
     let (_, v) = site.gw(&gw, "ListServers", op, json!({}));
     assert_eq!(v["servers"][0]["state"], "offline");
-    let agent = site.agent("ag1", &sim, &[wss], &cred, &site.pki.ca);
+    let agent = site.agent("ag1", sim.addr, &[wss], &cred, &site.pki.ca);
     eventually("the agent back", Duration::from_secs(15), || {
         let (s, _) = site.gw(&gw, "PowerStatus", op, json!({"serverId": "s1"}));
         (s == 200).then_some(())
@@ -560,4 +583,323 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
     );
     assert_eq!(get(g, "/health", &[]).status, 200);
     drop(agent);
+}
+
+/// A raw uplink client on a plaintext gateway: the WebSocket upgrade, then whatever frames
+/// the test sends.
+fn raw_uplink(port: u16) -> conduit_tests::ws_client::Link {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (link, head) =
+        conduit_tests::ws_client::Link::try_websocket_with(addr, "/uplink", "conduit.uplink.v1");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    link
+}
+
+fn register_text(credential: &str, major: u32) -> String {
+    json!({"type": "register", "version": {"major": major, "minor": 0}, "credential": credential,
+           "agentVersion": "raw", "datacenter": "dc1", "servers": []})
+    .to_string()
+}
+
+/// The refusal a raw client got (`reason` of its `refused` message) and the close.
+fn refusal(link: &mut conduit_tests::ws_client::Link) -> (String, (u16, String)) {
+    let close = link.wait_close();
+    let msg: Value = link
+        .texts
+        .first()
+        .map(|t| serde_json::from_str(t).unwrap())
+        .unwrap_or_default();
+    (msg["reason"].as_str().unwrap_or("").to_owned(), close)
+}
+
+#[test]
+fn bad_uplinks_are_refused_agents_fail_over_and_a_manager_outage_loses_nothing() {
+    use conduit_ws::Opcode;
+    let mut site = Site::new("uplink-failover");
+    let sim = IpmiSim::start();
+    // The BMC at a slow network's pace, so that an operation can be caught in flight.
+    let bmc = conduit_tests::udp_delay::UdpDelay::start(sim.addr, Duration::from_millis(150));
+    let (p1, p2) = (free_port(), free_port());
+    let gw1_cred = site.credential("GatewayService", "gatewayId", "gw1");
+    let mut gw1 = site.gateway_with(&gw1_cred, "gw1", p1, true);
+    let gw2 = site.gateway("gw2", p2, false);
+    let g2 = gw2.addr;
+    let g1 = gw1.addr;
+
+    // Abuse, on the plaintext gateway: each ends its own link with a reason, counted.
+    let mut l = raw_uplink(p1);
+    l.send_frame(Opcode::Text, register_text("cag_x_y", 2).as_bytes());
+    let (reason, _) = refusal(&mut l);
+    assert_eq!(reason, "version");
+    assert!(l.texts[0].contains("speaks 1.x"), "{:?}", l.texts);
+    let mut l = raw_uplink(p1);
+    l.send_frame(Opcode::Text, br#"{"type":"heartbeat","seq":1}"#);
+    assert_eq!(refusal(&mut l).0, "malformed");
+    let mut l = raw_uplink(p1);
+    l.send_raw(&[0x81, 0xff, 0, 0, 0, 0, 0, 0x50, 0, 0, 1, 2, 3, 4]); // a 5 MiB text frame
+    assert_eq!(l.wait_close().0, 1009);
+    let mut l = raw_uplink(p1);
+    l.send_raw(&conduit_ws::encode_server_frame(Opcode::Text, b"{}")); // unmasked
+    assert_eq!(l.wait_close().0, 1002);
+    let raw_cred = site.credential("AgentService", "agentId", "raw1");
+    let raw_secret = std::fs::read_to_string(&raw_cred).unwrap();
+    let mut l = raw_uplink(p1);
+    l.send_frame(Opcode::Text, register_text(raw_secret.trim(), 1).as_bytes());
+    eventually("the raw agent registered", Duration::from_secs(5), || {
+        l.poll(Duration::from_millis(100));
+        l.texts
+            .first()
+            .filter(|t| t.contains("registered"))
+            .cloned()
+    });
+    l.send_frame(Opcode::Text, br#"{"type":"response","id":99,"result":{}}"#);
+    assert_eq!(l.wait_close().0, 1008, "a response to no request");
+    let dc = ("datacenter", "dc1");
+    for kind in ["version", "malformed", "success"] {
+        assert_eq!(
+            metric(
+                g1,
+                "gateway_agent_registrations_total",
+                &[dc, ("status", kind)]
+            ),
+            Some(1.0),
+            "{kind}"
+        );
+    }
+    for kind in ["too_large", "protocol", "out_of_order"] {
+        assert_eq!(
+            metric(
+                g1,
+                "gateway_websocket_errors_total",
+                &[("type", "uplink"), ("error_type", kind)]
+            ),
+            Some(1.0),
+            "{kind}"
+        );
+    }
+    assert_eq!(get(g1, "/health", &[]).status, 200);
+
+    // The real agent: gateway 1 first, gateway 2 (TLS) next.
+    let gateways = [
+        format!("ws://127.0.0.1:{p1}"),
+        format!("wss://localhost:{p2}"),
+    ];
+    let cred = site.credential("AgentService", "agentId", "ag1");
+    let mut agent = site.agent("ag1", bmc.addr, &gateways, &cred, &site.pki.ca);
+    let m = site.manager.addr;
+    eventually("s1 reported", Duration::from_secs(15), || {
+        let (s, v) = call(
+            m,
+            "/conduit.manager.v1.ServerService/Get",
+            Some(&site.admin),
+            &json!({"serverId": "s1"}),
+        );
+        (s == 200 && v.to_string().contains("ag1")).then_some(())
+    });
+    ok(
+        m,
+        "/conduit.manager.v1.ServerService/Assign",
+        Some(&site.admin),
+        json!({"serverId": "s1", "customerId": site.acme}),
+    );
+    let op = site.acme_operator.clone();
+    let status_at = |gw: SocketAddr| {
+        call(
+            gw,
+            "/conduit.gateway.v1.GatewayService/PowerStatus",
+            Some(&op),
+            &json!({"serverId": "s1"}),
+        )
+    };
+    eventually(
+        "s1 reachable through gateway 1",
+        Duration::from_secs(20),
+        || (status_at(g1).0 == 200).then_some(()),
+    );
+
+    // An operation in flight when the agent's link drops fails at once as outcome-unknown,
+    // and is never sent again.
+    let in_flight = {
+        let op = op.clone();
+        std::thread::spawn(move || {
+            call(
+                g1,
+                "/conduit.gateway.v1.GatewayService/PowerAction",
+                Some(&op),
+                &json!({"serverId": "s1", "action": "cycle"}),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    agent.proc.kill9();
+    let (status, v) = in_flight.join().unwrap();
+    assert_eq!((status, v["code"].as_str()), (409, Some("aborted")), "{v}");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("outcome unknown") && message.contains("operation "),
+        "{message}"
+    );
+    assert_eq!(
+        metric(
+            g1,
+            "gateway_proxy_errors_total",
+            &[("error_type", "link_dropped")]
+        ),
+        Some(1.0)
+    );
+    let agent = site.agent("ag1", bmc.addr, &gateways, &cred, &site.pki.ca);
+    eventually(
+        "the agent back on gateway 1",
+        Duration::from_secs(20),
+        || (status_at(g1).0 == 200).then_some(()),
+    );
+    assert_eq!(
+        metric(
+            agent.addr,
+            "agent_rpc_calls_total",
+            &[
+                ("service", "conduit.agent.v1.BmcService"),
+                ("method", "PowerAction"),
+                ("status", "ok")
+            ]
+        ),
+        None,
+        "nothing re-sent the cut-off power action"
+    );
+    let aborted = eventually(
+        "the aborted action audited",
+        Duration::from_secs(10),
+        || {
+            let v = ok(
+                m,
+                "/conduit.manager.v1.AuditService/List",
+                Some(&site.admin),
+                json!({}),
+            );
+            v["records"]
+                .as_array()?
+                .iter()
+                .find(|r| r["action"] == "power.cycle")
+                .cloned()
+        },
+    );
+    assert_eq!(aborted["result"], "aborted");
+
+    // Gateway 1 dies: the agent fails over to gateway 2, which serves its server.
+    gw1.proc.kill9();
+    eventually("the agent on gateway 2", Duration::from_secs(30), || {
+        (status_at(g2).0 == 200).then_some(())
+    });
+    assert_eq!(
+        metric(g2, "gateway_agents_total", &[dc, ("status", "connected")]),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            agent.addr,
+            "agent_gateway_registrations_total",
+            &[("status", "success")]
+        )
+        .unwrap()
+            >= 2.0
+    );
+    eventually(
+        "the manager knows the agent is on gateway 2",
+        Duration::from_secs(15),
+        || {
+            let v = ok(
+                m,
+                "/conduit.manager.v1.AgentService/List",
+                Some(&site.admin),
+                json!({}),
+            );
+            v["agents"]
+                .as_array()?
+                .iter()
+                .find(|a| a["agentId"] == "ag1" && a["gatewayId"] == "gw2")
+                .cloned()
+        },
+    );
+    // Gateway 1 returns: no ghost of the agent there, still one entry at gateway 2.
+    gw1 = site.gateway_with(&gw1_cred, "gw1", p1, true);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        metric(
+            gw1.addr,
+            "gateway_agents_total",
+            &[dc, ("status", "connected")]
+        ),
+        None
+    );
+    assert_eq!(
+        metric(g2, "gateway_agents_total", &[dc, ("status", "connected")]),
+        Some(1.0)
+    );
+
+    // The manager dies mid-scenario: gateway 2 keeps serving on what it knows, keeps the audit
+    // record on disk, and delivers it when the manager returns.
+    site.manager.proc.kill9();
+    let (s, v) = site.gw(
+        &gw2,
+        "PowerAction",
+        Some(&op),
+        json!({"serverId": "s1", "action": "off"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(!sim.power());
+    std::thread::sleep(Duration::from_secs(2));
+    site.restart_manager();
+    let m = site.manager.addr;
+    let off = eventually(
+        "the outage's audit record delivered",
+        Duration::from_secs(20),
+        || {
+            let v = ok(
+                m,
+                "/conduit.manager.v1.AuditService/List",
+                Some(&site.admin),
+                json!({}),
+            );
+            v["records"]
+                .as_array()?
+                .iter()
+                .find(|r| r["action"] == "power.off")
+                .cloned()
+        },
+    );
+    assert!(
+        off["detail"].as_str().unwrap().contains("via gateway gw2"),
+        "{off}"
+    );
+
+    // The agent leaves for good: gateway 2 forgets it, and its series, after --forget-after.
+    drop(agent);
+    eventually(
+        "the departed agent forgotten",
+        Duration::from_secs(15),
+        || {
+            let t = get(g2, "/metrics", &[]).text();
+            (sample(
+                &t,
+                "gateway_agents_total",
+                &[dc, ("status", "disconnected")],
+            )
+            .is_none()
+                && sample(
+                    &t,
+                    "gateway_agent_last_heartbeat_seconds",
+                    &[("agent_id", "ag1")],
+                )
+                .is_none()
+                && sample(
+                    &t,
+                    "gateway_agent_heartbeats_total",
+                    &[("agent_id", "ag1"), ("status", "ok")],
+                )
+                .is_none())
+            .then_some(())
+        },
+    );
+    drop(gw2);
+    drop(gw1);
 }

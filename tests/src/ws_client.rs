@@ -18,6 +18,8 @@ pub struct Link {
     pub got: Vec<u8>,
     /// How much of `got` [`Link::read_exact`] and [`Link::drain`] consumed.
     taken: usize,
+    /// Text messages received, whole (the gateway uplink's; consoles send none).
+    pub texts: Vec<String>,
     /// The close frame's code and reason, once received.
     pub closed: Option<(u16, String)>,
     /// The stream ended.
@@ -38,13 +40,18 @@ impl Link {
 
     /// Opens a WebSocket and returns the response head, whatever it is.
     pub fn try_websocket(agent: SocketAddr, path: &str) -> (Link, String) {
+        Link::try_websocket_with(agent, path, "binary")
+    }
+
+    /// [`Link::try_websocket`] offering subprotocol `protocol`.
+    pub fn try_websocket_with(agent: SocketAddr, path: &str, protocol: &str) -> (Link, String) {
         let mut s = TcpStream::connect(agent).expect("connect to the agent");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(
             s,
             "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Protocol: binary\r\n\r\n"
+             Sec-WebSocket-Protocol: {protocol}\r\n\r\n"
         )
         .unwrap();
         let mut head = Vec::new();
@@ -74,6 +81,7 @@ impl Link {
             websocket,
             raw: Vec::new(),
             got: Vec::new(),
+            texts: Vec::new(),
             taken: 0,
             closed: None,
             ended: false,
@@ -118,6 +126,9 @@ impl Link {
             self.raw.drain(..used);
             match frame.opcode {
                 Opcode::Binary | Opcode::Continuation => self.got.extend_from_slice(&frame.payload),
+                Opcode::Text => self
+                    .texts
+                    .push(String::from_utf8_lossy(&frame.payload).into_owned()),
                 Opcode::Close => {
                     let p = &frame.payload;
                     let code = p
