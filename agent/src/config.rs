@@ -1036,6 +1036,42 @@ mod tests {
     }
 
     #[test]
+    fn gateway_urls() {
+        let g = GatewayAddr::parse("wss://gw.example:9443").unwrap();
+        assert_eq!((g.host.as_str(), g.port, g.tls), ("gw.example", 9443, true));
+        let g = GatewayAddr::parse("ws://[::1]").unwrap();
+        assert_eq!((g.host.as_str(), g.port, g.tls), ("::1", 8443, false));
+        for bad in [
+            "https://gw",
+            "wss://",
+            "wss://gw/path",
+            "wss://u@gw",
+            "wss://gw:0",
+            "wss://gw:x",
+        ] {
+            assert!(GatewayAddr::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "uplink")]
+    fn uplinks_need_a_ca_and_tls_unless_told_otherwise() {
+        let with = |body: &str| parse(&format!("[uplink]\ncredential = \"cag_a_b\"\n{body}"));
+        let e = with("gateways = [\"wss://gw:8443\"]").unwrap_err();
+        assert!(e.0.contains("line 3: uplink.ca_file"), "{}", e.0);
+        let e = with("gateways = [\"ws://gw:8443\"]").unwrap_err();
+        assert!(e.0.contains("is plaintext"), "{}", e.0);
+        let e = with("gateways = []").unwrap_err();
+        assert!(e.0.contains("1 to 16"), "{}", e.0);
+        let ok = with("gateways = [\"ws://gw:8443\"]\nplaintext = true").unwrap();
+        let u = ok.uplink.unwrap();
+        assert_eq!(u.gateways.len(), 1);
+        assert_eq!(u.credential.expose(), "cag_a_b");
+        let e = parse("[uplink]\ngateways = [\"ws://gw\"]\nplaintext = true\n").unwrap_err();
+        assert!(e.0.contains("credential"), "{}", e.0);
+    }
+
+    #[test]
     fn cidr_ranges() {
         let c = Cidr::parse("10.1.2.77/29").unwrap();
         assert_eq!(c.network, std::net::Ipv4Addr::new(10, 1, 2, 72));

@@ -41,6 +41,11 @@ const HEALTHY: Duration = Duration::from_secs(60);
 /// Frames queued to the writer.
 const QUEUE: usize = 256;
 
+/// A connected byte stream, TLS or plain: one type, so the link's code exists once.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+type BoxStream = Box<dyn Stream>;
+
 /// How one attempt ended.
 #[derive(Debug)]
 enum Ended {
@@ -282,25 +287,22 @@ impl Ctx {
                     );
                 };
                 match with_timeout(STEP, connector.connect(name, tcp)).await {
-                    Some(Ok(s)) => self.talk(s, gw, ex).await,
+                    Some(Ok(s)) => self.talk(Box::new(s), gw, ex).await,
                     Some(Err(e)) => Ended::Failed("tls_error", format!("TLS: {e} (is the gateway's certificate issued by uplink.ca_file's CA, for {}?)", gw.host)),
                     None => Ended::Failed("timeout", "TLS handshake timed out".into()),
                 }
             }
             (None, true) => Ended::Failed("tls_error", "no CA configured".into()),
-            (_, false) => self.talk(tcp, gw, ex).await,
+            (_, false) => self.talk(Box::new(tcp), gw, ex).await,
         }
     }
 
-    async fn talk<S>(
+    async fn talk(
         self: &Arc<Self>,
-        mut stream: S,
+        mut stream: BoxStream,
         gw: &GatewayAddr,
         ex: &Arc<smol::Executor<'static>>,
-    ) -> Ended
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    ) -> Ended {
         let started = Instant::now();
         let host = if gw.port == 443 {
             gw.host.clone()
