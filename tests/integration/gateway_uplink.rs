@@ -219,8 +219,26 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
     let site = Site::new("uplink");
     let sim = IpmiSim::start();
     let port = free_port();
+    let m = site.manager.addr;
+    let registered = [("status", "success")];
+    assert_eq!(
+        metric(m, "manager_gateway_registrations_total", &registered),
+        None
+    );
     let gw = site.gateway("gw1", port, false);
     let wss = format!("wss://localhost:{port}");
+    eventually(
+        "the gateway registered at the manager",
+        Duration::from_secs(10),
+        || metric(m, "manager_gateway_registrations_total", &registered),
+    );
+    eventually("the manager counts it up", Duration::from_secs(10), || {
+        metric(
+            m,
+            "manager_gateways_total",
+            &[("datacenter", "dc1"), ("status", "up")],
+        )
+    });
 
     // Nothing before the first agent.
     let text = get(gw.addr, "/metrics", &[]).text();
@@ -271,6 +289,12 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
             &[("status", "success")]
         ),
         Some(1.0)
+    );
+    let text = get(agent.addr, "/metrics", &[]).text();
+    assert!(
+        text.lines()
+            .any(|l| l == "agent_gateway_registration_duration_seconds_count 1"),
+        "one registration timed:\n{text}"
     );
     assert_eq!(
         metric(
@@ -582,6 +606,28 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
         Some(2.0)
     );
     assert_eq!(get(g, "/health", &[]).status, 200);
+
+    // The admin revokes the agent: the gateway drops its link at its next pull, and refuses it
+    // from then on.
+    ok(
+        m,
+        "/conduit.manager.v1.AgentService/Revoke",
+        Some(&site.admin),
+        json!({"agentId": "ag1"}),
+    );
+    eventually("the revoked agent refused", Duration::from_secs(30), || {
+        metric(
+            agent.addr,
+            "agent_gateway_registrations_total",
+            &[("status", "unauthenticated")],
+        )
+    });
+    let (_, v) = site.gw(&gw, "PowerStatus", op, json!({"serverId": "s1"}));
+    assert_eq!(v["code"], "unavailable", "{v}");
+    assert!(agent
+        .proc
+        .log()
+        .contains("registration refused (unauthenticated)"));
     drop(agent);
 }
 
