@@ -188,6 +188,53 @@ plaintext = true
         start_component("conduit-agent", &["--config", path.to_str().unwrap()])
     }
 
+    /// Waits until the gateway reported `server` (new: unassigned) as `agent`'s, then assigns
+    /// it to Acme.
+    pub(crate) fn assign_reported(&self, server: &str, agent: &str) {
+        let m = self.manager.addr;
+        eventually(
+            &format!("{server} reported"),
+            Duration::from_secs(15),
+            || {
+                let (s, v) = call(
+                    m,
+                    "/conduit.manager.v1.ServerService/Get",
+                    Some(&self.admin),
+                    &json!({"serverId": server}),
+                );
+                (s == 200 && v["agentId"] == agent).then_some(())
+            },
+        );
+        ok(
+            m,
+            "/conduit.manager.v1.ServerService/Assign",
+            Some(&self.admin),
+            json!({"serverId": server, "customerId": self.acme}),
+        );
+    }
+
+    /// The audit record of `action` at the manager, once the gateway delivered it.
+    pub(crate) fn audited(&self, action: &str) -> Value {
+        let m = self.manager.addr;
+        eventually(
+            &format!("{action} audited"),
+            Duration::from_secs(20),
+            || {
+                let v = ok(
+                    m,
+                    "/conduit.manager.v1.AuditService/List",
+                    Some(&self.admin),
+                    json!({}),
+                );
+                v["records"]
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["action"] == action)
+                    .cloned()
+            },
+        )
+    }
+
     /// A GatewayService call.
     pub(crate) fn gw(
         &self,
@@ -319,25 +366,7 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
 
     // The gateway reported the agent's server: it arrives unassigned; the admin assigns it.
     let m = site.manager.addr;
-    eventually(
-        "s1 reported to the manager",
-        Duration::from_secs(10),
-        || {
-            let (s, v) = call(
-                m,
-                "/conduit.manager.v1.ServerService/Get",
-                Some(&site.admin),
-                &json!({"serverId": "s1"}),
-            );
-            (s == 200 && v.to_string().contains("ag1")).then_some(v)
-        },
-    );
-    ok(
-        m,
-        "/conduit.manager.v1.ServerService/Assign",
-        Some(&site.admin),
-        json!({"serverId": "s1", "customerId": site.acme}),
-    );
+    site.assign_reported("s1", "ag1");
     let op = Some(site.acme_operator.as_str());
     let listed = eventually(
         "the gateway pulled the assignment",
@@ -467,23 +496,7 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
     );
 
     // The power action is audited at the manager, by the operator.
-    let audit = eventually(
-        "the audit record delivered",
-        Duration::from_secs(10),
-        || {
-            let v = ok(
-                m,
-                "/conduit.manager.v1.AuditService/List",
-                Some(&site.admin),
-                json!({}),
-            );
-            v["records"]
-                .as_array()?
-                .iter()
-                .find(|r| r["action"] == "power.on")
-                .cloned()
-        },
-    );
+    let audit = site.audited("power.on");
     assert_eq!(audit["serverId"], "s1");
     assert_eq!(audit["result"], "ok");
     assert!(
@@ -733,21 +746,7 @@ fn bad_uplinks_are_refused_agents_fail_over_and_a_manager_outage_loses_nothing()
     let cred = site.credential("AgentService", "agentId", "ag1");
     let mut agent = site.agent("ag1", bmc.addr, &gateways, &cred, &site.pki.ca);
     let m = site.manager.addr;
-    eventually("s1 reported", Duration::from_secs(15), || {
-        let (s, v) = call(
-            m,
-            "/conduit.manager.v1.ServerService/Get",
-            Some(&site.admin),
-            &json!({"serverId": "s1"}),
-        );
-        (s == 200 && v.to_string().contains("ag1")).then_some(())
-    });
-    ok(
-        m,
-        "/conduit.manager.v1.ServerService/Assign",
-        Some(&site.admin),
-        json!({"serverId": "s1", "customerId": site.acme}),
-    );
+    site.assign_reported("s1", "ag1");
     let op = site.acme_operator.clone();
     let status_at = |gw: SocketAddr| {
         call(
@@ -812,23 +811,7 @@ fn bad_uplinks_are_refused_agents_fail_over_and_a_manager_outage_loses_nothing()
         None,
         "nothing re-sent the cut-off power action"
     );
-    let aborted = eventually(
-        "the aborted action audited",
-        Duration::from_secs(10),
-        || {
-            let v = ok(
-                m,
-                "/conduit.manager.v1.AuditService/List",
-                Some(&site.admin),
-                json!({}),
-            );
-            v["records"]
-                .as_array()?
-                .iter()
-                .find(|r| r["action"] == "power.cycle")
-                .cloned()
-        },
-    );
+    let aborted = site.audited("power.cycle");
     assert_eq!(aborted["result"], "aborted");
 
     // Gateway 1 dies: the agent fails over to gateway 2, which serves its server.
@@ -895,24 +878,7 @@ fn bad_uplinks_are_refused_agents_fail_over_and_a_manager_outage_loses_nothing()
     assert!(!sim.power());
     std::thread::sleep(Duration::from_secs(2));
     site.restart_manager();
-    let m = site.manager.addr;
-    let off = eventually(
-        "the outage's audit record delivered",
-        Duration::from_secs(20),
-        || {
-            let v = ok(
-                m,
-                "/conduit.manager.v1.AuditService/List",
-                Some(&site.admin),
-                json!({}),
-            );
-            v["records"]
-                .as_array()?
-                .iter()
-                .find(|r| r["action"] == "power.off")
-                .cloned()
-        },
-    );
+    let off = site.audited("power.off");
     assert!(
         off["detail"].as_str().unwrap().contains("via gateway gw2"),
         "{off}"
