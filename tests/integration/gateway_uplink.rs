@@ -397,6 +397,40 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
         s == 200 && !v["sensors"].as_array().unwrap().is_empty(),
         "{v}"
     );
+    // Boot and the event log, the same way; a bad device is refused before it travels.
+    let (s, v) = site.gw(
+        &gw,
+        "SetBootDevice",
+        op,
+        json!({"serverId": "s1", "device": "pxe"}),
+    );
+    assert_eq!((s, v["device"].as_str()), (200, Some("pxe")), "{v}");
+    assert_eq!(sim.boot_device(), "pxe");
+    let (s, v) = site.gw(&gw, "GetBootDevice", op, json!({"serverId": "s1"}));
+    assert_eq!((s, v["device"].as_str()), (200, Some("pxe")), "{v}");
+    sim.console("sel_add 0x20 0x02 0 0 0 0 0x20 0x00 0x04 0x01 0x01 0x01 0x09 0xff 0xff");
+    let (s, v) = site.gw(&gw, "GetEventLog", op, json!({"serverId": "s1"}));
+    assert!(
+        s == 200 && !v["events"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+    let (s, v) = site.gw(&gw, "ClearEventLog", op, json!({"serverId": "s1"}));
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = site.gw(&gw, "GetEventLog", op, json!({"serverId": "s1"}));
+    assert_eq!(v["events"], json!([]), "{v}");
+    let (s, v) = site.gw(&gw, "GetServer", op, json!({"serverId": "s1"}));
+    assert_eq!(
+        (s, v["server"]["serverId"].as_str()),
+        (200, Some("s1")),
+        "{v}"
+    );
+    let (_, v) = site.gw(
+        &gw,
+        "PowerAction",
+        op,
+        json!({"serverId": "s1", "action": "explode"}),
+    );
+    assert_eq!(v["code"], "invalid_argument", "{v}");
 
     // The viewer reads but may not act; the other customer sees nothing; no token, no entry.
     let viewer = Some(site.acme_viewer.as_str());
@@ -496,6 +530,11 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
     );
 
     // The power action is audited at the manager, by the operator.
+    assert!(site.audited("boot.set")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("device pxe"));
+    assert_eq!(site.audited("sel.clear")["result"], "ok");
     let audit = site.audited("power.on");
     assert_eq!(audit["serverId"], "s1");
     assert_eq!(audit["result"], "ok");
