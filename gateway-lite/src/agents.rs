@@ -172,7 +172,6 @@ impl Status {
 #[derive(Debug)]
 struct Entry {
     datacenter: String,
-    version: String,
     servers: Vec<ServerEntry>,
     status: Status,
     last_heartbeat: Instant,
@@ -242,7 +241,6 @@ impl Agents {
     pub fn attach(
         &self,
         agent: &m::AgentInfo,
-        version: &str,
         servers: Vec<ServerEntry>,
         link: Arc<Link>,
     ) -> Option<Arc<Link>> {
@@ -250,7 +248,6 @@ impl Agents {
         let mut s = self.state();
         let entry = s.agents.entry(agent.agent_id.clone()).or_insert(Entry {
             datacenter: agent.datacenter.clone(),
-            version: String::new(),
             servers: Vec::new(),
             status: Status::Disconnected,
             last_heartbeat: now,
@@ -258,7 +255,6 @@ impl Agents {
             link: None,
         });
         let old = entry.link.replace(link);
-        entry.version = version.to_owned();
         entry.status = Status::Connected;
         entry.last_heartbeat = now;
         entry.since = now;
@@ -501,11 +497,6 @@ impl Agents {
                 s.unreported.push(a);
             }
         }
-    }
-
-    /// The version an agent registered with.
-    pub fn version(&self, agent_id: &str) -> Option<String> {
-        self.state().agents.get(agent_id).map(|e| e.version.clone())
     }
 
     fn publish(&self, s: &mut State) {

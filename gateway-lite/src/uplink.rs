@@ -281,10 +281,7 @@ impl Uplinks {
         };
         let (info, reg) = agent;
         let agent_id = info.agent_id.clone();
-        if let Some(old) = self
-            .agents
-            .attach(&info, &reg.agent_version, reg.servers, link.clone())
-        {
+        if let Some(old) = self.agents.attach(&info, reg.servers, link.clone()) {
             old.close("replaced by a newer connection of the same agent");
         }
         self.registration(info.datacenter.clone(), "success");
