@@ -42,6 +42,17 @@ pub enum Failure {
     Busy,
 }
 
+/// What became of an agent's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// A call was waiting for it.
+    Delivered,
+    /// Its call was issued but has already timed out: the agent is slow, not broken.
+    Late,
+    /// No call with this id was ever issued on this link: the agent is broken or hostile.
+    Unknown,
+}
+
 /// One uplink: the queue to its writer and the calls awaiting answers.
 #[derive(Debug)]
 pub struct Link {
@@ -127,15 +138,17 @@ impl Link {
         }
     }
 
-    /// Delivers an agent's reply; false for an id no call is waiting on (answered late or
-    /// never asked: the link is broken or hostile).
-    pub fn answer(&self, reply: Reply) -> bool {
+    /// Delivers an agent's reply to the call waiting on it.
+    pub fn answer(&self, reply: Reply) -> Answered {
         match self.pending().remove(&reply.id) {
             Some(tx) => {
                 let _ = tx.try_send(Ok(reply));
-                true
+                Answered::Delivered
             }
-            None => false,
+            None if reply.id > 0 && reply.id < self.next_id.load(Ordering::Relaxed) => {
+                Answered::Late
+            }
+            None => Answered::Unknown,
         }
     }
 
@@ -264,7 +277,7 @@ impl Agents {
         drop(s);
         self.metrics
             .agent_last_heartbeat
-            .with(&agent_label(&agent.agent_id), |g| g.set(0.0));
+            .with(&agent_label(&agent.agent_id), |a| a.reset());
         old
     }
 
@@ -291,10 +304,19 @@ impl Agents {
         }
     }
 
-    /// The agent's inventory changed.
-    pub fn set_servers(&self, agent_id: &str, servers: Vec<ServerEntry>) {
+    /// The agent's inventory changed, as told on link `conn`; false if that link is not the
+    /// agent's current one (a replaced link must not overwrite its successor's list).
+    pub fn set_servers(&self, agent_id: &str, conn: u64, servers: Vec<ServerEntry>) -> bool {
         let mut s = self.state();
-        self.set_servers_locked(&mut s, agent_id, servers);
+        let current = s
+            .agents
+            .get(agent_id)
+            .and_then(|e| e.link.as_ref())
+            .is_some_and(|l| l.conn == conn);
+        if current {
+            self.set_servers_locked(&mut s, agent_id, servers);
+        }
+        current
     }
 
     /// The link `conn` of `agent_id` ended; its calls in flight fail as outcome-unknown.
@@ -343,18 +365,34 @@ impl Agents {
         });
         self.metrics
             .agent_last_heartbeat
-            .with(&agent_label(agent_id), |g| g.set(0.0));
+            .with(&agent_label(agent_id), |a| a.reset());
         true
     }
 
-    /// The link to the agent serving `server_id`, if it is connected.
-    pub fn route(&self, server_id: &str) -> Result<(String, Arc<Link>), RpcError> {
+    /// The link to the agent serving `server_id`, if it is connected. `assigned` is the agent
+    /// the manager records for the server: when it is known, only that agent is routed to,
+    /// whatever another agent here claims.
+    pub fn route(
+        &self,
+        server_id: &str,
+        assigned: Option<&str>,
+    ) -> Result<(String, Arc<Link>), RpcError> {
         let s = self.state();
         let unavailable = |why: String| RpcError::new(Code::Unavailable, why);
-        let agent_id = s.by_server.get(server_id).ok_or_else(|| {
-            unavailable("no agent serving this server is connected to this gateway".into())
-        })?;
-        let e = &s.agents[agent_id];
+        let not_here =
+            || unavailable("no agent serving this server is connected to this gateway".into());
+        let (agent_id, e) = match assigned {
+            Some(a) => s
+                .agents
+                .get_key_value(a)
+                .filter(|(_, e)| e.servers.iter().any(|v| v.server_id == server_id))
+                .ok_or_else(not_here)?,
+            None => s
+                .by_server
+                .get(server_id)
+                .and_then(|a| s.agents.get_key_value(a))
+                .ok_or_else(not_here)?,
+        };
         match (&e.link, e.status) {
             (Some(link), Status::Connected) => Ok((agent_id.clone(), link.clone())),
             (_, status) => Err(unavailable(format!(
@@ -365,10 +403,16 @@ impl Agents {
     }
 
     /// Which agent reaches `server_id`, in what state.
-    pub fn reach(&self, server_id: &str) -> Option<Reach> {
+    pub fn reach(&self, server_id: &str, assigned: Option<&str>) -> Option<Reach> {
         let s = self.state();
-        let agent_id = s.by_server.get(server_id)?;
+        let agent_id = match assigned {
+            Some(a) => a,
+            None => s.by_server.get(server_id)?.as_str(),
+        };
         let e = s.agents.get(agent_id)?;
+        if !e.servers.iter().any(|v| v.server_id == server_id) {
+            return None;
+        }
         let protocol = e
             .servers
             .iter()
@@ -376,13 +420,13 @@ impl Agents {
             .map(|v| v.protocol.clone())
             .unwrap_or_default();
         Some(Reach {
-            agent_id: agent_id.clone(),
+            agent_id: agent_id.to_owned(),
             status: e.status,
             protocol,
         })
     }
 
-    /// Once a second: heartbeat ages, stale agents, links to close, agents to forget.
+    /// Once a second: stale agents, links to close, agents to forget.
     pub fn sweep(&self) {
         let now = Instant::now();
         let p = self.policy;
@@ -408,11 +452,6 @@ impl Agents {
                     forgotten.push(id.clone());
                 }
                 _ => {}
-            }
-            if e.status != Status::Disconnected {
-                self.metrics
-                    .agent_last_heartbeat
-                    .with(&agent_label(id), |g| g.set(age.as_secs_f64()));
             }
         }
         for id in &forgotten {
@@ -528,5 +567,106 @@ impl Agents {
 fn agent_label(id: &str) -> AgentId {
     AgentId {
         agent_id: id.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conduit_metrics::catalog::CatalogBuilder;
+
+    fn agents() -> Agents {
+        let mut root = prometheus_client::registry::Registry::default();
+        let mut b = CatalogBuilder::new(&mut root, "gateway", 100);
+        let metrics = Arc::new(GatewayMetrics::register(&mut b));
+        Agents::new(
+            metrics,
+            Policy {
+                heartbeat: Duration::from_secs(10),
+                stale_after: Duration::from_secs(30),
+                forget_after: Duration::from_secs(600),
+            },
+        )
+    }
+
+    fn info(id: &str) -> m::AgentInfo {
+        m::AgentInfo {
+            agent_id: id.into(),
+            name: String::new(),
+            datacenter: "dc1".into(),
+            gateway_id: None,
+            connected: true,
+            revoked: false,
+        }
+    }
+
+    fn serves(ids: &[&str]) -> Vec<ServerEntry> {
+        ids.iter()
+            .map(|id| ServerEntry {
+                server_id: (*id).into(),
+                protocol: "ipmi".into(),
+                capabilities: vec![],
+            })
+            .collect()
+    }
+
+    fn reply(id: u64) -> Reply {
+        Reply {
+            id,
+            result: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_late_reply_is_told_apart_from_one_never_asked_for() {
+        let (link, out, _kill) = Link::new(1);
+        let body = serde_json::value::to_raw_value(&()).unwrap();
+        let timed_out = smol::block_on(link.call(Method::PowerStatus, body, Duration::ZERO));
+        assert_eq!(timed_out.unwrap_err(), Failure::Timeout);
+        assert!(out.try_recv().is_ok(), "the request was queued");
+        assert_eq!(link.answer(reply(1)), Answered::Late);
+        assert_eq!(link.answer(reply(2)), Answered::Unknown);
+        assert_eq!(link.answer(reply(0)), Answered::Unknown);
+    }
+
+    #[test]
+    fn only_the_agent_the_manager_records_is_routed_to() {
+        let a = agents();
+        let (l1, _o1, _k1) = Link::new(1);
+        let (l2, _o2, _k2) = Link::new(2);
+        a.attach(&info("a1"), serves(&["s1"]), l1);
+        // a second agent claims the same server
+        a.attach(&info("a2"), serves(&["s1", "s2"]), l2);
+        assert_eq!(a.route("s1", None).unwrap().0, "a1", "first claim kept");
+        assert_eq!(a.route("s1", Some("a2")).unwrap().0, "a2");
+        assert_eq!(
+            a.route("s2", Some("a1")).unwrap_err().code,
+            Code::Unavailable
+        );
+        assert_eq!(
+            a.route("s1", Some("a9")).unwrap_err().code,
+            Code::Unavailable
+        );
+        assert_eq!(a.reach("s1", Some("a2")).unwrap().agent_id, "a2");
+        assert!(a.reach("s2", Some("a1")).is_none());
+    }
+
+    #[test]
+    fn a_replaced_link_neither_heartbeats_nor_rewrites_the_inventory() {
+        let a = agents();
+        let (old, _o1, _k1) = Link::new(1);
+        let (new, _o2, _k2) = Link::new(2);
+        a.attach(&info("a1"), serves(&["s1"]), old);
+        let replaced = a.attach(&info("a1"), serves(&["s1"]), new);
+        assert_eq!(replaced.map(|l| l.conn), Some(1));
+        assert!(!a.heartbeat("a1", 1));
+        assert!(!a.set_servers("a1", 1, serves(&[])));
+        assert!(a.route("s1", Some("a1")).is_ok(), "the inventory stands");
+        assert!(a.set_servers("a1", 2, serves(&[])));
+        assert!(a.route("s1", Some("a1")).is_err());
+        // the old link's end does not detach the new one
+        a.detach("a1", 1);
+        assert!(a.heartbeat("a1", 2));
     }
 }

@@ -151,7 +151,7 @@ impl Api {
             .visible(&caller)
             .into_iter()
             .map(|(id, owned)| {
-                let reach = self.agents.reach(&id);
+                let reach = self.agents.reach(&id, owned.agent_id.as_deref());
                 gw::Server {
                     state: match reach.as_ref().map(|r| r.status) {
                         Some(AgentStatus::Connected) => "online",
@@ -194,7 +194,8 @@ impl Api {
             Err(e) => return refused(e),
         };
         let operation = operation(op, &what);
-        let routed = self.agents.route(&server_id);
+        let assigned = self.trust.agent_of(&server_id);
+        let routed = self.agents.route(&server_id, assigned.as_deref());
         let me = self.clone();
         Box::pin(async move {
             let start = Instant::now();
@@ -206,7 +207,7 @@ impl Api {
                 }
                 Ok((agent_id, link)) => {
                     let answer = link.call(op, body, me.timeout).await;
-                    me.answer(answer, &agent_id, &op_id)
+                    me.answer(answer, &agent_id, &op_id, op.changes_state())
                 }
             };
             let code = match &result {
@@ -252,6 +253,7 @@ impl Api {
         answer: Result<conduit_api::uplink::Reply, Failure>,
         agent_id: &str,
         op_id: &str,
+        changes_state: bool,
     ) -> Result<Raw, RpcError> {
         match answer {
             Ok(reply) => match (reply.result, reply.error) {
@@ -280,10 +282,16 @@ impl Api {
             }
             Err(Failure::Timeout) => {
                 self.proxy_error("timeout");
+                // A state change that timed out may still run (or have run) at the BMC.
+                let outcome = if changes_state {
+                    "; outcome unknown: it may still complete. Check the server's state before retrying"
+                } else {
+                    ""
+                };
                 Err(RpcError::new(
                     Code::DeadlineExceeded,
                     format!(
-                        "agent {agent_id} did not answer operation {op_id} within {:?}",
+                        "agent {agent_id} did not answer operation {op_id} within {:?}{outcome}",
                         self.timeout
                     ),
                 ))

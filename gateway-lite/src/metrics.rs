@@ -5,8 +5,9 @@
 //! `# HELP`/`# TYPE` only.
 
 use conduit_http::middleware::RpcMetrics;
+use conduit_metrics::age::Age;
 use conduit_metrics::buckets;
-use conduit_metrics::catalog::{Buckets, CappedFamily, CatalogBuilder, FloatGauge};
+use conduit_metrics::catalog::{Buckets, CappedFamily, CatalogBuilder};
 use conduit_metrics::labels::{DatacenterStatus, ErrorType, Operation, OperationStatus, Status};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -83,8 +84,8 @@ pub struct GatewayMetrics {
     pub agent_registrations: CappedFamily<DatacenterStatus, Counter>,
     /// `gateway_agent_heartbeats_total`
     pub agent_heartbeats: CappedFamily<HeartbeatLabels, Counter>,
-    /// `gateway_agent_last_heartbeat_seconds`
-    pub agent_last_heartbeat: CappedFamily<AgentId, FloatGauge>,
+    /// `gateway_agent_last_heartbeat_seconds`, computed at scrape time
+    pub agent_last_heartbeat: CappedFamily<AgentId, Age>,
     /// `gateway_sessions_total` (a gauge)
     pub sessions: CappedFamily<SessionLabels, Gauge>,
     /// `gateway_session_operations_total`
@@ -134,7 +135,7 @@ impl GatewayMetrics {
                 .counter_family("agent_heartbeats", "Heartbeats received")
                 .with_limit(2 * agents),
             agent_last_heartbeat: b
-                .float_gauge_family(
+                .age_family(
                     "agent_last_heartbeat_seconds",
                     "Seconds since last heartbeat",
                 )
@@ -205,7 +206,7 @@ mod tests {
                     &AgentId {
                         agent_id: "a".into(),
                     },
-                    |g| g.set(1.5),
+                    |a| a.reset(),
                 );
                 m.sessions.with(
                     &SessionLabels {

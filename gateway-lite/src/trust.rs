@@ -22,6 +22,8 @@ pub struct Owned {
     pub customer_id: Option<String>,
     /// Display name.
     pub name: String,
+    /// The agent the manager records as reaching it: the only one routed to.
+    pub agent_id: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +102,7 @@ impl Trust {
                     Owned {
                         customer_id: v.customer_id,
                         name: v.name,
+                        agent_id: v.agent_id,
                     },
                 )
             })
@@ -173,12 +176,12 @@ impl Trust {
         v
     }
 
-    /// The owner of a server, for metric labels and audit.
-    pub fn owner(&self, server_id: &str) -> Option<String> {
+    /// The agent the manager records for a server, if any.
+    pub fn agent_of(&self, server_id: &str) -> Option<String> {
         read(&self.state)
             .servers
             .get(server_id)
-            .and_then(|o| o.customer_id.clone())
+            .and_then(|o| o.agent_id.clone())
     }
 
     /// An agent credential verified within the trust window, if any.

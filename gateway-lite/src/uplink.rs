@@ -3,8 +3,11 @@
 //! heartbeats, inventory updates and operations until it ends.
 //!
 //! Runs on its own executor thread (`uplinks`), apart from the HTTP server: uplinks are not
-//! under the HTTP connection cap but under `--max-agents`, and at most [`MAX_HANDSHAKES`] TLS
-//! handshakes run at once so a reconnect storm cannot starve heartbeats. Every step of the
+//! under the HTTP connection cap but under `--max-agents`, and at most [`MAX_OPENING`]
+//! connections are between accept and a finished registration at once (TLS, upgrade, a first
+//! message of at most [`up::MAX_REGISTRATION`], the credential check), so a reconnect storm or
+//! unauthenticated peers can neither starve heartbeats nor hold more than
+//! `MAX_OPENING × MAX_REGISTRATION` of memory. Every step of the
 //! opening has a deadline; anything malformed, oversized or out of order ends that link with a
 //! counted `gateway_websocket_errors_total{type="uplink"}`, never the gateway.
 
@@ -24,18 +27,18 @@ use conduit_uplink::tls::TlsAcceptor;
 use conduit_ws::{close_code, Opcode};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::agents::{Agents, Link};
+use crate::agents::{Agents, Answered, Link};
 use crate::manager_link::{CallError, ManagerLink};
 use crate::metrics::{Flow, GatewayMetrics, TypeLabel, WebSocketError};
 use crate::trust::Trust;
-use conduit_metrics::labels::DatacenterStatus;
+use conduit_metrics::labels::{DatacenterStatus, ErrorType};
 
 /// TLS plus the WebSocket upgrade must finish within this.
 const OPENING: Duration = Duration::from_secs(10);
 /// The registration must arrive within this after the upgrade.
 const REGISTER_WITHIN: Duration = Duration::from_secs(10);
-/// TLS handshakes at once.
-pub const MAX_HANDSHAKES: usize = 256;
+/// Connections opening (not yet registered) at once.
+pub const MAX_OPENING: usize = 128;
 /// Largest upgrade request head.
 const MAX_HEAD: usize = 8 * 1024;
 const UPLINK: &str = "uplink";
@@ -58,7 +61,7 @@ pub struct Uplinks {
     /// Most links at once.
     pub max_links: usize,
     open: AtomicUsize,
-    handshakes: async_lock::Semaphore,
+    opening: Arc<async_lock::Semaphore>,
 }
 
 impl Uplinks {
@@ -82,7 +85,7 @@ impl Uplinks {
             datacenter,
             max_links,
             open: AtomicUsize::new(0),
-            handshakes: async_lock::Semaphore::new(MAX_HANDSHAKES),
+            opening: Arc::new(async_lock::Semaphore::new(MAX_OPENING)),
         })
     }
 
@@ -155,13 +158,13 @@ impl Uplinks {
         tcp: Async<std::net::TcpStream>,
         peer: std::net::SocketAddr,
     ) {
+        // Released once registered (or when the connection ends first).
+        let permit = self.opening.acquire_arc().await;
         match self.tls.clone() {
             Some(acceptor) => {
-                let permit = self.handshakes.acquire().await;
                 let tls = with_timeout(OPENING, acceptor.accept(tcp)).await;
-                drop(permit);
                 match tls {
-                    Some(Ok(stream)) => self.websocket(stream, peer).await,
+                    Some(Ok(stream)) => self.websocket(stream, peer, permit).await,
                     Some(Err(e)) => {
                         self.error("tls");
                         log::debug!("uplink from {peer}: TLS: {e}");
@@ -169,12 +172,16 @@ impl Uplinks {
                     None => self.error("timeout"),
                 }
             }
-            None => self.websocket(tcp, peer).await,
+            None => self.websocket(tcp, peer, permit).await,
         }
     }
 
-    async fn websocket<S>(self: &Arc<Self>, mut stream: S, peer: std::net::SocketAddr)
-    where
+    async fn websocket<S>(
+        self: &Arc<Self>,
+        mut stream: S,
+        peer: std::net::SocketAddr,
+        permit: async_lock::SemaphoreGuardArc,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let leftover = match with_timeout(OPENING, upgrade(&mut stream)).await {
@@ -200,16 +207,21 @@ impl Uplinks {
             }
         };
         let (read, write) = futures_lite::io::split(stream);
-        let mut reader = MessageReader::new(read, Role::Server, up::MAX_MESSAGE, leftover);
+        let mut reader = MessageReader::new(read, Role::Server, up::MAX_REGISTRATION, leftover);
         let conn = self.agents.next_conn();
         let (link, out, kill) = Link::new(conn);
         let writer = {
             let me = self.clone();
-            smol::spawn(async move { me.write_loop(write, out).await })
+            let link = link.clone();
+            smol::spawn(async move {
+                me.write_loop(write, out).await;
+                // A peer that stops reading must not keep its link (and its calls) alive.
+                link.close("the agent stopped reading");
+            })
         };
         let conns = TypeLabel { r#type: UPLINK };
         self.metrics.websocket_connections.with(&conns, |g| g.inc());
-        let ended = self.link(&mut reader, &link, kill, peer).await;
+        let ended = self.link(&mut reader, &link, kill, peer, permit).await;
         let (code, reason) = match &ended {
             Ok(why) => (close_code::NORMAL, *why),
             Err(e) => {
@@ -219,9 +231,11 @@ impl Uplinks {
             }
         };
         self.flow("inbound", reader.bytes_read, 0);
+        // Whatever ended the link, its calls in flight end now as outcome-unknown (a link
+        // replaced by a newer one is no longer in the registry for `detach` to fail them).
+        link.fail_all();
         link.send(link::close_frame(Role::Server, code, reason));
         // the writer drains what is queued, the close last; then the socket is dropped
-        drop(link);
         let _ = with_timeout(Duration::from_secs(2), writer).await;
         self.metrics.websocket_connections.with(&conns, |g| g.dec());
     }
@@ -259,6 +273,7 @@ impl Uplinks {
         link: &Arc<Link>,
         kill: async_channel::Receiver<&'static str>,
         peer: std::net::SocketAddr,
+        permit: async_lock::SemaphoreGuardArc,
     ) -> Result<&'static str, End> {
         let first = match with_timeout(REGISTER_WITHIN, reader.next()).await {
             None => return Err(End::Timeout),
@@ -280,6 +295,8 @@ impl Uplinks {
             }
         };
         let (info, reg) = agent;
+        drop(permit);
+        reader.set_max_message(up::MAX_MESSAGE);
         let agent_id = info.agent_id.clone();
         if let Some(old) = self.agents.attach(&info, reg.servers, link.clone()) {
             old.close("replaced by a newer connection of the same agent");
@@ -348,13 +365,23 @@ impl Uplinks {
                         }
                         AgentMessage::Servers { servers } => {
                             up::check_servers(&servers).map_err(|_| End::Malformed)?;
-                            self.agents.set_servers(agent_id, servers);
-                        }
-                        AgentMessage::Response(reply) => {
-                            if !link.answer(reply) {
-                                return Err(End::OutOfOrder("a response to no request"));
+                            if !self.agents.set_servers(agent_id, link.conn, servers) {
+                                return Ok("replaced");
                             }
                         }
+                        AgentMessage::Response(reply) => match link.answer(reply) {
+                            Answered::Delivered => {}
+                            Answered::Late => {
+                                // Its caller already got deadline_exceeded; the agent is slow.
+                                self.metrics.proxy_errors.inc(&ErrorType {
+                                    error_type: "late_reply",
+                                });
+                                log::info!("agent {agent_id}: a reply after its call timed out");
+                            }
+                            Answered::Unknown => {
+                                return Err(End::OutOfOrder("a response to no request"));
+                            }
+                        },
                         AgentMessage::Register(_) => {
                             return Err(End::OutOfOrder("a second registration"))
                         }

@@ -403,6 +403,28 @@ fn report_servers(
                 if s.datacenter != g.datacenter {
                     continue;
                 }
+                // An assigned server stays with its agent: another agent claiming it (a
+                // misconfigured or compromised host) must not capture a customer's server. It
+                // moves once its agent is revoked or gone, or after an admin unassigns it.
+                let held_by_other = s.customer_id.is_some()
+                    && s.agent_id.as_deref().is_some_and(|other| {
+                        other != agent.id
+                            && mgr
+                                .auth
+                                .store
+                                .agent(other)
+                                .is_ok_and(|a| a.revoked_at.is_none())
+                    });
+                if held_by_other {
+                    log::warn!(
+                        "gateway {}: agent {} reports server {}, assigned and served by agent {}: ignored",
+                        g.id,
+                        agent.id,
+                        s.id,
+                        s.agent_id.as_deref().unwrap_or_default()
+                    );
+                    continue;
+                }
                 if s.agent_id.as_deref() != Some(agent.id.as_str())
                     || s.protocol != rs.protocol
                     || s.capabilities != caps

@@ -628,6 +628,19 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
     assert_eq!(v["code"], "unavailable", "{v}");
     let (_, v) = site.gw(&gw, "ListServers", op, json!({}));
     assert_eq!(v["servers"][0]["state"], "offline");
+    // The heartbeat's age is computed when scraped: it keeps growing while the agent is gone.
+    let age = || {
+        metric(
+            g,
+            "gateway_agent_last_heartbeat_seconds",
+            &[("agent_id", "ag1")],
+        )
+        .expect("the departed agent keeps its age until forgotten")
+    };
+    let before = age();
+    std::thread::sleep(Duration::from_millis(1200));
+    let gone_for = age();
+    assert!(gone_for >= before + 1.0, "{before} then {gone_for}");
     let agent = site.agent("ag1", sim.addr, &[wss], &cred, &site.pki.ca);
     eventually("the agent back", Duration::from_secs(15), || {
         let (s, _) = site.gw(&gw, "PowerStatus", op, json!({"serverId": "s1"}));
@@ -657,6 +670,7 @@ fn operations_reach_the_bmc_through_the_gateway_and_refusals_are_counted() {
         ),
         Some(2.0)
     );
+    assert!(age() < gone_for, "registering again resets the age");
     assert_eq!(get(g, "/health", &[]).status, 200);
 
     // The admin revokes the agent: the gateway drops its link at its next pull, and refuses it

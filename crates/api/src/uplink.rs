@@ -22,8 +22,12 @@ pub const PATH: &str = "/uplink";
 pub const VERSION: Version = Version { major: 1, minor: 0 };
 /// Largest message either end accepts (a big BMC's event log fits many times over).
 pub const MAX_MESSAGE: usize = 4 << 20;
-/// Most servers one agent may register.
-pub const MAX_SERVERS: usize = 10_000;
+/// Largest registration a gateway accepts: it arrives before the agent has authenticated, so
+/// it is held to what [`MAX_SERVERS`] entries need.
+pub const MAX_REGISTRATION: usize = 1 << 20;
+/// Most servers one agent may register (a rack appliance serves tens; each entry is at most
+/// about 160 bytes of JSON, so a full list fits [`MAX_REGISTRATION`]).
+pub const MAX_SERVERS: usize = 4096;
 
 /// A protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,6 +404,34 @@ pub fn check_servers(servers: &[ServerEntry]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_valid_registration_fits_the_first_message_limit() {
+        let servers = (0..MAX_SERVERS)
+            .map(|i| ServerEntry {
+                server_id: format!("{i:0>64}"),
+                protocol: "redfish".into(),
+                capabilities: vec![
+                    Capability::Power,
+                    Capability::Sensors,
+                    Capability::Boot,
+                    Capability::EventLog,
+                    Capability::Sol,
+                    Capability::Vnc,
+                ],
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(check_servers(&servers), Ok(()));
+        let reg = AgentMessage::Register(Register {
+            version: VERSION,
+            credential: format!("cag_{}", "x".repeat(100)),
+            agent_version: "v".repeat(64),
+            datacenter: "d".repeat(64),
+            servers,
+        });
+        let len = serde_json::to_vec(&reg).unwrap().len();
+        assert!(len <= MAX_REGISTRATION, "{len} bytes");
+    }
 
     #[test]
     fn messages_round_trip_in_their_wire_shape() {

@@ -309,6 +309,16 @@ impl<'r> CatalogBuilder<'r> {
         self.capped(name, f)
     }
 
+    /// A labeled family of ages (seconds since an event, computed at scrape time).
+    pub fn age_family<S>(&mut self, name: &str, help: &str) -> CappedFamily<S, crate::age::Age>
+    where
+        S: EncodeLabelSet + Clone + Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+    {
+        let f = Family::<S, crate::age::Age>::default();
+        self.put(name, help, Listed(f.clone()));
+        self.capped(name, f)
+    }
+
     /// A labeled histogram family with the given bucket set.
     pub fn histogram_family<S>(
         &mut self,

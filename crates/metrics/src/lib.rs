@@ -1,5 +1,6 @@
 //! Metrics exposition for Conduit's components, apart from any HTTP serving:
 //!
+//! - [`age`]: a gauge of the seconds since an event, computed at scrape time;
 //! - [`catalog`]: registering a component's RFD 021 catalog under its prefix, with the
 //!   per-family cardinality guard;
 //! - [`buckets`]: the histogram bucket sets of the RFD;
@@ -11,6 +12,7 @@
 //! The registry holds data only; encoding happens in [`exposition`], into a buffer the caller
 //! serves however it likes.
 
+pub mod age;
 pub mod buckets;
 pub mod catalog;
 pub mod exposition;

@@ -102,8 +102,11 @@ pub struct MessageReader<R> {
     pub bytes_read: u64,
 }
 
-/// How much is asked of the stream per read.
+/// How much is asked of the stream per read inside a frame.
 const READ_CHUNK: usize = 8 * 1024;
+/// How much is asked of the stream per read between frames: an idle link (thousands of them
+/// at a gateway) then keeps a small buffer, and a heartbeat fits.
+const IDLE_CHUNK: usize = 512;
 
 impl<R: AsyncRead + Unpin> MessageReader<R> {
     /// A reader over `inner`, starting with bytes already read past a handshake.
@@ -119,7 +122,14 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         }
     }
 
-    /// The next message or control frame.
+    /// Changes the largest message accepted from now on (a gateway takes a smaller first
+    /// message, before the peer has authenticated).
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.max = max_message;
+    }
+
+    /// The next message or control frame. Cancel-safe: dropping the future between reads
+    /// loses nothing already read (a caller may race it against a timer or a shutdown).
     pub async fn next(&mut self) -> Result<Incoming, LinkError> {
         loop {
             let decoded = match self.role {
@@ -165,10 +175,25 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
     }
 
     async fn fill(&mut self) -> Result<(), LinkError> {
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let n = self.inner.read(&mut self.buf[len..]).await;
-        self.buf.truncate(len + *n.as_ref().unwrap_or(&0));
+        let chunk = if self.buf.is_empty() {
+            IDLE_CHUNK
+        } else {
+            READ_CHUNK
+        };
+        // Grow and shrink back within one poll, so that no await point leaves the buffer
+        // holding unread zeros if the future is dropped.
+        let n = futures_lite::future::poll_fn(|cx| {
+            let len = self.buf.len();
+            self.buf.resize(len + chunk, 0);
+            let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, &mut self.buf[len..]);
+            let got = match &polled {
+                std::task::Poll::Ready(Ok(n)) => *n,
+                _ => 0,
+            };
+            self.buf.truncate(len + got);
+            polled
+        })
+        .await;
         match n? {
             0 => Err(LinkError::Eof),
             n => {
@@ -366,6 +391,64 @@ mod tests {
         assert_eq!(
             read_all(Role::Server, wire, 64),
             vec![Err("too_large".into())]
+        );
+    }
+
+    /// Gives one byte per read, and `Pending` before each.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        ready: bool,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.ready = !self.ready;
+            if !self.ready {
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            let Some(&b) = self.data.get(self.pos) else {
+                return std::task::Poll::Ready(Ok(0));
+            };
+            self.pos += 1;
+            buf[0] = b;
+            std::task::Poll::Ready(Ok(1))
+        }
+    }
+
+    #[test]
+    fn a_reader_dropped_mid_read_loses_nothing() {
+        let mut wire = frame(Role::Client, Opcode::Text, b"{\"a\":");
+        wire[0] &= 0x7f;
+        wire.extend(frame(Role::Client, Opcode::Continuation, b"1}"));
+        wire.extend(frame(Role::Client, Opcode::Text, b"hb"));
+        let trickle = Trickle {
+            data: wire,
+            pos: 0,
+            ready: false,
+        };
+        let mut r = MessageReader::new(trickle, Role::Server, 64, vec![]);
+        let mut got = Vec::new();
+        // Every `next` future is polled once and dropped, as a race against a timer would.
+        for _ in 0..1000 {
+            match smol::block_on(futures_lite::future::poll_once(r.next())) {
+                None => continue,
+                Some(Ok(m)) => got.push(m),
+                Some(Err(LinkError::Eof)) => break,
+                Some(Err(e)) => panic!("{e}"),
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                Incoming::Message(b"{\"a\":1}".to_vec()),
+                Incoming::Message(b"hb".to_vec())
+            ]
         );
     }
 
