@@ -38,9 +38,14 @@ pub(crate) struct Site {
 
 impl Site {
     pub(crate) fn new(name: &str) -> Site {
+        Site::with_manager_port(name, free_port())
+    }
+
+    /// A site whose manager listens on `port` (fixed, too: gateways find a restarted manager
+    /// where they left it).
+    pub(crate) fn with_manager_port(name: &str, port: u16) -> Site {
         let _hashing = crate::manager_api::hashing_shared();
-        // A fixed port: gateways find a restarted manager where they left it.
-        let manager_listen = format!("127.0.0.1:{}", free_port());
+        let manager_listen = format!("127.0.0.1:{port}");
         let (db, manager) =
             manager_with_admin(Engine::Sqlite, name, &["--listen", &manager_listen]);
         let m = manager.addr;
@@ -115,10 +120,27 @@ impl Site {
         uplink: u16,
         plain: bool,
     ) -> Component {
-        let listen = format!("127.0.0.1:{uplink}");
+        let uplink = SocketAddr::from(([127, 0, 0, 1], uplink));
+        self.gateway_on(cred, id, None, uplink, (!plain).then_some(&self.pki))
+    }
+
+    /// A gateway serving HTTP on `http` (a free port if `None`) and uplinks on `uplink`, over
+    /// TLS with `tls`'s certificate or in plaintext.
+    pub(crate) fn gateway_on(
+        &self,
+        cred: &std::path::Path,
+        id: &str,
+        http: Option<u16>,
+        uplink: SocketAddr,
+        tls: Option<&Pki>,
+    ) -> Component {
+        let listen = uplink.to_string();
+        let http = format!("127.0.0.1:{}", http.unwrap_or(0));
         let state = self.dir.0.join(format!("{id}-state"));
         let manager = format!("http://{}", self.manager.addr);
         let mut args = vec![
+            "--listen",
+            &http,
             "--manager",
             &manager,
             "--credential-file",
@@ -132,15 +154,14 @@ impl Site {
             "--forget-after",
             "5",
         ];
-        if plain {
-            args.push("--uplink-plaintext");
-        } else {
-            args.extend([
+        match tls {
+            None => args.push("--uplink-plaintext"),
+            Some(pki) => args.extend([
                 "--tls-cert",
-                self.pki.cert.to_str().unwrap(),
+                pki.cert.to_str().unwrap(),
                 "--tls-key",
-                self.pki.key.to_str().unwrap(),
-            ]);
+                pki.key.to_str().unwrap(),
+            ]),
         }
         start_component("conduit-gateway", &args)
     }
@@ -155,6 +176,20 @@ impl Site {
         credential: &std::path::Path,
         ca: &std::path::Path,
     ) -> Component {
+        let config = self.agent_config(name, &ipmi_bmc("s1", bmc), gateways, credential, ca);
+        start_component("conduit-agent", &["--config", config.to_str().unwrap()])
+    }
+
+    /// The configuration file of an agent serving `bmcs` (`[[bmc]]` tables) and dialing
+    /// `gateways` with `credential`, trusting `ca`.
+    pub(crate) fn agent_config(
+        &self,
+        name: &str,
+        bmcs: &str,
+        gateways: &[String],
+        credential: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> std::path::PathBuf {
         let path = self.dir.0.join(format!("{name}.toml"));
         let list: Vec<String> = gateways.iter().map(|g| format!("{g:?}")).collect();
         std::fs::write(
@@ -164,13 +199,7 @@ impl Site {
 poll_interval_secs = 1
 operation_timeout_secs = 3
 
-[[bmc]]
-id = "s1"
-address = "127.0.0.1"
-port = {port}
-username = "admin"
-password = "password"
-
+{bmcs}
 [uplink]
 gateways = [{list}]
 credential_file = {cred:?}
@@ -178,14 +207,13 @@ ca_file = {ca:?}
 datacenter = "dc1"
 plaintext = true
 "#,
-                port = bmc.port(),
                 list = list.join(", "),
                 cred = credential.display().to_string(),
                 ca = ca.display().to_string(),
             ),
         )
         .unwrap();
-        start_component("conduit-agent", &["--config", path.to_str().unwrap()])
+        path
     }
 
     /// Waits until the gateway reported `server` (new: unassigned) as `agent`'s, then assigns
@@ -211,6 +239,20 @@ plaintext = true
             Some(&self.admin),
             json!({"serverId": server, "customerId": self.acme}),
         );
+    }
+
+    /// Waits until `gw` lists `server` `online` to Acme's operator: it pulled the assignment
+    /// and the server's agent is connected there.
+    pub(crate) fn wait_online(&self, gw: &Component, server: &str) {
+        eventually(&format!("{server} online"), Duration::from_secs(15), || {
+            let (_, v) = self.gw(gw, "ListServers", Some(&self.acme_operator), json!({}));
+            let s = v["servers"]
+                .as_array()?
+                .iter()
+                .find(|s| s["serverId"] == server)?
+                .clone();
+            (s["state"] == "online").then_some(())
+        });
     }
 
     /// The audit record of `action` at the manager, once the gateway delivered it.
@@ -252,11 +294,20 @@ plaintext = true
     }
 }
 
+/// The `[[bmc]]` table of IPMI BMC `id` at `addr` (ipmi_sim's admin user).
+pub(crate) fn ipmi_bmc(id: &str, addr: SocketAddr) -> String {
+    format!(
+        "[[bmc]]\nid = {id:?}\naddress = \"{}\"\nport = {}\nusername = \"admin\"\npassword = \"password\"\n",
+        addr.ip(),
+        addr.port()
+    )
+}
+
 pub(crate) fn metric(addr: SocketAddr, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
     sample(&get(addr, "/metrics", &[]).text(), family, labels)
 }
 
-fn eventually<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn eventually<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
     wait_for(within, Duration::from_millis(100), f)
         .unwrap_or_else(|| panic!("{what} within {within:?}"))
 }

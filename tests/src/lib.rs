@@ -15,6 +15,7 @@ pub mod ipmi_exporter;
 pub mod ipmi_sim;
 pub mod pki;
 pub mod postgres;
+pub mod prometheus;
 pub mod sushy;
 pub mod udp_delay;
 pub mod vnc;

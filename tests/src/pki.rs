@@ -1,5 +1,5 @@
 //! Certificate authorities for tests: a CA and a server certificate it issued (for
-//! `localhost` and 127.0.0.1), written as PEM files.
+//! `localhost` and 127.0.0.1 unless told otherwise), written as PEM files.
 
 use std::path::PathBuf;
 
@@ -19,8 +19,14 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// A fresh CA named `name` and a server certificate from it.
+    /// A fresh CA named `name` and a server certificate from it for `localhost` and
+    /// 127.0.0.1.
     pub fn new(name: &str) -> Pki {
+        Pki::for_names(name, &["localhost", "127.0.0.1"])
+    }
+
+    /// A fresh CA and a server certificate for `names` (DNS names or IP addresses).
+    pub fn for_names(name: &str, names: &[&str]) -> Pki {
         let dir = TempDir::new(&format!("pki-{name}"));
         let ca_key = KeyPair::generate().expect("CA key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -30,8 +36,8 @@ impl Pki {
             .push(DnType::CommonName, format!("{name} test CA"));
         let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
         let key = KeyPair::generate().expect("server key");
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("server params");
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let params = CertificateParams::new(names).expect("server params");
         let cert = params
             .signed_by(&key, &ca, &ca_key)
             .expect("server certificate");

@@ -199,6 +199,24 @@ SUSHY_EMULATOR_SSL_KEY = '{key}'
     }
 }
 
+impl Sushy {
+    /// The `PowerState` of [`SYSTEM_OFF`] as the emulator itself reports it (`On`, `Off`):
+    /// the BMC's truth, asked with curl rather than through the code under test.
+    pub fn power_state(&self) -> String {
+        let out = Command::new(tool("curl"))
+            .args(["-sf", "-m", "5", "-u", "admin:password", "--cacert"])
+            .arg(&self.pki.ca)
+            .arg(format!(
+                "https://{}/redfish/v1/Systems/{SYSTEM_OFF}",
+                self.addr
+            ))
+            .output()
+            .expect("run curl");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["PowerState"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
 /// A second, unrelated CA (for a certificate that must not verify).
 pub fn other_ca(dir: &Path) -> PathBuf {
     Pki::new(dir, "other").ca
