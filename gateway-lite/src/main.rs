@@ -33,7 +33,9 @@ const FLAGS: &str =
                              credentials serve this long after the last pull (default 600);
                              then user calls answer unavailable
   --operation-timeout SECS   Longest wait for an agent's answer (default 30)
-  --max-agents N             Most uplinks at once (default 20000)
+  --max-agents N             Most uplinks at once (default and most 10000: the manager takes
+                             a gateway's connected set in one report); the open-files limit
+                             is raised to fit at start
   --agent-series-limit N     Per-agent metric families are sized for N agents (default 10000)
 ";
 
@@ -74,7 +76,15 @@ fn main() -> ExitCode {
             "forget-after" => cfg.policy.forget_after = secs(p)?,
             "trust-ttl" => cfg.trust_ttl = secs(p)?,
             "operation-timeout" => cfg.operation_timeout = secs(p)?,
-            "max-agents" => cfg.max_agents = service::parse_count(&service::flag_value(name, p)?)?,
+            "max-agents" => {
+                let n = service::parse_count(&service::flag_value(name, p)?)?;
+                let most = conduit_api::manager::MAX_REPORTED_AGENTS;
+                anyhow::ensure!(
+                    n <= most,
+                    "--max-agents: at most {most} (the manager takes a gateway's connected agents in one report; run another gateway for more)"
+                );
+                cfg.max_agents = n;
+            }
             "agent-series-limit" => {
                 cfg.agent_series_limit = service::parse_count(&service::flag_value(name, p)?)?
             }

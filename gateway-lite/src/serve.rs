@@ -70,9 +70,36 @@ impl Default for Config {
             },
             trust_ttl: Duration::from_secs(600),
             operation_timeout: Duration::from_secs(30),
-            max_agents: 20_000,
+            max_agents: conduit_api::manager::MAX_REPORTED_AGENTS,
             agent_series_limit: crate::metrics::DEFAULT_AGENTS,
         }
+    }
+}
+
+/// Raises the soft open-files limit to `want` (up to the hard limit): service managers often
+/// start processes at 1024, far below what `--max-agents` asks for. Says so when the hard
+/// limit is lower, since agents past it are refused at accept.
+fn fit_open_files(want: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let soft = lim.current.unwrap_or(u64::MAX);
+    let hard = lim.maximum.unwrap_or(u64::MAX);
+    if soft >= want {
+        return;
+    }
+    let new = want.min(hard);
+    let raised = Rlimit {
+        current: Some(new),
+        maximum: lim.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => log::info!("open files: soft limit raised from {soft} to {new}"),
+        Err(e) => log::warn!("open files: raising the soft limit from {soft} to {new}: {e}"),
+    }
+    if new < want {
+        log::warn!(
+            "open files: the hard limit ({hard}) is below the {want} that --max-agents needs: raise it (LimitNOFILE=) or fewer agents can connect"
+        );
     }
 }
 
@@ -96,6 +123,8 @@ pub fn run(
         .map(|p| read(p, "--manager-ca"))
         .transpose()?;
     let manager = Arc::new(ManagerLink::new(&cfg.manager, manager_ca, credential)?);
+    // One descriptor per uplink and per HTTP connection, and some for files and the manager.
+    fit_open_files((cfg.max_agents + args.limits.max_connections + 64) as u64);
     let tls = match (&cfg.tls, cfg.uplink_plaintext) {
         (Some((cert, key)), false) => {
             let config = conduit_uplink::tls::server_config(

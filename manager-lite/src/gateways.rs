@@ -188,10 +188,10 @@ pub fn routes(router: Router, mgr: &Arc<Manager>) -> Router {
         mgr,
         "ReportAgents",
         |mgr, g, r: m::ReportAgentsRequest| {
-            if r.agent_ids.len() > MAX_REPORT {
+            if r.agent_ids.len() > m::MAX_REPORTED_AGENTS {
                 return Err(RpcError::new(
                     Code::InvalidArgument,
-                    format!("at most {MAX_REPORT} agents per report"),
+                    format!("at most {} agents per report", m::MAX_REPORTED_AGENTS),
                 ));
             }
             for id in &r.agent_ids {

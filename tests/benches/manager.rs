@@ -33,20 +33,17 @@
 //! (the store would fsync each). The clients keep their connections alive.
 
 use std::hint::black_box;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use conduit_auth::{Claims, KeySet, Role, SigningKey};
-use conduit_tests::{
-    bin_command, bin_dir, parse_response, postgres, proc_counters, start_component, Component,
-    TempDir,
-};
+use conduit_tests::rpc_client::Client;
+use conduit_tests::stats::{median, pct};
+use conduit_tests::{bin_dir, postgres, proc_counters, start_component, Component, TempDir};
 use manager_lite::identity::password::Passwords;
 use manager_lite::store::sqlite::SqliteStore;
 use manager_lite::store::{Customer, Page, ServerFilter, Store, User};
@@ -68,120 +65,13 @@ const VERIFY_SECS: f64 = 2.0;
 const SLICES: usize = 8;
 const WRITE_SECS: f64 = 3.0;
 const CLIENTS: usize = 4;
-const TIMEOUT: Duration = Duration::from_secs(30);
 const FIX: &str = "run: cargo build --release -p manager-lite";
-
-// ---- a keep-alive Connect JSON client -------------------------------------------------------
-
-struct Client {
-    addr: SocketAddr,
-    s: Option<TcpStream>,
-}
-
-impl Client {
-    fn new(addr: SocketAddr) -> Client {
-        Client { addr, s: None }
-    }
-
-    fn connect(&mut self) -> &mut TcpStream {
-        self.s.get_or_insert_with(|| {
-            let s = TcpStream::connect_timeout(&self.addr, TIMEOUT).expect("connect");
-            s.set_nodelay(true).expect("nodelay");
-            s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-            s
-        })
-    }
-
-    /// One call: `(status, raw body)`. A kept-alive connection the server closed meanwhile is
-    /// reopened once (nothing of the request was read then).
-    fn call_raw(&mut self, method: &str, token: Option<&str>, body: &str) -> (u16, Vec<u8>) {
-        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        let req = format!(
-            "POST /conduit.manager.v1.{method} HTTP/1.1\r\nHost: bench\r\n{auth}\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        for attempt in 0..2 {
-            match self.exchange(req.as_bytes()) {
-                Ok(Some(r)) => return r,
-                Ok(None) if attempt == 0 => self.s = None,
-                Ok(None) => panic!("{method}: the manager closed the connection"),
-                Err(e) => panic!("{method}: {e}"),
-            }
-        }
-        unreachable!()
-    }
-
-    fn exchange(&mut self, req: &[u8]) -> std::io::Result<Option<(u16, Vec<u8>)>> {
-        let s = self.connect();
-        s.write_all(req)?;
-        let mut buf = Vec::with_capacity(16 * 1024);
-        let mut chunk = vec![0u8; 64 * 1024];
-        let (head_end, len) = loop {
-            let n = s.read(&mut chunk)?;
-            if n == 0 {
-                return match buf.is_empty() {
-                    true => Ok(None),
-                    false => Err(std::io::ErrorKind::UnexpectedEof.into()),
-                };
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
-                let len: usize = (head.lines())
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                break (i + 4, len);
-            }
-        };
-        while buf.len() < head_end + len {
-            let n = s.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let r = parse_response(&buf).map_err(std::io::Error::other)?;
-        if r.header("Connection").is_some_and(|v| v.contains("close")) {
-            self.s = None;
-        }
-        Ok(Some((r.status, r.body)))
-    }
-
-    fn call(&mut self, method: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-        let (status, raw) = self.call_raw(method, token, &body.to_string());
-        (status, serde_json::from_slice(&raw).unwrap_or(Value::Null))
-    }
-
-    fn ok(&mut self, method: &str, token: Option<&str>, body: Value) -> Value {
-        let (status, v) = self.call(method, token, &body);
-        assert_eq!(status, 200, "{method} {body}: {v}");
-        v
-    }
-
-    fn login(&mut self, email: &str, password: &str) -> (u16, Value) {
-        let body = json!({"email": email, "password": password});
-        self.call("AuthService/Login", None, &body)
-    }
-}
 
 fn token(v: &Value) -> String {
     v["accessToken"].as_str().expect("accessToken").to_owned()
 }
 
 // ---- numbers --------------------------------------------------------------------------------
-
-/// Nearest-rank percentile of `v` (sorted here), `p` in 0..=1.
-fn pct(v: &[f64], p: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
-}
-
-fn median(v: &[f64]) -> f64 {
-    pct(v, 0.5)
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -229,25 +119,7 @@ fn verdict(met: bool) -> &'static str {
 // ---- set-up ---------------------------------------------------------------------------------
 
 fn init_admin(data: &TempDir, flags: &[&str]) {
-    let mut child = bin_command("conduit-manager")
-        .arg("--data-dir")
-        .arg(&data.0)
-        .args(flags)
-        .args(["init", "--email", ADMIN.0])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run conduit-manager init");
-    let mut stdin = child.stdin.take().expect("stdin");
-    writeln!(stdin, "{}", ADMIN.1).expect("write the password");
-    drop(stdin);
-    let out = child.wait_with_output().expect("init");
-    assert!(
-        out.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    conduit_tests::init_manager(&data.0, flags, ADMIN);
 }
 
 fn user_email(i: usize) -> String {

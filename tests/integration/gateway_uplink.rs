@@ -34,6 +34,8 @@ pub(crate) struct Site {
     pub acme_operator: String,
     pub acme_viewer: String,
     pub globex_operator: String,
+    /// Flags every gateway started from now on gets besides the harness's own.
+    pub gateway_flags: Vec<&'static str>,
 }
 
 impl Site {
@@ -85,6 +87,7 @@ impl Site {
             acme_operator,
             acme_viewer,
             globex_operator,
+            gateway_flags: Vec::new(),
         }
     }
 
@@ -163,6 +166,7 @@ impl Site {
                 pki.key.to_str().unwrap(),
             ]),
         }
+        args.extend(self.gateway_flags.iter().copied());
         start_component("conduit-gateway", &args)
     }
 

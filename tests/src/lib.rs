@@ -16,6 +16,8 @@ pub mod ipmi_sim;
 pub mod pki;
 pub mod postgres;
 pub mod prometheus;
+pub mod rpc_client;
+pub mod stats;
 pub mod sushy;
 pub mod udp_delay;
 pub mod vnc;
@@ -305,6 +307,30 @@ pub fn bin_command(name: &str) -> Command {
         }
         None => Command::new(path),
     }
+}
+
+/// `conduit-manager init` on `data_dir` (with `flags`, e.g. a database URL): the first admin,
+/// `admin` = (e-mail, password), its password given on stdin as a script would.
+pub fn init_manager(data_dir: &Path, flags: &[&str], admin: (&str, &str)) {
+    let mut child = bin_command("conduit-manager")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(flags)
+        .args(["init", "--email", admin.0])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run conduit-manager init");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(stdin, "{}", admin.1).expect("write the password");
+    drop(stdin);
+    let out = child.wait_with_output().expect("init");
+    assert!(
+        out.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs `conduit-agent --config CONFIG ARGS…` (a CLI command) to completion.

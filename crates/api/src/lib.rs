@@ -779,11 +779,15 @@ pub mod manager {
         pub inventory_poll_secs: u64,
     }
 
+    /// Most agents one ReportAgents names: the whole connected set of a gateway travels in
+    /// one report (under the manager's 1 MiB request limit), so it bounds a gateway's agents.
+    pub const MAX_REPORTED_AGENTS: usize = 10_000;
+
     /// GatewayService.ReportAgents (gateways): the agents connected to it now.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
     pub struct ReportAgentsRequest {
-        /// Agent ids (at most 10,000).
+        /// Agent ids (at most [`MAX_REPORTED_AGENTS`]).
         pub agent_ids: Vec<String>,
     }
 
