@@ -30,8 +30,9 @@ const FLAGS: &str =
   --forget-after SECS        A disconnected agent and its series are dropped after this
                              (default 600)
   --trust-ttl SECS           Without the manager, keys, revocations, inventory and agent
-                             credentials serve this long after the last pull (default 600);
-                             then user calls answer unavailable
+                             credentials serve this long after the last pull (default 600,
+                             at least 3; pulls run at least 3 times per window); then user
+                             calls answer unavailable
   --operation-timeout SECS   Longest wait for an agent's answer (default 30)
   --max-agents N             Most uplinks at once (default and most 10000: the manager takes
                              a gateway's connected set in one report); the open-files limit
@@ -74,7 +75,12 @@ fn main() -> ExitCode {
                 cfg.policy.stale_after = 3 * hb;
             }
             "forget-after" => cfg.policy.forget_after = secs(p)?,
-            "trust-ttl" => cfg.trust_ttl = secs(p)?,
+            "trust-ttl" => {
+                let ttl = secs(p)?;
+                // pulls run at least once a second, three per window
+                anyhow::ensure!(ttl >= Duration::from_secs(3), "--trust-ttl: at least 3");
+                cfg.trust_ttl = ttl;
+            }
             "operation-timeout" => cfg.operation_timeout = secs(p)?,
             "max-agents" => {
                 let n = service::parse_count(&service::flag_value(name, p)?)?;

@@ -64,13 +64,17 @@ impl Sync {
                     if let Ok(mut dc) = self.datacenter.write() {
                         *dc = r.datacenter;
                     }
+                    let asked = Duration::from_secs(
+                        r.revocation_poll_secs
+                            .min(r.inventory_poll_secs)
+                            .clamp(1, 300),
+                    );
+                    // Pull at least three times per trust window, or a short --trust-ttl would
+                    // fail users closed between two successful pulls.
+                    let pull = asked.min(self.trust.ttl() / 3).max(Duration::from_secs(1));
                     return Some(Intervals {
                         heartbeat: Duration::from_secs(r.heartbeat_secs.clamp(1, 300)),
-                        pull: Duration::from_secs(
-                            r.revocation_poll_secs
-                                .min(r.inventory_poll_secs)
-                                .clamp(1, 300),
-                        ),
+                        pull,
                     });
                 }
                 Err(e) => log::warn!(

@@ -1023,3 +1023,145 @@ fn bad_uplinks_are_refused_agents_fail_over_and_a_manager_outage_loses_nothing()
     drop(gw2);
     drop(gw1);
 }
+
+/// Sends `signal` (`STOP`, `CONT`, `HUP`) to a component.
+fn signal(c: &Component, signal: &str) {
+    let pid = c.proc.child.id().to_string();
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+#[test]
+fn a_frozen_agent_times_out_goes_stale_and_is_dropped_and_the_inventory_follows_sighup() {
+    let mut site = Site::new("uplink-timing");
+    // Answers within 2 s, and decisions for 4 s without the manager.
+    site.gateway_flags = vec!["--operation-timeout", "2", "--trust-ttl", "4"];
+    let sim = IpmiSim::start();
+    let sim2 = IpmiSim::start();
+    let port = free_port();
+    let gw = site.gateway("gw1", port, true);
+    let g = gw.addr;
+    let cred = site.credential("AgentService", "agentId", "ag1");
+    let ws = [format!("ws://127.0.0.1:{port}")];
+    let agent = site.agent("ag1", sim.addr, &ws, &cred, &site.pki.ca);
+    site.assign_reported("s1", "ag1");
+    site.wait_online(&gw, "s1");
+    let operator = site.acme_operator.clone();
+    let op = Some(operator.as_str());
+    let dc = ("datacenter", "dc1");
+
+    // SIGHUP with a second BMC in the file: the update reaches the manager, unassigned.
+    let both = format!("{}{}", ipmi_bmc("s1", sim.addr), ipmi_bmc("s2", sim2.addr));
+    site.agent_config("ag1", &both, &ws, &cred, &site.pki.ca);
+    signal(&agent, "HUP");
+    eventually("s2 reported after SIGHUP", Duration::from_secs(15), || {
+        let (s, v) = call(
+            site.manager.addr,
+            "/conduit.manager.v1.ServerService/Get",
+            Some(&site.admin),
+            &json!({"serverId": "s2"}),
+        );
+        (s == 200 && v["agentId"] == "ag1" && v.get("customerId").is_none()).then_some(())
+    });
+
+    // The agent freezes (its TCP connection stays up): a power action gets deadline_exceeded,
+    // saying the outcome is unknown; thawed, the agent runs it and its late answer is counted
+    // without ending the link.
+    assert!(!sim.power());
+    signal(&agent, "STOP");
+    let (_, v) = site.gw(
+        &gw,
+        "PowerAction",
+        op,
+        json!({"serverId": "s1", "action": "on"}),
+    );
+    assert_eq!(v["code"], "deadline_exceeded", "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("outcome unknown"),
+        "{v}"
+    );
+    signal(&agent, "CONT");
+    eventually("the late reply counted", Duration::from_secs(10), || {
+        metric(
+            g,
+            "gateway_proxy_errors_total",
+            &[("error_type", "late_reply")],
+        )
+    });
+    assert!(sim.power(), "the action ran once the agent thawed");
+    let (s, v) = site.gw(&gw, "PowerStatus", op, json!({"serverId": "s1"}));
+    assert_eq!((s, v["power"].as_str()), (200, Some("on")), "{v}");
+    let one = [dc, ("status", "success")];
+    assert_eq!(
+        metric(g, "gateway_agent_registrations_total", &one),
+        Some(1.0),
+        "the link survived the late reply"
+    );
+
+    // Frozen again: stale after 3 missed heartbeats (not routed to), back with a late
+    // heartbeat when thawed in time.
+    signal(&agent, "STOP");
+    eventually("the agent stale", Duration::from_secs(8), || {
+        metric(g, "gateway_agents_total", &[dc, ("status", "stale")])
+    });
+    let (_, v) = site.gw(&gw, "PowerStatus", op, json!({"serverId": "s1"}));
+    assert_eq!(v["code"], "unavailable", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("stale"), "{v}");
+    let (_, v) = site.gw(&gw, "ListServers", op, json!({}));
+    assert_eq!(v["servers"][0]["state"], "stale", "{v}");
+    signal(&agent, "CONT");
+    eventually(
+        "a late heartbeat revives it",
+        Duration::from_secs(8),
+        || {
+            metric(
+                g,
+                "gateway_agent_heartbeats_total",
+                &[("agent_id", "ag1"), ("status", "late")],
+            )?;
+            metric(g, "gateway_agents_total", &[dc, ("status", "connected")])
+        },
+    );
+
+    // Frozen for good: after 6 missed heartbeats the gateway closes the link; thawed, the
+    // agent finds its link gone and registers again.
+    signal(&agent, "STOP");
+    eventually("the link closed", Duration::from_secs(12), || {
+        metric(g, "gateway_agents_total", &[dc, ("status", "disconnected")])
+    });
+    signal(&agent, "CONT");
+    eventually("registered again", Duration::from_secs(20), || {
+        (metric(g, "gateway_agent_registrations_total", &one)? == 2.0).then_some(())
+    });
+
+    // The manager goes away: decisions serve for --trust-ttl, then user calls fail closed.
+    site.manager.proc.kill9();
+    let (s, _) = site.gw(&gw, "PowerStatus", op, json!({"serverId": "s1"}));
+    assert_eq!(s, 200, "within the trust window");
+    eventually(
+        "fail closed past the trust window",
+        Duration::from_secs(10),
+        || {
+            let (_, v) = site.gw(&gw, "PowerStatus", op, json!({"serverId": "s1"}));
+            (v["code"] == "unavailable").then_some(())
+        },
+    );
+    assert!(metric(
+        g,
+        "gateway_token_validations_total",
+        &[("status", "unavailable")]
+    )
+    .is_some());
+    site.restart_manager();
+    eventually(
+        "served again once the manager is back",
+        Duration::from_secs(20),
+        || {
+            let (s, _) = site.gw(&gw, "PowerStatus", op, json!({"serverId": "s1"}));
+            (s == 200).then_some(())
+        },
+    );
+}
