@@ -64,4 +64,4 @@ APPLIANCE_CRATES=(-p conduit-agent -p conduit-board -p conduit-ipmi -p conduit-r
 QEMU_SKIP=(--skip exposition::prometheus_gets_openmetrics_and_text_clients_get_text
   --skip exposition::head_metrics_has_headers_and_no_body --skip exposition::health_and_index
   --skip metrics_reference:: --skip prometheus_e2e:: --skip manager_api::
-  --skip manager_replicas:: --skip pg_client:: --skip gateway_uplink:: --skip gateway_site::)
+  --skip manager_replicas:: --skip pg_client:: --skip gateway_uplink:: --skip gateway_site:: --skip gateway_console::)

@@ -283,6 +283,11 @@ impl Dispatcher {
                 Code::Unimplemented,
                 "this agent does not know that method",
             )),
+            // Opened by the uplink itself (a data connection, not an answer).
+            M::OpenConsole => refused(RpcError::new(
+                Code::Unimplemented,
+                "consoles are not operations",
+            )),
             M::PowerAction => match decode::<PowerActionRequest>(&body) {
                 Ok(r) => json(b.power(&r.server_id, &r.action)),
                 Err(e) => refused(e),
@@ -298,7 +303,9 @@ impl Dispatcher {
                     M::GetSensors => json(b.submit(&r.server_id, sensors)),
                     M::GetBootDevice => json(b.submit(&r.server_id, get_boot)),
                     M::GetEventLog => json(b.submit(&r.server_id, events)),
-                    _ => json(b.submit(&r.server_id, clear_events)),
+                    M::ClearEventLog => json(b.submit(&r.server_id, clear_events)),
+                    // (each method above has its own arm; none reaches here)
+                    _ => refused(RpcError::new(Code::Unimplemented, "no such operation")),
                 },
                 Err(e) => refused(e),
             },

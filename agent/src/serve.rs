@@ -107,6 +107,37 @@ impl Reload {
     }
 }
 
+/// How the uplink opens brokered consoles: tickets from the consoles, spliced to this
+/// agent's own listener.
+#[cfg(all(feature = "uplink", any(feature = "sol", feature = "vnc")))]
+fn console_dial(
+    consoles: Option<std::sync::Arc<Consoles>>,
+    listening: std::net::SocketAddr,
+) -> Option<crate::uplink::ConsoleDial> {
+    let consoles = consoles?;
+    let mut local = listening;
+    if local.ip().is_unspecified() {
+        local.set_ip(match local {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Some(crate::uplink::ConsoleDial {
+        ticket: Box::new(move |r| {
+            consoles.ticket_path(&r.server_id, &r.console, r.watch, r.takeover)
+        }),
+        local,
+    })
+}
+
+#[cfg(all(feature = "uplink", not(any(feature = "sol", feature = "vnc"))))]
+fn console_dial(
+    _: Option<std::sync::Arc<Consoles>>,
+    _: std::net::SocketAddr,
+) -> Option<crate::uplink::ConsoleDial> {
+    None
+}
+
 /// A build without consoles has none to stop.
 #[cfg(not(any(feature = "sol", feature = "vnc")))]
 struct Consoles;
@@ -263,6 +294,7 @@ pub fn run(serve: ServeArgs, options: Options) -> anyhow::Result<()> {
             u,
             fleet.clone(),
             crate::api::Dispatcher::new(fleet, ops.clone()),
+            console_dial(consoles.clone(), server.local_addr()?),
             &heartbeats,
         )?),
         _ => None,

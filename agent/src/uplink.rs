@@ -11,6 +11,12 @@
 //! that lived a minute resets the wait. A gateway silent for three heartbeat intervals (no
 //! ack, no request) is taken for dead.
 //!
+//! Consoles the gateway brokers: on `OpenConsole` the agent dials a data connection of its
+//! own to the same gateway (nothing dials in), mints a one-time ticket for its own console
+//! endpoint and splices the data connection to that endpoint on its HTTP listener, so a
+//! brokered viewer gets exactly what a local one does (the shared SOL hub, the keyboard, the
+//! caps, the byte counters).
+//!
 //! The thread `uplink` runs its own executor; operations run on `bmc-operations` as for the
 //! local API, which keeps working with no gateway at all.
 
@@ -26,6 +32,8 @@ use conduit_uplink::link::{self, Incoming, LinkError, MessageReader, Role};
 use conduit_uplink::tls::{rustls::pki_types::ServerName, TlsConnector};
 use conduit_ws::{close_code, Opcode};
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use conduit_http::rpc::{Code, RpcError};
 
 use crate::api::Dispatcher;
 use crate::config::{GatewayAddr, UplinkConfig};
@@ -82,7 +90,20 @@ impl Uplink {
     }
 }
 
+/// Mints the path (with a one-time ticket) of a console for one brokered viewer.
+pub type TicketFn = dyn Fn(&up::OpenConsole) -> Result<String, RpcError> + Send + Sync;
+
+/// What the uplink needs for the consoles a gateway brokers.
+#[allow(missing_debug_implementations)]
+pub struct ConsoleDial {
+    /// The path (with a one-time ticket) of the agent's own endpoint for one brokered viewer.
+    pub ticket: Box<TicketFn>,
+    /// Where that endpoint listens (loopback when the agent listens on every address).
+    pub local: std::net::SocketAddr,
+}
+
 struct Ctx {
+    consoles: Option<ConsoleDial>,
     cfg: UplinkConfig,
     fleet: Arc<Fleet>,
     dispatch: Dispatcher,
@@ -97,6 +118,7 @@ pub fn start(
     cfg: UplinkConfig,
     fleet: Arc<Fleet>,
     dispatch: Dispatcher,
+    consoles: Option<ConsoleDial>,
     heartbeats: &conduit_runtime::heartbeat::Heartbeats,
 ) -> anyhow::Result<Uplink> {
     let tls = match &cfg.ca_pem {
@@ -110,6 +132,7 @@ pub fn start(
     let metrics = fleet.metrics().clone();
     metrics.gateway_connection_status.set(0);
     let ctx = Arc::new(Ctx {
+        consoles,
         cfg,
         fleet,
         dispatch,
@@ -254,6 +277,15 @@ impl Ctx {
         gw: &GatewayAddr,
         ex: &Arc<smol::Executor<'static>>,
     ) -> Ended {
+        match self.dial(gw).await {
+            Ok(stream) => self.talk(stream, gw, ex).await,
+            Err((status, why)) => Ended::Failed(status, why),
+        }
+    }
+
+    /// A connection to `gw`: resolved, connected and (unless plaintext) TLS checked against
+    /// the CA, each step under [`STEP`]. `Err` carries the registration `status` and why.
+    async fn dial(&self, gw: &GatewayAddr) -> Result<BoxStream, (&'static str, String)> {
         let target = format!("{}:{}", gw.host, gw.port);
         let resolved = with_timeout(
             STEP,
@@ -262,38 +294,29 @@ impl Ctx {
         .await;
         let addrs = match resolved {
             Some(Ok(a)) if !a.is_empty() => a,
-            Some(Ok(_)) => {
-                return Ended::Failed("connect_failed", format!("{} has no address", gw.host))
-            }
-            Some(Err(e)) => {
-                return Ended::Failed("connect_failed", format!("resolve {}: {e}", gw.host))
-            }
-            None => return Ended::Failed("timeout", format!("resolving {} timed out", gw.host)),
+            Some(Ok(_)) => return Err(("connect_failed", format!("{} has no address", gw.host))),
+            Some(Err(e)) => return Err(("connect_failed", format!("resolve {}: {e}", gw.host))),
+            None => return Err(("timeout", format!("resolving {} timed out", gw.host))),
         };
         let tcp = match with_timeout(STEP, Async::<TcpStream>::connect(addrs[0])).await {
             Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                return Ended::Failed("connect_failed", format!("connect {}: {e}", addrs[0]))
-            }
-            None => return Ended::Failed("timeout", format!("connect {} timed out", addrs[0])),
+            Some(Err(e)) => return Err(("connect_failed", format!("connect {}: {e}", addrs[0]))),
+            None => return Err(("timeout", format!("connect {} timed out", addrs[0]))),
         };
         let _ = tcp.get_ref().set_nodelay(true);
         match (&self.tls, gw.tls) {
             (Some(connector), true) => {
                 let Ok(name) = ServerName::try_from(gw.host.clone()) else {
-                    return Ended::Failed(
-                        "tls_error",
-                        format!("{} is not a TLS server name", gw.host),
-                    );
+                    return Err(("tls_error", format!("{} is not a TLS server name", gw.host)));
                 };
                 match with_timeout(STEP, connector.connect(name, tcp)).await {
-                    Some(Ok(s)) => self.talk(Box::new(s), gw, ex).await,
-                    Some(Err(e)) => Ended::Failed("tls_error", format!("TLS: {e} (is the gateway's certificate issued by uplink.ca_file's CA, for {}?)", gw.host)),
-                    None => Ended::Failed("timeout", "TLS handshake timed out".into()),
+                    Some(Ok(s)) => Ok(Box::new(s)),
+                    Some(Err(e)) => Err(("tls_error", format!("TLS: {e} (is the gateway's certificate issued by uplink.ca_file's CA, for {}?)", gw.host))),
+                    None => Err(("timeout", "TLS handshake timed out".into())),
                 }
             }
-            (None, true) => Ended::Failed("tls_error", "no CA configured".into()),
-            (_, false) => self.talk(Box::new(tcp), gw, ex).await,
+            (None, true) => Err(("tls_error", "no CA configured".into())),
+            (_, false) => Ok(Box::new(tcp)),
         }
     }
 
@@ -432,7 +455,9 @@ impl Ctx {
                 }
             })
         };
-        let ended = self.serve(&mut reader, &out, &acked, heartbeat, ex).await;
+        let ended = self
+            .serve(&mut reader, &out, &acked, heartbeat, gw, ex)
+            .await;
         drop(beats);
         drop(watcher);
         let (code, reason) = match &ended {
@@ -446,11 +471,12 @@ impl Ctx {
     }
 
     async fn serve<R: AsyncRead + Unpin>(
-        &self,
+        self: &Arc<Self>,
         reader: &mut MessageReader<R>,
         out: &async_channel::Sender<Vec<u8>>,
         acked: &std::sync::atomic::AtomicU64,
         heartbeat: Duration,
+        gw: &GatewayAddr,
         ex: &Arc<smol::Executor<'static>>,
     ) -> Ended {
         let silent = 3 * heartbeat + Duration::from_secs(2);
@@ -493,29 +519,15 @@ impl Ctx {
                         .heartbeats_sent
                         .inc(&Status { status: "success" });
                 }
+                Ok(GatewayMessage::Request(call)) if call.method == up::Method::OpenConsole => {
+                    ex.spawn(self.clone().console(gw.clone(), call, out.clone()))
+                        .detach();
+                }
                 Ok(GatewayMessage::Request(call)) => {
                     let answer = self.dispatch.call(call.method, call.body);
                     let out = out.clone();
-                    ex.spawn(async move {
-                        let reply = match answer.await {
-                            Ok(v) => up::Reply {
-                                id: call.id,
-                                result: Some(v),
-                                error: None,
-                            },
-                            Err(e) => up::Reply {
-                                id: call.id,
-                                result: None,
-                                error: Some(up::ReplyError {
-                                    code: e.code.as_str().into(),
-                                    message: e.message,
-                                }),
-                            },
-                        };
-                        // a link gone meanwhile: the gateway already told its caller
-                        let _ = out.send(text(&AgentMessage::Response(reply))).await;
-                    })
-                    .detach();
+                    ex.spawn(async move { reply(&out, call.id, answer.await).await })
+                        .detach();
                 }
                 Ok(other) => {
                     return Ended::Dropped(format!("the gateway sent {other:?} out of order"))
@@ -526,6 +538,139 @@ impl Ctx {
             }
         }
     }
+}
+
+impl Ctx {
+    /// One brokered console: the data connection and the local endpoint, the answer, then
+    /// the splice until either end leaves.
+    async fn console(
+        self: Arc<Self>,
+        gw: GatewayAddr,
+        call: up::Call,
+        out: async_channel::Sender<Vec<u8>>,
+    ) {
+        match self.open_console(&gw, &call.body).await {
+            Ok((path, remote, local)) => {
+                let opened = serde_json::value::to_raw_value(&up::ConsoleOpened { path })
+                    .map_err(|e| RpcError::new(Code::Internal, e.to_string()));
+                reply(&out, call.id, opened).await;
+                splice(remote, local).await;
+            }
+            Err(e) => {
+                log::info!("uplink: console for the gateway: {}", e.message);
+                reply(&out, call.id, Err(e)).await;
+            }
+        }
+    }
+
+    async fn open_console(
+        &self,
+        gw: &GatewayAddr,
+        body: &serde_json::value::RawValue,
+    ) -> Result<(String, BoxStream, Async<TcpStream>), RpcError> {
+        let Some(dial) = &self.consoles else {
+            return Err(RpcError::new(
+                Code::Unimplemented,
+                "this agent build serves no consoles",
+            ));
+        };
+        let req: up::OpenConsole = serde_json::from_str(body.get())
+            .map_err(|e| RpcError::new(Code::InvalidArgument, format!("OpenConsole: {e}")))?;
+        if !up::valid_stream_id(&req.stream) {
+            return Err(RpcError::new(
+                Code::InvalidArgument,
+                "OpenConsole: stream must be 43 base64url characters",
+            ));
+        }
+        let path = (dial.ticket)(&req)?;
+        let unavailable = |why: String| {
+            RpcError::new(Code::Unavailable, format!("console data connection: {why}"))
+        };
+        let mut remote = self.dial(gw).await.map_err(|(_, why)| unavailable(why))?;
+        let upgrade = format!(
+            "GET {}{} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: {}\r\n\r\n",
+            up::STREAM_PATH,
+            req.stream,
+            gw.host,
+            up::STREAM_UPGRADE
+        );
+        let answered = with_timeout(STEP, async {
+            remote.write_all(upgrade.as_bytes()).await?;
+            remote.flush().await?;
+            stream_answer(&mut remote).await
+        })
+        .await;
+        match answered {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) => return Err(unavailable("the gateway refused the stream".into())),
+            Some(Err(e)) => return Err(unavailable(e.to_string())),
+            None => return Err(unavailable("the gateway did not answer".into())),
+        }
+        let local = match with_timeout(STEP, Async::<TcpStream>::connect(dial.local)).await {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Err(unavailable(format!("the local console endpoint: {e}"))),
+            None => return Err(unavailable("the local console endpoint timed out".into())),
+        };
+        let _ = local.get_ref().set_nodelay(true);
+        Ok((path, remote, local))
+    }
+}
+
+/// Reads the gateway's answer to a data connection's upgrade, one byte at a time (nothing
+/// past its head may be consumed); true for `101`.
+async fn stream_answer(s: &mut BoxStream) -> std::io::Result<bool> {
+    use futures_lite::AsyncReadExt;
+    let mut head = Vec::with_capacity(128);
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= 1024 {
+            return Ok(false);
+        }
+        let mut b = [0u8; 1];
+        if s.read(&mut b).await? == 0 {
+            return Ok(false);
+        }
+        head.push(b[0]);
+    }
+    Ok(head.starts_with(b"HTTP/1.1 101 "))
+}
+
+/// Copies both ways until either side ends, then drops both.
+async fn splice(remote: BoxStream, local: Async<TcpStream>) {
+    let (remote_r, mut remote_w) = futures_lite::io::split(remote);
+    let (mut local_w, local_r) = (&local, &local);
+    futures_lite::future::or(
+        async {
+            let _ = futures_lite::io::copy(remote_r, &mut local_w).await;
+        },
+        async {
+            let _ = futures_lite::io::copy(local_r, &mut remote_w).await;
+        },
+    )
+    .await;
+}
+
+/// Sends the answer to call `id` (a link gone meanwhile: the gateway already told its caller).
+async fn reply(
+    out: &async_channel::Sender<Vec<u8>>,
+    id: u64,
+    answer: Result<Box<serde_json::value::RawValue>, RpcError>,
+) {
+    let reply = match answer {
+        Ok(v) => up::Reply {
+            id,
+            result: Some(v),
+            error: None,
+        },
+        Err(e) => up::Reply {
+            id,
+            result: None,
+            error: Some(up::ReplyError {
+                code: e.code.as_str().into(),
+                message: e.message,
+            }),
+        },
+    };
+    let _ = out.send(text(&AgentMessage::Response(reply))).await;
 }
 
 fn text(m: &AgentMessage) -> Vec<u8> {

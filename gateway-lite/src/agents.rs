@@ -40,6 +40,8 @@ pub enum Failure {
     Timeout,
     /// The link's queue is full.
     Busy,
+    /// The link had ended before the call was made: nothing was sent.
+    Closed,
 }
 
 /// What became of an agent's reply.
@@ -60,9 +62,13 @@ pub struct Link {
     pub conn: u64,
     out: async_channel::Sender<Vec<u8>>,
     kill: async_channel::Sender<&'static str>,
-    pending: Mutex<HashMap<u64, async_channel::Sender<Result<Reply, Failure>>>>,
+    /// Calls waiting for their answers; `None` once the link has ended, so that a call made
+    /// after [`Link::fail_all`] is refused rather than left waiting.
+    pending: Mutex<Option<Pending>>,
     next_id: AtomicU64,
 }
+
+type Pending = HashMap<u64, async_channel::Sender<Result<Reply, Failure>>>;
 
 /// Frames queued per link before a call is refused as busy. The writer drains it as fast as
 /// the socket takes frames, so it fills only when the agent stops reading; a bounded channel
@@ -84,16 +90,13 @@ impl Link {
             conn,
             out,
             kill,
-            pending: Mutex::default(),
+            pending: Mutex::new(Some(Pending::new())),
             next_id: AtomicU64::new(1),
         };
         (Arc::new(link), out_rx, kill_rx)
     }
 
-    fn pending(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, async_channel::Sender<Result<Reply, Failure>>>>
-    {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Option<Pending>> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -102,6 +105,11 @@ impl Link {
     /// Queues a frame for the writer; false if the queue is full or the link gone.
     pub fn send(&self, frame: Vec<u8>) -> bool {
         self.out.try_send(frame).is_ok()
+    }
+
+    /// Whether the link has ended (its calls failed).
+    pub fn is_closed(&self) -> bool {
+        self.pending().is_none()
     }
 
     /// Asks for the link to be closed, saying why.
@@ -118,7 +126,10 @@ impl Link {
     ) -> Result<Reply, Failure> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = async_channel::bounded(1);
-        self.pending().insert(id, tx);
+        match self.pending().as_mut() {
+            Some(p) => p.insert(id, tx),
+            None => return Err(Failure::Closed),
+        };
         let msg = up::GatewayMessage::Request(Call { id, method, body });
         let json = serde_json::to_vec(&msg).unwrap_or_default();
         let frame = conduit_uplink::link::frame(
@@ -127,11 +138,11 @@ impl Link {
             &json,
         );
         if !self.send(frame) {
-            self.pending().remove(&id);
+            self.forget(id);
             return Err(Failure::Busy);
         }
         let answer = conduit_runtime::with_timeout(deadline, rx.recv()).await;
-        self.pending().remove(&id);
+        self.forget(id);
         match answer {
             Some(Ok(outcome)) => outcome,
             // the sender went away: the link failed every call
@@ -140,9 +151,16 @@ impl Link {
         }
     }
 
+    fn forget(&self, id: u64) {
+        if let Some(p) = self.pending().as_mut() {
+            p.remove(&id);
+        }
+    }
+
     /// Delivers an agent's reply to the call waiting on it.
     pub fn answer(&self, reply: Reply) -> Answered {
-        match self.pending().remove(&reply.id) {
+        let waiting = self.pending().as_mut().and_then(|p| p.remove(&reply.id));
+        match waiting {
             Some(tx) => {
                 let _ = tx.try_send(Ok(reply));
                 Answered::Delivered
@@ -154,9 +172,11 @@ impl Link {
         }
     }
 
-    /// Fails every call in flight as outcome-unknown (the link is gone).
+    /// Fails every call in flight as outcome-unknown (the link is gone), and every later one
+    /// as [`Failure::Closed`].
     pub fn fail_all(&self) {
-        for (_, tx) in self.pending().drain() {
+        let calls = self.pending().take().unwrap_or_default();
+        for (_, tx) in calls {
             let _ = tx.try_send(Err(Failure::Dropped));
         }
     }
@@ -197,7 +217,6 @@ struct Entry {
 #[derive(Debug, Default)]
 struct State {
     agents: HashMap<String, Entry>,
-    by_server: HashMap<String, String>,
     published: Vec<DatacenterStatus>,
     /// Agents whose server lists the manager has not been told yet.
     unreported: Vec<String>,
@@ -214,6 +233,8 @@ pub struct Reach {
     pub status: Status,
     /// `ipmi` or `redfish`.
     pub protocol: String,
+    /// What the agent offers for the server.
+    pub capabilities: Vec<conduit_api::uplink::Capability>,
 }
 
 /// The agents of this gateway.
@@ -284,20 +305,6 @@ impl Agents {
     }
 
     fn set_servers_locked(&self, s: &mut State, agent_id: &str, servers: Vec<ServerEntry>) {
-        s.by_server.retain(|_, a| a != agent_id);
-        for srv in &servers {
-            // A server another live agent already serves stays with it (the manager's record
-            // of the server's agent decides at the next report).
-            let taken = s
-                .by_server
-                .get(&srv.server_id)
-                .and_then(|other| s.agents.get(other))
-                .is_some_and(|e| e.link.is_some());
-            if !taken {
-                s.by_server
-                    .insert(srv.server_id.clone(), agent_id.to_owned());
-            }
-        }
         if let Some(e) = s.agents.get_mut(agent_id) {
             e.servers = servers;
         }
@@ -372,8 +379,9 @@ impl Agents {
     }
 
     /// The link to the agent serving `server_id`, if it is connected. `assigned` is the agent
-    /// the manager records for the server: when it is known, only that agent is routed to,
-    /// whatever another agent here claims.
+    /// the manager records for the server: only that agent is routed to, whatever another
+    /// agent here claims; a server the manager records no agent for yet (its first report is
+    /// on its way) is unavailable.
     pub fn route(
         &self,
         server_id: &str,
@@ -383,18 +391,16 @@ impl Agents {
         let unavailable = |why: String| RpcError::new(Code::Unavailable, why);
         let not_here =
             || unavailable("no agent serving this server is connected to this gateway".into());
-        let (agent_id, e) = match assigned {
-            Some(a) => s
-                .agents
-                .get_key_value(a)
-                .filter(|(_, e)| e.servers.iter().any(|v| v.server_id == server_id))
-                .ok_or_else(not_here)?,
-            None => s
-                .by_server
-                .get(server_id)
-                .and_then(|a| s.agents.get_key_value(a))
-                .ok_or_else(not_here)?,
+        let Some(assigned) = assigned else {
+            return Err(unavailable(
+                "the manager records no agent for this server yet: retry in a few seconds".into(),
+            ));
         };
+        let (agent_id, e) = s
+            .agents
+            .get_key_value(assigned)
+            .filter(|(_, e)| e.servers.iter().any(|v| v.server_id == server_id))
+            .ok_or_else(not_here)?;
         match (&e.link, e.status) {
             (Some(link), Status::Connected) => Ok((agent_id.clone(), link.clone())),
             (_, status) => Err(unavailable(format!(
@@ -407,24 +413,14 @@ impl Agents {
     /// Which agent reaches `server_id`, in what state.
     pub fn reach(&self, server_id: &str, assigned: Option<&str>) -> Option<Reach> {
         let s = self.state();
-        let agent_id = match assigned {
-            Some(a) => a,
-            None => s.by_server.get(server_id)?.as_str(),
-        };
+        let agent_id = assigned?;
         let e = s.agents.get(agent_id)?;
-        if !e.servers.iter().any(|v| v.server_id == server_id) {
-            return None;
-        }
-        let protocol = e
-            .servers
-            .iter()
-            .find(|v| v.server_id == server_id)
-            .map(|v| v.protocol.clone())
-            .unwrap_or_default();
+        let entry = e.servers.iter().find(|v| v.server_id == server_id)?;
         Some(Reach {
             agent_id: agent_id.to_owned(),
             status: e.status,
-            protocol,
+            protocol: entry.protocol.clone(),
+            capabilities: entry.capabilities.clone(),
         })
     }
 
@@ -459,7 +455,6 @@ impl Agents {
         for id in &forgotten {
             log::info!("agent {id}: gone for {:?}: forgotten", p.forget_after);
             s.agents.remove(id);
-            s.by_server.retain(|_, a| a != id);
             self.metrics.agent_last_heartbeat.remove(&agent_label(id));
             for status in ["ok", "late"] {
                 self.metrics.agent_heartbeats.remove(&HeartbeatLabels {
@@ -531,15 +526,21 @@ impl Agents {
         (members, reports)
     }
 
+    /// Queues every connected agent's servers to be reported again.
+    pub fn report_all(&self) {
+        let mut s = self.state();
+        let all: Vec<String> = (s.agents.iter())
+            .filter(|(_, e)| e.link.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        queue(&mut s.unreported, all);
+    }
+
     /// Puts back reports that failed.
     pub fn unreport(&self, members: bool, agents: Vec<String>) {
         let mut s = self.state();
         s.membership_changed |= members;
-        for a in agents {
-            if !s.unreported.contains(&a) {
-                s.unreported.push(a);
-            }
-        }
+        queue(&mut s.unreported, agents);
     }
 
     fn publish(&self, s: &mut State) {
@@ -571,6 +572,16 @@ impl Agents {
 fn agent_label(id: &str) -> AgentId {
     AgentId {
         agent_id: id.to_owned(),
+    }
+}
+
+/// Appends `agents` to `queue`, each at most once (in linear time: ten thousand agents).
+fn queue(queue: &mut Vec<String>, agents: Vec<String>) {
+    let mut seen: std::collections::HashSet<String> = queue.iter().cloned().collect();
+    for a in agents {
+        if seen.insert(a.clone()) {
+            queue.push(a);
+        }
     }
 }
 
@@ -642,7 +653,12 @@ mod tests {
         a.attach(&info("a1"), serves(&["s1"]), l1);
         // a second agent claims the same server
         a.attach(&info("a2"), serves(&["s1", "s2"]), l2);
-        assert_eq!(a.route("s1", None).unwrap().0, "a1", "first claim kept");
+        assert_eq!(
+            a.route("s1", None).unwrap_err().code,
+            Code::Unavailable,
+            "no record, no route"
+        );
+        assert!(a.reach("s1", None).is_none());
         assert_eq!(a.route("s1", Some("a2")).unwrap().0, "a2");
         assert_eq!(
             a.route("s2", Some("a1")).unwrap_err().code,

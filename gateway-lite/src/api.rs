@@ -40,7 +40,8 @@ pub struct Api {
     pub timeout: Duration,
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the epoch (token times, audit records).
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -68,6 +69,7 @@ fn operation(op: Op, action: &str) -> &'static str {
         Op::SetBootDevice => "boot_set",
         Op::GetEventLog => "sel_read",
         Op::ClearEventLog => "sel_clear",
+        Op::OpenConsole => "console_open",
         Op::Unknown => "unknown",
     }
 }
@@ -132,15 +134,25 @@ fn check_body(op: Op, req: &Request) -> Result<Checked, RpcError> {
     })
 }
 
+/// The caller of a user request, its token checked offline and counted in
+/// `gateway_token_validations_total`.
+pub(crate) fn caller(
+    trust: &Trust,
+    metrics: &GatewayMetrics,
+    req: &Request,
+) -> Result<Caller, RpcError> {
+    let result = trust.caller(bearer(req), unix_now());
+    let status = match &result {
+        Ok(_) => "valid",
+        Err((_, s)) => s,
+    };
+    metrics.token_validations.inc(&Status { status });
+    result.map_err(|(e, _)| e)
+}
+
 impl Api {
     fn caller(&self, req: &Request) -> Result<Caller, RpcError> {
-        let result = self.trust.caller(bearer(req), unix_now());
-        let status = match &result {
-            Ok(_) => "valid",
-            Err((_, s)) => s,
-        };
-        self.metrics.token_validations.inc(&Status { status });
-        result.map_err(|(e, _)| e)
+        caller(&self.trust, &self.metrics, req)
     }
 
     fn list(&self, req: &Request) -> Result<gw::ListServersResponse, RpcError> {
@@ -294,6 +306,13 @@ impl Api {
                         "agent {agent_id} did not answer operation {op_id} within {:?}{outcome}",
                         self.timeout
                     ),
+                ))
+            }
+            Err(Failure::Closed) => {
+                self.proxy_error("link_dropped");
+                Err(RpcError::new(
+                    Code::Unavailable,
+                    format!("the uplink to agent {agent_id} ended just now: operation {op_id} was not sent"),
                 ))
             }
             Err(Failure::Busy) => {

@@ -27,7 +27,24 @@ impl Outbox {
     pub fn open(dir: &Path) -> std::io::Result<Outbox> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("audit-outbox.jsonl");
-        OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        // A crash mid-append leaves a torn last line: end it, so that the next record starts
+        // a line of its own instead of joining the fragment (and being skipped with it).
+        let len = f.metadata()?.len();
+        if len > 0 {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut last = [0u8; 1];
+            f.seek(SeekFrom::Start(len - 1))?;
+            f.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                f.write_all(b"\n")?;
+                f.sync_data()?;
+            }
+        }
         Ok(Outbox {
             path,
             lock: Mutex::new(()),
@@ -149,15 +166,18 @@ mod tests {
         assert!(out.deliver(|_| Err("manager down")).is_err());
         let reopened = Outbox::open(&dir).unwrap();
         assert_eq!(reopened.pending().unwrap().len(), 3);
+        // the record after the torn line is kept
+        reopened.append(&rec(3)).unwrap();
+        assert_eq!(reopened.pending().unwrap().len(), 4);
         let mut got = Vec::new();
         assert_eq!(
             reopened.deliver(|b| {
                 got.extend(b);
                 Ok::<_, ()>(())
             }),
-            Ok(3)
+            Ok(4)
         );
-        assert_eq!(got, vec![rec(0), rec(1), rec(2)]);
+        assert_eq!(got, vec![rec(0), rec(1), rec(2), rec(3)]);
         assert!(reopened.pending().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }

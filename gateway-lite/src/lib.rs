@@ -7,6 +7,7 @@
 //! - `trust`: the manager's keys, revocations, inventory and vouched agent credentials, for
 //!   deciding offline; `sync` keeps them fresh and reports back; `manager_link` is the client.
 //! - `api`: `conduit.gateway.v1.GatewayService` for users; `audit`: the durable outbox.
+//! - `consoles`: users' console WebSockets, spliced to a data connection the agent dials.
 //! - `serve`: the wiring; `metrics`: the catalog.
 
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@
 pub mod agents;
 pub mod api;
 pub mod audit;
+pub mod consoles;
 pub mod manager_link;
 pub mod metrics;
 pub mod serve;

@@ -9,7 +9,8 @@ static ALLOC: conduit_metrics::heap::CountingAllocator = conduit_metrics::heap::
 
 const INTRO: &str = "\
 Usage: conduit-gateway [OPTIONS]    Register at the manager, accept agents' uplinks, and serve
-                                    GatewayService (users' BMC operations), /metrics, /health
+                                    GatewayService (users' BMC operations), consoles
+                                    (/console/{sol|vnc}/SERVER), /metrics, /health
 ";
 
 const FLAGS: &str =
@@ -33,11 +34,18 @@ const FLAGS: &str =
                              credentials serve this long after the last pull (default 600,
                              at least 3; pulls run at least 3 times per window); then user
                              calls answer unavailable
-  --operation-timeout SECS   Longest wait for an agent's answer (default 30)
+  --operation-timeout SECS   Longest wait for an agent's answer, 1 to 100 (default 30)
   --max-agents N             Most uplinks at once (default and most 10000: the manager takes
                              a gateway's connected set in one report); the open-files limit
                              is raised to fit at start
   --agent-series-limit N     Per-agent metric families are sized for N agents (default 10000)
+  --console-max N            Console sessions at once at this gateway (default 256)
+  --console-max-per-user N   ... per user (default 4)
+  --console-max-per-server N ... per server (default 8)
+  --console-idle-secs SECS   A console whose viewer sends nothing this long is closed
+                             (default 3600)
+  --console-origin ORIGIN    A web page origin (e.g. https://conduit.example) that may open
+                             consoles here besides the gateway's own; repeat for more
 ";
 
 fn main() -> ExitCode {
@@ -81,7 +89,16 @@ fn main() -> ExitCode {
                 anyhow::ensure!(ttl >= Duration::from_secs(3), "--trust-ttl: at least 3");
                 cfg.trust_ttl = ttl;
             }
-            "operation-timeout" => cfg.operation_timeout = secs(p)?,
+            "operation-timeout" => {
+                let t = secs(p)?;
+                // The HTTP server gives a deferred answer 120 s; the operation's own deadline
+                // must come first, or its audit record would be dropped with it.
+                anyhow::ensure!(
+                    (Duration::from_secs(1)..=Duration::from_secs(100)).contains(&t),
+                    "--operation-timeout: 1 to 100"
+                );
+                cfg.operation_timeout = t;
+            }
             "max-agents" => {
                 let n = service::parse_count(&service::flag_value(name, p)?)?;
                 let most = conduit_api::manager::MAX_REPORTED_AGENTS;
@@ -90,6 +107,26 @@ fn main() -> ExitCode {
                     "--max-agents: at most {most} (the manager takes a gateway's connected agents in one report; run another gateway for more)"
                 );
                 cfg.max_agents = n;
+            }
+            "console-max" => {
+                cfg.console_limits.total = service::parse_count(&service::flag_value(name, p)?)?
+            }
+            "console-max-per-user" => {
+                cfg.console_limits.per_user = service::parse_count(&service::flag_value(name, p)?)?
+            }
+            "console-max-per-server" => {
+                cfg.console_limits.per_server =
+                    service::parse_count(&service::flag_value(name, p)?)?
+            }
+            "console-idle-secs" => cfg.console_limits.idle = secs(p)?,
+            "console-origin" => {
+                let origin = service::flag_value(name, p)?;
+                anyhow::ensure!(
+                    origin.starts_with("http://") || origin.starts_with("https://"),
+                    "--console-origin {origin:?}: give scheme://host[:port]"
+                );
+                cfg.console_origins
+                    .push(origin.trim_end_matches('/').to_owned());
             }
             "agent-series-limit" => {
                 cfg.agent_series_limit = service::parse_count(&service::flag_value(name, p)?)?

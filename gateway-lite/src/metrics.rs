@@ -1,8 +1,8 @@
 //! The gateway's RFD 021 catalog (see `docs/metrics.md`).
 //!
-//! HTTP metrics come from the shared middleware; the families here are driven by agent uplinks,
-//! operation routing and console brokering, which later issues build. Until then they expose
-//! `# HELP`/`# TYPE` only.
+//! HTTP metrics come from the shared middleware; the families here are driven by agent uplinks
+//! (`uplink.rs`, `agents.rs`), operation routing (`api.rs`) and console brokering
+//! (`consoles.rs`).
 
 use conduit_http::middleware::RpcMetrics;
 use conduit_metrics::age::Age;
@@ -75,6 +75,13 @@ pub struct WebSocketError {
     pub error_type: &'static str,
 }
 
+/// `{scope}` of the console caps: `user`, `server`, `total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsoleScope {
+    /// What the cap counts per.
+    pub scope: &'static str,
+}
+
 /// Every gateway metric beyond the HTTP middleware's.
 #[derive(Debug)]
 pub struct GatewayMetrics {
@@ -112,6 +119,10 @@ pub struct GatewayMetrics {
     pub rpc: std::sync::Arc<RpcMetrics>,
     /// Addition: user tokens checked at this gateway.
     pub token_validations: CappedFamily<Status, Counter>,
+    /// Addition: the console caps.
+    pub console_session_limit: CappedFamily<ConsoleScope, Gauge>,
+    /// Addition: sessions of the busiest user and server, and in all.
+    pub console_sessions_busiest: CappedFamily<ConsoleScope, Gauge>,
 }
 
 /// Agents the per-agent families are sized for unless `--agent-series-limit` says otherwise.
@@ -168,6 +179,14 @@ impl GatewayMetrics {
             websocket_errors: b.counter_family("websocket_errors", "WebSocket errors"),
             rpc: std::sync::Arc::new(RpcMetrics::register(b)),
             token_validations: b.counter_family("token_validations", "User token validations"),
+            console_session_limit: b.gauge_family(
+                "console_session_limit",
+                "Console sessions allowed at once, per user, per server and in all",
+            ),
+            console_sessions_busiest: b.gauge_family(
+                "console_sessions_busiest",
+                "Console sessions now of the busiest user, of the busiest server, and in all",
+            ),
         }
     }
 }
@@ -187,6 +206,9 @@ mod tests {
             |m| {
                 let dc = || "dc1".to_owned();
                 m.token_validations.inc(&Status { status: "valid" });
+                let scope = ConsoleScope { scope: "user" };
+                m.console_session_limit.with(&scope, |g| g.set(4));
+                m.console_sessions_busiest.with(&scope, |g| g.set(1));
                 m.agents.with(
                     &DatacenterStatus {
                         datacenter: dc(),

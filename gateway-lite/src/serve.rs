@@ -1,6 +1,6 @@
 //! The gateway's wiring: flags into a configuration, then the HTTP stack (GatewayService,
-//! `/metrics`, `/health`), the `uplinks` executor thread (listener, links, the once-a-second
-//! sweep) and the `manager-sync` thread.
+//! `/metrics`, `/health`, consoles), the `uplinks` executor thread (listener, links, the
+//! once-a-second sweep) and the `manager-sync` thread.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +15,7 @@ use conduit_service::{ServeArgs, SignalHooks, Stack};
 use crate::agents::{Agents, Policy};
 use crate::api::Api;
 use crate::audit::Outbox;
+use crate::consoles::{Consoles, Limits};
 use crate::manager_link::ManagerLink;
 use crate::metrics::GatewayMetrics;
 use crate::trust::Trust;
@@ -49,6 +50,10 @@ pub struct Config {
     pub max_agents: usize,
     /// Per-agent families are sized for this many agents.
     pub agent_series_limit: usize,
+    /// Console caps and idle timeout.
+    pub console_limits: Limits,
+    /// Origins (besides the gateway's own) whose pages may open consoles here.
+    pub console_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -72,35 +77,45 @@ impl Default for Config {
             operation_timeout: Duration::from_secs(30),
             max_agents: conduit_api::manager::MAX_REPORTED_AGENTS,
             agent_series_limit: crate::metrics::DEFAULT_AGENTS,
+            console_limits: Limits::default(),
+            console_origins: Vec::new(),
         }
     }
 }
 
-/// Raises the soft open-files limit to `want` (up to the hard limit): service managers often
-/// start processes at 1024, far below what `--max-agents` asks for. Says so when the hard
-/// limit is lower, since agents past it are refused at accept.
-fn fit_open_files(want: u64) {
+/// Raises the soft open-files limit to fit `agents` uplinks plus `reserve` other descriptors
+/// (up to the hard limit): service managers often start processes at 1024, far below what
+/// `--max-agents` asks for. Returns how many uplinks fit: fewer than asked when the hard limit
+/// is lower, said loudly, so that uplinks can never take the descriptors the HTTP server,
+/// the manager calls and the audit outbox need.
+fn fit_open_files(agents: usize, reserve: usize) -> usize {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let want = (agents + reserve) as u64;
     let lim = getrlimit(Resource::Nofile);
     let soft = lim.current.unwrap_or(u64::MAX);
     let hard = lim.maximum.unwrap_or(u64::MAX);
-    if soft >= want {
-        return;
-    }
     let new = want.min(hard);
-    let raised = Rlimit {
-        current: Some(new),
-        maximum: lim.maximum,
-    };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => log::info!("open files: soft limit raised from {soft} to {new}"),
-        Err(e) => log::warn!("open files: raising the soft limit from {soft} to {new}: {e}"),
+    if soft < new {
+        let raised = Rlimit {
+            current: Some(new),
+            maximum: lim.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => log::info!("open files: soft limit raised from {soft} to {new}"),
+            Err(e) => log::warn!("open files: raising the soft limit from {soft} to {new}: {e}"),
+        }
     }
-    if new < want {
+    let limit = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let fit = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(reserve);
+    if fit < agents {
         log::warn!(
-            "open files: the hard limit ({hard}) is below the {want} that --max-agents needs: raise it (LimitNOFILE=) or fewer agents can connect"
+            "open files: the limit ({limit}) fits {fit} uplinks, not the {agents} of --max-agents: at most {fit} agents can connect (raise the hard limit, LimitNOFILE=)"
         );
+        return fit;
     }
+    agents
 }
 
 fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -123,8 +138,12 @@ pub fn run(
         .map(|p| read(p, "--manager-ca"))
         .transpose()?;
     let manager = Arc::new(ManagerLink::new(&cfg.manager, manager_ca, credential)?);
-    // One descriptor per uplink and per HTTP connection, and some for files and the manager.
-    fit_open_files((cfg.max_agents + args.limits.max_connections + 64) as u64);
+    // One descriptor per uplink and per HTTP connection, one per registration being checked
+    // at the manager, and some for files, listeners and the manager's own calls.
+    let max_agents = fit_open_files(
+        cfg.max_agents,
+        args.limits.max_connections + crate::uplink::MAX_OPENING + 128,
+    );
     let tls = match (&cfg.tls, cfg.uplink_plaintext) {
         (Some((cert, key)), false) => {
             let config = conduit_uplink::tls::server_config(
@@ -177,11 +196,20 @@ pub fn run(
                 outbox: outbox.clone(),
                 timeout: cfg.operation_timeout,
             });
-            built = Some((trust, agents));
+            let consoles = Consoles::new(
+                trust.clone(),
+                agents.clone(),
+                metrics.clone(),
+                outbox.clone(),
+                cfg.console_limits,
+                cfg.console_origins.clone(),
+            );
+            let router = crate::consoles::routes(router, &consoles);
+            built = Some((trust, agents, consoles));
             crate::api::routes(router, &api)
         },
     );
-    let (trust, agents) = built.expect("routes were built");
+    let (trust, agents, consoles) = built.expect("routes were built");
     let datacenter = Arc::new(RwLock::new(String::new()));
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -192,7 +220,8 @@ pub fn run(
         metrics.clone(),
         tls,
         datacenter.clone(),
-        cfg.max_agents,
+        max_agents,
+        consoles,
     );
     let sweep_beat = heartbeats.register("uplinks", Duration::from_secs(1));
     std::thread::Builder::new()

@@ -36,6 +36,12 @@ pub struct Sync {
     pub stop: Arc<AtomicBool>,
 }
 
+/// The longest one round spends reporting servers.
+const REPORT_BUDGET: Duration = Duration::from_secs(1);
+/// Every agent's servers are reported again this often: a claim the manager set aside (the
+/// server was held by another agent, since revoked) is made again.
+const REPORT_ALL_EVERY: Duration = Duration::from_secs(600);
+
 struct Intervals {
     heartbeat: Duration,
     pull: Duration,
@@ -89,15 +95,19 @@ impl Sync {
     }
 
     fn pull(&self) -> Result<(), CallError> {
+        let asked = Instant::now();
         let keys = self.manager.jwks()?;
         let revocations = self.manager.revocations()?;
         let servers = self.manager.servers()?;
-        self.trust.update(keys, &revocations, servers);
+        self.trust.update(keys, &revocations, servers, asked);
         self.agents.revoke(|id| self.trust.agent_revoked(id));
         Ok(())
     }
 
+    /// Reports what changed, for at most [`REPORT_BUDGET`]: the rest waits for the next
+    /// round, so that ten thousand agents arriving at once never hold back the pulls.
     fn report(&self) -> Result<(), CallError> {
+        let until = Instant::now() + REPORT_BUDGET;
         let (members, reports) = self.agents.take_reports();
         let mut failed: Vec<String> = Vec::new();
         let mut result = Ok(());
@@ -109,7 +119,7 @@ impl Sync {
             }
         }
         for r in reports {
-            if result.is_err() {
+            if result.is_err() || Instant::now() >= until {
                 failed.push(r.agent_id);
                 continue;
             }
@@ -135,6 +145,10 @@ impl Sync {
         let Some(iv) = self.register() else { return };
         let mut next_beat = Instant::now();
         let mut next_pull = Instant::now();
+        let mut next_report_all = Instant::now() + REPORT_ALL_EVERY;
+        // After a failed pull, retry sooner (1 s, doubling up to the interval): a short outage
+        // must not leave the trust window to expire between two scheduled pulls.
+        let mut pull_retry = Duration::from_secs(1);
         while !self.stop.load(Ordering::Relaxed) {
             self.beat.tick();
             let now = Instant::now();
@@ -149,11 +163,22 @@ impl Sync {
                 }
             }
             if now >= next_pull {
-                next_pull = now + iv.pull;
-                if let Err(e) = self.pull() {
-                    let age = self.trust.ttl();
-                    log::warn!("pulling keys, revocations and inventory: {e} (decisions serve up to {age:?} since the last pull)");
+                match self.pull() {
+                    Ok(()) => {
+                        next_pull = now + iv.pull;
+                        pull_retry = Duration::from_secs(1);
+                    }
+                    Err(e) => {
+                        let age = self.trust.ttl();
+                        log::warn!("pulling keys, revocations and inventory: {e} (decisions serve up to {age:?} since the last pull)");
+                        next_pull = Instant::now() + pull_retry.min(iv.pull);
+                        pull_retry = (pull_retry * 2).min(iv.pull);
+                    }
                 }
+            }
+            if now >= next_report_all {
+                next_report_all = now + REPORT_ALL_EVERY;
+                self.agents.report_all();
             }
             if let Err(e) = self.report() {
                 log::warn!("reporting agents: {e}");

@@ -77,11 +77,14 @@ impl Trust {
     }
 
     /// A complete pull: keys, revocations and inventory as of now.
+    /// The manager's answers to a pull that began at `asked` (freshness counts from then:
+    /// the revocations are no newer than the question).
     pub fn update(
         &self,
         keys: conduit_auth::KeySet,
         revocations: &[m::RevocationEntry],
         servers: Vec<m::Server>,
+        asked: Instant,
     ) {
         let mut list = Revocations::new();
         for r in revocations {
@@ -107,7 +110,7 @@ impl Trust {
                 )
             })
             .collect();
-        s.fresh_at = Some(Instant::now());
+        s.fresh_at = Some(asked);
     }
 
     fn fresh(&self, s: &State) -> bool {
@@ -174,6 +177,34 @@ impl Trust {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// Whether a console opened by `caller` on `server_id` may go on: the pull is fresh, and
+    /// neither the token, its login session nor its user is revoked, nor has the server
+    /// changed hands. (A console outlives its access token: it is bound to the login
+    /// session, which a logout or an admin ends.) `Err` is the reason, as a word.
+    pub fn still_allowed(&self, caller: &Caller, server_id: &str) -> Result<(), &'static str> {
+        let s = read(&self.state);
+        if !self.fresh(&s) {
+            return Err("trust_expired");
+        }
+        if s.revocations.revokes(&caller.claims) {
+            return Err("access_revoked");
+        }
+        let visible = (s.servers.get(server_id)).is_some_and(|o| may_see(&caller.claims, o));
+        if !visible {
+            return Err("access_revoked");
+        }
+        Ok(())
+    }
+
+    /// The customer owning a server (`unassigned` if none), for metric labels.
+    pub fn owner_of(&self, server_id: &str) -> String {
+        read(&self.state)
+            .servers
+            .get(server_id)
+            .and_then(|o| o.customer_id.clone())
+            .unwrap_or_else(|| "unassigned".into())
     }
 
     /// The agent the manager records for a server, if any.
@@ -261,7 +292,7 @@ mod tests {
         // nothing pulled yet: fail closed
         assert_eq!(trust.caller(Some(&op), now).unwrap_err().1, "unavailable");
         let inv = || vec![server("s1", Some("acme")), server("s2", None)];
-        trust.update(keys.clone(), &[], inv());
+        trust.update(keys.clone(), &[], inv(), Instant::now());
         let c = trust.caller(Some(&op), now).unwrap();
         assert!(trust.authorize(&c, "s1", true).is_ok());
         assert_eq!(
@@ -292,7 +323,7 @@ mod tests {
             revoked_at: now as i64,
             expires_at: now as i64 + 60,
         };
-        trust.update(keys, &[revoked], inv());
+        trust.update(keys, &[revoked], inv(), Instant::now());
         assert_eq!(trust.caller(Some(&op), now).unwrap_err().1, "revoked");
         std::thread::sleep(Duration::from_millis(350));
         assert_eq!(
@@ -328,7 +359,7 @@ mod tests {
             revoked_at: 0,
             expires_at: i64::MAX,
         };
-        trust.update(KeySet::new(), &[rev], vec![]);
+        trust.update(KeySet::new(), &[rev], vec![], Instant::now());
         assert_eq!(trust.vouched("cag_x_y"), None);
         assert!(trust.agent_revoked("a1"));
     }

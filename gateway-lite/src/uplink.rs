@@ -14,7 +14,7 @@
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_io::Async;
 use conduit_api::manager as m;
@@ -28,16 +28,17 @@ use conduit_ws::{close_code, Opcode};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::agents::{Agents, Answered, Link};
+use crate::consoles::Consoles;
 use crate::manager_link::{CallError, ManagerLink};
 use crate::metrics::{Flow, GatewayMetrics, TypeLabel, WebSocketError};
 use crate::trust::Trust;
 use conduit_metrics::labels::{DatacenterStatus, ErrorType};
 
-/// TLS plus the WebSocket upgrade must finish within this.
+/// TLS, the WebSocket upgrade and the registration message must all arrive within this of
+/// the accept (one deadline: an opening connection holds a [`MAX_OPENING`] permit).
 const OPENING: Duration = Duration::from_secs(10);
-/// The registration must arrive within this after the upgrade.
-const REGISTER_WITHIN: Duration = Duration::from_secs(10);
-/// Connections opening (not yet registered) at once.
+/// Connections opening (not yet registered) at once; one more is refused at accept, not
+/// queued, so that idle connections cannot pile up in front of real agents.
 pub const MAX_OPENING: usize = 128;
 /// Largest upgrade request head.
 const MAX_HEAD: usize = 8 * 1024;
@@ -60,6 +61,8 @@ pub struct Uplinks {
     pub datacenter: Arc<std::sync::RwLock<String>>,
     /// Most links at once.
     pub max_links: usize,
+    /// Where consoles' data connections go.
+    pub consoles: Arc<Consoles>,
     open: AtomicUsize,
     opening: Arc<async_lock::Semaphore>,
 }
@@ -75,6 +78,7 @@ impl Uplinks {
         tls: Option<TlsAcceptor>,
         datacenter: Arc<std::sync::RwLock<String>>,
         max_links: usize,
+        consoles: Arc<Consoles>,
     ) -> Arc<Self> {
         Arc::new(Uplinks {
             agents,
@@ -84,6 +88,7 @@ impl Uplinks {
             tls,
             datacenter,
             max_links,
+            consoles,
             open: AtomicUsize::new(0),
             opening: Arc::new(async_lock::Semaphore::new(MAX_OPENING)),
         })
@@ -143,28 +148,38 @@ impl Uplinks {
                 log::warn!("uplink from {peer}: refused, {} links open", self.max_links);
                 continue;
             }
+            let Some(permit) = self.opening.try_acquire_arc() else {
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                self.error("opening_limit");
+                log::debug!("uplink from {peer}: refused, {MAX_OPENING} connections opening");
+                continue;
+            };
             let _ = stream.get_ref().set_nodelay(true);
             let me = self.clone();
             ex.spawn(async move {
-                me.clone().connection(stream, peer).await;
+                me.clone().connection(stream, peer, permit).await;
                 me.open.fetch_sub(1, Ordering::AcqRel);
             })
             .detach();
         }
     }
 
+    /// `permit` is released once registered (or when the connection ends first).
     async fn connection(
         self: Arc<Self>,
         tcp: Async<std::net::TcpStream>,
         peer: std::net::SocketAddr,
+        permit: async_lock::SemaphoreGuardArc,
     ) {
-        // Released once registered (or when the connection ends first).
-        let permit = self.opening.acquire_arc().await;
+        let opening = Opening {
+            deadline: Instant::now() + OPENING,
+            _permit: permit,
+        };
         match self.tls.clone() {
             Some(acceptor) => {
-                let tls = with_timeout(OPENING, acceptor.accept(tcp)).await;
+                let tls = with_timeout(opening.left(), acceptor.accept(tcp)).await;
                 match tls {
-                    Some(Ok(stream)) => self.websocket(stream, peer, permit).await,
+                    Some(Ok(stream)) => self.websocket(stream, peer, opening).await,
                     Some(Err(e)) => {
                         self.error("tls");
                         log::debug!("uplink from {peer}: TLS: {e}");
@@ -172,7 +187,7 @@ impl Uplinks {
                     None => self.error("timeout"),
                 }
             }
-            None => self.websocket(tcp, peer, permit).await,
+            None => self.websocket(tcp, peer, opening).await,
         }
     }
 
@@ -180,12 +195,21 @@ impl Uplinks {
         self: &Arc<Self>,
         mut stream: S,
         peer: std::net::SocketAddr,
-        permit: async_lock::SemaphoreGuardArc,
+        opening: Opening,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let leftover = match with_timeout(OPENING, upgrade(&mut stream)).await {
-            Some(Ok(rest)) => rest,
+        let opened = with_timeout(opening.left(), upgrade(&mut stream, &self.consoles)).await;
+        let leftover = match opened {
+            Some(Ok(Opened::Link(rest))) => rest,
+            Some(Ok(Opened::Stream(id, rest))) => {
+                // A console's data connection: its session takes it from here.
+                drop(opening);
+                if !self.consoles.deliver(&id, Box::new(stream), rest) {
+                    log::info!("uplink from {peer}: a console stream that no session awaits");
+                }
+                return;
+            }
             Some(Err(why)) => {
                 self.error("handshake");
                 log::info!("uplink from {peer}: {why}");
@@ -221,7 +245,7 @@ impl Uplinks {
         };
         let conns = TypeLabel { r#type: UPLINK };
         self.metrics.websocket_connections.with(&conns, |g| g.inc());
-        let ended = self.link(&mut reader, &link, kill, peer, permit).await;
+        let ended = self.link(&mut reader, &link, kill, peer, opening).await;
         let (code, reason) = match &ended {
             Ok(why) => (close_code::NORMAL, *why),
             Err(e) => {
@@ -273,9 +297,9 @@ impl Uplinks {
         link: &Arc<Link>,
         kill: async_channel::Receiver<&'static str>,
         peer: std::net::SocketAddr,
-        permit: async_lock::SemaphoreGuardArc,
+        opening: Opening,
     ) -> Result<&'static str, End> {
-        let first = match with_timeout(REGISTER_WITHIN, reader.next()).await {
+        let first = match with_timeout(opening.left(), reader.next()).await {
             None => return Err(End::Timeout),
             Some(Err(e)) => return Err(End::Link(e)),
             Some(Ok(Incoming::Message(m))) => m,
@@ -295,7 +319,7 @@ impl Uplinks {
             }
         };
         let (info, reg) = agent;
-        drop(permit);
+        drop(opening);
         reader.set_max_message(up::MAX_MESSAGE);
         let agent_id = info.agent_id.clone();
         if let Some(old) = self.agents.attach(&info, reg.servers, link.clone()) {
@@ -329,6 +353,7 @@ impl Uplinks {
     ) -> Result<&'static str, End> {
         // The sweeper closes a silent link after twice the stale time; this is the backstop.
         let idle = 2 * self.agents.policy().stale_after + Duration::from_secs(5);
+        let mut late = 0u64;
         loop {
             enum Event {
                 In(Option<Result<Incoming, LinkError>>),
@@ -376,7 +401,10 @@ impl Uplinks {
                                 self.metrics.proxy_errors.inc(&ErrorType {
                                     error_type: "late_reply",
                                 });
-                                log::info!("agent {agent_id}: a reply after its call timed out");
+                                late += 1;
+                                if late == 1 {
+                                    log::info!("agent {agent_id}: a reply after its call timed out (further ones on this link are counted, not logged)");
+                                }
                             }
                             Answered::Unknown => {
                                 return Err(End::OutOfOrder("a response to no request"));
@@ -459,6 +487,19 @@ impl Uplinks {
     }
 }
 
+/// A connection between accept and registration: its deadline, and its place among the
+/// [`MAX_OPENING`].
+struct Opening {
+    deadline: Instant,
+    _permit: async_lock::SemaphoreGuardArc,
+}
+
+impl Opening {
+    fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
 fn send_json(link: &Link, msg: &GatewayMessage) {
     let json = serde_json::to_vec(msg).unwrap_or_default();
     link.send(link::frame(Role::Server, Opcode::Text, &json));
@@ -515,8 +556,20 @@ impl std::fmt::Display for End {
     }
 }
 
-/// Reads the upgrade request and answers 101; returns bytes read past the head.
-async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<Vec<u8>, String> {
+/// What an opening connection is.
+enum Opened {
+    /// An agent's control link; the bytes read past the upgrade.
+    Link(Vec<u8>),
+    /// The data connection of a console session: its stream id, the bytes read past the head.
+    Stream(String, Vec<u8>),
+}
+
+/// Reads the upgrade request and answers 101: to the uplink's WebSocket, or to the raw stream
+/// of a console that a session awaits.
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    consoles: &Consoles,
+) -> Result<Opened, String> {
     let mut buf = Vec::with_capacity(1024);
     let end = loop {
         if let Some(n) = head_len(&buf) {
@@ -534,6 +587,24 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<Vec<u8>
         }
     };
     let head = RequestHead::parse(&buf[..end]).map_err(|e| e.to_string())?;
+    if let Some(id) = head.path.strip_prefix(up::STREAM_PATH) {
+        let upgrade = head.header("Upgrade").unwrap_or_default();
+        if head.method != Method::Get || !upgrade.eq_ignore_ascii_case(up::STREAM_UPGRADE) {
+            return Err(format!("console streams upgrade to {}", up::STREAM_UPGRADE));
+        }
+        if !up::valid_stream_id(id) || !consoles.awaits(id) {
+            return Err("no console awaits this stream".into());
+        }
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {}\r\n\r\n",
+            up::STREAM_UPGRADE
+        );
+        s.write_all(answer.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        s.flush().await.map_err(|e| e.to_string())?;
+        return Ok(Opened::Stream(id.to_owned(), buf.split_off(end)));
+    }
     if head.path != up::PATH {
         return Err(format!("agents dial {}", up::PATH));
     }
@@ -550,5 +621,5 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<Vec<u8>
         .await
         .map_err(|e| e.to_string())?;
     s.flush().await.map_err(|e| e.to_string())?;
-    Ok(buf.split_off(end))
+    Ok(Opened::Link(buf.split_off(end)))
 }

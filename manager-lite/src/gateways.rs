@@ -406,15 +406,18 @@ fn report_servers(
                 // An assigned server stays with its agent: another agent claiming it (a
                 // misconfigured or compromised host) must not capture a customer's server. It
                 // moves once its agent is revoked or gone, or after an admin unassigns it.
-                let held_by_other = s.customer_id.is_some()
-                    && s.agent_id.as_deref().is_some_and(|other| {
-                        other != agent.id
-                            && mgr
-                                .auth
-                                .store
-                                .agent(other)
-                                .is_ok_and(|a| a.revoked_at.is_none())
-                    });
+                // (Only a missing agent row counts as gone: a store error is not a reason to
+                // move a customer's server.)
+                let held_by_other = match s.agent_id.as_deref() {
+                    Some(other) if s.customer_id.is_some() && other != agent.id => {
+                        match mgr.auth.store.agent(other) {
+                            Ok(a) => a.revoked_at.is_none(),
+                            Err(StoreError::NotFound) => false,
+                            Err(e) => return Err(store_error("agent", e)),
+                        }
+                    }
+                    _ => false,
+                };
                 if held_by_other {
                     log::warn!(
                         "gateway {}: agent {} reports server {}, assigned and served by agent {}: ignored",

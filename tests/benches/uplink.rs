@@ -29,19 +29,17 @@ use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use conduit_api::uplink::{self as up, AgentMessage, GatewayMessage};
+use conduit_tests::bench_site::{BenchSite, AGENT_TOKEN};
 use conduit_tests::ipmi_sim::IpmiSim;
-use conduit_tests::pki::Pki;
 use conduit_tests::rpc_client::Client;
 use conduit_tests::stats::{median, pct};
-use conduit_tests::{get, init_manager, proc_counters, sample, start_component, wait_for, TempDir};
+use conduit_tests::{get, proc_counters, sample, wait_for, TempDir};
 use conduit_uplink::link::{self, Incoming, MessageReader, Role};
 use conduit_uplink::tls::rustls::pki_types::ServerName;
 use conduit_uplink::tls::TlsConnector;
 use conduit_ws::Opcode;
-use serde_json::{json, Value};
+use serde_json::json;
 
-const ADMIN: (&str, &str) = ("root@bench.example", "correct horse battery staple");
-const OPERATOR: (&str, &str) = ("op@acme.example", "operator bench password");
 /// Connected agents measured at, the real agent included.
 const LEVELS: [usize; 2] = [1_000, 10_000];
 /// Source addresses the simulated agents connect from.
@@ -58,119 +56,33 @@ fn main() {
     let dir = TempDir::new("uplink-bench");
     let sims = LEVELS[LEVELS.len() - 1] - 1;
 
-    // The manager, with the simulated agents' credentials in its store.
-    let data = dir.0.join("manager");
-    std::fs::create_dir_all(&data).expect("manager dir");
-    init_manager(&data, &[], ADMIN);
+    // The site; the simulated agents' credentials go into the manager's store first.
+    let mut credentials = Vec::new();
     let t = Instant::now();
-    let credentials = insert_agents(&data.join("manager.db"), sims);
+    let sim = IpmiSim::start();
+    let site = BenchSite::start(
+        &dir,
+        |data| credentials = insert_agents(&data.join("manager.db"), sims),
+        "poll_interval_secs = 5",
+        &format!(
+            "[[bmc]]\nid = \"s1\"\naddress = \"127.0.0.1\"\nport = {}\nusername = \"admin\"\npassword = \"password\"\n",
+            sim.addr.port()
+        ),
+        &["s1"],
+    );
     println!(
-        "set-up: {sims} agent credentials inserted in {:.1} s; open files limit {nofile}",
+        "set-up: {sims} agent credentials inserted, the site up in {:.1} s; open files limit {nofile}",
         t.elapsed().as_secs_f64()
     );
-    let manager = start_component("conduit-manager", &["--data-dir", data.to_str().unwrap()]);
-    let mut mc = Client::new(manager.addr);
-    let admin = token(&mc.login(ADMIN.0, ADMIN.1).1);
-    let created = |mc: &mut Client, service: &str, body: Value| -> String {
-        mc.ok(&format!("{service}/Create"), Some(&admin), body)["credential"]
-            .as_str()
-            .expect("credential")
-            .to_owned()
-    };
-    let gw_cred = created(
-        &mut mc,
-        "GatewayService",
-        json!({"gatewayId": "gw1", "datacenter": "dc1"}),
-    );
-    let agent_cred = created(
-        &mut mc,
-        "AgentService",
-        json!({"agentId": "real", "datacenter": "dc1"}),
-    );
-    let customer = mc.ok(
-        "CustomerService/Create",
-        Some(&admin),
-        json!({"name": "Acme"}),
-    )["customerId"]
-        .as_str()
-        .expect("customerId")
-        .to_owned();
-    mc.ok(
-        "UserService/Create",
-        Some(&admin),
-        json!({"email": OPERATOR.0, "password": OPERATOR.1, "role": "operator", "customerId": customer}),
-    );
-    let operator = token(&mc.login(OPERATOR.0, OPERATOR.1).1);
-
-    // The gateway, over TLS with the bench's CA, at its default heartbeat interval.
-    let pki = Pki::new("uplink-bench");
-    let gw_cred_file = dir.0.join("gw1.credential");
-    std::fs::write(&gw_cred_file, &gw_cred).expect("gateway credential");
-    let uplink = SocketAddr::from(([127, 0, 0, 1], conduit_tests::free_port()));
-    let gw = start_component(
-        "conduit-gateway",
-        &[
-            "--manager",
-            &format!("http://{}", manager.addr),
-            "--credential-file",
-            gw_cred_file.to_str().unwrap(),
-            "--uplink-listen",
-            &uplink.to_string(),
-            "--tls-cert",
-            pki.cert.to_str().unwrap(),
-            "--tls-key",
-            pki.key.to_str().unwrap(),
-            "--state-dir",
-            dir.0.join("gw1-state").to_str().unwrap(),
-        ],
-    );
+    let (gw, uplink, operator) = (&site.gateway, site.uplink, site.operator.clone());
+    let agent_token = AGENT_TOKEN;
     let gw_pid = gw.proc.child.id().to_string();
-
-    // The real agent and its BMC.
-    let sim = IpmiSim::start();
-    let agent_token = "bench-agent-api-token-0123456789";
-    let agent_cred_file = dir.0.join("real.credential");
-    std::fs::write(&agent_cred_file, &agent_cred).expect("agent credential");
-    let config = dir.0.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\napi_token = {agent_token:?}\npoll_interval_secs = 5\n\n\
-             [[bmc]]\nid = \"s1\"\naddress = \"127.0.0.1\"\nport = {}\nusername = \"admin\"\npassword = \"password\"\n\n\
-             [uplink]\ngateways = [\"wss://localhost:{}\"]\ncredential_file = {:?}\nca_file = {:?}\ndatacenter = \"dc1\"\n",
-            sim.addr.port(),
-            uplink.port(),
-            agent_cred_file.display().to_string(),
-            pki.ca.display().to_string(),
-        ),
-    )
-    .expect("agent config");
-    let agent = start_component("conduit-agent", &["--config", config.to_str().unwrap()]);
-    let reported = wait_for(Duration::from_secs(30), Duration::from_millis(200), || {
-        let (s, v) = mc.call(
-            "ServerService/Get",
-            Some(&admin),
-            &json!({"serverId": "s1"}),
-        );
-        (s == 200 && v["agentId"] == "real").then_some(())
-    });
-    reported.expect("the gateway reported the real agent's server");
-    mc.ok(
-        "ServerService/Assign",
-        Some(&admin),
-        json!({"serverId": "s1", "customerId": customer}),
-    );
-    let mut gc = Client::for_package(gw.addr, "conduit.gateway.v1");
-    let online = wait_for(Duration::from_secs(30), Duration::from_millis(200), || {
-        let (_, v) = gc.call("GatewayService/ListServers", Some(&operator), &json!({}));
-        (v["servers"][0]["state"] == "online").then_some(())
-    });
-    online.expect("s1 online at the gateway");
+    let mut gc = site.gateway_client();
 
     println!(
         "\n1. PowerStatus of one ipmi_sim BMC, {CALLS} calls per path, interleaved (idle gateway)"
     );
-    let mut ac = Client::for_package(agent.addr, "conduit.agent.v1");
+    let mut ac = site.agent_client();
     power_status(&mut gc, &operator, &mut ac, agent_token, CALLS);
 
     println!(
@@ -183,7 +95,7 @@ fn main() {
         "   gateway with 1 agent: RSS {:.1} MiB (CPU so far {gw_cpu0:.2} s)",
         base_rss as f64 / 1024.0
     );
-    let generator = Generator::start(uplink, &pki.ca, credentials);
+    let generator = Generator::start(uplink, &site.pki.ca, credentials);
     for level in LEVELS {
         let t = Instant::now();
         let before = generator.stats.registered.load(Ordering::Relaxed);
@@ -254,9 +166,7 @@ fn main() {
     let lost = generator.stats.disconnected.load(Ordering::Relaxed);
     println!("\n   simulated agents disconnected during the run: {lost}");
     drop(generator);
-    drop(agent);
-    drop(gw);
-    drop(manager);
+    drop(site);
 }
 
 /// Interleaved PowerStatus through the gateway and at the agent; prints p50/p99 and the gap.
@@ -293,10 +203,6 @@ fn power_status(gw: &mut Client, operator: &str, agent: &mut Client, agent_token
         "   added at p50: {added:.3} ms (goal ≤ 1 ms: {})",
         if added <= 1.0 { "met" } else { "NOT MET" }
     );
-}
-
-fn token(v: &Value) -> String {
-    v["accessToken"].as_str().expect("accessToken").to_owned()
 }
 
 /// Raises the soft open-files limit to the hard one; the gateway and agent inherit it.

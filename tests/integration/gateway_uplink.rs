@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use conduit_tests::ipmi_sim::IpmiSim;
 use conduit_tests::pki::Pki;
+use conduit_tests::stunnel::Stunnel;
 use conduit_tests::*;
 use serde_json::{json, Value};
 
@@ -35,7 +36,9 @@ pub(crate) struct Site {
     pub acme_viewer: String,
     pub globex_operator: String,
     /// Flags every gateway started from now on gets besides the harness's own.
-    pub gateway_flags: Vec<&'static str>,
+    pub gateway_flags: Vec<String>,
+    /// The manager URL gateways started from now on dial (default: its plain HTTP address).
+    pub manager_url: Option<String>,
 }
 
 impl Site {
@@ -88,6 +91,7 @@ impl Site {
             acme_viewer,
             globex_operator,
             gateway_flags: Vec::new(),
+            manager_url: None,
         }
     }
 
@@ -140,7 +144,8 @@ impl Site {
         let listen = uplink.to_string();
         let http = format!("127.0.0.1:{}", http.unwrap_or(0));
         let state = self.dir.0.join(format!("{id}-state"));
-        let manager = format!("http://{}", self.manager.addr);
+        let manager =
+            (self.manager_url.clone()).unwrap_or_else(|| format!("http://{}", self.manager.addr));
         let mut args = vec![
             "--listen",
             &http,
@@ -166,7 +171,7 @@ impl Site {
                 pki.key.to_str().unwrap(),
             ]),
         }
-        args.extend(self.gateway_flags.iter().copied());
+        args.extend(self.gateway_flags.iter().map(String::as_str));
         start_component("conduit-gateway", &args)
     }
 
@@ -1038,7 +1043,9 @@ fn signal(c: &Component, signal: &str) {
 fn a_frozen_agent_times_out_goes_stale_and_is_dropped_and_the_inventory_follows_sighup() {
     let mut site = Site::new("uplink-timing");
     // Answers within 2 s, and decisions for 4 s without the manager.
-    site.gateway_flags = vec!["--operation-timeout", "2", "--trust-ttl", "4"];
+    site.gateway_flags = ["--operation-timeout", "2", "--trust-ttl", "4"]
+        .map(String::from)
+        .into();
     let sim = IpmiSim::start();
     let sim2 = IpmiSim::start();
     let port = free_port();
@@ -1164,4 +1171,80 @@ fn a_frozen_agent_times_out_goes_stale_and_is_dropped_and_the_inventory_follows_
             (s == 200).then_some(())
         },
     );
+}
+
+/// The manager serves plain HTTP; an operator puts a TLS-terminating proxy in front of it
+/// (stunnel). A gateway reaches it as `https://` only through a certificate from the CA it is
+/// given: another CA's is refused, logged, and nothing registers or is trusted.
+#[test]
+fn a_gateway_reaches_an_https_manager_only_through_a_certificate_it_trusts() {
+    let mut site = Site::new("gw-https-manager");
+    let proxy = Stunnel::start(site.manager.addr, &site.pki);
+    site.manager_url = Some(format!("https://localhost:{}", proxy.addr.port()));
+    let manager = site.manager.addr;
+    let registered = || {
+        metric(
+            manager,
+            "manager_gateway_registrations_total",
+            &[("status", "success")],
+        )
+        .unwrap_or(0.0)
+    };
+    let list = |site: &Site, gw: &Component| {
+        site.gw(gw, "ListServers", Some(&site.acme_operator), json!({}))
+    };
+
+    let rogue = Pki::new("gw-https-rogue");
+    site.gateway_flags = vec!["--manager-ca".into(), rogue.ca.to_str().unwrap().into()];
+    let gw = site.gateway("gw-wrong-ca", free_port(), true);
+    eventually(
+        "the gateway refuses the proxy's certificate",
+        Duration::from_secs(15),
+        || {
+            let log = gw.proc.log();
+            (log.contains("registering at https://localhost") && log.contains("certificate"))
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        registered(),
+        0.0,
+        "nothing registered through a certificate it does not trust"
+    );
+    let (status, body) = list(&site, &gw);
+    assert_eq!(status, 503, "no keys from an untrusted manager: {body}");
+    // stunnel logs each connection's end with what it forwarded to the manager: nothing.
+    let proxy_log = proxy.proc.log();
+    let ends: Vec<&str> = (proxy_log.lines())
+        .filter(|l| l.contains("byte(s) sent to socket"))
+        .collect();
+    assert!(
+        proxy_log.contains("SSL_accept")
+            && !ends.is_empty()
+            && ends
+                .iter()
+                .all(|l| l.ends_with(" 0 byte(s) sent to socket")),
+        "the handshake failed and nothing reached the manager: {proxy_log}"
+    );
+    drop(gw);
+
+    site.gateway_flags = vec!["--manager-ca".into(), site.pki.ca.to_str().unwrap().into()];
+    let gw = site.gateway("gw-right-ca", free_port(), true);
+    eventually(
+        "the gateway registers over https",
+        Duration::from_secs(15),
+        || {
+            gw.proc
+                .log()
+                .contains("registered at https://localhost")
+                .then_some(())
+        },
+    );
+    assert_eq!(registered(), 1.0);
+    // The keys and decisions came over the same link: a user's call is served.
+    let (status, body) = eventually("the gateway serves users", Duration::from_secs(10), || {
+        let (status, body) = list(&site, &gw);
+        (status == 200).then_some((status, body))
+    });
+    assert_eq!(status, 200, "{body}");
 }

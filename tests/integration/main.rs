@@ -9,6 +9,7 @@ mod console_sol;
 mod console_vnc;
 mod discovery;
 mod exposition;
+mod gateway_console;
 mod gateway_site;
 mod gateway_uplink;
 mod http_guards;

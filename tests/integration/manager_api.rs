@@ -2,9 +2,7 @@
 //! those events drives — against the release binary, every story on both engines: its
 //! SQLite file and a PostgreSQL server of the test's own (`sqlite::…` and `postgres::…`).
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use conduit_tests::*;
@@ -103,23 +101,9 @@ impl Db {
     }
 }
 
-/// `conduit-manager init` with the password on stdin.
+/// `conduit-manager init` of [`ADMIN`] on this database.
 pub(crate) fn init_admin(db: &Db) {
-    let mut child = bin_command("conduit-manager")
-        .args(db.args())
-        .args(["init", "--email", ADMIN.0])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run conduit-manager init");
-    writeln!(child.stdin.take().unwrap(), "{}", ADMIN.1).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    conduit_tests::init_manager_with(&db.args(), ADMIN);
 }
 
 /// The timing test measures argon2id work against itself: the other manager tests, which

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod bench_site;
 pub mod ipmi_exporter;
 pub mod ipmi_sim;
 pub mod pki;
@@ -18,6 +19,7 @@ pub mod postgres;
 pub mod prometheus;
 pub mod rpc_client;
 pub mod stats;
+pub mod stunnel;
 pub mod sushy;
 pub mod udp_delay;
 pub mod vnc;
@@ -312,10 +314,15 @@ pub fn bin_command(name: &str) -> Command {
 /// `conduit-manager init` on `data_dir` (with `flags`, e.g. a database URL): the first admin,
 /// `admin` = (e-mail, password), its password given on stdin as a script would.
 pub fn init_manager(data_dir: &Path, flags: &[&str], admin: (&str, &str)) {
+    let data_dir = data_dir.to_str().expect("a UTF-8 data dir");
+    init_manager_with(&[&["--data-dir", data_dir][..], flags].concat(), admin);
+}
+
+/// `conduit-manager ARGS… init` with `admin`'s password on stdin: `args` say where the
+/// database is (`--data-dir`, or `--database-url` for PostgreSQL).
+pub fn init_manager_with(args: &[&str], admin: (&str, &str)) {
     let mut child = bin_command("conduit-manager")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(flags)
+        .args(args)
         .args(["init", "--email", admin.0])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -613,16 +620,27 @@ pub fn tool(name: &str) -> PathBuf {
     panic!("{name} is not installed: scripts/test installs the test peers (needs root or sudo)")
 }
 
-/// The value of the first sample of `family` carrying all of `labels`, from an exposition.
+/// The value of the first sample of `family` carrying all of `labels`, from an exposition
+/// (`family` may also name a histogram's `_count`, `_sum` or `_bucket` series).
 pub fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let fams = conduit_reference::parse_exposition(text).expect("a valid exposition");
-    fams.get(family)?
-        .samples
+    // A histogram's `_count`, `_sum` or `_bucket` series, by its sample name.
+    let (fam, series) = match fams.get(family) {
+        Some(f) => (f, None),
+        None => {
+            let base = ["_count", "_sum", "_bucket"]
+                .iter()
+                .find_map(|suffix| family.strip_suffix(suffix))?;
+            (fams.get(base)?, Some(family))
+        }
+    };
+    fam.samples
         .iter()
         .find(|s| {
-            labels
-                .iter()
-                .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+            series.is_none_or(|n| s.name == n)
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
         })
         .map(|s| s.value)
 }

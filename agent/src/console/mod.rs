@@ -13,7 +13,7 @@ use async_io::Async;
 use conduit_api::agent::{CreateConsoleTicketRequest, CreateConsoleTicketResponse, BMC_SERVICE};
 use conduit_http::router::Router;
 use conduit_http::rpc::{check_bearer, unary, Code, RpcError};
-use conduit_http::ticket::{MintError, Tickets};
+use conduit_http::ticket::Tickets;
 use conduit_http::{Method, Request, Response};
 use conduit_ws::{self as ws, Opcode};
 use futures_lite::AsyncWriteExt;
@@ -109,12 +109,7 @@ fn mint(
     let ticket = auth
         .tickets
         .mint(&scope(kind, server))
-        .map_err(|e| match e {
-            MintError::Full(_) => {
-                RpcError::exhausted(format!("no console ticket: {e}"), TICKET_TTL)
-            }
-            MintError::Random => RpcError::new(Code::Internal, format!("no console ticket: {e}")),
-        })?;
+        .map_err(|e| e.to_rpc(TICKET_TTL))?;
     Ok(CreateConsoleTicketResponse {
         path: format!("/console/{kind}/{server}?ticket={ticket}"),
         ticket,
@@ -179,14 +174,34 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     payload
 }
 
-/// The consoles, for a clean stop.
-#[derive(Debug, Default)]
+/// The consoles, for a clean stop and for the uplink's brokered consoles.
+#[derive(Debug)]
 pub struct Consoles {
     #[cfg(feature = "sol")]
     hubs: Option<Arc<sol::hub::Hubs>>,
+    auth: ConsoleAuth,
+    fleet: Arc<Fleet>,
 }
 
 impl Consoles {
+    /// The path, with a one-time ticket, of console `kind` of `server` for a viewer the
+    /// gateway brokers (`watch`: never holds the keyboard; `takeover`: takes it on arrival).
+    pub fn ticket_path(
+        &self,
+        server: &str,
+        kind: &str,
+        watch: bool,
+        takeover: bool,
+    ) -> Result<String, RpcError> {
+        let mut path = mint(&self.auth, &self.fleet, server, kind)?.path;
+        if watch {
+            path.push_str("&mode=watch");
+        } else if takeover {
+            path.push_str("&mode=takeover");
+        }
+        Ok(path)
+    }
+
     /// Ends the consoles of `servers` (their configuration changed, or they left the
     /// inventory); the others go on. (A VNC session holds its own connection to the BMC and
     /// ends with its viewer.)
@@ -225,7 +240,12 @@ pub fn routes(
     let auth = ConsoleAuth::new(token);
     let router = ticket_routes(router, fleet.clone(), auth.clone());
     #[allow(unused_mut)]
-    let mut consoles = Consoles::default();
+    let mut consoles = Consoles {
+        #[cfg(feature = "sol")]
+        hubs: None,
+        auth: auth.clone(),
+        fleet: fleet.clone(),
+    };
     #[cfg(feature = "sol")]
     let router = {
         let beat = heartbeats.register("sol console executor", job_thread::BEAT_PERIOD);

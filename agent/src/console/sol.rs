@@ -167,10 +167,10 @@ pub fn routes(
                 return full.response();
             }
         };
-        let (takeover, force) = mode(req);
+        let (takeover, force, watch) = mode(req);
         // Joined before the 101 goes out: a viewer sees the console from the moment its
         // WebSocket is open (a client that leaves at once just drops its seat).
-        let attached = hubs.attach(&id, takeover, force);
+        let attached = hubs.attach(&id, takeover, force, watch);
         resp.with_upgrade(Upgrade::new(move |stream, leftover| {
             Box::pin(async move {
                 let _slot = slot;
@@ -188,11 +188,14 @@ pub fn routes(
     (router, registry)
 }
 
-/// `(takeover, force)` from the query: `mode=takeover` or `takeover=1`; `force=1`.
-fn mode(req: &conduit_http::Request) -> (bool, bool) {
+/// `(takeover, force, watch)` from the query: `mode=takeover` or `takeover=1`; `force=1`;
+/// `mode=watch` (never the keyboard).
+fn mode(req: &conduit_http::Request) -> (bool, bool, bool) {
     let flag = |name| req.query_param(name).is_some_and(|v| yes(&v));
-    let takeover = req.query_param("mode").as_deref() == Some("takeover") || flag("takeover");
-    (takeover, flag("force"))
+    let mode = req.query_param("mode");
+    let takeover = mode.as_deref() == Some("takeover") || flag("takeover");
+    let watch = mode.as_deref() == Some("watch");
+    (takeover && !watch, flag("force"), watch)
 }
 
 fn yes(v: &str) -> bool {
@@ -813,9 +816,16 @@ mod tests {
             query: Some(q.into()),
             ..Default::default()
         };
-        assert_eq!(mode(&req("ticket=abc&mode=takeover&force=1")), (true, true));
-        assert_eq!(mode(&req("takeover=yes")), (true, false));
-        assert_eq!(mode(&req("takeover&force=0&mode=view")), (false, false));
+        assert_eq!(
+            mode(&req("ticket=abc&mode=takeover&force=1")),
+            (true, true, false)
+        );
+        assert_eq!(mode(&req("takeover=yes")), (true, false, false));
+        assert_eq!(
+            mode(&req("takeover&force=0&mode=view")),
+            (false, false, false)
+        );
+        assert_eq!(mode(&req("mode=watch&takeover=1")), (false, false, true));
         assert!(yes("1") && yes("true") && yes("yes"));
         assert!(!yes("") && !yes("0") && !yes("false"));
     }

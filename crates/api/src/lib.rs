@@ -1040,4 +1040,51 @@ pub mod gateway {
         /// The caller's servers in this gateway's datacenter.
         pub servers: Vec<Server>,
     }
+
+    /// One console session brokered here.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Session {
+        /// Session id (random; names the session in CloseSession and the audit record).
+        pub session_id: String,
+        /// Server id.
+        pub server_id: String,
+        /// `sol` or `vnc`.
+        pub console: String,
+        /// The user (token subject) watching or typing.
+        pub user_id: String,
+        /// Whether the user only watches.
+        pub watch: bool,
+        /// Unix seconds.
+        pub started_at: i64,
+        /// Console payload bytes from the viewer so far.
+        pub bytes_in: u64,
+        /// Console payload bytes to the viewer so far.
+        pub bytes_out: u64,
+    }
+
+    /// ListSessions request: nothing (the caller's sessions; an admin's: all).
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ListSessionsRequest {}
+
+    /// ListSessions response.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ListSessionsResponse {
+        /// Sessions, oldest first.
+        pub sessions: Vec<Session>,
+    }
+
+    /// CloseSession request (the session's user, or an admin).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct CloseSessionRequest {
+        /// Session id.
+        pub session_id: String,
+    }
+
+    /// CloseSession response: nothing.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CloseSessionResponse {}
 }

@@ -8,6 +8,13 @@
 //! request bodies ([`crate::agent`]) and responses its answers, so an operation means the same
 //! through a gateway as at the agent.
 //!
+//! Consoles: the gateway asks for one with an `OpenConsole` request naming a random stream
+//! id; the agent dials a data connection of its own to the gateway (`STREAM_PATH` + the id,
+//! upgraded to a raw byte stream), answers with the path of its console endpoint (carrying a
+//! one-time ticket), and splices that connection to the endpoint. The gateway then opens the
+//! console's WebSocket over the data connection and splices its viewer to it: console bytes
+//! never share the control link, so a busy VNC stream cannot delay an operation.
+//!
 //! Versions: [`VERSION`]. A minor version only adds optional fields and methods (readers ignore
 //! unknown fields, and answer an unknown method `unimplemented`); a gateway refuses an agent
 //! of another major version, reading only the `version` field to say so.
@@ -18,8 +25,12 @@ use serde::{Deserialize, Serialize};
 pub const SUBPROTOCOL: &str = "conduit.uplink.v1";
 /// The path agents dial.
 pub const PATH: &str = "/uplink";
-/// This build's uplink protocol version.
-pub const VERSION: Version = Version { major: 1, minor: 0 };
+/// This build's uplink protocol version (1.1: consoles).
+pub const VERSION: Version = Version { major: 1, minor: 1 };
+/// Where an agent dials a console's data connection: this, then the stream id.
+pub const STREAM_PATH: &str = "/uplink/stream/";
+/// The `Upgrade` token of a data connection (a raw byte stream after the 101).
+pub const STREAM_UPGRADE: &str = "conduit-stream";
 /// Largest message either end accepts (a big BMC's event log fits many times over).
 pub const MAX_MESSAGE: usize = 4 << 20;
 /// Largest registration a gateway accepts: it arrives before the agent has authenticated, so
@@ -183,6 +194,8 @@ pub enum Method {
     GetEventLog,
     /// `ServerRequest` → `ClearEventLogResponse`.
     ClearEventLog,
+    /// [`OpenConsole`] → [`ConsoleOpened`] (since 1.1).
+    OpenConsole,
     /// A method of a later minor version: answered `unimplemented`.
     #[serde(other)]
     Unknown,
@@ -200,6 +213,7 @@ impl Method {
             Method::SetBootDevice => "SetBootDevice",
             Method::GetEventLog => "GetEventLog",
             Method::ClearEventLog => "ClearEventLog",
+            Method::OpenConsole => "OpenConsole",
             Method::Unknown => "unknown",
         }
     }
@@ -211,6 +225,40 @@ impl Method {
             Method::PowerAction | Method::SetBootDevice | Method::ClearEventLog
         )
     }
+}
+
+/// A console the gateway asks an agent to open for one viewer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenConsole {
+    /// Server id.
+    pub server_id: String,
+    /// `sol` or `vnc`.
+    pub console: String,
+    /// The data connection's id: 32 random bytes, base64url (43 characters), known only to
+    /// the two ends.
+    pub stream: String,
+    /// The viewer only watches (a SOL viewer that never holds the keyboard).
+    #[serde(default)]
+    pub watch: bool,
+    /// The viewer takes the keyboard on arrival.
+    #[serde(default)]
+    pub takeover: bool,
+}
+
+/// The agent's answer: its data connection is up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleOpened {
+    /// The agent's console path, with its one-time ticket, to open over the data connection.
+    pub path: String,
+}
+
+/// Whether `s` has the shape of a stream id (43 base64url characters: 32 bytes).
+pub fn valid_stream_id(s: &str) -> bool {
+    s.len() == 43
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// One operation the gateway asks for.

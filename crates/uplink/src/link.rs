@@ -141,8 +141,9 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                 continue;
             };
             self.buf.drain(..used);
-            if self.buf.is_empty() && self.buf.capacity() > 4 * READ_CHUNK {
-                // A large message passed: do not keep its buffer for an idle link.
+            if self.buf.is_empty() && self.buf.capacity() > IDLE_CHUNK {
+                // A message bigger than a heartbeat passed: an idle link (thousands of them
+                // at a gateway) keeps no more than the next small read needs.
                 self.buf = Vec::new();
             }
             match frame.opcode {

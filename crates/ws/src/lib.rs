@@ -6,6 +6,8 @@
 //! Frames from clients must be masked (§5.1); frames we send are not. Payloads are bounded
 //! by the caller's limit: an oversized frame is an error before any of it is buffered.
 
+pub mod scan;
+
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// Why a handshake or a frame is refused.

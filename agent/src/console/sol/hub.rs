@@ -119,6 +119,8 @@ struct Seat {
     ending: Arc<OnceLock<Ending>>,
     // Already told that its keystrokes are dropped.
     told_read_only: bool,
+    // Only watches: never holds the keyboard (a viewer-role user through a gateway).
+    watch: bool,
 }
 
 /// A viewer joining a hub.
@@ -179,6 +181,7 @@ impl Hubs {
         server_id: &str,
         takeover: bool,
         force: bool,
+        watch: bool,
     ) -> Result<Viewer, &'static str> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -193,6 +196,7 @@ impl Hubs {
                 stop: stop_tx,
                 ending: ending.clone(),
                 told_read_only: false,
+                watch,
             },
             takeover,
             force,
@@ -852,6 +856,7 @@ impl Hub {
             self.send(id, line);
         }
         match self.writer {
+            _ if self.seats.last().is_some_and(|s| s.watch) => {}
             None => self.writer = Some(id),
             Some(_) if j.takeover => self.give_keyboard(id),
             Some(_) => {}
@@ -859,7 +864,11 @@ impl Hub {
     }
 
     fn give_keyboard(&mut self, id: u64) {
-        if self.writer == Some(id) || !self.seats.iter().any(|s| s.id == id) {
+        if self.writer == Some(id) {
+            return;
+        }
+        if !self.seats.iter().any(|s| s.id == id && !s.watch) {
+            self.tell_read_only(id); // a watcher asked (or one that left)
             return;
         }
         if let Some(old) = self.writer.replace(id) {
@@ -884,12 +893,12 @@ impl Hub {
         if std::mem::replace(&mut s.told_read_only, true) {
             return;
         }
-        self.send(
-            id,
-            status_line(
-                "read-only: another viewer has the keyboard; send {\"type\":\"takeover\"} to take it",
-            ),
-        );
+        let line = if s.watch {
+            "read-only: you are watching this console"
+        } else {
+            "read-only: another viewer has the keyboard; send {\"type\":\"takeover\"} to take it"
+        };
+        self.send(id, status_line(line));
     }
 
     /// Drops the seats of viewers that left; the oldest remaining viewer gets the keyboard
@@ -906,7 +915,7 @@ impl Hub {
         {
             return;
         }
-        self.writer = self.seats.first().map(|s| s.id);
+        self.writer = self.seats.iter().find(|s| !s.watch).map(|s| s.id);
         if let Some(id) = self.writer {
             self.send(id, status_line("you have the keyboard"));
         }
@@ -1031,7 +1040,15 @@ mod tests {
         join_with(hub, id, takeover, false)
     }
 
+    fn join_watching(hub: &mut Hub, id: u64) -> Ends {
+        join_seat(hub, id, false, false, true)
+    }
+
     fn join_with(hub: &mut Hub, id: u64, takeover: bool, force: bool) -> Ends {
+        join_seat(hub, id, takeover, force, false)
+    }
+
+    fn join_seat(hub: &mut Hub, id: u64, takeover: bool, force: bool, watch: bool) -> Ends {
         let (output_tx, output) = async_channel::bounded(VIEWER_QUEUE);
         let (stop_tx, stop) = async_channel::bounded(1);
         let ending = Arc::new(OnceLock::new());
@@ -1042,6 +1059,7 @@ mod tests {
                 stop: stop_tx,
                 ending: ending.clone(),
                 told_read_only: false,
+                watch,
             },
             takeover,
             force,
@@ -1059,6 +1077,26 @@ mod tests {
             .sol_errors
             .with(&ErrorType { error_type }, |c| c.get())
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_watcher_never_holds_the_keyboard() {
+        let mut hub = hub();
+        let w = join_watching(&mut hub, 1);
+        assert_eq!(hub.writer, None, "the first viewer, but a watcher");
+        hub.give_keyboard(w.id);
+        assert_eq!(hub.writer, None);
+        assert_eq!(
+            w.lines(),
+            ["[conduit: read-only: you are watching this console]"]
+        );
+        let o = join(&mut hub, 2, false);
+        assert_eq!(hub.writer, Some(o.id), "the first who may type");
+        assert!(o.lines().is_empty());
+        drop(o);
+        hub.prune();
+        assert_eq!(hub.writer, None, "not passed to the watcher");
+        assert!(w.lines().is_empty());
     }
 
     #[test]
@@ -1142,7 +1180,7 @@ mod tests {
             },
         );
         // A viewer arrives (a reloaded browser tab): a new hub takes the old one's place...
-        let viewer = hubs.attach("s1", false, false).unwrap();
+        let viewer = hubs.attach("s1", false, false, false).unwrap();
         let generation = registered(&hubs).unwrap();
         assert_ne!(generation, 0);
         // ...and does not try to activate SOL while the old session may still hold it.
