@@ -554,7 +554,14 @@ impl Ctx {
                 let opened = serde_json::value::to_raw_value(&up::ConsoleOpened { path })
                     .map_err(|e| RpcError::new(Code::Internal, e.to_string()));
                 reply(&out, call.id, opened).await;
-                splice(remote, local).await;
+                // A thread of its own: a busy console never delays the uplink's messages.
+                let spawned = std::thread::Builder::new()
+                    .name("console-splice".into())
+                    .stack_size(SPLICE_STACK)
+                    .spawn(move || futures_lite::future::block_on(splice(remote, local)));
+                if let Err(e) = spawned {
+                    log::error!("uplink: no thread for a console: {e}");
+                }
             }
             Err(e) => {
                 log::info!("uplink: console for the gateway: {}", e.message);
@@ -634,19 +641,28 @@ async fn stream_answer(s: &mut BoxStream) -> std::io::Result<bool> {
     Ok(head.starts_with(b"HTTP/1.1 101 "))
 }
 
-/// Copies both ways until either side ends, then drops both.
+/// A splice thread's stack (its buffers are on the heap).
+const SPLICE_STACK: usize = 256 * 1024;
+
+/// Copies both ways until either side ends, then drops both: large reads toward the viewer
+/// (console output, VNC updates), small ones from it.
 async fn splice(remote: BoxStream, local: Async<TcpStream>) {
-    let (remote_r, mut remote_w) = futures_lite::io::split(remote);
-    let (mut local_w, local_r) = (&local, &local);
+    let (remote_r, remote_w) = futures_lite::io::split(remote);
     futures_lite::future::or(
-        async {
-            let _ = futures_lite::io::copy(remote_r, &mut local_w).await;
-        },
-        async {
-            let _ = futures_lite::io::copy(local_r, &mut remote_w).await;
-        },
+        pump(remote_r, &local, 16 * 1024),
+        pump(&local, remote_w, 256 * 1024),
     )
     .await;
+}
+
+async fn pump(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin, size: usize) {
+    use futures_lite::AsyncReadExt;
+    let mut buf = vec![0u8; size];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
 }
 
 /// Sends the answer to call `id` (a link gone meanwhile: the gateway already told its caller).

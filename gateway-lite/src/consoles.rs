@@ -70,8 +70,11 @@ const OPEN_WITHIN: Duration = Duration::from_secs(15);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a live session checks its uplink, its user's right and its idle time.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
-/// Relay read size.
-const CHUNK: usize = 16 * 1024;
+/// Relay read sizes: toward the viewer (console output, VNC updates), and from it.
+const CHUNK_OUT: usize = 256 * 1024;
+const CHUNK_IN: usize = 16 * 1024;
+/// A session thread's stack (its buffers are on the heap).
+const SESSION_STACK: usize = 512 * 1024;
 
 /// The caps and the idle timeout.
 #[derive(Debug, Clone, Copy)]
@@ -342,8 +345,24 @@ impl Consoles {
         let me = self.clone();
         resp.with_upgrade(Upgrade::new(move |stream, leftover| {
             Box::pin(async move {
-                me.session(stream, leftover, kind, server, t, takeover)
-                    .await;
+                // Each session relays on a thread of its own: a busy stream neither waits
+                // behind nor delays the HTTP I/O thread's requests, or another console.
+                let (done_tx, done) = async_channel::bounded::<()>(1);
+                let spawned = std::thread::Builder::new()
+                    .name("console".into())
+                    .stack_size(SESSION_STACK)
+                    .spawn(move || {
+                        futures_lite::future::block_on(
+                            me.session(stream, leftover, kind, server, t, takeover),
+                        );
+                        drop(done_tx);
+                    });
+                match spawned {
+                    Ok(_) => {
+                        let _ = done.recv().await;
+                    }
+                    Err(e) => log::error!("no thread for a console session: {e}"),
+                }
             })
         }))
         .with_header("Cache-Control", "no-store")
@@ -744,12 +763,14 @@ impl Relay<'_> {
         let stop: Cell<Option<&'static str>> = Cell::new(None);
         let (stopping_tx, stopping) = async_channel::bounded::<()>(1);
         let upstream = async {
-            let mut chunk = viewer_leftover;
-            let mut buf = vec![0u8; CHUNK];
+            let mut buf = viewer_leftover;
+            let mut filled = buf.len();
+            buf.resize(filled.max(CHUNK_IN), 0);
             loop {
+                let chunk = &buf[..filled];
                 if !chunk.is_empty() {
                     let (b, m) = (scan_in.payload_bytes, scan_in.messages);
-                    if scan_in.feed(&chunk).is_err() {
+                    if scan_in.feed(chunk).is_err() {
                         return End::Failed("protocol");
                     }
                     let (db, dm) = (scan_in.payload_bytes - b, scan_in.messages - m);
@@ -759,17 +780,16 @@ impl Relay<'_> {
                     add(&self.bytes_in, db);
                     add(&self.messages_in, dm);
                     self.live.bytes_in.fetch_add(db, Ordering::Relaxed);
-                    match with_timeout(WRITE_TIMEOUT, to_agent.write_all(&chunk)).await {
+                    match with_timeout(WRITE_TIMEOUT, to_agent.write_all(chunk)).await {
                         Some(Ok(())) => {}
                         Some(Err(_)) => return End::Agent,
                         None => return End::Failed("agent_too_slow"),
                     }
                 }
-                let n = match (&*viewer).read(&mut buf).await {
+                filled = match (&*viewer).read(&mut buf).await {
                     Ok(0) | Err(_) => return End::Viewer,
                     Ok(n) => n,
                 };
-                chunk = buf[..n].to_vec();
             }
         };
         let downstream = async {
@@ -778,10 +798,11 @@ impl Relay<'_> {
                 Stopping,
                 Late,
             }
-            let mut buf = vec![0u8; CHUNK];
-            let mut pending = agent_leftover;
+            let mut buf = agent_leftover;
+            let mut filled = buf.len();
+            buf.resize(filled.max(CHUNK_OUT), 0);
             loop {
-                let mut rest: &[u8] = &pending;
+                let mut rest: &[u8] = &buf[..filled];
                 while !rest.is_empty() {
                     // Once asked to stop, forward only up to the end of the current frame,
                     // so that the close frame starts a frame of its own.
@@ -829,12 +850,12 @@ impl Relay<'_> {
                     )
                     .await
                 };
-                match got {
-                    Got::Stopping => pending = Vec::new(),
+                filled = match got {
+                    Got::Stopping => 0,
                     Got::Late => return End::Ended(stop.get().unwrap_or("closed")),
                     Got::Read(Ok(0)) | Got::Read(Err(_)) => return End::Agent,
-                    Got::Read(Ok(n)) => pending = buf[..n].to_vec(),
-                }
+                    Got::Read(Ok(n)) => n,
+                };
             }
         };
         let watched = async {

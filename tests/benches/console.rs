@@ -451,12 +451,15 @@ fn start_relays(server: SocketAddr, dir: &TempDir) -> (Peers, [Relay; 4]) {
     let (copy, copy_addr) = start_until("copy loop", copy, TIMEOUT, ready);
 
     // The release binaries, checked newer than what they are built from.
-    for name in ["conduit-agent", "conduit-gateway", "conduit-manager"] {
+    for (name, own) in [
+        ("conduit-agent", "agent"),
+        ("conduit-gateway", "gateway-lite"),
+        ("conduit-manager", "manager-lite"),
+    ] {
         let bin = bin_dir().join(name);
         let built = std::fs::metadata(&bin).and_then(|m| m.modified());
         let built = built.unwrap_or_else(|_| panic!("{} is missing; {FIX}", bin.display()));
-        let dirs = ["agent", "board", "crates", "gateway-lite", "manager-lite"];
-        let newest = dirs.map(|c| newest_source(&workspace_root().join(c)));
+        let newest = [own, "board", "crates"].map(|c| newest_source(&workspace_root().join(c)));
         assert!(bin_dir().ends_with("release"), "not a release build; {FIX}");
         assert!(
             newest.iter().all(|t| built >= *t),
