@@ -558,7 +558,10 @@ impl Ctx {
                 let spawned = std::thread::Builder::new()
                     .name("console-splice".into())
                     .stack_size(SPLICE_STACK)
-                    .spawn(move || futures_lite::future::block_on(splice(remote, local)));
+                    .spawn(move || {
+                        conduit_runtime::yield_to_operations();
+                        futures_lite::future::block_on(splice(remote, local))
+                    });
                 if let Err(e) = spawned {
                     log::error!("uplink: no thread for a console: {e}");
                 }

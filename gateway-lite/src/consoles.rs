@@ -352,6 +352,7 @@ impl Consoles {
                     .name("console".into())
                     .stack_size(SESSION_STACK)
                     .spawn(move || {
+                        conduit_runtime::yield_to_operations();
                         futures_lite::future::block_on(
                             me.session(stream, leftover, kind, server, t, takeover),
                         );

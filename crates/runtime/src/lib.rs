@@ -1,7 +1,8 @@
 //! The small async-runtime pieces every Conduit crate shares (on smol's `async-io`):
 //! [`with_timeout`] bounds a future, [`Background`] and [`every`] run a round of work on an
 //! interval on a thread of its own until stopped (the agent's poller and discovery),
-//! [`heartbeat`] proves such loops progress, [`job_thread`] runs jobs on an executor thread.
+//! [`heartbeat`] proves such loops progress, [`job_thread`] runs jobs on an executor thread,
+//! [`yield_to_operations`] lowers a bulk-transfer thread's CPU priority.
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,13 @@ pub async fn with_timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<
         None
     })
     .await
+}
+
+/// Lowers the calling thread's scheduling priority (nice +5; Linux nice values are per thread):
+/// for threads that move bulk bytes (console relays), so that on a busy machine the threads
+/// that answer operations, heartbeats and scrapes are scheduled first. Best effort.
+pub fn yield_to_operations() {
+    let _ = rustix::process::setpriority_process(None, 5);
 }
 
 /// A background thread, stopped (and joined) by [`Background::stop`].
