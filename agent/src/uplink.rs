@@ -592,7 +592,6 @@ impl Ctx {
                 "OpenConsole: stream must be 43 base64url characters",
             ));
         }
-        let path = (dial.ticket)(&req)?;
         let unavailable = |why: String| {
             RpcError::new(Code::Unavailable, format!("console data connection: {why}"))
         };
@@ -622,6 +621,8 @@ impl Ctx {
             None => return Err(unavailable("the local console endpoint timed out".into())),
         };
         let _ = local.get_ref().set_nodelay(true);
+        // Minted last: a failed dial leaves no ticket taking room from local users.
+        let path = (dial.ticket)(&req)?;
         Ok((path, remote, local))
     }
 }

@@ -68,6 +68,8 @@ const TICKET_TTL: Duration = Duration::from_secs(30);
 const OPEN_WITHIN: Duration = Duration::from_secs(15);
 /// A write to either side that takes longer ends the session (a peer that stopped reading).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Once a session is ending, the agent gets this long to finish the frame it is sending.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How often a live session checks its uplink, its user's right and its idle time.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Relay read sizes: toward the viewer (console output, VNC updates), and from it.
@@ -94,7 +96,7 @@ impl Default for Limits {
         Limits {
             per_user: 4,
             per_server: 8,
-            total: 256,
+            total: 64,
             idle: Duration::from_secs(3600),
         }
     }
@@ -115,6 +117,22 @@ struct Live {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     close: async_channel::Sender<&'static str>,
+}
+
+/// A session's place among the live ones, from the caps' check to its end; given back on
+/// drop (also when the upgrade never happens: the client left before its 101).
+struct Seat {
+    consoles: Arc<Consoles>,
+    live: Arc<Live>,
+    closed: async_channel::Receiver<&'static str>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut all = lock(&self.consoles.live);
+        all.remove(&self.live.info.session_id);
+        self.consoles.publish_busiest(&all);
+    }
 }
 
 /// The consoles of this gateway.
@@ -264,19 +282,53 @@ impl Consoles {
             .is_some_and(|h| !host.is_empty() && h == host)
     }
 
-    /// Which caps `caller` would break on `server`, if any.
-    fn over_limit(&self, user: &str, server: &str) -> Option<&'static str> {
-        let live = lock(&self.live);
+    /// A seat among the live sessions for `caller` on `server`, taken under the caps (per
+    /// user, per server, in all) in one lock: a session counts from here, not from when its
+    /// agent answers, so a burst of upgrades cannot pass the caps together. `Err` names the
+    /// cap.
+    fn reserve(
+        self: &Arc<Self>,
+        caller: &Caller,
+        server: &str,
+        kind: &str,
+        watch: bool,
+    ) -> Result<Seat, &'static str> {
+        let id = conduit_auth::random_id(16).map_err(|_| "internal")?;
+        let (close, closed) = async_channel::bounded(1);
+        let user = &caller.claims.sub;
+        let mut live = lock(&self.live);
         if live.len() >= self.limits.total {
-            return Some("gateway");
+            return Err("gateway");
         }
-        if live.values().filter(|l| l.info.user_id == user).count() >= self.limits.per_user {
-            return Some("user");
+        if live.values().filter(|l| &l.info.user_id == user).count() >= self.limits.per_user {
+            return Err("user");
         }
         if live.values().filter(|l| l.info.server_id == server).count() >= self.limits.per_server {
-            return Some("server");
+            return Err("server");
         }
-        None
+        let seat = Arc::new(Live {
+            info: gw::Session {
+                session_id: id.clone(),
+                server_id: server.to_owned(),
+                console: kind_label(kind).to_owned(),
+                user_id: user.clone(),
+                watch,
+                started_at: unix_now() as i64,
+                bytes_in: 0,
+                bytes_out: 0,
+            },
+            customer_id: self.trust.owner_of(server),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            close,
+        });
+        live.insert(id, seat.clone());
+        self.publish_busiest(&live);
+        Ok(Seat {
+            consoles: self.clone(),
+            live: seat,
+            closed,
+        })
     }
 
     fn publish_busiest(&self, live: &HashMap<String, Arc<Live>>) {
@@ -325,20 +377,23 @@ impl Consoles {
             self.error(&kind, "unauthenticated");
             return Response::text(403, format!("{why}\n"));
         }
-        if let Some(scope) = self.over_limit(&t.caller.claims.sub, &server) {
-            self.error(&kind, "session_limit");
-            self.operation("create", &kind, "resource_exhausted");
-            return Response::text(
-                429,
-                format!("too many console sessions for this {scope}: close one first\n"),
-            )
-            .with_header("Retry-After", "5");
-        }
         let resp = match conduit_http::upgrade::websocket(req, Some("binary")) {
             Ok(r) => r,
             Err(e) => {
                 self.error(&kind, "bad_handshake");
                 return Response::text(400, format!("{e}\n"));
+            }
+        };
+        let seat = match self.reserve(&t.caller, &server, &kind, t.watch) {
+            Ok(seat) => seat,
+            Err(scope) => {
+                self.error(&kind, "session_limit");
+                self.operation("create", &kind, "resource_exhausted");
+                return Response::text(
+                    429,
+                    format!("too many console sessions for this {scope}: close one first\n"),
+                )
+                .with_header("Retry-After", "5");
             }
         };
         let takeover = req.query_param("mode").as_deref() == Some("takeover");
@@ -354,7 +409,7 @@ impl Consoles {
                     .spawn(move || {
                         conduit_runtime::yield_to_operations();
                         futures_lite::future::block_on(
-                            me.session(stream, leftover, kind, server, t, takeover),
+                            me.session(stream, leftover, kind, server, t, takeover, seat),
                         );
                         drop(done_tx);
                     });
@@ -383,6 +438,7 @@ impl Consoles {
         lock(&self.pending).contains_key(stream)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn session(
         self: Arc<Self>,
         viewer: Async<TcpStream>,
@@ -391,6 +447,7 @@ impl Consoles {
         server: String,
         t: Ticketed,
         takeover: bool,
+        seat: Seat,
     ) {
         let k = kind_label(&kind);
         let conns = TypeLabel { r#type: k };
@@ -415,6 +472,7 @@ impl Consoles {
                     &kind,
                     &server,
                     t,
+                    seat,
                 )
                 .await;
             }
@@ -529,39 +587,16 @@ impl Consoles {
         kind: &str,
         server: &str,
         t: Ticketed,
+        seat: Seat,
     ) {
         let k = kind_label(kind);
-        let Ok(id) = conduit_auth::random_id(16) else {
-            close(&viewer, 1011, "internal").await;
-            return;
-        };
-        let (close_tx, close_rx) = async_channel::bounded(1);
-        let started_at = unix_now() as i64;
-        let live = Arc::new(Live {
-            info: gw::Session {
-                session_id: id.clone(),
-                server_id: server.to_owned(),
-                console: k.to_owned(),
-                user_id: t.caller.claims.sub.clone(),
-                watch: t.watch,
-                started_at,
-                bytes_in: 0,
-                bytes_out: 0,
-            },
-            customer_id: self.trust.owner_of(server),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            close: close_tx,
-        });
+        let live = seat.live.clone();
+        let (id, started_at) = (live.info.session_id.clone(), live.info.started_at);
+        let close_rx = seat.closed.clone();
         let labels = SessionLabels {
             r#type: k,
             customer_id: live.customer_id.clone(),
         };
-        {
-            let mut all = lock(&self.live);
-            all.insert(id.clone(), live.clone());
-            self.publish_busiest(&all);
-        }
         self.metrics.sessions.with(&labels, |g| g.inc());
         let started = Instant::now();
         let assigned = self.trust.agent_of(server);
@@ -616,11 +651,7 @@ impl Consoles {
             self.error(kind, e);
         }
         self.operation("close", kind, why.word());
-        {
-            let mut all = lock(&self.live);
-            all.remove(&id);
-            self.publish_busiest(&all);
-        }
+        drop(seat);
         self.metrics.sessions.with(&labels, |g| g.dec());
         let secs = started.elapsed().as_secs_f64();
         self.metrics
@@ -762,17 +793,41 @@ impl Relay<'_> {
         let mut scan_in = FrameScanner::new(true);
         let mut scan_out = FrameScanner::new(false);
         let stop: Cell<Option<&'static str>> = Cell::new(None);
+        // When the stop came: the agent then gets [`STOP_GRACE`] in all to finish its frame.
+        let stopped_at: Cell<Option<Instant>> = Cell::new(None);
+        let grace_left = || {
+            stopped_at
+                .get()
+                .map(|t| STOP_GRACE.saturating_sub(t.elapsed()))
+        };
+        // Whether what the viewer received so far ends between two frames (a write cut short
+        // leaves it inside one: no close frame can follow then).
+        let clean = Cell::new(true);
         let (stopping_tx, stopping) = async_channel::bounded::<()>(1);
         let upstream = async {
             let mut buf = viewer_leftover;
             let mut filled = buf.len();
             buf.resize(filled.max(CHUNK_IN), 0);
             loop {
+                if stop.get().is_some() {
+                    // Nothing more of the viewer's reaches the BMC once the session is ending.
+                    return std::future::pending::<End>().await;
+                }
                 let chunk = &buf[..filled];
                 if !chunk.is_empty() {
                     let (b, m) = (scan_in.payload_bytes, scan_in.messages);
                     if scan_in.feed(chunk).is_err() {
                         return End::Failed("protocol");
+                    }
+                    let sent = with_timeout(WRITE_TIMEOUT, async {
+                        to_agent.write_all(chunk).await?;
+                        to_agent.flush().await
+                    })
+                    .await;
+                    match sent {
+                        Some(Ok(())) => {}
+                        Some(Err(_)) => return End::Agent,
+                        None => return End::Failed("agent_too_slow"),
                     }
                     let (db, dm) = (scan_in.payload_bytes - b, scan_in.messages - m);
                     if dm > 0 {
@@ -781,11 +836,6 @@ impl Relay<'_> {
                     add(&self.bytes_in, db);
                     add(&self.messages_in, dm);
                     self.live.bytes_in.fetch_add(db, Ordering::Relaxed);
-                    match with_timeout(WRITE_TIMEOUT, to_agent.write_all(chunk)).await {
-                        Some(Ok(())) => {}
-                        Some(Err(_)) => return End::Agent,
-                        None => return End::Failed("agent_too_slow"),
-                    }
                 }
                 filled = match (&*viewer).read(&mut buf).await {
                     Ok(0) | Err(_) => return End::Viewer,
@@ -819,15 +869,21 @@ impl Relay<'_> {
                     let Ok(n) = n else {
                         return End::Failed("protocol");
                     };
+                    clean.set(false);
+                    let limit = grace_left().unwrap_or(WRITE_TIMEOUT);
+                    match with_timeout(limit, (&*viewer).write_all(&rest[..n])).await {
+                        Some(Ok(())) => {}
+                        Some(Err(_)) => return End::Viewer,
+                        None if stop.get().is_some() => {
+                            return End::Ended(stop.get().unwrap_or("closed"))
+                        }
+                        None => return End::Failed("viewer_too_slow"),
+                    }
+                    clean.set(scan_out.at_boundary());
                     let db = scan_out.payload_bytes - before.0;
                     add(&self.bytes_out, db);
                     add(&self.messages_out, scan_out.messages - before.1);
                     self.live.bytes_out.fetch_add(db, Ordering::Relaxed);
-                    match with_timeout(WRITE_TIMEOUT, (&*viewer).write_all(&rest[..n])).await {
-                        Some(Ok(())) => {}
-                        Some(Err(_)) => return End::Viewer,
-                        None => return End::Failed("viewer_too_slow"),
-                    }
                     rest = &rest[n..];
                 }
                 if let Some(why) = stop.get() {
@@ -835,21 +891,21 @@ impl Relay<'_> {
                         return End::Ended(why);
                     }
                 }
-                let got = if stop.get().is_some() {
-                    // The agent gets 2 s to finish the frame it is in.
-                    match with_timeout(Duration::from_secs(2), from_agent.read(&mut buf)).await {
+                let got = match grace_left() {
+                    Some(left) => match with_timeout(left, from_agent.read(&mut buf)).await {
                         Some(r) => Got::Read(r),
                         None => Got::Late,
+                    },
+                    None => {
+                        futures_lite::future::or(
+                            async { Got::Read(from_agent.read(&mut buf).await) },
+                            async {
+                                let _ = stopping.recv().await;
+                                Got::Stopping
+                            },
+                        )
+                        .await
                     }
-                } else {
-                    futures_lite::future::or(
-                        async { Got::Read(from_agent.read(&mut buf).await) },
-                        async {
-                            let _ = stopping.recv().await;
-                            Got::Stopping
-                        },
-                    )
-                    .await
                 };
                 filled = match got {
                     Got::Stopping => 0,
@@ -860,7 +916,9 @@ impl Relay<'_> {
             }
         };
         let watched = async {
-            stop.set(Some(watchdog.await));
+            let why = watchdog.await;
+            stopped_at.set(Some(Instant::now()));
+            stop.set(Some(why));
             let _ = stopping_tx.try_send(());
             std::future::pending::<End>().await
         };
@@ -868,8 +926,9 @@ impl Relay<'_> {
             futures_lite::future::or(futures_lite::future::or(upstream, downstream), watched).await;
         // A viewer that sent a close frame left of its own accord, however the pump noticed.
         let end = if scan_in.closed { End::Viewer } else { end };
-        let told = matches!(end, End::Viewer) || (end == End::Agent && scan_out.closed);
-        if !told && scan_out.at_boundary() {
+        // No close frame after one passed already (the agent's), nor inside a frame.
+        let told = matches!(end, End::Viewer) || scan_out.closed;
+        if !told && clean.get() {
             close(viewer, end.close_code(), end.word()).await;
         }
         end

@@ -39,7 +39,8 @@ const FLAGS: &str =
                              a gateway's connected set in one report); the open-files limit
                              is raised to fit at start
   --agent-series-limit N     Per-agent metric families are sized for N agents (default 10000)
-  --console-max N            Console sessions at once at this gateway (default 256)
+  --console-max N            Console sessions at once at this gateway (default 64; each
+                             holds an HTTP connection: 32 of --http.max-connections stay free)
   --console-max-per-user N   ... per user (default 4)
   --console-max-per-server N ... per server (default 8)
   --console-idle-secs SECS   A console whose viewer sends nothing this long is closed

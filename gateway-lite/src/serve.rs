@@ -83,6 +83,9 @@ impl Default for Config {
     }
 }
 
+/// HTTP connections kept free of consoles.
+const RESERVED_CONNECTIONS: usize = 32;
+
 /// Raises the soft open-files limit to fit `agents` uplinks plus `reserve` other descriptors
 /// (up to the hard limit): service managers often start processes at 1024, far below what
 /// `--max-agents` asks for. Returns how many uplinks fit: fewer than asked when the hard limit
@@ -138,11 +141,20 @@ pub fn run(
         .map(|p| read(p, "--manager-ca"))
         .transpose()?;
     let manager = Arc::new(ManagerLink::new(&cfg.manager, manager_ca, credential)?);
-    // One descriptor per uplink and per HTTP connection, one per registration being checked
-    // at the manager, and some for files, listeners and the manager's own calls.
+    // Consoles hold HTTP connections for their lifetime: enough must stay free for the API,
+    // CloseSession included, and for scrapes.
+    let consoles = cfg.console_limits.total;
+    anyhow::ensure!(
+        consoles + RESERVED_CONNECTIONS <= args.limits.max_connections,
+        "--console-max {consoles} leaves fewer than {RESERVED_CONNECTIONS} of the {} HTTP connections (--http.max-connections) for the API and scrapes",
+        args.limits.max_connections
+    );
+    // One descriptor per uplink and per HTTP connection, one per console's data connection,
+    // one per registration being checked at the manager, and some for files, listeners and
+    // the manager's own calls.
     let max_agents = fit_open_files(
         cfg.max_agents,
-        args.limits.max_connections + crate::uplink::MAX_OPENING + 128,
+        args.limits.max_connections + consoles + crate::uplink::MAX_OPENING + 128,
     );
     let tls = match (&cfg.tls, cfg.uplink_plaintext) {
         (Some((cert, key)), false) => {

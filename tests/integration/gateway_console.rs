@@ -53,8 +53,10 @@ fn host_reads(serial: &mut std::net::TcpStream, wait: Duration) -> Vec<u8> {
 #[test]
 fn a_serial_console_through_the_gateway_is_shared_counted_audited_and_ends_with_its_right() {
     let mut site = Site::new("gw-console");
-    // Pulls every 3 s: a logout reaches the gateway within seconds.
-    site.gateway_flags = ["--trust-ttl", "9"].map(String::from).into();
+    // Pulls every 3 s: a logout reaches the gateway within seconds. One console per user.
+    site.gateway_flags = ["--trust-ttl", "9", "--console-max-per-user", "1"]
+        .map(String::from)
+        .into();
     let host = TcpListener::bind("127.0.0.1:0").unwrap();
     let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
     let (mut serial, _) = host.accept().expect("ipmi_sim dials the host side");
@@ -85,7 +87,7 @@ fn a_serial_console_through_the_gateway_is_shared_counted_audited_and_ends_with_
     }
     assert_eq!(
         gauge(&gw, "gateway_console_session_limit", &[("scope", "user")]),
-        4.0
+        1.0
     );
 
     // Who gets a ticket.
@@ -149,6 +151,18 @@ fn a_serial_console_through_the_gateway_is_shared_counted_audited_and_ends_with_
     );
     serial.write_all(b"echo: hello\r\n").unwrap();
     op.wait_for("echo: hello", 0);
+    // The operator's second console is past the per-user cap.
+    let (_, v) = ticket(&site, &gw, &site.acme_operator, "sol");
+    let (_, status) = Link::try_websocket(gw.addr, &path(&v));
+    assert!(status.starts_with("HTTP/1.1 429"), "{status}");
+    assert_eq!(
+        gauge(
+            &gw,
+            "gateway_websocket_errors_total",
+            &[("type", "sol"), ("error_type", "session_limit")]
+        ),
+        1.0
+    );
 
     // A viewer of the same customer watches the same session and cannot type.
     let (s, v) = ticket(&site, &gw, &site.acme_viewer, "sol");
@@ -157,11 +171,19 @@ fn a_serial_console_through_the_gateway_is_shared_counted_audited_and_ends_with_
     eventually("two sessions", Duration::from_secs(15), || {
         (gauge(
             &gw,
-            "gateway_console_sessions_busiest",
-            &[("scope", "server")],
+            "gateway_sessions_total",
+            &[("type", "sol"), ("customer_id", &site.acme)],
         ) == 2.0)
             .then_some(())
     });
+    assert_eq!(
+        gauge(
+            &gw,
+            "gateway_console_sessions_busiest",
+            &[("scope", "server")]
+        ),
+        2.0
+    );
     serial.write_all(b"to both\r\n").unwrap();
     op.wait_for("to both", 0);
     viewer.wait_for("to both", 0);
