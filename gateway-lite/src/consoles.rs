@@ -43,8 +43,8 @@ use conduit_http::ticket::Tickets;
 use conduit_http::{Method, Request, Response, Upgrade};
 use conduit_runtime::with_timeout;
 use conduit_uplink::link;
+use conduit_ws::close_code;
 use conduit_ws::scan::FrameScanner;
-use conduit_ws::{close_code, Opcode};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::agents::{Agents, Failure};
@@ -687,7 +687,7 @@ impl Consoles {
     fn list(&self, req: &Request) -> Result<gw::ListSessionsResponse, RpcError> {
         let caller = self.caller(req)?;
         let _: gw::ListSessionsRequest = decode_body(req)?;
-        let admin = caller.claims.role == Role::Admin && caller.claims.cus.is_none();
+        let admin = caller.is_site_admin();
         let mut sessions: Vec<gw::Session> = lock(&self.live)
             .values()
             .filter(|l| admin || l.info.user_id == caller.claims.sub)
@@ -704,7 +704,7 @@ impl Consoles {
     fn close_session(&self, req: &Request) -> Result<gw::CloseSessionResponse, RpcError> {
         let caller = self.caller(req)?;
         let r: gw::CloseSessionRequest = decode_body(req)?;
-        let admin = caller.claims.role == Role::Admin && caller.claims.cus.is_none();
+        let admin = caller.is_site_admin();
         let live = lock(&self.live).get(&r.session_id).cloned();
         match live {
             Some(l) if admin || l.info.user_id == caller.claims.sub => {
@@ -937,9 +937,7 @@ impl Relay<'_> {
 
 /// Sends a close frame to the viewer (best effort, 1 s).
 async fn close(viewer: &Async<TcpStream>, code: u16, reason: &str) {
-    let mut payload = code.to_be_bytes().to_vec();
-    payload.extend_from_slice(reason.as_bytes());
-    let frame = conduit_ws::encode_server_frame(Opcode::Close, &payload);
+    let frame = link::close_frame(link::Role::Server, code, reason);
     let _ = with_timeout(Duration::from_secs(1), (&*viewer).write_all(&frame)).await;
 }
 

@@ -42,6 +42,13 @@ pub struct Caller {
     pub claims: Claims,
 }
 
+impl Caller {
+    /// Whether the caller administers the whole site (not one customer).
+    pub fn is_site_admin(&self) -> bool {
+        site_admin(&self.claims)
+    }
+}
+
 /// Why a user's request was refused, as `gateway_token_validations_total{status}` counts it.
 pub type Validation = &'static str;
 
@@ -240,9 +247,13 @@ impl Trust {
     }
 }
 
-fn may_see(claims: &Claims, owned: &Owned) -> bool {
+/// An admin of the whole site (not of one customer): sees every server and session.
+fn site_admin(claims: &Claims) -> bool {
     claims.role == Role::Admin && claims.cus.is_none()
-        || claims.cus.is_some() && claims.cus == owned.customer_id
+}
+
+fn may_see(claims: &Claims, owned: &Owned) -> bool {
+    site_admin(claims) || claims.cus.is_some() && claims.cus == owned.customer_id
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant, SystemTime};
 use conduit_tests::bench_site::{BenchSite, AGENT_TOKEN};
 use conduit_tests::ipmi_sim::IpmiSim;
 use conduit_tests::rpc_client::Client;
-use conduit_tests::stats::pct;
+use conduit_tests::stats::{median, pct};
 use conduit_tests::{bin_dir, free_port, metric, start_until, tool};
 use conduit_tests::{wait_for, workspace_root, Running, TempDir};
 use conduit_ws::{encode_client_frame, Opcode};
@@ -573,7 +573,7 @@ fn first_bytes(site: &BenchSite) -> (f64, f64) {
             v["path"].as_str().expect("path").to_owned()
         }));
     }
-    (median(direct), median(through))
+    (median(&direct), median(&through))
 }
 
 /// PowerStatus through the gateway for `n` calls, or until `until` says stop; latencies in s.
@@ -588,11 +588,6 @@ fn power_calls(site: &BenchSite, n: usize, until: &dyn Fn() -> bool) -> Vec<f64>
         out.push(t.elapsed().as_secs_f64());
     }
     out
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn which(name: &str) -> bool {
@@ -654,7 +649,8 @@ fn main() {
         }
     }
 
-    let med = |i: usize, f: &dyn Fn(&Run) -> f64| median(runs[i].iter().map(f).collect());
+    let med =
+        |i: usize, f: &dyn Fn(&Run) -> f64| median(&runs[i].iter().map(f).collect::<Vec<_>>());
     let rate = |i: usize| med(i, &|r| r.mib_s);
     println!(
         "{:<16} {:>7} {:>10} {:>24} {:>10}   runs (MiB/s)",
