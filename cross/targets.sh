@@ -55,7 +55,7 @@ cross_env() {
 
 # The crates that ship on the appliance: the only ones whose tests run under qemu. The
 # integration suite (conduit-tests) runs there too, less the tests that exist for the manager
-# and the gateway (QEMU_SKIP, test-name filters).
+# and the gateway and the CLI (QEMU_SKIP, test-name filters).
 APPLIANCE_CRATES=(-p conduit-agent -p conduit-board -p conduit-ipmi -p conduit-redfish
   -p conduit-http-client -p conduit-rfb -p conduit-ws -p conduit-base64 -p conduit-http -p conduit-metrics
   -p conduit-runtime -p conduit-service -p conduit-api -p conduit-tests)
@@ -64,4 +64,5 @@ APPLIANCE_CRATES=(-p conduit-agent -p conduit-board -p conduit-ipmi -p conduit-r
 QEMU_SKIP=(--skip exposition::prometheus_gets_openmetrics_and_text_clients_get_text
   --skip exposition::head_metrics_has_headers_and_no_body --skip exposition::health_and_index
   --skip metrics_reference:: --skip prometheus_e2e:: --skip manager_api::
-  --skip manager_replicas:: --skip pg_client:: --skip gateway_uplink:: --skip gateway_site:: --skip gateway_console::)
+  --skip manager_replicas:: --skip pg_client:: --skip gateway_uplink:: --skip gateway_site:: --skip gateway_console::
+  --skip cli::a_person_logs_in_powers_servers_and_uses_the_consoles_from_the_command_line)

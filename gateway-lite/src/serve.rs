@@ -189,10 +189,6 @@ pub fn run(
 
     let heartbeats = Arc::new(Heartbeats::default());
     let mut built = None;
-    let address = cfg
-        .address
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", args.listen));
     let (stack, metrics) = Stack::build_with_health(
         info,
         args,
@@ -260,6 +256,21 @@ pub fn run(
         conduit_api::uplink::PATH
     );
 
+    // Bound before registering: the address users are told must be the one listened on
+    // (`--listen 127.0.0.1:0` picks a port only here).
+    let server = stack.bind()?;
+    let address = match &cfg.address {
+        Some(a) => a.clone(),
+        None => {
+            let bound = server.local_addr()?;
+            if bound.ip().is_unspecified() {
+                log::warn!(
+                    "users are told this gateway is at http://{bound}: give --address with the name they reach it by"
+                );
+            }
+            format!("http://{bound}")
+        }
+    };
     let sync = crate::sync::Sync {
         manager,
         trust,
@@ -275,7 +286,6 @@ pub fn run(
         .spawn(move || sync.run())
         .context("spawn the manager-sync thread")?;
 
-    let server = stack.bind()?;
     stack.run_with(
         server,
         SignalHooks {

@@ -42,7 +42,7 @@ pub struct Manager {
 }
 
 impl Manager {
-    fn store(&self) -> &dyn Store {
+    pub(crate) fn store(&self) -> &dyn Store {
         self.auth.store.as_ref()
     }
 
@@ -550,6 +550,18 @@ fn server_routes(router: Router, mgr: &Arc<Manager>) -> Router {
             visible_server(mgr, caller, &r.server_id).map(api_server)
         })
     });
+    let router = route(
+        router,
+        mgr,
+        svc,
+        "Locate",
+        |mgr, caller, r: m::ServerRef| {
+            server_op(mgr, "locate", || {
+                let s = visible_server(mgr, caller, &r.server_id)?;
+                crate::gateways::locate(mgr, &s)
+            })
+        },
+    );
     let router = route(
         router,
         mgr,

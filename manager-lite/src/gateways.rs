@@ -54,6 +54,35 @@ fn gateway_status(g: &Gateway, now: i64) -> &'static str {
     }
 }
 
+/// ServerService.Locate: the up gateway `s`'s agent is connected to now.
+pub(crate) fn locate(mgr: &Manager, s: &Server) -> Result<m::ServerLocation, RpcError> {
+    let offline = |why: &str| RpcError::new(Code::Unavailable, format!("server {}: {why}", s.id));
+    let Some(agent_id) = &s.agent_id else {
+        return Err(offline("no agent reaches it yet"));
+    };
+    let agent = match mgr.store().agent(agent_id) {
+        Err(StoreError::NotFound) => return Err(offline("its agent is not registered")),
+        r => r.map_err(|e| store_error("agent", e))?,
+    };
+    let gateway_id = match (&agent.gateway_id, agent.connected, agent.revoked_at) {
+        (Some(g), true, None) => g,
+        _ => return Err(offline("its agent is not connected to a gateway now")),
+    };
+    let g = mgr
+        .store()
+        .gateway(gateway_id)
+        .map_err(|e| store_error("gateway", e))?;
+    if gateway_status(&g, unix_now() as i64) != "up" || g.address.is_empty() {
+        return Err(offline("its agent's gateway is down"));
+    }
+    Ok(m::ServerLocation {
+        server_id: s.id.clone(),
+        agent_id: agent.id,
+        gateway_id: g.id,
+        gateway_address: g.address,
+    })
+}
+
 fn gateway_info(g: &Gateway, now: i64) -> m::GatewayInfo {
     m::GatewayInfo {
         gateway_id: g.id.clone(),

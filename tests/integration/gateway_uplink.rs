@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::manager_api::{call, login, manager_with_admin, ok, token, Db, Engine, ADMIN};
 
-const PASSWORD: &str = "a long enough test password";
+pub(crate) const PASSWORD: &str = "a long enough test password";
 
 /// A manager with an admin, two customers (`acme` with an operator and a viewer, `globex`
 /// with an operator), a gateway credential and a test CA.
@@ -31,6 +31,7 @@ pub(crate) struct Site {
     pub dir: TempDir,
     /// Customer ids.
     pub acme: String,
+    pub globex: String,
     /// Access tokens.
     pub acme_operator: String,
     pub acme_viewer: String,
@@ -87,6 +88,7 @@ impl Site {
             pki: Pki::new(name),
             dir: TempDir::new(name),
             acme,
+            globex: globex.clone(),
             acme_operator,
             acme_viewer,
             globex_operator,

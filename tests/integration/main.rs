@@ -5,6 +5,7 @@ mod agent_bmc;
 mod agent_board;
 mod agent_boot_events;
 mod agent_starvation;
+mod cli;
 mod console_sol;
 mod console_vnc;
 mod discovery;

@@ -247,7 +247,7 @@ pub mod manager {
 
     /// `AuthService`: Login, Refresh, Logout, WhoAmI.
     pub const AUTH_SERVICE: &str = "conduit.manager.v1.AuthService";
-    /// `ServerService`: List, Get, Create, Update, Delete, Assign.
+    /// `ServerService`: List, Get, Locate, Create, Update, Delete, Assign.
     pub const SERVER_SERVICE: &str = "conduit.manager.v1.ServerService";
     /// `CustomerService`: Create, List, Get.
     pub const CUSTOMER_SERVICE: &str = "conduit.manager.v1.CustomerService";
@@ -386,6 +386,22 @@ pub mod manager {
     pub struct ServerRef {
         /// Server id.
         pub server_id: String,
+    }
+
+    /// ServerService.Locate response: the gateway through which the server is reached now
+    /// (its agent's uplink). Refused with `unavailable` while its agent is not connected to an
+    /// up gateway.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ServerLocation {
+        /// Server id.
+        pub server_id: String,
+        /// The agent reaching it.
+        pub agent_id: String,
+        /// The gateway that agent is connected to.
+        pub gateway_id: String,
+        /// Where users reach that gateway (`http://host:port` or `https://host:port`).
+        pub gateway_address: String,
     }
 
     /// ServerService.Create (admins).
