@@ -65,4 +65,5 @@ QEMU_SKIP=(--skip exposition::prometheus_gets_openmetrics_and_text_clients_get_t
   --skip exposition::head_metrics_has_headers_and_no_body --skip exposition::health_and_index
   --skip metrics_reference:: --skip prometheus_e2e:: --skip manager_api::
   --skip manager_replicas:: --skip pg_client:: --skip gateway_uplink:: --skip gateway_site:: --skip gateway_console::
-  --skip cli::a_person_logs_in_powers_servers_and_uses_the_consoles_from_the_command_line)
+  --skip cli::a_person_logs_in_powers_servers_and_uses_the_consoles_from_the_command_line
+  --skip web_console::the_web_console_from_login_to_a_servers_screen)

@@ -36,8 +36,14 @@ pub fn read_ca(path: Option<&std::path::Path>) -> anyhow::Result<Option<Vec<u8>>
 
 /// A client of the manager at `url`.
 pub fn manager_endpoint(url: &str, ca: Option<Vec<u8>>) -> anyhow::Result<Endpoint> {
-    Endpoint::new(url, ca, MANAGER_TIMEOUT, USER_AGENT)
-        .map_err(|e| anyhow!("the manager URL {e} (an https manager needs --ca FILE at login)"))
+    Endpoint::new(url, ca, MANAGER_TIMEOUT, USER_AGENT).map_err(|e| {
+        let hint = if url.starts_with("https://") {
+            " (an https manager needs `conduit login --ca FILE`)"
+        } else {
+            ""
+        };
+        anyhow!("the manager URL {e}{hint}")
+    })
 }
 
 /// A session from a Login or Refresh answer.
@@ -61,7 +67,7 @@ pub fn session_of(
 /// What a refusal means to the person at the keyboard, with what to do.
 pub fn explain(what: &str, e: CallError) -> anyhow::Error {
     match e {
-        CallError::Unreachable(why) => {
+        CallError::Unreachable(why) | CallError::Unanswered(why) => {
             anyhow!("{what}: {why} (is it running and reachable? try again later)")
         }
         CallError::Refused { code, message } => {
@@ -121,7 +127,7 @@ impl Conduit {
     }
 
     /// A valid access token, renewed first if it is about to lapse.
-    pub fn token(&self) -> anyhow::Result<String> {
+    pub fn token(&self) -> Result<String, CallError> {
         let s = self.session();
         if !s.needs_refresh(unix_now()) {
             return Ok(s.access_token);
@@ -130,13 +136,26 @@ impl Conduit {
     }
 
     /// Renews the access token unless another command did since `stale` was read. Holds the
-    /// login's lock: a refresh token works once.
-    fn renew(&self, stale: &str) -> anyhow::Result<String> {
-        let _lock = self.store.lock()?;
-        let mut s = self
-            .store
-            .load()?
-            .context("logged out meanwhile: run `conduit login`")?;
+    /// login's lock: a refresh token works once. `Refused` (`unauthenticated`) means the
+    /// login has ended; anything else that it could not be renewed now.
+    fn renew(&self, stale: &str) -> Result<String, CallError> {
+        let local = |e: anyhow::Error| CallError::Unreachable(format!("{e:#}"));
+        let ended = |why: &str| CallError::Refused {
+            code: "unauthenticated".into(),
+            message: format!("{why}: run `conduit login`"),
+        };
+        let _lock = self.store.lock().map_err(local)?;
+        let Some(mut s) = self.store.load().map_err(local)? else {
+            return Err(ended("logged out meanwhile"));
+        };
+        let started = self.session();
+        if (&s.manager, &s.ca_file) != (&started.manager, &started.ca_file) {
+            // Another `conduit login` meanwhile, maybe to another manager: its tokens are
+            // not for the one this command talks to.
+            return Err(ended(
+                "logged in elsewhere meanwhile; run the command again",
+            ));
+        }
         if s.access_token != stale && !s.needs_refresh(unix_now()) {
             let token = s.access_token.clone();
             *self.session.lock().unwrap_or_else(|p| p.into_inner()) = s;
@@ -160,21 +179,39 @@ impl Conduit {
                     ..Default::default()
                 },
             ),
-            (None, None) => bail!("your login has expired: run `conduit login`"),
+            (None, None) => return Err(ended("your login has expired")),
         };
         let t = match answer {
             Ok(t) => t,
-            Err(e @ CallError::Refused { .. }) => {
+            Err(CallError::Refused { code, message }) if code == "unauthenticated" => {
+                // Expired, logged out or revoked: the stored login is of no use any more.
                 let _ = self.store.remove();
-                return Err(explain("renewing your login", e)
-                    .context("the login has ended (expired, logged out or revoked)"));
+                return Err(ended(&format!("the login has ended ({message})")));
             }
-            Err(e) => return Err(explain("renewing your login at the manager", e)),
+            Err(CallError::Refused { code, message }) => {
+                return Err(CallError::Refused {
+                    code,
+                    message: format!("renewing your login: {message}"),
+                })
+            }
+            Err(CallError::Unreachable(why) | CallError::Unanswered(why)) => {
+                // Unanswered too: a refresh whose answer was lost has spent the token, but the
+                // next attempt finds that out and says so.
+                return Err(CallError::Unreachable(format!(
+                    "renewing your login at {}: {why}",
+                    s.manager
+                )));
+            }
         };
-        // A refresh answer without a new refresh token keeps the key login as it was.
         let api_key = s.api_key.take();
         s = session_of(&s.manager, s.ca_file.clone(), api_key, t);
-        self.store.save(&s)?;
+        if let Err(e) = self.store.save(&s).or_else(|_| self.store.save(&s)) {
+            // The old refresh token is spent: without the new one the next command cannot
+            // renew. Say so plainly.
+            return Err(CallError::Unreachable(format!(
+                "the login was renewed but could not be saved ({e:#}): run `conduit login` again"
+            )));
+        }
         let token = s.access_token.clone();
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = s;
         Ok(token)
@@ -193,17 +230,10 @@ impl Conduit {
     }
 
     fn with_token<T>(&self, call: impl Fn(&str) -> Result<T, CallError>) -> Result<T, CallError> {
-        let token = self.token().map_err(|e| CallError::Refused {
-            code: "unauthenticated".into(),
-            message: format!("{e:#}"),
-        })?;
+        let token = self.token()?;
         match call(&token) {
             Err(CallError::Refused { code, .. }) if code == "unauthenticated" => {
-                let token = self.renew(&token).map_err(|e| CallError::Refused {
-                    code: "unauthenticated".into(),
-                    message: format!("{e:#}"),
-                })?;
-                call(&token)
+                call(&self.renew(&token)?)
             }
             other => other,
         }
@@ -220,6 +250,12 @@ impl Conduit {
                 },
             )
             .map_err(|e| explain(&format!("finding server {server}'s gateway"), e))?;
+        if loc.gateway_address.is_empty() {
+            bail!(
+                "server {server}: gateway {} has no address users reach it by (its --address)",
+                loc.gateway_id
+            );
+        }
         let mut gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
         let endpoint = match gateways.get(&loc.gateway_address) {
             Some(e) => e.clone(),
@@ -247,6 +283,18 @@ impl Conduit {
         req: &Req,
     ) -> anyhow::Result<Resp> {
         let (loc, gw) = self.locate(server)?;
+        self.gateway_at(&loc, &gw, method, req)
+    }
+
+    /// Calls `method` of gateway `gw`, located for `loc.server_id`.
+    pub fn gateway_at<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        loc: &m::ServerLocation,
+        gw: &Endpoint,
+        method: &str,
+        req: &Req,
+    ) -> anyhow::Result<Resp> {
+        let what = format!("{} (through gateway {})", loc.server_id, loc.gateway_id);
         self.with_token(|token| {
             gw.call(
                 conduit_api::gateway::GATEWAY_SERVICE,
@@ -255,6 +303,15 @@ impl Conduit {
                 req,
             )
         })
-        .map_err(|e| explain(&format!("{server} (through gateway {})", loc.gateway_id), e))
+        .map_err(|e| match e {
+            // A change sent whose answer did not come back may have happened.
+            CallError::Unanswered(why) if CHANGES.contains(&method) => anyhow!(
+                "{what}: {why} — the outcome is unknown: check the state before trying again"
+            ),
+            e => explain(&what, e),
+        })
     }
 }
+
+/// The gateway calls that change a server.
+const CHANGES: [&str; 3] = ["PowerAction", "SetBootDevice", "ClearEventLog"];

@@ -2,14 +2,32 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use conduit_api::agent as a;
 use conduit_api::manager as m;
 
 use crate::client::{explain, manager_endpoint, read_ca, session_of, Conduit};
-use crate::output::{or_dash, print, table, Format};
+use crate::output::{clean, or_dash, print, table, Format};
 use crate::session::SessionStore;
 use crate::terminal;
+
+/// A command used wrongly (exit status 2, with its usage), as opposed to one that failed.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+macro_rules! usage {
+    ($($t:tt)*) => {
+        anyhow::Error::new(Usage(format!($($t)*)))
+    };
+}
 
 /// A command's words and flags, as parsed.
 #[derive(Debug, Default)]
@@ -45,8 +63,8 @@ impl Args {
     fn one(&self, what: &str) -> anyhow::Result<&str> {
         match self.words.as_slice() {
             [w] => Ok(w),
-            [] => bail!("give the {what}"),
-            _ => bail!("give one {what} (got {})", self.words.join(" ")),
+            [] => Err(usage!("give the {what}")),
+            _ => Err(usage!("give one {what} (got {})", self.words.join(" "))),
         }
     }
 }
@@ -98,6 +116,18 @@ pub fn login(args: &Args) -> anyhow::Result<ExitCode> {
         .transpose()?
         .or_else(|| previous.as_ref().and_then(|s| s.ca_file.clone()));
     let endpoint = manager_endpoint(&manager, read_ca(ca_file.as_deref())?)?;
+    if let Ok(t) = conduit_connect::parse_url(&manager) {
+        let local = t.host == "localhost"
+            || t.host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !t.tls && !local {
+            eprintln!(
+                "conduit: warning: {manager} is plain http: the password and tokens cross the \
+                 network readable; use the https address of the manager's TLS proxy"
+            );
+        }
+    }
     let (req, api_key) = if args.has("api-key-stdin") {
         let key = terminal::read_stdin_line("API key")?;
         (
@@ -110,7 +140,9 @@ pub fn login(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         let email = match args.get("email") {
             Some(e) => e.to_owned(),
-            None if args.has("password-stdin") => bail!("--password-stdin needs --email"),
+            None if args.has("password-stdin") => {
+                return Err(usage!("--password-stdin needs --email"))
+            }
             None => {
                 eprint!("E-mail: ");
                 terminal::read_stdin_line("e-mail")?
@@ -134,7 +166,10 @@ pub fn login(args: &Args) -> anyhow::Result<ExitCode> {
         .call(m::AUTH_SERVICE, "Login", None, &req)
         .map_err(|e| explain(&format!("logging in at {manager}"), e))?;
     let s = session_of(&manager, ca_file, api_key, t);
-    store.save(&s)?;
+    {
+        let _lock = store.lock()?;
+        store.save(&s)?;
+    }
     let u = &s.user;
     println!(
         "logged in to {manager} as {} ({}{}); the login is kept in {}",
@@ -155,11 +190,25 @@ pub fn logout(_: &Args) -> anyhow::Result<ExitCode> {
         println!("not logged in");
         return Ok(ExitCode::SUCCESS);
     };
+    if s.api_key.is_some() {
+        // A key's logins share one session at the manager: ending it would lock out every
+        // other user of the key. Only this copy goes; `conduit api-keys revoke` ends the key.
+        let _lock = store.lock()?;
+        store.remove()?;
+        println!(
+            "forgot the API-key login to {} (the key stays valid)",
+            s.manager
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let c = Conduit::open(store.clone())?;
     // The manager ends the login everywhere (its refresh token, its access tokens at the
     // gateways); the local copy goes whatever it answers.
     let said: Result<m::Empty, _> = c.manager(m::AUTH_SERVICE, "Logout", &m::Empty {});
-    store.remove()?;
+    {
+        let _lock = store.lock()?;
+        store.remove()?;
+    }
     match said {
         Ok(_) => println!("logged out of {}", s.manager),
         Err(e) => eprintln!(
@@ -307,8 +356,12 @@ pub fn server_show(args: &Args) -> anyhow::Result<ExitCode> {
 struct PowerResult {
     server_id: String,
     ok: bool,
+    /// `on` or `off` (status).
     #[serde(skip_serializing_if = "Option::is_none")]
     power: Option<String>,
+    /// The action done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    done: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -316,81 +369,43 @@ struct PowerResult {
 /// `power ACTION SERVER…`: every server at once, one line each.
 pub fn power(args: &Args) -> anyhow::Result<ExitCode> {
     let Some((action, servers)) = args.words.split_first() else {
-        bail!("give an action (status, on, off, cycle, reset, soft) and one or more servers");
+        return Err(usage!(
+            "give an action (status, on, off, cycle, reset, soft) and one or more servers"
+        ));
     };
     if !["status", "on", "off", "cycle", "reset", "soft"].contains(&action.as_str()) {
-        bail!("power {action:?}: give status, on, off, cycle, reset or soft");
+        return Err(usage!(
+            "power {action:?}: give status, on, off, cycle, reset or soft"
+        ));
     }
     if servers.is_empty() {
-        bail!("power {action}: give one or more servers");
+        return Err(usage!("power {action}: give one or more servers"));
     }
+    // Each server once: `power cycle s1 s1` must not cycle it twice.
+    let mut unique: Vec<String> = Vec::new();
+    for s in servers {
+        if !unique.contains(s) {
+            unique.push(s.clone());
+        }
+    }
+    let servers = &unique[..];
     let c = conduit()?;
     // Renewed once here, not by every thread at once.
-    c.token()?;
-    let results: Vec<PowerResult> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = servers
-            .iter()
-            .map(|server| {
-                let c = &c;
-                scope.spawn(move || {
-                    let r = if action == "status" {
-                        c.gateway::<_, a::PowerStatusResponse>(
-                            server,
-                            "PowerStatus",
-                            &a::ServerRequest {
-                                server_id: server.clone(),
-                            },
-                        )
-                        .map(|r| r.power)
-                    } else {
-                        c.gateway::<_, a::PowerActionResponse>(
-                            server,
-                            "PowerAction",
-                            &a::PowerActionRequest {
-                                server_id: server.clone(),
-                                action: action.clone(),
-                            },
-                        )
-                        .map(|r| format!("{} done", r.action))
-                    };
-                    match r {
-                        Ok(p) => PowerResult {
-                            server_id: server.clone(),
-                            ok: true,
-                            power: Some(p),
-                            error: None,
-                        },
-                        Err(e) => PowerResult {
-                            server_id: server.clone(),
-                            ok: false,
-                            power: None,
-                            error: Some(format!("{e:#}")),
-                        },
-                    }
-                })
-            })
-            .collect();
-        jobs.into_iter()
-            .zip(servers)
-            .map(|(j, server)| {
-                j.join().unwrap_or_else(|_| PowerResult {
-                    server_id: server.clone(),
-                    ok: false,
-                    power: None,
-                    error: Some("internal error".into()),
-                })
-            })
-            .collect()
-    });
+    c.token().map_err(|e| explain("your login", e))?;
+    let results: Vec<PowerResult> = servers
+        .chunks(POWER_PARALLEL)
+        .flat_map(|batch| power_batch(&c, action, batch))
+        .collect();
     let failed = results.iter().filter(|r| !r.ok).count();
     if args.format() == Format::Json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         let width = servers.iter().map(|s| s.len()).max().unwrap_or(0);
         for r in &results {
-            match (&r.power, &r.error) {
-                (Some(p), _) => println!("{:width$}  {p}", r.server_id),
-                (_, Some(e)) => println!("{:width$}  error: {e}", r.server_id),
+            match (&r.power, &r.done, &r.error) {
+                (Some(p), _, _) => println!("{:width$}  {}", r.server_id, clean(p)),
+                (_, Some(d), _) => println!("{:width$}  {} done", r.server_id, clean(d)),
+                (_, _, Some(e)) => println!("{:width$}  error: {}", r.server_id, clean(e)),
                 _ => {}
             }
         }
@@ -399,6 +414,55 @@ pub fn power(args: &Args) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// Servers whose power is asked about or changed at once.
+const POWER_PARALLEL: usize = 16;
+
+fn power_batch(c: &Conduit, action: &str, servers: &[String]) -> Vec<PowerResult> {
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = servers
+            .iter()
+            .map(|server| {
+                scope.spawn(move || {
+                    let mut r = PowerResult {
+                        server_id: server.clone(),
+                        ok: true,
+                        power: None,
+                        done: None,
+                        error: None,
+                    };
+                    let asked = if action == "status" {
+                        c.gateway::<_, a::PowerStatusResponse>(
+                            server,
+                            "PowerStatus",
+                            &a::ServerRequest {
+                                server_id: server.clone(),
+                            },
+                        )
+                        .map(|p| r.power = Some(p.power))
+                    } else {
+                        c.gateway::<_, a::PowerActionResponse>(
+                            server,
+                            "PowerAction",
+                            &a::PowerActionRequest {
+                                server_id: server.clone(),
+                                action: action.to_owned(),
+                            },
+                        )
+                        .map(|p| r.done = Some(p.action))
+                    };
+                    if let Err(e) = asked {
+                        r.ok = false;
+                        r.error = Some(format!("{e:#}"));
+                    }
+                    r
+                })
+            })
+            .collect();
+        // Panics abort (the workspace's one strategy): a join never fails.
+        jobs.into_iter().filter_map(|j| j.join().ok()).collect()
     })
 }
 
@@ -439,7 +503,11 @@ pub fn boot(args: &Args) -> anyhow::Result<ExitCode> {
     let (id, device) = match args.words.as_slice() {
         [id] => (id, None),
         [id, d] => (id, Some(d)),
-        _ => bail!("give a server, and a device (pxe, disk, cdrom, bios) to set one"),
+        _ => {
+            return Err(usage!(
+                "give a server, and a device (pxe, disk, cdrom, bios) to set one"
+            ))
+        }
     };
     let c = conduit()?;
     let r: a::BootDeviceResponse = match device {
@@ -570,7 +638,7 @@ pub fn customers(args: &Args) -> anyhow::Result<ExitCode> {
                 vec![vec![r.customer_id.clone(), r.name.clone()]]
             })?;
         }
-        _ => bail!("give nothing (list) or `create NAME`"),
+        _ => return Err(usage!("give nothing (list) or `create NAME`")),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -617,7 +685,7 @@ pub fn users(args: &Args) -> anyhow::Result<ExitCode> {
         [w, email] if w == "create" => {
             let role = args
                 .get("role")
-                .context("--role admin|operator|viewer is needed")?;
+                .ok_or_else(|| usage!("--role admin|operator|viewer is needed"))?;
             let password = if args.has("password-stdin") {
                 terminal::read_stdin_line("password")?
             } else {
@@ -659,7 +727,11 @@ pub fn users(args: &Args) -> anyhow::Result<ExitCode> {
                 user_rows(std::slice::from_ref(&u))
             })?;
         }
-        _ => bail!("give nothing (list), `create EMAIL`, `disable USER` or `enable USER`"),
+        _ => {
+            return Err(usage!(
+                "give nothing (list), `create EMAIL`, `disable USER` or `enable USER`"
+            ))
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -669,7 +741,11 @@ pub fn assign(args: &Args) -> anyhow::Result<ExitCode> {
     let (server, customer) = match (args.words.as_slice(), args.has("none")) {
         ([s, c], false) => (s, Some(c.clone())),
         ([s], true) => (s, None),
-        _ => bail!("give a server and a customer, or a server and --none"),
+        _ => {
+            return Err(usage!(
+                "give a server and a customer, or a server and --none"
+            ))
+        }
     };
     let c = conduit()?;
     let s: m::Server = call(
@@ -749,7 +825,7 @@ pub fn gateways(args: &Args) -> anyhow::Result<ExitCode> {
                     name: args.get("name").unwrap_or_default().to_owned(),
                     datacenter: args
                         .get("datacenter")
-                        .context("--datacenter DC is needed")?
+                        .ok_or_else(|| usage!("--datacenter DC is needed"))?
                         .to_owned(),
                 },
                 &format!("creating gateway {id}"),
@@ -768,7 +844,11 @@ pub fn gateways(args: &Args) -> anyhow::Result<ExitCode> {
             )?;
             println!("gateway {id} revoked");
         }
-        _ => bail!("give nothing (list), `create ID --datacenter DC` or `revoke ID`"),
+        _ => {
+            return Err(usage!(
+                "give nothing (list), `create ID --datacenter DC` or `revoke ID`"
+            ))
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -828,7 +908,7 @@ pub fn agents(args: &Args) -> anyhow::Result<ExitCode> {
                     name: args.get("name").unwrap_or_default().to_owned(),
                     datacenter: args
                         .get("datacenter")
-                        .context("--datacenter DC is needed")?
+                        .ok_or_else(|| usage!("--datacenter DC is needed"))?
                         .to_owned(),
                 },
                 &format!("creating agent {id}"),
@@ -847,7 +927,11 @@ pub fn agents(args: &Args) -> anyhow::Result<ExitCode> {
             )?;
             println!("agent {id} revoked");
         }
-        _ => bail!("give nothing (list), `create ID --datacenter DC` or `revoke ID`"),
+        _ => {
+            return Err(usage!(
+                "give nothing (list), `create ID --datacenter DC` or `revoke ID`"
+            ))
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -908,7 +992,7 @@ pub fn api_keys(args: &Args) -> anyhow::Result<ExitCode> {
             )?;
             println!("key {id} revoked");
         }
-        _ => bail!("give nothing (list), `create NAME` or `revoke KEY`"),
+        _ => return Err(usage!("give nothing (list), `create NAME` or `revoke KEY`")),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,11 +9,15 @@ use conduit_api::agent::{CreateConsoleTicketRequest, CreateConsoleTicketResponse
 
 use crate::client::Conduit;
 use crate::escape::{Action, Escapes, HELP};
-use crate::terminal::{self, RawMode};
+use crate::terminal;
 use crate::websocket::{self, Message, Receiver, Sender};
 
+/// A gateway's console link that has carried nothing, not even the pings the agent sends an
+/// idle viewer every 30 s, for this long is dead.
+pub const QUIET_LIMIT: Duration = Duration::from_secs(100);
+
 /// Opens `console` (`sol` or `vnc`) of `server`: a ticket from the gateway that reaches it,
-/// then the WebSocket (`query` is added to the path: `mode=takeover`).
+/// then the WebSocket to the same gateway (`query` is added to the path: `mode=takeover`).
 pub fn open(
     conduit: &Conduit,
     server: &str,
@@ -21,8 +25,9 @@ pub fn open(
     query: &str,
 ) -> anyhow::Result<(Sender, Receiver)> {
     let (loc, gw) = conduit.locate(server)?;
-    let ticket: CreateConsoleTicketResponse = conduit.gateway(
-        server,
+    let ticket: CreateConsoleTicketResponse = conduit.gateway_at(
+        &loc,
+        &gw,
         "CreateConsoleTicket",
         &CreateConsoleTicketRequest {
             server_id: server.to_owned(),
@@ -45,7 +50,7 @@ pub fn open(
 /// Why the gateway closed, in words.
 fn close_reason(said: &Option<(u16, String)>) -> String {
     match said {
-        Some((_, r)) if !r.is_empty() => r.replace('_', " "),
+        Some((_, r)) if !r.is_empty() => crate::output::clean(&r.replace('_', " ")),
         Some((code, _)) => format!("code {code}"),
         None => "closed".into(),
     }
@@ -64,22 +69,31 @@ pub fn sol(conduit: &Conduit, server: &str, takeover: bool) -> anyhow::Result<()
     eprint!(
         "[conduit: connected to {server}'s serial console — ~. to leave, ~B BREAK, ~T take the keyboard, ~? help]\r\n"
     );
-    let raw = RawMode::enter()?;
+    let raw = terminal::raw_mode()?;
     let server_name = server.to_owned();
     // The host's output, on its own thread: the main thread sits in a read of the keyboard,
     // so this one ends the process when the gateway ends the console.
     std::thread::Builder::new()
         .name("console-output".into())
         .spawn(move || {
-            let mut out = std::io::stdout().lock();
             loop {
                 match rx.recv(Duration::from_secs(1)) {
                     Ok(Some(Message::Binary(b))) => {
+                        // Locked per chunk: a signal's exit must find standard output free.
+                        let mut out = std::io::stdout().lock();
                         if out.write_all(&b).and_then(|()| out.flush()).is_err() {
+                            drop(out);
                             terminal::exit(1);
                         }
                     }
-                    Ok(Some(Message::Text(_))) | Ok(None) => {}
+                    Ok(Some(Message::Text(_))) => {}
+                    Ok(None) if rx.quiet_for() > QUIET_LIMIT => {
+                        eprint!(
+                            "\r\n[conduit: {server_name}'s console link went silent; leaving]\r\n"
+                        );
+                        terminal::exit(1);
+                    }
+                    Ok(None) => {}
                     Ok(Some(Message::Closed(said))) => {
                         eprint!(
                             "\r\n[conduit: {server_name}'s console ended: {}]\r\n",

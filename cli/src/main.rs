@@ -1,7 +1,11 @@
+//! `conduit`: the command table (words, flags, help) and the dispatch to
+//! [`conduit_cli::commands`]. Exit status: 0 done, 1 failed (for `power`: any server), 2 used
+//! wrongly.
+
 use std::process::ExitCode;
 
 use conduit_cli::commands::{self, Args};
-use conduit_cli::output::Format;
+use conduit_cli::output::{clean, Format};
 
 /// One command: its words, what it takes, and what runs it.
 struct Command {
@@ -171,7 +175,8 @@ fn overview() -> String {
         "\nThe login is kept in $CONDUIT_CONFIG_DIR, else $XDG_CONFIG_HOME/conduit, else\n\
          ~/.config/conduit (session.json, mode 0600) and renewed as it nears its end.\n\
          Operations go to the gateway that reaches the server, as the manager says.\n\
-         Start with: conduit login --manager http://127.0.0.1:8080\n",
+         Start with: conduit login --manager http://127.0.0.1:8080\n\
+         conduit help COMMAND (or COMMAND --help) tells more; conduit --version, its version.\n",
     );
     s
 }
@@ -282,6 +287,13 @@ fn main() -> ExitCode {
         None => match COMMANDS.iter().find(|c| c.name == words[0]) {
             Some(c) => (c, 1),
             None => {
+                if words[0] == "server" && words.get(1).is_some_and(|w| w == "--help" || w == "-h")
+                {
+                    if let Some(c) = COMMANDS.iter().find(|c| c.name == "server show") {
+                        print!("{}", help(c));
+                        return ExitCode::SUCCESS;
+                    }
+                }
                 let hint = if words[0] == "server" {
                     " (did you mean `conduit server show SERVER`?)"
                 } else {
@@ -312,8 +324,15 @@ fn main() -> ExitCode {
     };
     match (command.run)(&args) {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<commands::Usage>().is_some() => {
+            eprintln!(
+                "conduit {}: {e}\nUsage: conduit {}",
+                command.name, command.usage
+            );
+            ExitCode::from(2)
+        }
         Err(e) => {
-            eprintln!("conduit {}: {e:#}", command.name);
+            eprintln!("conduit {}: {}", command.name, clean(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

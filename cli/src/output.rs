@@ -39,17 +39,6 @@ pub fn print<T: Serialize>(
 /// Rows in aligned columns (the last column unpadded). Control characters from the API (a
 /// BMC's sensor names, event text) are shown escaped, so they cannot move the cursor.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    };
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| r.iter().map(|c| clean(c)).collect())
@@ -79,6 +68,20 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
     }
     out
+}
+
+/// `s` with its control characters escaped: text from the API (a BMC's words, a peer's
+/// reason) cannot move the cursor or retitle the terminal.
+pub fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// An optional value for a cell.

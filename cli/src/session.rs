@@ -108,7 +108,13 @@ impl SessionStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let mode = fs::metadata(&path)?.permissions().mode();
+        let meta = fs::metadata(&path)?;
+        anyhow::ensure!(
+            std::os::unix::fs::MetadataExt::uid(&meta) == rustix::process::getuid().as_raw(),
+            "{} belongs to another user: not using it (remove it, then `conduit login`)",
+            path.display()
+        );
+        let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
             // Someone widened it: the tokens in it may have been read. Say so, and narrow it.
             eprintln!(
@@ -128,8 +134,14 @@ impl SessionStore {
     pub fn save(&self, s: &Session) -> anyhow::Result<()> {
         self.ensure_dir()?;
         let path = self.path();
-        let tmp = self.dir.join(".session.json.tmp");
-        let _ = fs::remove_file(&tmp);
+        // A name of its own: two commands saving at once must not write into one file.
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("the OS random source: {e}"))?;
+        let tmp = self.dir.join(format!(
+            ".session.json.{}.{}",
+            std::process::id(),
+            u64::from_ne_bytes(nonce)
+        ));
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -138,7 +150,13 @@ impl SessionStore {
             .with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(&serde_json::to_vec_pretty(s)?)?;
         f.sync_all()?;
-        fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("writing {}", path.display()));
+        }
+        // The rename itself durable: after a crash, the spent refresh token must not return.
+        File::open(&self.dir).and_then(|d| d.sync_all())?;
+        Ok(())
     }
 
     /// Forgets the login.
@@ -173,9 +191,14 @@ impl SessionStore {
 }
 
 fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     if !dir.exists() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        // Made private, not narrowed after: no moment in which others may look in.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     Ok(())
 }

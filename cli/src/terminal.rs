@@ -1,58 +1,65 @@
 //! The terminal: raw mode for a console, put back on every way out — the console's end, an
 //! error, a signal (SIGTERM, SIGHUP, SIGINT, SIGQUIT) and a panic — and a password read with
-//! the echo off.
+//! the echo off, put back the same ways.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
+use std::os::fd::AsFd;
 use std::sync::Mutex;
 
 use rustix::termios::{self, LocalModes, OptionalActions, Termios};
 
-/// The settings to put back, while the terminal is raw.
-static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
+/// The terminal to put back and its settings, while it is changed.
+static SAVED: Mutex<Option<(File, Termios)>> = Mutex::new(None);
 
-/// Raw mode on standard input while the value lives.
+/// Settings changed on a terminal while the value lives.
 #[derive(Debug)]
-pub struct RawMode(());
+pub struct Changed(());
 
-impl RawMode {
-    /// Makes standard input raw (no echo, no line editing, no signals from keys: ^C goes to
-    /// the host); `None` when it is not a terminal.
-    pub fn enter() -> io::Result<Option<RawMode>> {
-        let stdin = rustix::stdio::stdin();
-        if !termios::isatty(stdin) {
-            return Ok(None);
-        }
-        let was = termios::tcgetattr(stdin)?;
-        let mut raw = was.clone();
-        raw.make_raw();
-        *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(was);
+impl Changed {
+    fn apply(tty: File, change: impl FnOnce(&mut Termios)) -> io::Result<Changed> {
+        let was = termios::tcgetattr(&tty)?;
+        let mut now = was.clone();
+        change(&mut now);
         install_guards();
-        termios::tcsetattr(stdin, OptionalActions::Now, &raw)?;
-        Ok(Some(RawMode(())))
+        termios::tcsetattr(&tty, OptionalActions::Flush, &now)?;
+        *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = Some((tty, was));
+        Ok(Changed(()))
     }
 }
 
-impl Drop for RawMode {
+impl Drop for Changed {
     fn drop(&mut self) {
         restore();
     }
 }
 
-/// Puts the terminal back as it was before raw mode, if it is raw; safe to call from any
-/// thread, any number of times.
+/// Makes standard input raw (no echo, no line editing, no signals from keys: ^C goes to
+/// the host); `None` when it is not a terminal.
+pub fn raw_mode() -> io::Result<Option<Changed>> {
+    let stdin = io::stdin();
+    if !termios::isatty(stdin.as_fd()) {
+        return Ok(None);
+    }
+    let tty = File::from(stdin.as_fd().try_clone_to_owned()?);
+    Changed::apply(tty, Termios::make_raw).map(Some)
+}
+
+/// Puts the terminal back as it was, if it is changed; safe to call from any thread, any
+/// number of times.
 pub fn restore() {
     let saved = SAVED.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(t) = saved {
+    if let Some((tty, t)) = saved {
         // Drain: output still queued would otherwise come out under the old settings.
-        let _ = termios::tcsetattr(rustix::stdio::stdin(), OptionalActions::Drain, &t);
+        let _ = termios::tcsetattr(&tty, OptionalActions::Drain, &t);
     }
 }
 
-/// Restores and exits: the way out of a thread that is not the one reading the keyboard.
+/// Restores and exits: the way out of a thread other than the one reading the keyboard.
+/// (Standard output is not flushed here: the output thread may hold it, and writes whole
+/// chunks itself.)
 pub fn exit(code: i32) -> ! {
     restore();
-    let _ = io::stdout().flush();
     std::process::exit(code)
 }
 
@@ -78,6 +85,7 @@ fn install_guards() {
                             Signal::Quit => 3,
                             _ => 15,
                         };
+                        restore();
                         eprint!("\r\nconduit: stopped by {sig:?}\r\n");
                         exit(128 + number);
                     }
@@ -96,17 +104,19 @@ pub fn read_password(prompt: &str) -> anyhow::Result<String> {
         .context(
         "no terminal to ask for the password on: give it on standard input with --password-stdin",
     )?;
-    let was = termios::tcgetattr(&tty)?;
-    let mut quiet = was.clone();
-    quiet.local_modes.remove(LocalModes::ECHO);
-    quiet.local_modes.insert(LocalModes::ECHONL);
+    let reader = tty.try_clone()?;
     (&tty).write_all(prompt.as_bytes())?;
-    termios::tcsetattr(&tty, OptionalActions::Flush, &quiet)?;
+    let quiet = Changed::apply(tty, |t| {
+        t.local_modes.remove(LocalModes::ECHO);
+        t.local_modes.insert(LocalModes::ECHONL);
+    })?;
     let mut line = String::new();
-    let read = io::BufReader::new(&tty).read_line(&mut line);
-    termios::tcsetattr(&tty, OptionalActions::Now, &was)?;
-    read?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    let read = io::BufReader::new(reader).read_line(&mut line);
+    drop(quiet);
+    anyhow::ensure!(read? > 0, "no password given");
+    let v = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(!v.is_empty(), "no password given");
+    Ok(v)
 }
 
 /// The first line of standard input (a password or key given by a script).

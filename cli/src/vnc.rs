@@ -48,6 +48,11 @@ pub fn serve(conduit: &Conduit, server: &str, port: u16) -> anyhow::Result<()> {
         unreachable!("bound to an IPv4 address")
     };
     // Checked before anyone is told where to connect: a refusal shows now, not in the viewer.
+    if conduit.session().user.role == "viewer" {
+        anyhow::bail!(
+            "viewers watch serial consoles only: a graphical console takes the keyboard and mouse"
+        );
+    }
     conduit.locate(server)?;
     println!(
         "{server}'s graphical console: point a VNC viewer at {addr} (e.g. `vncviewer {}::{}`); \
@@ -67,7 +72,8 @@ pub fn serve(conduit: &Conduit, server: &str, port: u16) -> anyhow::Result<()> {
         };
         if !peer_is_me(&s, addr) {
             eprintln!(
-                "conduit: refused a viewer from {} (another user's program)",
+                "conduit: refused a viewer from {}: its program is not yours (or its owner \
+                 could not be read from /proc/net/tcp; viewers must connect to 127.0.0.1)",
                 s.peer_addr().map_or("?".into(), |a| a.to_string())
             );
             continue;
@@ -112,11 +118,11 @@ fn relay(conduit: &Conduit, server: &str, viewer: TcpStream) -> anyhow::Result<(
                 }
             }
             Ok(Some(Message::Text(_))) => {}
-            Ok(None) => {
-                if up.is_finished() {
-                    break Ok(());
-                }
+            Ok(None) if up.is_finished() => break Ok(()),
+            Ok(None) if rx.quiet_for() > console::QUIET_LIMIT => {
+                break Err(anyhow::anyhow!("the console link went silent"))
             }
+            Ok(None) => {}
             Ok(Some(Message::Closed(said))) => match said {
                 Some((1000, _)) | None => break Ok(()),
                 Some((_, why)) => break Err(anyhow::anyhow!("the console ended: {why}")),

@@ -1,12 +1,13 @@
 //! A blocking WebSocket client for the gateway's consoles, over the HTTP client's connection
-//! (plain or TLS). One thread receives while another sends: the connection sits behind a
-//! lock that the receiver takes only once `poll` says bytes are there, and then drains what
-//! TLS has buffered, so a keystroke never waits behind a blocked read.
+//! (plain or TLS), one thread receiving while another sends. Over plain TCP the two halves
+//! are independent sockets. Over TLS they share the connection behind a lock that the receiver
+//! takes only once `poll` says bytes are there (or TLS may hold decrypted ones), so a keystroke
+//! waits at most for one read already under way.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conduit_ws::{self as ws, Opcode};
 use http_client::{Client, Stream};
@@ -49,26 +50,45 @@ impl std::fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
-struct Conn {
-    stream: Stream,
+/// The connection: a plain socket's two halves, or one TLS stream for both.
+enum Conn {
+    Plain(Mutex<TcpStream>),
+    Tls(Mutex<Stream>),
+}
+
+impl Conn {
+    fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => {
+                let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+                s.write_all(bytes)
+            }
+            Conn::Tls(s) => {
+                let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+                s.write_all(bytes).and_then(|()| s.flush())
+            }
+        }
+    }
 }
 
 /// The sending half (cheap to clone).
 #[derive(Clone)]
 #[allow(missing_debug_implementations)] // a socket
 pub struct Sender {
-    conn: Arc<Mutex<Conn>>,
+    conn: Arc<Conn>,
 }
 
 /// The receiving half.
 #[allow(missing_debug_implementations)] // a socket
 pub struct Receiver {
-    conn: Arc<Mutex<Conn>>,
-    poll_fd: TcpStream,
+    conn: Arc<Conn>,
+    /// The socket, for `poll` (and, over plain TCP, for reading).
+    socket: TcpStream,
     raw: Vec<u8>,
     message: Vec<u8>,
     fragments: ws::Fragments,
     opcode: Opcode,
+    heard: Instant,
 }
 
 /// Opens a WebSocket to `path` (with its query) at `client`'s peer, offering `protocol`.
@@ -138,23 +158,37 @@ pub fn open(
         ));
     }
     ws::check_server_answer(status, header, &key).map_err(|e| failed("the upgrade", &e))?;
-    let poll_fd = stream
+    if protocol.is_some() && header("Sec-WebSocket-Protocol") != protocol {
+        return Err(OpenError::Failed(
+            "the server did not take the console's subprotocol".into(),
+        ));
+    }
+    let socket = stream
         .tcp()
         .try_clone()
         .map_err(|e| failed("the socket", &e))?;
     stream
         .set_timeout(Some(WRITE_TIMEOUT))
         .map_err(|e| failed("the socket", &e))?;
-    let conn = Arc::new(Mutex::new(Conn { stream }));
+    let conn = Arc::new(match stream {
+        Stream::Plain(s) => {
+            socket
+                .set_read_timeout(Some(Duration::from_millis(1)))
+                .map_err(|e| failed("the socket", &e))?;
+            Conn::Plain(Mutex::new(s))
+        }
+        tls => Conn::Tls(Mutex::new(tls)),
+    });
     Ok((
         Sender { conn: conn.clone() },
         Receiver {
             conn,
-            poll_fd,
+            socket,
             raw: rest,
             message: Vec::new(),
             fragments: ws::Fragments::default(),
             opcode: Opcode::Binary,
+            heard: Instant::now(),
         },
     ))
 }
@@ -169,10 +203,8 @@ fn mask() -> [u8; 4] {
 
 impl Sender {
     fn frame(&self, opcode: Opcode, payload: &[u8]) -> io::Result<()> {
-        let frame = ws::encode_client_frame(opcode, payload, mask());
-        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        c.stream.write_all(&frame)?;
-        c.stream.flush()
+        self.conn
+            .write_all(&ws::encode_client_frame(opcode, payload, mask()))
     }
 
     /// Sends console bytes.
@@ -204,11 +236,21 @@ impl Receiver {
         }
     }
 
+    /// How long since anything, a ping included, came from the peer.
+    pub fn quiet_for(&self) -> Duration {
+        self.heard.elapsed()
+    }
+
     /// Takes whatever bytes are there, after waiting up to `wait` for some: false when none
     /// came.
     fn fill(&mut self, wait: Duration) -> io::Result<bool> {
+        // TLS may hold bytes it decrypted already (with the upgrade's answer, or past a
+        // read's end), which `poll` cannot see: take those first.
+        if matches!(*self.conn, Conn::Tls(_)) && self.drain()? {
+            return Ok(true);
+        }
         let mut fds = [rustix::event::PollFd::new(
-            &self.poll_fd,
+            &self.socket,
             rustix::event::PollFlags::IN,
         )];
         let ts = rustix::event::Timespec::try_from(wait).unwrap_or(rustix::event::Timespec {
@@ -221,39 +263,58 @@ impl Receiver {
             Err(rustix::io::Errno::INTR) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        c.stream
-            .tcp()
-            .set_read_timeout(Some(Duration::from_millis(1)))?;
+        self.drain()?;
+        // Readable, but nothing decrypted yet (a partial TLS record): not an end.
+        Ok(true)
+    }
+
+    /// Reads what is there without waiting: whether anything came. The peer closing is an
+    /// error once its bytes are taken.
+    fn drain(&mut self) -> io::Result<bool> {
         let mut buf = [0u8; 16 * 1024];
         let mut got = false;
-        let r = loop {
-            match c.stream.read(&mut buf) {
-                Ok(0) => break Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => {
-                    got = true;
-                    self.raw.extend_from_slice(&buf[..n]);
-                    if self.raw.len() > MAX_MESSAGE {
-                        break Ok(());
+        let mut read = |r: &mut dyn Read, raw: &mut Vec<u8>| -> io::Result<()> {
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) if got => return Ok(()),
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => {
+                        got = true;
+                        raw.extend_from_slice(&buf[..n]);
+                        if raw.len() > MAX_MESSAGE {
+                            return Ok(());
+                        }
                     }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        return Ok(())
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break Ok(())
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
             }
         };
-        c.stream.tcp().set_read_timeout(Some(WRITE_TIMEOUT))?;
-        match r {
-            Err(e) if !got || e.kind() != io::ErrorKind::UnexpectedEof => Err(e),
-            _ => Ok(true),
+        match &*self.conn {
+            // The receive timeout (set at open) ends the read; not non-blocking mode, which
+            // the sending half's descriptor would share.
+            Conn::Plain(_) => read(&mut self.socket, &mut self.raw)?,
+            Conn::Tls(s) => {
+                let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+                // A short timeout rather than non-blocking: the socket is shared with writes.
+                s.tcp().set_read_timeout(Some(Duration::from_millis(1)))?;
+                let r = read(&mut *s, &mut self.raw);
+                s.tcp().set_read_timeout(Some(WRITE_TIMEOUT))?;
+                r?;
+            }
         }
+        if got {
+            self.heard = Instant::now();
+        }
+        Ok(got)
     }
 
     fn decode(&mut self) -> io::Result<Option<Message>> {

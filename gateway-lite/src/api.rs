@@ -17,13 +17,14 @@ use conduit_api::manager::GatewayAuditRecord;
 use conduit_api::uplink::Method as Op;
 use conduit_http::router::Router;
 use conduit_http::rpc::{bearer, decode_body, refused, unary_raw, Code, RpcError, RpcFuture};
-use conduit_http::{Method, Request};
+use conduit_http::Request;
 use conduit_metrics::labels::{ErrorType, Operation, OperationStatus, Status};
 
 use crate::agents::{Agents, Failure, Status as AgentStatus};
 use crate::audit::Outbox;
 use crate::metrics::GatewayMetrics;
 use crate::trust::{Caller, Trust};
+use crate::web_origins::WebOrigins;
 
 /// What the API needs.
 #[derive(Debug)]
@@ -327,11 +328,11 @@ impl Api {
 }
 
 /// Adds the GatewayService routes.
-pub fn routes(router: Router, api: &Arc<Api>) -> Router {
+pub fn routes(router: Router, api: &Arc<Api>, origins: &Arc<WebOrigins>) -> Router {
     let rpc = api.metrics.rpc.clone();
     let list = api.clone();
-    let mut router = router.route(
-        Method::Post,
+    let mut router = origins.route(
+        router,
         "/conduit.gateway.v1.GatewayService/ListServers",
         unary_raw(GATEWAY_SERVICE, "ListServers", rpc.clone(), move |req| {
             let r = list.list(req);
@@ -374,8 +375,8 @@ pub fn routes(router: Router, api: &Arc<Api>) -> Router {
     ];
     for (op, path) in ROUTED {
         let api = api.clone();
-        router = router.route(
-            Method::Post,
+        router = origins.route(
+            router,
             path,
             unary_raw(GATEWAY_SERVICE, op.as_str(), rpc.clone(), move |req| {
                 api.operate(op, req)

@@ -54,6 +54,7 @@ use crate::metrics::{
     ConsoleScope, Flow, GatewayMetrics, SessionLabels, SessionOperation, TypeLabel, WebSocketError,
 };
 use crate::trust::{Caller, Trust};
+use crate::web_origins::WebOrigins;
 
 /// A data connection from an agent, TLS or plain.
 pub trait DataStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -143,7 +144,7 @@ pub struct Consoles {
     metrics: Arc<GatewayMetrics>,
     outbox: Arc<Outbox>,
     limits: Limits,
-    origins: Vec<String>,
+    origins: Arc<WebOrigins>,
     tickets: Tickets<Ticketed>,
     /// Data connections asked of agents and not yet arrived, by stream id.
     pending: Mutex<HashMap<String, async_channel::Sender<Arrived>>>,
@@ -163,15 +164,14 @@ fn kind_label(kind: &str) -> &'static str {
 }
 
 impl Consoles {
-    /// The consoles, with `limits`; browsers may open them from `origins` besides the
-    /// gateway's own.
+    /// The consoles, with `limits`; browsers may open them from `origins`' pages.
     pub fn new(
         trust: Arc<Trust>,
         agents: Arc<Agents>,
         metrics: Arc<GatewayMetrics>,
         outbox: Arc<Outbox>,
         limits: Limits,
-        origins: Vec<String>,
+        origins: Arc<WebOrigins>,
     ) -> Arc<Consoles> {
         for (scope, limit) in [
             ("user", limits.per_user),
@@ -266,22 +266,6 @@ impl Consoles {
         })
     }
 
-    /// Whether a browser's `Origin` may open consoles here: this gateway's own (the `Host`
-    /// it was asked by), or one configured. Clients that send none (the CLI) may.
-    fn origin_allowed(&self, req: &Request) -> bool {
-        let Some(origin) = req.header("Origin") else {
-            return true;
-        };
-        if self.origins.iter().any(|o| o == origin) {
-            return true;
-        }
-        let host = req.header("Host").unwrap_or_default();
-        origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .is_some_and(|h| !host.is_empty() && h == host)
-    }
-
     /// A seat among the live sessions for `caller` on `server`, taken under the caps (per
     /// user, per server, in all) in one lock: a session counts from here, not from when its
     /// agent answers, so a burst of upgrades cannot pass the caps together. `Err` names the
@@ -359,7 +343,7 @@ impl Consoles {
                 "consoles are /console/sol/{id} and /console/vnc/{id}\n",
             );
         }
-        if !self.origin_allowed(req) {
+        if !self.origins.may_open_consoles(req) {
             self.error(&kind, "origin");
             return Response::text(403, "this origin may not open consoles here\n");
         }
@@ -944,41 +928,41 @@ async fn close(viewer: &Async<TcpStream>, code: u16, reason: &str) {
 /// Adds the console routes: the WebSocket upgrade and the session RPCs.
 pub fn routes(router: Router, consoles: &Arc<Consoles>) -> Router {
     let rpc = consoles.metrics.rpc.clone();
+    let origins = consoles.origins.clone();
     let (c1, c2, c3, c4) = (
         consoles.clone(),
         consoles.clone(),
         consoles.clone(),
         consoles.clone(),
     );
-    router
-        .route(Method::Get, "/console/{kind}/{id}", move |req| c1.open(req))
-        .route(
-            Method::Post,
-            "/conduit.gateway.v1.GatewayService/CreateConsoleTicket",
-            unary_raw(
-                GATEWAY_SERVICE,
-                "CreateConsoleTicket",
-                rpc.clone(),
-                move |req| {
-                    let r = c2.ticket(req);
-                    Box::pin(async move { r })
-                },
-            ),
-        )
-        .route(
-            Method::Post,
-            "/conduit.gateway.v1.GatewayService/ListSessions",
-            unary_raw(GATEWAY_SERVICE, "ListSessions", rpc.clone(), move |req| {
-                let r = c3.list(req);
+    let router = router.route(Method::Get, "/console/{kind}/{id}", move |req| c1.open(req));
+    let router = origins.route(
+        router,
+        "/conduit.gateway.v1.GatewayService/CreateConsoleTicket",
+        unary_raw(
+            GATEWAY_SERVICE,
+            "CreateConsoleTicket",
+            rpc.clone(),
+            move |req| {
+                let r = c2.ticket(req);
                 Box::pin(async move { r })
-            }),
-        )
-        .route(
-            Method::Post,
-            "/conduit.gateway.v1.GatewayService/CloseSession",
-            unary_raw(GATEWAY_SERVICE, "CloseSession", rpc, move |req| {
-                let r = c4.close_session(req);
-                Box::pin(async move { r })
-            }),
-        )
+            },
+        ),
+    );
+    let router = origins.route(
+        router,
+        "/conduit.gateway.v1.GatewayService/ListSessions",
+        unary_raw(GATEWAY_SERVICE, "ListSessions", rpc.clone(), move |req| {
+            let r = c3.list(req);
+            Box::pin(async move { r })
+        }),
+    );
+    origins.route(
+        router,
+        "/conduit.gateway.v1.GatewayService/CloseSession",
+        unary_raw(GATEWAY_SERVICE, "CloseSession", rpc, move |req| {
+            let r = c4.close_session(req);
+            Box::pin(async move { r })
+        }),
+    )
 }

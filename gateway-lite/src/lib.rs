@@ -8,6 +8,7 @@
 //!   deciding offline; `sync` keeps them fresh and reports back; `manager_link` is the client.
 //! - `api`: `conduit.gateway.v1.GatewayService` for users; `audit`: the durable outbox.
 //! - `consoles`: users' console WebSockets, spliced to a data connection the agent dials.
+//! - `web_origins`: the web console's pages on other origins (CORS, consoles' `Origin`).
 //! - `serve`: the wiring; `metrics`: the catalog.
 
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod serve;
 pub mod sync;
 pub mod trust;
 pub mod uplink;
+pub mod web_origins;
 
 use conduit_service::ComponentInfo;
 

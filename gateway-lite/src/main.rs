@@ -45,8 +45,10 @@ const FLAGS: &str =
   --console-max-per-server N ... per server (default 8)
   --console-idle-secs SECS   A console whose viewer sends nothing this long is closed
                              (default 3600)
-  --console-origin ORIGIN    A web page origin (e.g. https://conduit.example) that may open
-                             consoles here besides the gateway's own; repeat for more
+  --console-origin ORIGIN    A web page origin (the manager's web console, e.g.
+                             https://conduit.example) whose pages may call GatewayService
+                             (CORS) and open consoles here besides the gateway's own;
+                             repeat for more
 ";
 
 fn main() -> ExitCode {

@@ -188,6 +188,7 @@ pub fn run(
     let listener = async_io::Async::new(listener)?;
 
     let heartbeats = Arc::new(Heartbeats::default());
+    let origins = crate::web_origins::WebOrigins::new(cfg.console_origins.clone());
     let mut built = None;
     let (stack, metrics) = Stack::build_with_health(
         info,
@@ -210,11 +211,11 @@ pub fn run(
                 metrics.clone(),
                 outbox.clone(),
                 cfg.console_limits,
-                cfg.console_origins.clone(),
+                origins.clone(),
             );
             let router = crate::consoles::routes(router, &consoles);
             built = Some((trust, agents, consoles));
-            crate::api::routes(router, &api)
+            crate::api::routes(router, &api, &origins)
         },
     );
     let (trust, agents, consoles) = built.expect("routes were built");
@@ -264,11 +265,15 @@ pub fn run(
         None => {
             let bound = server.local_addr()?;
             if bound.ip().is_unspecified() {
+                // `http://0.0.0.0:P` would send users' tokens to whatever listens on P where
+                // they are: better no address than that one.
                 log::warn!(
-                    "users are told this gateway is at http://{bound}: give --address with the name they reach it by"
+                    "listening on {bound}, an address users cannot dial: give --address with the URL they reach this gateway by (until then the manager sends no one here)"
                 );
+                String::new()
+            } else {
+                format!("http://{bound}")
             }
-            format!("http://{bound}")
         }
     };
     let sync = crate::sync::Sync {

@@ -129,7 +129,7 @@ impl Sync {
                     CallError::Refused { .. } => {
                         log::warn!("reporting agent {}'s servers: {e}", r.agent_id)
                     }
-                    CallError::Unreachable(_) => {
+                    CallError::Unreachable(_) | CallError::Unanswered(_) => {
                         failed.push(r.agent_id);
                         result = Err(e);
                     }
@@ -159,7 +159,7 @@ impl Sync {
                     Err(CallError::Refused { code, message }) if code == "unauthenticated" => {
                         log::error!("the manager refuses this gateway's credential: {message}");
                     }
-                    Err(e) => log::warn!("heartbeat: {e}"),
+                    Err(e) => log::warn!("heartbeat to the manager: {e}"),
                 }
             }
             if now >= next_pull {
@@ -170,7 +170,7 @@ impl Sync {
                     }
                     Err(e) => {
                         let age = self.trust.ttl();
-                        log::warn!("pulling keys, revocations and inventory: {e} (decisions serve up to {age:?} since the last pull)");
+                        log::warn!("pulling keys, revocations and inventory from the manager: {e} (decisions serve up to {age:?} since the last pull)");
                         next_pull = Instant::now() + pull_retry.min(iv.pull);
                         pull_retry = (pull_retry * 2).min(iv.pull);
                     }
@@ -181,7 +181,7 @@ impl Sync {
                 self.agents.report_all();
             }
             if let Err(e) = self.report() {
-                log::warn!("reporting agents: {e}");
+                log::warn!("reporting agents to the manager: {e}");
             }
             match self
                 .outbox
@@ -189,7 +189,7 @@ impl Sync {
             {
                 Ok(0) => {}
                 Ok(n) => log::info!("delivered {n} audit records"),
-                Err(e) => log::warn!("delivering audit records: {e} (kept on disk)"),
+                Err(e) => log::warn!("delivering audit records to the manager: {e} (kept on disk)"),
             }
             self.sleep(Duration::from_secs(1));
         }

@@ -476,7 +476,7 @@ impl Uplinks {
                 Err(unknown())
             }
             Err(CallError::Refused { .. }) => Err(unknown()),
-            Err(CallError::Unreachable(why)) => {
+            Err(CallError::Unreachable(why) | CallError::Unanswered(why)) => {
                 log::warn!("verifying an agent credential: {why}");
                 Err((
                     Refusal::Unavailable,

@@ -39,6 +39,9 @@ pub struct Manager {
     pub server_series: std::sync::Mutex<Vec<ServerLabels>>,
     /// The `manager_gateways_total` series last published.
     pub gateway_series: std::sync::Mutex<Vec<conduit_metrics::labels::DatacenterStatus>>,
+    /// Where users reach the gateways (their registered addresses), as of the last gauge
+    /// refresh: the web console's page may connect there.
+    pub gateway_addresses: std::sync::RwLock<Vec<String>>,
 }
 
 impl Manager {

@@ -72,8 +72,14 @@ pub(crate) fn locate(mgr: &Manager, s: &Server) -> Result<m::ServerLocation, Rpc
         .store()
         .gateway(gateway_id)
         .map_err(|e| store_error("gateway", e))?;
-    if gateway_status(&g, unix_now() as i64) != "up" || g.address.is_empty() {
+    if gateway_status(&g, unix_now() as i64) != "up" {
         return Err(offline("its agent's gateway is down"));
+    }
+    if g.address.is_empty() {
+        return Err(offline(&format!(
+            "gateway {} has not said where users reach it (its --address)",
+            g.id
+        )));
     }
     Ok(m::ServerLocation {
         server_id: s.id.clone(),
@@ -129,6 +135,15 @@ impl Manager {
             Err(e) => return log::warn!("counting gateways: {e}"),
         };
         let now = unix_now() as i64;
+        let addresses = rows
+            .iter()
+            .filter(|g| g.revoked_at.is_none() && !g.address.is_empty())
+            .map(|g| g.address.clone())
+            .collect();
+        *self
+            .gateway_addresses
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = addresses;
         let mut counts: Vec<(DatacenterStatus, i64)> = Vec::new();
         for g in &rows {
             let labels = DatacenterStatus {

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod metrics;
 pub mod store;
 pub mod tokens;
+pub mod web;
 pub mod work;
 
 use std::path::Path;
@@ -130,6 +131,7 @@ pub fn manager(
         pools: work::Pools::start().context("start the work pools")?,
         server_series: Default::default(),
         gateway_series: Default::default(),
+        gateway_addresses: Default::default(),
     });
     mgr.auth.passwords.prepare();
     mgr.refresh_server_gauge();

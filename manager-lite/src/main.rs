@@ -43,6 +43,9 @@ const FLAGS: &str = "  --data-dir DIR             Where the manager keeps its da
                              as low as 1 for tests). Refresh tokens renew them
   --session-ttl SECS         How long a login session lasts, however often it is refreshed
                              (default 2592000, 30 days; at least 1)
+  --web-assets DIR           The web console's npm packages (xterm.js, noVNC): the
+                             node_modules directory of `npm ci --prefix web`; without it
+                             the page works but for the consoles
   --email E                  init: the admin's e-mail
   --password-file FILE       init: read the admin's password from FILE instead of stdin
   --drop-old                 keys rotate: delete the old keys instead of retiring them
@@ -60,6 +63,7 @@ struct Flags {
     email: Option<String>,
     password_file: Option<PathBuf>,
     drop_old: bool,
+    web_assets: Option<PathBuf>,
 }
 
 impl Flags {
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
             "email" => flags.email = Some(service::flag_value(name, p)?),
             "password-file" => flags.password_file = Some(service::flag_value(name, p)?.into()),
             "drop-old" => flags.drop_old = true,
+            "web-assets" => flags.web_assets = Some(service::flag_value(name, p)?.into()),
             _ => return Ok(false),
         }
         Ok(true)
@@ -186,6 +191,7 @@ fn serve(args: service::ServeArgs, flags: &Flags) -> anyhow::Result<()> {
             match mgr {
                 Ok(mgr) => {
                     let router = manager_lite::api::routes(router, &mgr);
+                    let router = manager_lite::web::routes(router, &mgr, flags.web_assets.clone());
                     built = Some(Ok(mgr));
                     router
                 }

@@ -288,7 +288,7 @@ fn a_person_logs_in_powers_servers_and_uses_the_consoles_from_the_command_line()
     let o = cli(&op, &["power", "status", "s1", "--output", "json"], "");
     assert_eq!(json_of(&o)[0]["power"], "on");
     let o = cli(&op, &["power", "sideways", "s1"], "");
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "used wrongly");
     assert!(
         stderr(&o).contains("give status, on, off"),
         "{}",
@@ -323,6 +323,23 @@ fn a_person_logs_in_powers_servers_and_uses_the_consoles_from_the_command_line()
         s["refreshToken"], old_refresh,
         "the refresh token was used and replaced"
     );
+
+    // Commands renewing an expired login at once: one uses the refresh token, the others
+    // take what it got (a refresh token works once; a second use would end the login).
+    let mut s: Value = serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap();
+    s["expiresAt"] = json!(0);
+    std::fs::write(&session, serde_json::to_vec(&s).unwrap()).unwrap();
+    let together: Vec<_> = (0..3)
+        .map(|_| {
+            let op = op.clone();
+            std::thread::spawn(move || cli(&op, &["whoami", "--output", "json"], ""))
+        })
+        .collect();
+    for t in together {
+        let o = t.join().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert!(cli(&op, &["power", "status", "s1"], "").status.success());
 
     // Another customer's user: the server is not found, at the manager and at the gateway.
     let other = dir.0.join("globex");
@@ -404,14 +421,44 @@ fn a_person_logs_in_powers_servers_and_uses_the_consoles_from_the_command_line()
         screen.contains("s1's console ended: closed by admin"),
         "{screen}"
     );
-    tmux.literal(&format!("stty -a > {}", after.display()));
+    let same_terminal = |when: &str| {
+        std::fs::remove_file(&after).unwrap();
+        tmux.literal(&format!("stty -a > {}", after.display()));
+        tmux.keys(&["Enter"]);
+        // A terminal left raw would not run the command (no newline translation): no file.
+        let now = eventually("stty ran", Duration::from_secs(10), || {
+            std::fs::read_to_string(&after)
+                .ok()
+                .filter(|s| !s.is_empty())
+        });
+        assert_eq!(
+            std::fs::read_to_string(&before).unwrap(),
+            now,
+            "the terminal is as it was {when}"
+        );
+    };
+    same_terminal("after the gateway ended the console");
+    // A signal (here SIGTERM) ends the console and restores the terminal too.
+    tmux.literal("clear");
     tmux.keys(&["Enter"]);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        std::fs::read_to_string(&before).unwrap(),
-        std::fs::read_to_string(&after).unwrap(),
-        "the terminal is as it was after the gateway ended the console"
-    );
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.run(&["clear-history", "-t", "t"]);
+    tmux.literal(&format!("{} console s1; echo exit=$?", conduit.display()));
+    tmux.keys(&["Enter"]);
+    tmux.wait_screen("connected to s1's serial console");
+    let pid = eventually("the console's process", Duration::from_secs(10), || {
+        let o = Command::new("pgrep")
+            .args(["-x", "conduit"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .map(str::to_owned)
+    });
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    tmux.wait_screen("exit=143");
+    same_terminal("after SIGTERM");
 
     // The graphical console for a native viewer: this user's connection gets the screen.
     let vnc_port = free_port();

@@ -50,10 +50,16 @@ impl Site {
     /// A site whose manager listens on `port` (fixed, too: gateways find a restarted manager
     /// where they left it).
     pub(crate) fn with_manager_port(name: &str, port: u16) -> Site {
+        Site::with_manager(name, port, &[])
+    }
+
+    /// A site whose manager also gets `flags`.
+    pub(crate) fn with_manager(name: &str, port: u16, flags: &[&str]) -> Site {
         let _hashing = crate::manager_api::hashing_shared();
         let manager_listen = format!("127.0.0.1:{port}");
-        let (db, manager) =
-            manager_with_admin(Engine::Sqlite, name, &["--listen", &manager_listen]);
+        let mut all = vec!["--listen", &manager_listen];
+        all.extend_from_slice(flags);
+        let (db, manager) = manager_with_admin(Engine::Sqlite, name, &all);
         let m = manager.addr;
         let admin = token(&login(m, ADMIN.0, ADMIN.1));
         let customer = |n: &str| {

@@ -25,6 +25,7 @@ mod pg_client;
 mod prometheus_e2e;
 mod redfish_live;
 mod redfish_mockup;
+mod web_console;
 // The manager's storage ships for x86_64 only (see tests/Cargo.toml).
 #[cfg(target_arch = "x86_64")]
 mod store_engines;

@@ -69,6 +69,16 @@ impl IpmiSim {
         )
     }
 
+    /// [`IpmiSim::start_with_emu`] whose serial port's host side is `sol_host` (as
+    /// [`IpmiSim::start_with_sol_host`]).
+    pub fn start_with_emu_and_sol_host(emu: &str, sol_host: SocketAddr) -> IpmiSim {
+        IpmiSim::start_from(
+            SocketAddr::from(([127, 0, 0, 1], free_udp_port())),
+            sol_host,
+            Some(emu),
+        )
+    }
+
     /// [`IpmiSim::start_with_emu`] on `addr` (a test that points an agent at it first).
     pub fn start_with_emu_at(addr: SocketAddr, emu: &str) -> IpmiSim {
         IpmiSim::start_from(

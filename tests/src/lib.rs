@@ -91,7 +91,19 @@ pub fn bin(name: &str) -> PathBuf {
     ];
     let crates: Vec<&str> = match name {
         "conduit-agent" => vec!["agent", "board", "crates"],
-        "conduit-gateway" => [&["gateway-lite"][..], &SERVING].concat(),
+        "conduit-gateway" => [
+            &[
+                "gateway-lite",
+                "crates/api",
+                "crates/auth",
+                "crates/connect",
+                "crates/http-client",
+                "crates/uplink",
+            ][..],
+            &SERVING,
+        ]
+        .concat(),
+        "conduit" => vec!["cli", "crates"],
         "conduit-manager" => {
             [&["manager-lite", "crates/auth", "crates/api"][..], &SERVING].concat()
         }

@@ -15,7 +15,11 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
     /// No answer, or one that says "later" (`unavailable`, 5xx): the service may come back.
+    /// The request was not taken (no connection), or taken and refused for now.
     Unreachable(String),
+    /// The request may have reached the service, but no answer came back (a timeout, a
+    /// connection lost mid-call): a change it asked for may have happened.
+    Unanswered(String),
     /// The service answered with a Connect error.
     Refused {
         /// Connect code (`not_found`, `permission_denied`, `unauthenticated`, …).
@@ -30,7 +34,7 @@ impl CallError {
     pub fn code(&self) -> Option<&str> {
         match self {
             CallError::Refused { code, .. } => Some(code),
-            CallError::Unreachable(_) => None,
+            CallError::Unreachable(_) | CallError::Unanswered(_) => None,
         }
     }
 }
@@ -39,6 +43,7 @@ impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CallError::Unreachable(why) => write!(f, "unreachable: {why}"),
+            CallError::Unanswered(why) => write!(f, "no answer: {why}"),
             CallError::Refused { code, message } => write!(f, "refused ({code}): {message}"),
         }
     }
@@ -170,7 +175,13 @@ impl Endpoint {
                 max_body: 16 << 20,
                 ..Request::new("POST", &path)
             })
-            .map_err(|e| CallError::Unreachable(format!("{method}: {e}")))?;
+            .map_err(|e| match e {
+                // Not connected, or the handshake failed: nothing was sent.
+                http_client::Error::Connect(_) | http_client::Error::Tls(_) => {
+                    CallError::Unreachable(format!("{method}: {e}"))
+                }
+                _ => CallError::Unanswered(format!("{method}: {e}")),
+            })?;
         answer(method, resp.status, &resp.body)
     }
 }

@@ -16,6 +16,8 @@ pub const UNMATCHED: &str = "other";
 enum Segment {
     Literal(&'static str),
     Param(&'static str),
+    /// `{name*}`, last: one or more segments, the parameter's value joined with `/`.
+    Rest(&'static str),
 }
 
 struct Route {
@@ -66,15 +68,25 @@ fn parse_template(template: &'static str) -> Vec<Segment> {
         template.starts_with('/'),
         "route template {template:?} must start with /"
     );
-    template[1..]
+    let segments: Vec<Segment> = template[1..]
         .split('/')
         .map(
             |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => Segment::Param(name),
+                Some(name) => match name.strip_suffix('*') {
+                    Some(rest) => Segment::Rest(rest),
+                    None => Segment::Param(name),
+                },
                 None => Segment::Literal(s),
             },
         )
-        .collect()
+        .collect();
+    assert!(
+        !segments[..segments.len() - 1]
+            .iter()
+            .any(|s| matches!(s, Segment::Rest(_))),
+        "route template {template:?}: {{name*}} must come last"
+    );
+    segments
 }
 
 impl Router {
@@ -148,14 +160,18 @@ impl Router {
 }
 
 fn match_segments(segments: &[Segment], parts: &[&str]) -> Option<Vec<(&'static str, String)>> {
-    if segments.len() != parts.len() {
+    let rest = matches!(segments.last(), Some(Segment::Rest(_)));
+    if segments.len() != parts.len() && !(rest && parts.len() > segments.len()) {
         return None;
     }
     let mut params = Vec::new();
-    for (seg, part) in segments.iter().zip(parts) {
+    for (i, (seg, part)) in segments.iter().zip(parts).enumerate() {
         match seg {
             Segment::Literal(l) if l == part => {}
             Segment::Param(name) if !part.is_empty() => params.push((*name, (*part).to_owned())),
+            Segment::Rest(name) if parts[i..].iter().all(|p| !p.is_empty()) => {
+                params.push((*name, parts[i..].join("/")))
+            }
             _ => return None,
         }
     }
@@ -175,6 +191,22 @@ mod tests {
             .route(Method::Delete, "/api/v1/servers/{id}", |_| {
                 Response::new(204)
             })
+    }
+
+    #[test]
+    fn a_rest_parameter_takes_the_remaining_segments() {
+        let r = Router::new().route(Method::Get, "/web/{path*}", |r| {
+            Response::text(200, r.param("path").unwrap_or_default())
+        });
+        let path = |p: &str| match r.lookup(Method::Get, p) {
+            Match::Found { params, .. } => Some(params[0].1.clone()),
+            _ => None,
+        };
+        assert_eq!(path("/web/a.js").as_deref(), Some("a.js"));
+        assert_eq!(path("/web/a/b/c.js").as_deref(), Some("a/b/c.js"));
+        assert_eq!(path("/web/"), None);
+        assert_eq!(path("/web"), None);
+        assert_eq!(path("/web/a//b"), None, "no empty segment");
     }
 
     #[test]
