@@ -24,13 +24,14 @@ function el(tag, attrs = {}, ...children) {
 
 function show(...nodes) {
   closeConsole();
-  document.getElementById('main').replaceChildren(...nodes);
+  document.getElementById('main').replaceChildren(...nodes.filter((n) => n != null));
 }
 
 function say(text, error = false) {
   const m = document.getElementById('message');
   m.textContent = text;
   m.className = error ? 'error' : '';
+  m.setAttribute('role', error ? 'alert' : 'status');
 }
 
 function table(header, rows) {
@@ -44,11 +45,23 @@ function table(header, rows) {
 const store = window.sessionStorage;
 let session = JSON.parse(store.getItem('conduit.session') || 'null');
 let renewing = null;
+// A tab opened from this one (or duplicated) starts with a copy of its sessionStorage. A
+// refresh token works once, and a second use ends the login for both, so the copy keeps
+// only the access token (until it lapses) and the refresh token stays with its first tab.
+if (session && window.name !== session.tab) {
+  session.refresh = null;
+  remember(session);
+}
+
+function remember(s) {
+  s.tab = window.name = window.name || crypto.randomUUID();
+  store.setItem('conduit.session', JSON.stringify(s));
+}
 
 function keep(t) {
   session = { token: t.accessToken, refresh: t.refreshToken, user: t.user,
               expires: Date.now() + t.expiresIn * 1000 };
-  store.setItem('conduit.session', JSON.stringify(session));
+  remember(session);
 }
 
 async function post(url, body, token) {
@@ -71,9 +84,17 @@ async function post(url, body, token) {
 
 // Renews the access token with the refresh token, once for all callers at a time.
 function renew() {
-  renewing ??= post('/conduit.manager.v1.AuthService/Refresh', { refreshToken: session?.refresh })
+  if (!session?.refresh) {
+    logout(false);
+    return Promise.reject(new Error('the login has ended here: log in again'));
+  }
+  renewing ??= post('/conduit.manager.v1.AuthService/Refresh', { refreshToken: session.refresh })
     .then(keep)
-    .catch((e) => { logout(false); throw e; })
+    .catch((e) => {
+      // Only the manager's refusal ends the login; an outage does not.
+      if (e.code === 'unauthenticated' || e.code === 'permission_denied') logout(false);
+      throw e;
+    })
     .finally(() => { renewing = null; });
   return renewing;
 }
@@ -97,18 +118,23 @@ const located = new Map();
 async function gatewayOf(serverId) {
   if (!located.has(serverId)) {
     const l = await manager('ServerService', 'Locate', { serverId });
-    located.set(serverId, l.gatewayAddress);
+    located.set(serverId, l.gatewayAddress.replace(/\/+$/, ''));
   }
   return located.get(serverId);
 }
 
 async function gateway(serverId, method, body) {
   const base = await gatewayOf(serverId);
-  try {
-    return await call(base, GATEWAY, method, body);
-  } catch (e) {
-    if (e.code === 'unavailable') located.delete(serverId); // the agent may have moved
-    throw e;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call(base, GATEWAY, method, body);
+    } catch (e) {
+      if (e.code === 'unavailable') located.delete(serverId); // the agent may have moved
+      // The agent's bound on operations per server refused it before doing anything: a
+      // page asking several things of one server at once waits its turn.
+      if (e.code !== 'resource_exhausted' || attempt >= 4) throw e;
+      await new Promise((r) => setTimeout(r, 500 * (attempt + 1)));
+    }
   }
 }
 
@@ -152,17 +178,23 @@ function powerCell(state) {
   return el('span', { class: `power-${state}` }, state);
 }
 
-async function powerRow(s) {
+// A server's row; its live state comes with `refresh()`.
+function powerRow(s) {
   const power = el('td', { 'data-field': 'power' }, '…');
   const state = el('td', { 'data-field': 'state' }, '…');
-  const act = (action) => el('button', { 'data-action': action, onclick: async () => {
-    try {
-      say(`${s.serverId}: power ${action}…`);
-      await gateway(s.serverId, 'PowerAction', { serverId: s.serverId, action });
-      say(`${s.serverId}: power ${action} done`);
-      refresh();
-    } catch (e) { say(`${s.serverId}: ${e.message}`, true); }
-  } }, action);
+  const act = (action) => el('button', { 'data-action': action, 'aria-label': `power ${action} ${s.serverId}`,
+    onclick: async (ev) => {
+      const b = ev.currentTarget;
+      if (action !== 'on' && !window.confirm(`Power ${action} ${s.serverId}?`)) return;
+      b.disabled = true;
+      try {
+        say(`${s.serverId}: power ${action}…`);
+        await gateway(s.serverId, 'PowerAction', { serverId: s.serverId, action });
+        say(`${s.serverId}: power ${action} done`);
+        await refresh();
+      } catch (e) { say(`${s.serverId}: ${e.message}`, true); }
+      b.disabled = false;
+    } }, action);
   const refresh = async () => {
     try {
       const p = await gateway(s.serverId, 'PowerStatus', { serverId: s.serverId });
@@ -173,34 +205,65 @@ async function powerRow(s) {
       state.textContent = e.code === 'unavailable' ? 'unreachable' : e.message;
     }
   };
-  refresh();
-  return el('tr', { 'data-server': s.serverId },
+  const can = (c) => s.capabilities.includes(c);
+  const row = el('tr', { 'data-server': s.serverId },
     el('td', {}, el('a', { href: `#server/${encodeURIComponent(s.serverId)}` }, s.serverId)),
     el('td', {}, s.name), state, power,
     el('td', {},
       isOperator() ? act('on') : null, isOperator() ? act('off') : null,
       isOperator() ? act('cycle') : null,
-      el('a', { href: `#sol/${encodeURIComponent(s.serverId)}` }, 'serial console'), ' ',
-      isOperator() ? el('a', { href: `#vnc/${encodeURIComponent(s.serverId)}` }, 'graphical console') : null));
+      can('sol') ? el('a', { href: `#sol/${encodeURIComponent(s.serverId)}` }, 'serial console') : null, ' ',
+      isOperator() && can('vnc') ? el('a', { href: `#vnc/${encodeURIComponent(s.serverId)}` }, 'graphical console') : null));
+  return { row, refresh };
+}
+
+// Every page of a manager list.
+async function all(service, method, body, field) {
+  const rows = [];
+  let pageToken;
+  do {
+    const page = await manager(service, method, { ...body, pageSize: 1000, pageToken });
+    rows.push(...page[field]);
+    pageToken = page.nextPageToken;
+  } while (pageToken);
+  return rows;
+}
+
+// Runs `f` on every item, at most `n` at once (a page of many servers must not ask the
+// manager and the gateways everything at the same moment).
+async function bounded(items, n, f) {
+  const out = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await f(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  return out;
 }
 
 async function serversView() {
-  const list = await manager('ServerService', 'List', { pageSize: 1000 });
-  const rows = await Promise.all(list.servers.map(powerRow));
+  const servers = await all('ServerService', 'List', {}, 'servers');
+  const rows = servers.map(powerRow);
   show(el('h2', {}, 'Servers'),
-    table(['Server', 'Name', 'State', 'Power', ''], rows),
-    list.servers.length ? null : el('p', {}, 'No servers are assigned to you yet.'));
+    table(['Server', 'Name', 'State', 'Power', ''], rows.map((r) => r.row)),
+    servers.length ? null : el('p', {}, 'No servers are assigned to you yet.'));
+  await bounded(rows, 8, (r) => r.refresh());
 }
 
 async function serverView(id) {
   const s = await manager('ServerService', 'Get', { serverId: id });
+  const power = powerRow(s);
+  power.refresh();
   const sensors = el('div', {}, 'Reading sensors…');
   const events = el('div', {}, 'Reading the event log…');
   const boot = el('div', {});
   show(el('h2', {}, `${s.name} (${s.serverId})`),
     table(['Datacenter', 'Protocol', 'Capabilities'],
       [el('tr', {}, el('td', {}, s.datacenter), el('td', {}, s.protocol), el('td', {}, s.capabilities.join(', ')))]),
-    el('h3', {}, 'Power'), table(['Server', 'Name', 'State', 'Power', ''], [await powerRow(s)]),
+    el('h3', {}, 'Power'), table(['Server', 'Name', 'State', 'Power', ''], [power.row]),
     el('h3', {}, 'Boot device'), boot,
     el('h3', {}, 'Sensors'), sensors,
     el('h3', {}, 'Event log'), events);
@@ -216,10 +279,10 @@ async function serverView(id) {
     .catch((e) => events.replaceChildren(e.message));
   const showBoot = (b) => {
     const pick = el('select', { name: 'device' }, ...['pxe', 'disk', 'cdrom', 'bios'].map((d) => el('option', {}, d)));
+    const set = el('button', { onclick: () => gateway(id, 'SetBootDevice', { serverId: id, device: pick.value })
+      .then(showBoot).catch((e) => say(e.message, true)) }, 'Set for next boot');
     boot.replaceChildren(`Override: ${b.device}${b.persistent ? ' (every boot)' : ''} `,
-      isOperator() ? pick : null,
-      isOperator() ? el('button', { onclick: () => gateway(id, 'SetBootDevice', { serverId: id, device: pick.value })
-        .then(showBoot).catch((e) => say(e.message, true)) }, 'Set for next boot') : null);
+      ...(isOperator() ? [pick, set] : []));
   };
   gateway(id, 'GetBootDevice', { serverId: id }).then(showBoot).catch((e) => boot.replaceChildren(e.message));
 }
@@ -227,12 +290,13 @@ async function serverView(id) {
 async function adminView() {
   const [gws, agents, free, customers] = await Promise.all([
     manager('GatewayService', 'List', {}),
-    manager('AgentService', 'List', { pageSize: 1000 }),
-    manager('ServerService', 'List', { pageSize: 1000, unassigned: true }),
-    manager('CustomerService', 'List', { pageSize: 1000 }),
+    all('AgentService', 'List', {}, 'agents'),
+    all('ServerService', 'List', { unassigned: true }, 'servers'),
+    all('CustomerService', 'List', {}, 'customers'),
   ]);
   const assignRow = (s) => {
-    const pick = el('select', {}, ...customers.customers.map((c) => el('option', { value: c.customerId }, c.name)));
+    const pick = el('select', { 'aria-label': `customer for ${s.serverId}` },
+      ...customers.map((c) => el('option', { value: c.customerId }, c.name)));
     return el('tr', { 'data-server': s.serverId }, el('td', {}, s.serverId), el('td', {}, s.datacenter), el('td', {}, pick,
       el('button', { onclick: () => manager('ServerService', 'Assign', { serverId: s.serverId, customerId: pick.value })
         .then(() => { say(`${s.serverId} assigned`); adminView(); }).catch((e) => say(e.message, true)) }, 'Assign')));
@@ -241,30 +305,40 @@ async function adminView() {
     table(['Gateway', 'Datacenter', 'Status', 'Address', 'Version'], gws.gateways.map((g) => el('tr', {},
       el('td', {}, g.gatewayId), el('td', {}, g.datacenter), el('td', {}, g.status), el('td', {}, g.address), el('td', {}, g.version)))),
     el('h2', {}, 'Agents'),
-    table(['Agent', 'Datacenter', 'Gateway', 'State'], agents.agents.map((a) => el('tr', {},
+    table(['Agent', 'Datacenter', 'Gateway', 'State'], agents.map((a) => el('tr', {},
       el('td', {}, a.agentId), el('td', {}, a.datacenter), el('td', {}, a.gatewayId || '-'),
       el('td', {}, a.revoked ? 'revoked' : a.connected ? 'connected' : 'disconnected')))),
     el('h2', {}, 'Unassigned servers'),
-    table(['Server', 'Datacenter', 'Assign to'], free.servers.map(assignRow)));
+    table(['Server', 'Datacenter', 'Assign to'], free.map(assignRow)));
 }
 
 // ---- consoles -------------------------------------------------------------------------
 
-let open = null; // the console on screen: { ws, dispose }
+let open = null; // the console on screen: { dispose }
+let generation = 0; // bumped by every navigation: a view still loading for an old one stops
 
 function closeConsole() {
   if (open) { open.dispose(); open = null; }
 }
 
-function loadScript(src) {
-  return new Promise((resolve, reject) => {
-    if (document.querySelector(`script[src="${src}"]`)) return resolve();
+function stale(mine) {
+  return mine !== generation;
+}
+
+let xterm = null;
+function loadXterm() {
+  xterm ??= new Promise((resolve, reject) => {
     document.head.append(el('link', { rel: 'stylesheet', href: XTERM_CSS }));
-    const s = el('script', { src });
+    const s = el('script', { src: XTERM });
     s.onload = resolve;
-    s.onerror = () => reject(new Error('the console packages are not installed at the manager (--web-assets)'));
+    s.onerror = () => {
+      s.remove();
+      xterm = null;
+      reject(new Error('the console packages are not installed at the manager (--web-assets)'));
+    };
     document.head.append(s);
   });
+  return xterm;
 }
 
 async function consoleSocket(id, kind, screen) {
@@ -273,11 +347,12 @@ async function consoleSocket(id, kind, screen) {
   return base.replace(/^http/, 'ws') + t.path;
 }
 
-async function solView(id) {
+async function solView(id, mine) {
   const screen = el('div', { class: 'console', id: 'terminal' });
-  const keyboard = el('span', { id: 'keyboard' }, isOperator() ? 'Keyboard: the first viewer to arrive holds it' : 'Keyboard: you are watching');
+  const keyboard = el('span', { id: 'keyboard', 'aria-live': 'polite' }, 'Keyboard: not known yet (the first viewer to arrive holds it)');
+  await loadXterm();
   const url = await consoleSocket(id, 'sol');
-  await loadScript(XTERM);
+  if (stale(mine)) return;
   const ws = new WebSocket(url, ['binary']);
   ws.binaryType = 'arraybuffer';
   const send = (o) => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify(o));
@@ -287,7 +362,11 @@ async function solView(id) {
       isOperator() ? el('button', { onclick: () => send({ type: 'break' }) }, 'Send BREAK') : null,
       el('a', { href: '#' }, 'Leave')),
     screen);
-  const term = new window.Terminal({ cursorBlink: true, scrollback: 5000 });
+  const term = new window.Terminal({
+    cursorBlink: true, scrollback: 5000,
+    // Links the host prints (OSC 8) open only as web pages, in a tab of their own.
+    linkHandler: { activate: (e, uri) => { if (/^https?:\/\//.test(uri)) window.open(uri, '_blank', 'noopener'); } },
+  });
   term.open(screen);
   term.focus();
   const bytes = new TextEncoder();
@@ -308,26 +387,34 @@ async function solView(id) {
   ws.onclose = (e) => say(`${id}'s console ended: ${(e.reason || 'closed').replaceAll('_', ' ')}`, e.code !== 1000);
   const typed = term.onData((d) => ws.readyState === WebSocket.OPEN && ws.send(bytes.encode(d)));
   window.__conduitTerminal = term; // for the browser tests
-  open = { ws, dispose: () => { typed.dispose(); ws.close(); term.dispose(); } };
+  open = { dispose: () => {
+    ws.onclose = ws.onmessage = null;
+    ws.close(1000);
+    typed.dispose();
+    term.dispose();
+    window.__conduitTerminal = null;
+  } };
 }
 
-async function vncView(id) {
+async function vncView(id, mine) {
   const screen = el('div', { class: 'console vnc', id: 'screen' });
-  const url = await consoleSocket(id, 'vnc');
   let RFB;
   try {
     RFB = (await import(NOVNC)).default;
   } catch (e) {
     throw new Error('the console packages are not installed at the manager (--web-assets)');
   }
+  const url = await consoleSocket(id, 'vnc');
+  if (stale(mine)) return;
   show(el('h2', {}, `Graphical console of ${id}`),
     el('div', { class: 'bar' }, el('a', { href: '#' }, 'Leave')), screen);
   const rfb = new RFB(screen, url, { wsProtocols: ['binary'], shared: true });
   rfb.scaleViewport = false;
   rfb.addEventListener('connect', () => say(`Connected to ${id}'s graphical console`));
-  rfb.addEventListener('disconnect', (e) => say(`${id}'s graphical console ended`, !e.detail.clean));
+  const ended = (e) => say(`${id}'s graphical console ended`, !e.detail.clean);
+  rfb.addEventListener('disconnect', ended);
   window.__conduitRfb = rfb;
-  open = { dispose: () => rfb.disconnect() };
+  open = { dispose: () => { rfb.removeEventListener('disconnect', ended); rfb.disconnect(); } };
 }
 
 // ---- routing --------------------------------------------------------------------------
@@ -341,17 +428,21 @@ async function route() {
     return loginView();
   }
   const u = session.user;
-  nav.replaceChildren(el('a', { href: '#' }, 'Servers'), ' ', isAdmin() ? el('a', { href: '#admin' }, 'Admin') : null);
+  nav.replaceChildren(...[el('a', { href: '#' }, 'Servers'), ' ',
+    isAdmin() ? el('a', { href: '#admin' }, 'Admin') : null].filter((n) => n != null));
   who.replaceChildren(`${u.email} (${u.role}${u.customerId ? ', ' + u.customerId : ''}) `,
     el('button', { id: 'logout', onclick: () => logout() }, 'Log out'));
-  const [view, arg] = location.hash.slice(1).split('/').map(decodeURIComponent);
+  const mine = ++generation;
   try {
+    const [view, arg] = location.hash.slice(1).split('/').map(decodeURIComponent);
     if (view === 'server') await serverView(arg);
-    else if (view === 'sol') await solView(arg);
-    else if (view === 'vnc') await vncView(arg);
+    else if (view === 'sol') await solView(arg, mine);
+    else if (view === 'vnc') await vncView(arg, mine);
     else if (view === 'admin') await adminView();
     else await serversView();
   } catch (e) {
+    if (stale(mine)) return;
+    if (!session) return loginView();
     show(el('p', { class: 'error' }, e.message));
     say(e.message, true);
   }

@@ -179,6 +179,22 @@ fn serve(args: service::ServeArgs, flags: &Flags) -> anyhow::Result<()> {
         );
     }
     let db = flags.database()?;
+    let assets = match &flags.web_assets {
+        Some(dir) => {
+            let a = manager_lite::web::Assets::load(dir)?;
+            let (n, bytes) = a.size();
+            log::info!(
+                "web console: {n} files of xterm.js and noVNC ({} KiB) from {}",
+                bytes / 1024,
+                dir.display()
+            );
+            Some(Arc::new(a))
+        }
+        None => {
+            log::info!("web console without its consoles: no --web-assets");
+            None
+        }
+    };
     let mut built = None;
     let (stack, _metrics) = service::Stack::build(
         manager_lite::INFO,
@@ -191,7 +207,13 @@ fn serve(args: service::ServeArgs, flags: &Flags) -> anyhow::Result<()> {
             match mgr {
                 Ok(mgr) => {
                     let router = manager_lite::api::routes(router, &mgr);
-                    let router = manager_lite::web::routes(router, &mgr, flags.web_assets.clone());
+                    let router = manager_lite::web::routes(router, &mgr, assets.clone());
+                    // The API's routes, listed (the shared index is at `/` where the web
+                    // console is).
+                    let index: String = router.templates().map(|t| format!("{t}\n")).collect();
+                    let router = router.route(conduit_http::Method::Get, "/routes", move |_| {
+                        conduit_http::Response::text(200, index.clone())
+                    });
                     built = Some(Ok(mgr));
                     router
                 }

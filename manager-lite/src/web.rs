@@ -5,12 +5,15 @@
 //!
 //! - `/` — the page; `/web/app.js`, `/web/app.css` — its own code, built into the binary.
 //! - `/web/vendor/{path*}` — xterm.js and noVNC, from the npm packages installed (pinned, with
-//!   a lockfile, in `web/`) under `--web-assets DIR`; only their script and style files.
+//!   a lockfile, in `web/`) under `--web-assets DIR`; only their script and style files, read
+//!   into memory at start (about 1 MiB), so no request waits on the disk or follows a link
+//!   out of the packages.
 //! - A Content-Security-Policy: scripts and styles from here only; connections here and to the
 //!   registered gateways (http and ws); no frames, no forms elsewhere, no plugins. xterm.js
 //!   writes its theme into a `<style>` element, so styles allow `'unsafe-inline'` (styles
 //!   only: scripts never run inline).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -55,7 +58,7 @@ pub fn content_security_policy(gateways: &[String]) -> String {
     }
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-         img-src 'self' data: blob:; font-src 'self'; connect-src {}; worker-src 'self' blob:; \
+         img-src 'self' data: blob:; font-src 'self'; connect-src {}; \
          base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         connect.join(" ")
     )
@@ -99,14 +102,71 @@ fn hardened(resp: Response) -> Response {
         .with_header("Cross-Origin-Opener-Policy", "same-origin")
 }
 
-fn read_asset(root: &Path, rel: &Path) -> Option<Vec<u8>> {
-    let path = root.join(rel);
-    let meta = std::fs::symlink_metadata(&path).ok()?;
-    (meta.is_file() && meta.len() <= MAX_ASSET).then(|| std::fs::read(&path).ok())?
+/// The vendor files, read at start: path below `/web/vendor/` → (bytes, type).
+#[derive(Debug, Default)]
+pub struct Assets {
+    files: HashMap<String, (Vec<u8>, &'static str)>,
 }
 
-/// Adds the web console's routes; `assets` is the `node_modules` directory of `web/`.
-pub fn routes(router: Router, mgr: &Arc<Manager>, assets: Option<PathBuf>) -> Router {
+impl Assets {
+    /// Reads the allowed files of the packages under `root` (`web/node_modules`); each must
+    /// resolve to a file inside its package. Fails naming what is missing.
+    pub fn load(root: &Path) -> anyhow::Result<Assets> {
+        use anyhow::Context;
+        let mut files = HashMap::new();
+        let mut packages: Vec<&str> = VENDOR.iter().map(|(p, _, _)| *p).collect();
+        packages.dedup();
+        for package in packages {
+            let dir = root.join(package).canonicalize().with_context(|| {
+                format!(
+                    "--web-assets {}: no {package} (run `npm ci --prefix web`)",
+                    root.display()
+                )
+            })?;
+            let mut stack = vec![dir.clone()];
+            while let Some(d) = stack.pop() {
+                for entry in std::fs::read_dir(&d)? {
+                    let path = entry?.path().canonicalize()?;
+                    if !path.starts_with(&dir) {
+                        continue; // a link out of the package
+                    }
+                    let rel = format!("{package}/{}", path.strip_prefix(&dir)?.to_string_lossy());
+                    if path.is_dir() {
+                        if !rel.contains("/node_modules") && !rel.contains("/.") {
+                            stack.push(path);
+                        }
+                        continue;
+                    }
+                    let Some((_, kind)) = vendor_file(&rel) else {
+                        continue;
+                    };
+                    if std::fs::metadata(&path)?.len() <= MAX_ASSET {
+                        files.insert(rel, (std::fs::read(&path)?, kind));
+                    }
+                }
+            }
+        }
+        for needed in ["@xterm/xterm/lib/xterm.js", "@novnc/novnc/core/rfb.js"] {
+            anyhow::ensure!(
+                files.contains_key(needed),
+                "--web-assets {}: {needed} is missing (run `npm ci --prefix web`)",
+                root.display()
+            );
+        }
+        Ok(Assets { files })
+    }
+
+    /// How many files, and their bytes.
+    pub fn size(&self) -> (usize, usize) {
+        (
+            self.files.len(),
+            self.files.values().map(|(b, _)| b.len()).sum(),
+        )
+    }
+}
+
+/// Adds the web console's routes; `assets` are xterm.js's and noVNC's files.
+pub fn routes(router: Router, mgr: &Arc<Manager>, assets: Option<Arc<Assets>>) -> Router {
     let page = mgr.clone();
     router
         .route(Method::Get, "/", move |_| {
@@ -143,22 +203,19 @@ pub fn routes(router: Router, mgr: &Arc<Manager>, assets: Option<PathBuf>) -> Ro
             )
         })
         .route(Method::Get, "/web/vendor/{path*}", move |req| {
-            let Some((rel, kind)) = req.param("path").and_then(vendor_file) else {
-                return Response::text(404, "not found\n");
-            };
-            let Some(root) = &assets else {
+            let Some(assets) = &assets else {
                 return Response::text(
                     404,
                     "the web console's packages are not installed: run `npm ci --prefix web` \
                      and start the manager with --web-assets web/node_modules\n",
                 );
             };
-            match read_asset(root, &rel) {
-                Some(body) => hardened(
+            match req.param("path").and_then(|p| assets.files.get(p)) {
+                Some((body, kind)) => hardened(
                     Response::new(200)
                         .with_header("Content-Type", content_type(kind))
                         .with_header("Cache-Control", "max-age=3600")
-                        .with_body(body),
+                        .with_body(body.clone()),
                 ),
                 None => Response::text(404, "not found\n"),
             }

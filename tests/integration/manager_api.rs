@@ -928,7 +928,7 @@ fn every_route_refuses_forged_tokens_and_other_tenants(engine: Engine) {
     let admin_pair = login(a, ADMIN.0, ADMIN.1);
 
     // The routes, from the manager's own index.
-    let index = get(a, "/", &[]).text();
+    let index = get(a, "/routes", &[]).text();
     let routes: Vec<&str> = index
         .lines()
         .filter(|l| l.starts_with("/conduit.manager.v1."))

@@ -55,10 +55,15 @@ fn newest_source(dir: &Path, newest: &mut SystemTime) {
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
-            if p.file_name().is_some_and(|n| n != "target") {
+            if p.file_name()
+                .is_some_and(|n| n != "target" && n != "node_modules")
+            {
                 newest_source(&p, newest);
             }
-        } else if p.extension().is_some_and(|x| x == "rs" || x == "toml") {
+        } else if p
+            .extension()
+            .is_some_and(|x| ["rs", "toml", "js", "html", "css"].iter().any(|e| x == *e))
+        {
             if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
                 *newest = (*newest).max(m);
             }
@@ -105,7 +110,12 @@ pub fn bin(name: &str) -> PathBuf {
         .concat(),
         "conduit" => vec!["cli", "crates"],
         "conduit-manager" => {
-            [&["manager-lite", "crates/auth", "crates/api"][..], &SERVING].concat()
+            // web/: the page it builds in.
+            [
+                &["manager-lite", "crates/auth", "crates/api", "web"][..],
+                &SERVING,
+            ]
+            .concat()
         }
         _ => vec!["crates"],
     };

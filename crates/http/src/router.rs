@@ -16,7 +16,9 @@ pub const UNMATCHED: &str = "other";
 enum Segment {
     Literal(&'static str),
     Param(&'static str),
-    /// `{name*}`, last: one or more segments, the parameter's value joined with `/`.
+    /// `{name*}`, last: one or more segments, the parameter's value joined with `/`
+    /// (feature `rest-segments`: the agent, whose size is budgeted, has no use for it).
+    #[cfg(feature = "rest-segments")]
     Rest(&'static str),
 }
 
@@ -68,25 +70,17 @@ fn parse_template(template: &'static str) -> Vec<Segment> {
         template.starts_with('/'),
         "route template {template:?} must start with /"
     );
-    let segments: Vec<Segment> = template[1..]
+    template[1..]
         .split('/')
         .map(
             |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => match name.strip_suffix('*') {
-                    Some(rest) => Segment::Rest(rest),
-                    None => Segment::Param(name),
-                },
+                #[cfg(feature = "rest-segments")]
+                Some(name) if name.ends_with('*') => Segment::Rest(&name[..name.len() - 1]),
+                Some(name) => Segment::Param(name),
                 None => Segment::Literal(s),
             },
         )
-        .collect();
-    assert!(
-        !segments[..segments.len() - 1]
-            .iter()
-            .any(|s| matches!(s, Segment::Rest(_))),
-        "route template {template:?}: {{name*}} must come last"
-    );
-    segments
+        .collect()
 }
 
 impl Router {
@@ -96,7 +90,8 @@ impl Router {
     }
 
     /// Adds `handler` for `method` on `template`. `GET` routes also answer `HEAD` (without the
-    /// body) unless a `HEAD` handler is given.
+    /// body) unless a `HEAD` handler is given. Of two handlers for one method and template,
+    /// the first added answers.
     pub fn route(
         mut self,
         method: Method,
@@ -160,17 +155,25 @@ impl Router {
 }
 
 fn match_segments(segments: &[Segment], parts: &[&str]) -> Option<Vec<(&'static str, String)>> {
+    #[cfg(feature = "rest-segments")]
     let rest = matches!(segments.last(), Some(Segment::Rest(_)));
+    #[cfg(not(feature = "rest-segments"))]
+    let rest = false;
     if segments.len() != parts.len() && !(rest && parts.len() > segments.len()) {
         return None;
     }
     let mut params = Vec::new();
     for (i, (seg, part)) in segments.iter().zip(parts).enumerate() {
+        #[cfg(not(feature = "rest-segments"))]
+        let _ = i;
         match seg {
             Segment::Literal(l) if l == part => {}
             Segment::Param(name) if !part.is_empty() => params.push((*name, (*part).to_owned())),
+            // Only ever the last segment: what follows it is its own.
+            #[cfg(feature = "rest-segments")]
             Segment::Rest(name) if parts[i..].iter().all(|p| !p.is_empty()) => {
-                params.push((*name, parts[i..].join("/")))
+                params.push((*name, parts[i..].join("/")));
+                return Some(params);
             }
             _ => return None,
         }
@@ -193,6 +196,7 @@ mod tests {
             })
     }
 
+    #[cfg(feature = "rest-segments")]
     #[test]
     fn a_rest_parameter_takes_the_remaining_segments() {
         let r = Router::new().route(Method::Get, "/web/{path*}", |r| {

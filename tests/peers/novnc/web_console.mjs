@@ -5,8 +5,8 @@
 //
 //   node web_console.mjs '<json plan>'
 //
-// The plan: { manager, server, operator: [email, password], viewer: [...], other: [...],
-//             png, timeoutMs }. Prints one JSON report line; exit 0 when every step ran (the
+// The plan: { manager, server, unassigned, operator: [email, password], viewer: [...],
+//             other: [...], admin: [...], png, timeoutMs }. Prints one JSON report line; exit 0 when every step ran (the
 // assertions on its contents are the Rust test's), 1 on a step that failed (reason in `error`).
 import fs from 'node:fs';
 import { chromium } from 'playwright-core';
@@ -102,7 +102,7 @@ async function main() {
   await op.goto(`${plan.manager}/#server/${plan.server}`);
   await op.waitForSelector('tr[data-sensor]', { timeout: wait });
   report.sensorNames = await op.$$eval('tr[data-sensor] td:first-child', (tds) => tds.map((t) => t.textContent));
-  report.markupInCells = await op.$$eval('td *:not(a):not(button):not(select):not(option):not(span)', (e) => e.map((x) => x.tagName));
+  report.markupInCells = await op.$$eval('td *:not(a):not(button):not(select):not(option):not(span.power-on):not(span.power-off)', (e) => e.map((x) => x.tagName));
   step('sensors');
 
   // The serial console: type, see the host's echo.
@@ -125,6 +125,37 @@ async function main() {
   await op.keyboard.press('Enter');
   await until('the viewer sees the operator\'s session', async () => (await screenText(viewer)).includes('echo: shared'));
   step('sol-shared');
+
+  // An admin takes the keyboard: both pages say where it is; the operator's keys are dropped.
+  const adminCtx = await browser.newContext();
+  const admin = await login(adminCtx, plan.admin);
+  await openSol(admin);
+  await admin.click('#takeover');
+  report.adminKeyboard = await until('the admin holds the keyboard', async () => {
+    const t = await admin.textContent('#keyboard');
+    return t.includes('you') && !t.includes('not known') ? t : null;
+  });
+  report.operatorKeyboard = await until('the operator is told', async () => {
+    const t = await op.textContent('#keyboard');
+    return t.includes('another viewer') ? t : null;
+  });
+  await op.click('#terminal');
+  await op.keyboard.type('dropped-keys');
+  await op.keyboard.press('Enter');
+  await admin.click('#terminal');
+  await admin.keyboard.type('admin-typed');
+  await admin.keyboard.press('Enter');
+  await until('the host echoes the admin', async () => (await screenText(admin)).includes('echo: admin-typed'));
+  step('takeover');
+
+  // The admin's view: gateways, agents, unassigned servers, and assigning one.
+  await admin.goto(`${plan.manager}/#admin`);
+  await admin.waitForSelector(`tr[data-server="${plan.unassigned}"]`, { timeout: wait });
+  report.adminText = await admin.textContent('main');
+  await admin.selectOption(`tr[data-server="${plan.unassigned}"] select`, { label: plan.assignTo });
+  await admin.click(`tr[data-server="${plan.unassigned}"] button`);
+  await until('assigned', async () => (await admin.textContent('#message'))?.includes('assigned'));
+  step('admin');
 
   // The graphical console: noVNC's canvas, saved for the comparison with vncdotool's capture.
   await op.goto(`${plan.manager}/#vnc/${plan.server}`);
@@ -156,6 +187,13 @@ async function main() {
   });
   report.otherTerminal = await other.evaluate(() => Boolean(window.__conduitTerminal));
   step('other');
+
+  // Logging out: the login form again, nothing kept in the tab.
+  await op.goto(`${plan.manager}/#`);
+  await op.click('#logout');
+  await op.waitForSelector('input[name=email]', { timeout: wait });
+  report.keptAfterLogout = await op.evaluate(() => window.sessionStorage.length);
+  step('logout');
   finish(0);
 }
 
