@@ -779,6 +779,45 @@ fn credential(args: &Args, r: &m::CredentialResponse, kind: &str) -> anyhow::Res
     Ok(())
 }
 
+/// `create ID --datacenter DC [--name N]` (the credential printed once) or `revoke ID` of a
+/// `kind` of component (`gateway`, `agent`) at `service`, whose requests name it `id_field`.
+fn create_or_revoke(
+    c: &Conduit,
+    args: &Args,
+    service: &str,
+    kind: &str,
+    id_field: &str,
+    word: &str,
+    id: &str,
+) -> anyhow::Result<()> {
+    if word == "revoke" {
+        let _: m::Empty = call(
+            c,
+            service,
+            "Revoke",
+            &serde_json::json!({ id_field: id }),
+            &format!("revoking {kind} {id}"),
+        )?;
+        println!("{kind} {id} revoked");
+        return Ok(());
+    }
+    let datacenter = args
+        .get("datacenter")
+        .ok_or_else(|| usage!("--datacenter DC is needed"))?;
+    let r: m::CredentialResponse = call(
+        c,
+        service,
+        "Create",
+        &serde_json::json!({
+            id_field: id,
+            "name": args.get("name").unwrap_or_default(),
+            "datacenter": datacenter,
+        }),
+        &format!("creating {kind} {id}"),
+    )?;
+    credential(args, &r, kind)
+}
+
 /// `gateways`, `gateways create ID --datacenter DC`, `gateways revoke ID`.
 pub fn gateways(args: &Args) -> anyhow::Result<ExitCode> {
     let c = conduit()?;
@@ -815,34 +854,8 @@ pub fn gateways(args: &Args) -> anyhow::Result<ExitCode> {
                 },
             )?;
         }
-        [w, id] if w == "create" => {
-            let r: m::CredentialResponse = call(
-                &c,
-                svc,
-                "Create",
-                &m::CreateGatewayRequest {
-                    gateway_id: id.clone(),
-                    name: args.get("name").unwrap_or_default().to_owned(),
-                    datacenter: args
-                        .get("datacenter")
-                        .ok_or_else(|| usage!("--datacenter DC is needed"))?
-                        .to_owned(),
-                },
-                &format!("creating gateway {id}"),
-            )?;
-            credential(args, &r, "gateway")?;
-        }
-        [w, id] if w == "revoke" => {
-            let _: m::Empty = call(
-                &c,
-                svc,
-                "Revoke",
-                &m::GatewayRef {
-                    gateway_id: id.clone(),
-                },
-                &format!("revoking gateway {id}"),
-            )?;
-            println!("gateway {id} revoked");
+        [w, id] if w == "create" || w == "revoke" => {
+            create_or_revoke(&c, args, svc, "gateway", "gatewayId", w, id)?
         }
         _ => {
             return Err(usage!(
@@ -898,34 +911,8 @@ pub fn agents(args: &Args) -> anyhow::Result<ExitCode> {
                 },
             )?;
         }
-        [w, id] if w == "create" => {
-            let r: m::CredentialResponse = call(
-                &c,
-                svc,
-                "Create",
-                &m::CreateAgentRequest {
-                    agent_id: id.clone(),
-                    name: args.get("name").unwrap_or_default().to_owned(),
-                    datacenter: args
-                        .get("datacenter")
-                        .ok_or_else(|| usage!("--datacenter DC is needed"))?
-                        .to_owned(),
-                },
-                &format!("creating agent {id}"),
-            )?;
-            credential(args, &r, "agent")?;
-        }
-        [w, id] if w == "revoke" => {
-            let _: m::Empty = call(
-                &c,
-                svc,
-                "Revoke",
-                &m::AgentRef {
-                    agent_id: id.clone(),
-                },
-                &format!("revoking agent {id}"),
-            )?;
-            println!("agent {id} revoked");
+        [w, id] if w == "create" || w == "revoke" => {
+            create_or_revoke(&c, args, svc, "agent", "agentId", w, id)?
         }
         _ => {
             return Err(usage!(

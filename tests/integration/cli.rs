@@ -182,32 +182,14 @@ fn a_person_logs_in_powers_servers_and_uses_the_consoles_from_the_command_line()
     let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
     let (mut serial, _) = host.accept().expect("ipmi_sim dials the host side");
     let tiger = VncServer::tiger(true);
-    let port = free_port();
-    let gw = site.gateway("gw1", port, true);
-    let cred = site.credential("AgentService", "agentId", "ag1");
     let bmc = format!(
         "{}vnc_port = {}\nvnc_password = \"{VNC_PASSWORD}\"\n",
         ipmi_bmc("s1", sim.addr),
         tiger.addr.port()
     );
-    let config = site.agent_config(
-        "ag1",
-        &bmc,
-        &[format!("ws://127.0.0.1:{port}")],
-        &cred,
-        &site.pki.ca,
-    );
-    let _agent = start_component("conduit-agent", &["--config", config.to_str().unwrap()]);
-    site.assign_reported("s1", "ag1");
-    site.wait_online(&gw, "s1");
+    let (gw, _agent) = site.acme_s1_behind(&bmc);
     // Another customer's server, on no agent.
-    ok(
-        site.manager.addr,
-        "/conduit.manager.v1.ServerService/Create",
-        Some(&site.admin),
-        json!({"serverId": "g1", "datacenter": "dc1", "protocol": "ipmi",
-               "customerId": site.globex}),
-    );
+    site.globex_server("g1");
 
     let dir = TempDir::new("cli-homes");
     let op = dir.0.join("operator");
@@ -510,4 +492,174 @@ fn a_person_logs_in_powers_servers_and_uses_the_consoles_from_the_command_line()
     assert!(!session.exists());
     let o = cli(&op, &["whoami"], "");
     assert!(stderr(&o).contains("not logged in"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_admin_administers_from_the_command_line_and_a_script_logs_in_with_a_key() {
+    use crate::manager_api::ADMIN;
+    let site = Site::new("cli-admin");
+    let dir = TempDir::new("cli-admin-homes");
+    let admin = dir.0.join("admin");
+    let url = format!("http://{}", site.manager.addr);
+    let o = cli(
+        &admin,
+        &[
+            "login",
+            "--manager",
+            &url,
+            "--email",
+            ADMIN.0,
+            "--password-stdin",
+        ],
+        &format!("{}\n", ADMIN.1),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A customer, a user of it, a server assigned to it.
+    let c = json_of(&cli(
+        &admin,
+        &["customers", "create", "Initech", "--output", "json"],
+        "",
+    ));
+    let initech = c["customerId"].as_str().unwrap().to_owned();
+    let listed = json_of(&cli(&admin, &["customers", "--output", "json"], ""));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "Initech"),
+        "{listed}"
+    );
+    let o = cli(
+        &admin,
+        &[
+            "users",
+            "create",
+            "ops@initech.test",
+            "--role",
+            "operator",
+            "--customer",
+            &initech,
+            "--password-stdin",
+            "--output",
+            "json",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(json_of(&o)["role"], "operator");
+    let o = cli(&admin, &["users", "create", "x@initech.test"], "");
+    assert_eq!(o.status.code(), Some(2), "--role is needed: {}", stderr(&o));
+    ok(
+        site.manager.addr,
+        "/conduit.manager.v1.ServerService/Create",
+        Some(&site.admin),
+        json!({"serverId": "i1", "datacenter": "dc1", "protocol": "ipmi"}),
+    );
+    let o = cli(&admin, &["assign", "i1", &initech], "");
+    assert!(
+        stdout(&o).contains("i1 belongs to customer"),
+        "{}",
+        stderr(&o)
+    );
+    let ops = dir.0.join("ops");
+    login(&site, &ops, "ops@initech.test");
+    let mine = json_of(&cli(&ops, &["servers", "--output", "json"], ""));
+    assert_eq!(mine[0]["serverId"], "i1");
+    // Not an admin: the admin commands are refused, saying why.
+    let o = cli(
+        &ops,
+        &["gateways", "create", "gwx", "--datacenter", "dc1"],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("permission_denied"), "{}", stderr(&o));
+
+    // Gateway and agent credentials: printed once, listed, revoked.
+    let o = cli(
+        &admin,
+        &["gateways", "create", "gw9", "--datacenter", "dc1"],
+        "",
+    );
+    assert!(stdout(&o).trim().starts_with("cgw_"), "{}", stdout(&o));
+    let o = cli(
+        &admin,
+        &[
+            "agents",
+            "create",
+            "ag9",
+            "--datacenter",
+            "dc1",
+            "--output",
+            "json",
+        ],
+        "",
+    );
+    assert!(json_of(&o)["credential"]
+        .as_str()
+        .unwrap()
+        .starts_with("cag_"));
+    let gws = stdout(&cli(&admin, &["gateways"], ""));
+    assert!(gws.lines().any(|l| l.starts_with("gw9 ")), "{gws}");
+    let agents = json_of(&cli(&admin, &["agents", "--output", "json"], ""));
+    assert!(
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["agentId"] == "ag9"),
+        "{agents}"
+    );
+    assert!(cli(&admin, &["agents", "revoke", "ag9"], "")
+        .status
+        .success());
+    let agents = json_of(&cli(&admin, &["agents", "--output", "json"], ""));
+    let ag9 = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agentId"] == "ag9")
+        .unwrap();
+    assert_eq!(ag9["revoked"], true);
+    assert!(cli(&admin, &["gateways", "revoke", "gw9"], "")
+        .status
+        .success());
+
+    // An API key for a script: it logs in with the key from stdin; its logout forgets the
+    // login here only, and the key goes on working until revoked.
+    let o = cli(
+        &ops,
+        &["api-keys", "create", "nightly", "--output", "json"],
+        "",
+    );
+    let key = json_of(&o)["apiKey"].as_str().unwrap().to_owned();
+    let key_id = json_of(&cli(&ops, &["api-keys", "--output", "json"], ""))["keys"][0]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let script = dir.0.join("script");
+    let o = cli(
+        &script,
+        &["login", "--manager", &url, "--api-key-stdin"],
+        &format!("{key}\n"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(cli(&script, &["servers"], "").status.success());
+    let o = cli(&script, &["logout"], "");
+    assert!(stdout(&o).contains("the key stays valid"), "{}", stdout(&o));
+    let o = cli(
+        &script,
+        &["login", "--manager", &url, "--api-key-stdin"],
+        &format!("{key}\n"),
+    );
+    assert!(o.status.success(), "the key still logs in: {}", stderr(&o));
+    assert!(cli(&ops, &["api-keys", "revoke", &key_id], "")
+        .status
+        .success());
+    let o = cli(
+        &script,
+        &["login", "--manager", &url, "--api-key-stdin"],
+        &format!("{key}\n"),
+    );
+    assert_eq!(o.status.code(), Some(1), "a revoked key: {}", stderr(&o));
 }

@@ -334,24 +334,12 @@ fn a_graphical_console_through_the_gateway_matches_the_agent_byte_for_byte() {
     let site = Site::new("gw-vnc");
     let tiger = VncServer::tiger(true);
     let sim = IpmiSim::start();
-    let port = free_port();
-    let gw = site.gateway("gw1", port, true);
-    let cred = site.credential("AgentService", "agentId", "ag1");
     let bmc = format!(
         "{}vnc_port = {}\nvnc_password = \"{PASSWORD}\"\n",
         crate::gateway_uplink::ipmi_bmc("s1", sim.addr),
         tiger.addr.port()
     );
-    let config = site.agent_config(
-        "ag1",
-        &bmc,
-        &[format!("ws://127.0.0.1:{port}")],
-        &cred,
-        &site.pki.ca,
-    );
-    let agent = start_component("conduit-agent", &["--config", config.to_str().unwrap()]);
-    site.assign_reported("s1", "ag1");
-    site.wait_online(&gw, "s1");
+    let (gw, agent) = site.acme_s1_behind(&bmc);
     assert_eq!(
         metric(gw.addr, "gateway_sessions_total", &[("type", "vnc")]),
         None

@@ -197,6 +197,36 @@ impl Site {
         start_component("conduit-agent", &["--config", config.to_str().unwrap()])
     }
 
+    /// Gateway `gw1` (uplinks in plaintext) and agent `ag1` behind it serving the `[[bmc]]`
+    /// table `bmc` (server `s1`), assigned to Acme and online: what the console tests start
+    /// from. Returns the gateway and the agent.
+    pub(crate) fn acme_s1_behind(&self, bmc: &str) -> (Component, Component) {
+        let port = free_port();
+        let gw = self.gateway("gw1", port, true);
+        let cred = self.credential("AgentService", "agentId", "ag1");
+        let config = self.agent_config(
+            "ag1",
+            bmc,
+            &[format!("ws://127.0.0.1:{port}")],
+            &cred,
+            &self.pki.ca,
+        );
+        let agent = start_component("conduit-agent", &["--config", config.to_str().unwrap()]);
+        self.assign_reported("s1", "ag1");
+        self.wait_online(&gw, "s1");
+        (gw, agent)
+    }
+
+    /// A server `id` of Globex's that no agent serves.
+    pub(crate) fn globex_server(&self, id: &str) {
+        ok(
+            self.manager.addr,
+            "/conduit.manager.v1.ServerService/Create",
+            Some(&self.admin),
+            json!({"serverId": id, "datacenter": "dc1", "protocol": "ipmi", "customerId": self.globex}),
+        );
+    }
+
     /// The configuration file of an agent serving `bmcs` (`[[bmc]]` tables) and dialing
     /// `gateways` with `credential`, trusting `ca`.
     pub(crate) fn agent_config(

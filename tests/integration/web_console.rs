@@ -70,32 +70,15 @@ fn the_web_console_from_login_to_a_servers_screen() {
     let sim = IpmiSim::start_with_emu_and_sol_host(&emu, host.local_addr().unwrap());
     let (serial, _) = host.accept().expect("ipmi_sim dials the host side");
     let qemu = VncServer::qemu();
-    let uplink = free_port();
     let mut site = site;
     site.gateway_flags = vec!["--console-origin".into(), page_origin.clone()];
-    let gw = site.gateway("gw1", uplink, true);
-    let cred = site.credential("AgentService", "agentId", "ag1");
     let bmc = format!(
         "{}vnc_port = {}\n",
         ipmi_bmc("s1", sim.addr),
         qemu.addr.port()
     );
-    let config = site.agent_config(
-        "ag1",
-        &bmc,
-        &[format!("ws://127.0.0.1:{uplink}")],
-        &cred,
-        &site.pki.ca,
-    );
-    let _agent = start_component("conduit-agent", &["--config", config.to_str().unwrap()]);
-    site.assign_reported("s1", "ag1");
-    site.wait_online(&gw, "s1");
-    ok(
-        site.manager.addr,
-        "/conduit.manager.v1.ServerService/Create",
-        Some(&site.admin),
-        json!({"serverId": "g1", "datacenter": "dc1", "protocol": "ipmi", "customerId": site.globex}),
-    );
+    let (gw, _agent) = site.acme_s1_behind(&bmc);
+    site.globex_server("g1");
     // The page learns the gateway's address from the manager's inventory of gateways
     // (refreshed every few seconds) and which gateway reaches s1 from its reports.
     crate::gateway_uplink::eventually("s1 located", Duration::from_secs(30), || {
