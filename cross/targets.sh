@@ -67,4 +67,5 @@ QEMU_SKIP=(--skip exposition::prometheus_gets_openmetrics_and_text_clients_get_t
   --skip manager_replicas:: --skip pg_client:: --skip gateway_uplink:: --skip gateway_site:: --skip gateway_console::
   --skip cli::a_person_logs_in_powers_servers_and_uses_the_consoles_from_the_command_line
   --skip cli::an_admin_administers_from_the_command_line_and_a_script_logs_in_with_a_key
+  --skip cli::the_cli_works_over_https_and_wss_through_tls_proxies
   --skip web_console::the_web_console_from_login_to_a_servers_screen)

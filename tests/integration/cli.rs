@@ -31,12 +31,8 @@ fn cli(home: &Path, args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run conduit");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // A command that fails before it reads its input closes the pipe: not an error here.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     let out = child.wait_with_output().unwrap();
     eprintln!(
         "$ conduit {}\n{}{}",
@@ -428,9 +424,11 @@ fn a_person_logs_in_powers_servers_and_uses_the_consoles_from_the_command_line()
     tmux.literal(&format!("{} console s1; echo exit=$?", conduit.display()));
     tmux.keys(&["Enter"]);
     tmux.wait_screen("connected to s1's serial console");
+    // The console is the child of the pane's shell (not any `conduit` of another test).
+    let shell = tmux.run(&["display-message", "-p", "-t", "t", "#{pane_pid}"]);
     let pid = eventually("the console's process", Duration::from_secs(10), || {
         let o = Command::new("pgrep")
-            .args(["-x", "conduit"])
+            .args(["-P", shell.trim(), "-x", "conduit"])
             .output()
             .ok()?;
         String::from_utf8_lossy(&o.stdout)
@@ -662,4 +660,144 @@ fn an_admin_administers_from_the_command_line_and_a_script_logs_in_with_a_key() 
         &format!("{key}\n"),
     );
     assert_eq!(o.status.code(), Some(1), "a revoked key: {}", stderr(&o));
+}
+
+/// Behind TLS-terminating proxies (stunnel), as an operator deploys the manager and the
+/// gateways: the CLI logs in over https trusting the site's CA, and its serial console runs
+/// over wss — the TLS path of its WebSocket, which takes decrypted bytes TLS holds before it
+/// waits on the socket.
+#[test]
+fn the_cli_works_over_https_and_wss_through_tls_proxies() {
+    use conduit_tests::stunnel::Stunnel;
+    let mut site = Site::new("cli-tls");
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim = IpmiSim::start_with_sol_host(host.local_addr().unwrap());
+    let (mut serial, _) = host.accept().expect("ipmi_sim dials the host side");
+    let manager_proxy = Stunnel::start(site.manager.addr, &site.pki);
+    // The gateway's users come through its proxy: that is the address it registers.
+    let http = free_port();
+    let gateway_proxy = Stunnel::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], http)),
+        &site.pki,
+    );
+    site.gateway_flags = vec![
+        "--address".into(),
+        format!("https://localhost:{}", gateway_proxy.addr.port()),
+    ];
+    let uplink = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cred = site.credential("GatewayService", "gatewayId", "gw1");
+    let gw = site.gateway_on(&cred, "gw1", Some(http), uplink, None);
+    let agent_cred = site.credential("AgentService", "agentId", "ag1");
+    let config = site.agent_config(
+        "ag1",
+        &ipmi_bmc("s1", sim.addr),
+        &[format!("ws://{uplink}")],
+        &agent_cred,
+        &site.pki.ca,
+    );
+    let _agent = start_component("conduit-agent", &["--config", config.to_str().unwrap()]);
+    site.assign_reported("s1", "ag1");
+    site.wait_online(&gw, "s1");
+
+    let dir = TempDir::new("cli-tls-homes");
+    let op = dir.0.join("operator");
+    let url = format!("https://localhost:{}", manager_proxy.addr.port());
+    let o = cli(
+        &op,
+        &[
+            "login",
+            "--manager",
+            &url,
+            "--email",
+            "op@acme.test",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        !o.status.success(),
+        "no CA given: the proxy's certificate is not trusted"
+    );
+    assert!(stderr(&o).contains("CA"), "{}", stderr(&o));
+    let ca = site.pki.ca.to_str().unwrap();
+    let o = cli(
+        &op,
+        &[
+            "login",
+            "--manager",
+            &url,
+            "--ca",
+            ca,
+            "--email",
+            "op@acme.test",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    eventually(
+        "s1 through the https gateway",
+        Duration::from_secs(30),
+        || {
+            let o = cli(&op, &["power", "status", "s1"], "");
+            o.status.success().then_some(())
+        },
+    );
+
+    // The serial console over wss, from a script (standard input not a terminal).
+    let mut child = Command::new(bin("conduit"))
+        .args(["console", "s1"])
+        .env("CONDUIT_CONFIG_DIR", &op)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut out = child.stdout.take().unwrap();
+    let sink = got.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    // The console is up once the host side gets the first keystrokes; keep typing until then.
+    serial
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut typed = Vec::new();
+    eventually(
+        "the host reads what was typed over wss",
+        Duration::from_secs(20),
+        || {
+            let _ = stdin.write_all(b"tls-typed\r");
+            let mut buf = [0u8; 1024];
+            if let Ok(n) = serial.read(&mut buf) {
+                typed.extend_from_slice(&buf[..n]);
+            }
+            typed.windows(10).any(|w| w == b"tls-typed\r").then_some(())
+        },
+    );
+    // A large answer: many TLS records, some decrypted before the client waits again.
+    let big: String = (0..2000)
+        .map(|i| format!("line {i} over tls\r\n"))
+        .collect();
+    serial.write_all(big.as_bytes()).unwrap();
+    serial.write_all(b"echo: the end\r\n").unwrap();
+    eventually("the whole answer arrives", Duration::from_secs(20), || {
+        String::from_utf8_lossy(&got.lock().unwrap())
+            .contains("echo: the end")
+            .then_some(())
+    });
+    let shown = String::from_utf8_lossy(&got.lock().unwrap()).into_owned();
+    assert!(shown.contains(&big), "every line, in order");
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "left at the end of input");
+    reader.join().unwrap();
 }
