@@ -341,7 +341,7 @@ function loadXterm() {
   return xterm;
 }
 
-async function consoleSocket(id, kind, screen) {
+async function consoleSocket(id, kind) {
   const base = await gatewayOf(id);
   const t = await gateway(id, 'CreateConsoleTicket', { serverId: id, console: kind });
   return base.replace(/^http/, 'ws') + t.path;

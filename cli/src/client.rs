@@ -121,11 +121,6 @@ impl Conduit {
             .clone()
     }
 
-    /// The login's store.
-    pub fn store(&self) -> &SessionStore {
-        &self.store
-    }
-
     /// A valid access token, renewed first if it is about to lapse.
     pub fn token(&self) -> Result<String, CallError> {
         let s = self.session();

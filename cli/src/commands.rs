@@ -304,14 +304,19 @@ pub fn server_show(args: &Args) -> anyhow::Result<ExitCode> {
         &format!("server {id}"),
     )?;
     // What the gateway knows (the BMC's identity) is a live query: shown when it answers.
-    let live: anyhow::Result<a::GetServerResponse> = c.gateway(
-        id,
-        "GetServer",
-        &a::ServerRequest {
-            server_id: id.to_owned(),
-        },
-    );
-    let gateway = c.locate(id).ok().map(|(l, _)| l);
+    let located = c.locate(id);
+    let live: anyhow::Result<a::GetServerResponse> = match &located {
+        Ok((loc, gw)) => c.gateway_at(
+            loc,
+            gw,
+            "GetServer",
+            &a::ServerRequest {
+                server_id: id.to_owned(),
+            },
+        ),
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    };
+    let gateway = located.ok().map(|(l, _)| l);
     if args.format() == Format::Json {
         let v = serde_json::json!({
             "server": s,

@@ -14,7 +14,7 @@
 //!   only: scripts never run inline).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use conduit_http::router::Router;
@@ -64,9 +64,8 @@ pub fn content_security_policy(gateways: &[String]) -> String {
     )
 }
 
-/// Which vendor file `path` (below `/web/vendor/`) names, if it is one the page may load:
-/// its place under the packages directory and its type.
-pub fn vendor_file(path: &str) -> Option<(PathBuf, &'static str)> {
+/// Whether `path` (below `/web/vendor/`) names a file the page may load: its type if so.
+pub fn vendor_file(path: &str) -> Option<&'static str> {
     let safe = path.split('/').all(|seg| {
         !seg.is_empty()
             && !seg.starts_with('.')
@@ -84,7 +83,7 @@ pub fn vendor_file(path: &str) -> Option<(PathBuf, &'static str)> {
         } else {
             rest == *prefix
         };
-        (within && rest.ends_with(&format!(".{kind}"))).then(|| (PathBuf::from(path), *kind))
+        (within && rest.ends_with(&format!(".{kind}"))).then_some(*kind)
     })
 }
 
@@ -100,6 +99,16 @@ fn hardened(resp: Response) -> Response {
     resp.with_header("X-Content-Type-Options", "nosniff")
         .with_header("Referrer-Policy", "no-referrer")
         .with_header("Cross-Origin-Opener-Policy", "same-origin")
+}
+
+/// A script or style file (`kind` `js` or `css`), cached as `cache` says.
+fn file(kind: &str, cache: &'static str, body: Vec<u8>) -> Response {
+    hardened(
+        Response::new(200)
+            .with_header("Content-Type", content_type(kind))
+            .with_header("Cache-Control", cache)
+            .with_body(body),
+    )
 }
 
 /// The vendor files, read at start: path below `/web/vendor/` → (bytes, type).
@@ -137,7 +146,7 @@ impl Assets {
                         }
                         continue;
                     }
-                    let Some((_, kind)) = vendor_file(&rel) else {
+                    let Some(kind) = vendor_file(&rel) else {
                         continue;
                     };
                     if std::fs::metadata(&path)?.len() <= MAX_ASSET {
@@ -187,20 +196,10 @@ pub fn routes(router: Router, mgr: &Arc<Manager>, assets: Option<Arc<Assets>>) -
             )
         })
         .route(Method::Get, "/web/app.js", |_| {
-            hardened(
-                Response::new(200)
-                    .with_header("Content-Type", content_type("js"))
-                    .with_header("Cache-Control", "no-cache")
-                    .with_body(APP_JS.as_bytes().to_vec()),
-            )
+            file("js", "no-cache", APP_JS.as_bytes().to_vec())
         })
         .route(Method::Get, "/web/app.css", |_| {
-            hardened(
-                Response::new(200)
-                    .with_header("Content-Type", content_type("css"))
-                    .with_header("Cache-Control", "no-cache")
-                    .with_body(APP_CSS.as_bytes().to_vec()),
-            )
+            file("css", "no-cache", APP_CSS.as_bytes().to_vec())
         })
         .route(Method::Get, "/web/vendor/{path*}", move |req| {
             let Some(assets) = &assets else {
@@ -211,12 +210,7 @@ pub fn routes(router: Router, mgr: &Arc<Manager>, assets: Option<Arc<Assets>>) -
                 );
             };
             match req.param("path").and_then(|p| assets.files.get(p)) {
-                Some((body, kind)) => hardened(
-                    Response::new(200)
-                        .with_header("Content-Type", content_type(kind))
-                        .with_header("Cache-Control", "max-age=3600")
-                        .with_body(body.clone()),
-                ),
+                Some((body, kind)) => file(kind, "max-age=3600", body.clone()),
                 None => Response::text(404, "not found\n"),
             }
         })
@@ -228,12 +222,9 @@ mod tests {
 
     #[test]
     fn only_the_packages_files_are_served() {
-        let ok = |p: &str| vendor_file(p).map(|(r, k)| (r.to_string_lossy().into_owned(), k));
-        assert_eq!(
-            ok("@xterm/xterm/lib/xterm.js"),
-            Some(("@xterm/xterm/lib/xterm.js".into(), "js"))
-        );
-        assert_eq!(ok("@xterm/xterm/css/xterm.css").unwrap().1, "css");
+        let ok = vendor_file;
+        assert_eq!(ok("@xterm/xterm/lib/xterm.js"), Some("js"));
+        assert_eq!(ok("@xterm/xterm/css/xterm.css"), Some("css"));
         assert!(ok("@novnc/novnc/core/rfb.js").is_some());
         assert!(ok("@novnc/novnc/core/decoders/tight.js").is_some());
         assert!(ok("@novnc/novnc/vendor/pako/lib/zlib/inflate.js").is_some());

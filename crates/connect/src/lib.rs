@@ -29,16 +29,6 @@ pub enum CallError {
     },
 }
 
-impl CallError {
-    /// The Connect code of a refusal.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            CallError::Refused { code, .. } => Some(code),
-            CallError::Unreachable(_) | CallError::Unanswered(_) => None,
-        }
-    }
-}
-
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -252,7 +242,7 @@ mod tests {
         let ok: Result<serde_json::Value, _> = answer("M", 200, br#"{"a":1}"#);
         assert_eq!(ok.unwrap()["a"], 1);
         let e = answer::<serde_json::Value>("M", 404, br#"{"code":"not_found","message":"no"}"#);
-        assert_eq!(e.unwrap_err().code(), Some("not_found"));
+        assert!(matches!(e, Err(CallError::Refused { code, .. }) if code == "not_found"));
         let e = answer::<serde_json::Value>("M", 503, br#"{"code":"unavailable","message":"x"}"#);
         assert!(matches!(e, Err(CallError::Unreachable(_))));
         let e = answer::<serde_json::Value>("M", 502, b"<html>");

@@ -13,7 +13,7 @@ import { chromium } from 'playwright-core';
 
 const plan = JSON.parse(process.argv[2] || '{}');
 const wait = plan.timeoutMs || 20000;
-const report = { steps: [], csp: [], pageErrors: [] };
+const report = { steps: [], pageErrors: [] };
 let browser;
 
 async function finish(code, error) {
