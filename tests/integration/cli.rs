@@ -211,6 +211,16 @@ fn a_person_logs_in_powers_servers_and_uses_the_consoles_from_the_command_line()
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unauthenticated"), "{}", stderr(&o));
     login(&site, &op, "op@acme.test");
+    // Locate, which every operation starts with, is counted as a server operation: no sample
+    // before the first one.
+    let located = |status: &str| {
+        crate::gateway_uplink::metric(
+            site.manager.addr,
+            "manager_server_operations_total",
+            &[("operation", "locate"), ("status", status)],
+        )
+    };
+    assert_eq!(located("ok"), None, "no Locate yet");
     let session = op.join("session.json");
     assert_eq!(
         std::fs::metadata(&session).unwrap().permissions().mode() & 0o777,
@@ -322,9 +332,20 @@ fn a_person_logs_in_powers_servers_and_uses_the_consoles_from_the_command_line()
     // Another customer's user: the server is not found, at the manager and at the gateway.
     let other = dir.0.join("globex");
     login(&site, &other, "op@globex.test");
+    assert!(
+        located("ok").unwrap_or(0.0) >= 1.0,
+        "the operations located s1"
+    );
+    // The operator's `power status s1 g1 nosuch` asked for two servers it may not see.
+    assert_eq!(located("not_found"), Some(2.0));
     let o = cli(&other, &["power", "status", "s1"], "");
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("not_found"), "{}", stdout(&o));
+    assert_eq!(
+        located("not_found"),
+        Some(3.0),
+        "another customer's Locate, refused"
+    );
     let o = cli(&other, &["console", "s1"], "");
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not_found"), "{}", stderr(&o));
